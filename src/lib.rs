@@ -1,0 +1,12 @@
+//! mailplan: plan, review and run e-mail migrations for many accounts at once.
+//!
+//! Module map (see `../shared/STYLE.md` for the shape: plan everything, then execute or print):
+//! - [`plan`]: the plan language, pure. Source files and spans ([`plan::source`]), the layer's
+//!   diagnostics with stable codes ([`plan::diag`]), secret references ([`plan::secret`]) and
+//!   the validated model every later stage consumes ([`plan::model`]).
+//!
+//! Still to come (see the open issues): the YAML loader and validation, the step graph
+//! (`graph/`), renderers (`report/`), the executor and state store (`exec/`), and the OVH and
+//! IMAP providers (`providers/`).
+
+pub mod plan;

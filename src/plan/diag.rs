@@ -1,0 +1,355 @@
+//! The plan layer's one error type: [`Diagnostic`], with a stable [`Code`], a severity, a help
+//! line and a label on every span involved (both places for a duplicate).
+//!
+//! Validation never stops at the first problem: stages push into a [`Diagnostics`] list and the
+//! caller decides (errors block everything that executes; warnings only inform).
+
+use std::fmt;
+use std::sync::Arc;
+
+use miette::{LabeledSpan, MietteError, SourceCode, SourceSpan, SpanContents};
+use serde::Serialize;
+
+use super::source::{SourceFile, Span};
+
+/// Stable diagnostic codes. Their spelling (`plan::duplicate_account`) is part of the interface:
+/// `--format json` and `--format github` print it, and the README lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Code {
+    /// The file could not be read (missing, not UTF-8, too large, binary).
+    Unreadable,
+    /// YAML syntax, or a resource budget (aliases, depth, size) breached.
+    Syntax,
+    /// The same key twice in one mapping.
+    DuplicateKey,
+    /// A value of the wrong type (a list where a mapping is expected, …).
+    WrongType,
+    /// A key the plan format does not know.
+    UnknownKey,
+    /// A required key is absent.
+    MissingKey,
+    /// A value outside its allowed set or range.
+    InvalidValue,
+    /// `version:` absent or not 1.
+    UnsupportedVersion,
+    /// `from:`/`to:`/`platform:` names no platform, or `type:` names no platform kind.
+    UnknownPlatform,
+    /// Two accounts with the same address.
+    DuplicateAccount,
+    /// An address that is not an e-mail address.
+    InvalidAddress,
+    /// An account's domain is not attached to its Exchange target.
+    DomainNotAttached,
+    /// Source and target are the same platform.
+    SameSourceAndTarget,
+    /// No supported migration between these platform kinds.
+    UnsupportedFlow,
+    /// A provisional name equals another account's address or provisional name.
+    ProvisionalNameCollision,
+    /// `after:` names an account that is not in the plan.
+    UnknownAccount,
+    /// `after:` forms a loop.
+    AfterCycle,
+    /// `after:` points to an account of a later wave.
+    AfterLaterWave,
+    /// A CSV import that cannot be read or parsed.
+    CsvImport,
+    /// A secret reference that cannot be resolved now (unset variable, missing file).
+    UnresolvedSecret,
+    /// A plaintext secret or a setting that lowers security.
+    Insecure,
+    /// The same domain attached twice.
+    DuplicateDomain,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Unreadable => "plan::unreadable",
+            Code::Syntax => "plan::syntax",
+            Code::DuplicateKey => "plan::duplicate_key",
+            Code::WrongType => "plan::wrong_type",
+            Code::UnknownKey => "plan::unknown_key",
+            Code::MissingKey => "plan::missing_key",
+            Code::InvalidValue => "plan::invalid_value",
+            Code::UnsupportedVersion => "plan::unsupported_version",
+            Code::UnknownPlatform => "plan::unknown_platform",
+            Code::DuplicateAccount => "plan::duplicate_account",
+            Code::InvalidAddress => "plan::invalid_address",
+            Code::DomainNotAttached => "plan::domain_not_attached",
+            Code::SameSourceAndTarget => "plan::same_source_and_target",
+            Code::UnsupportedFlow => "plan::unsupported_flow",
+            Code::ProvisionalNameCollision => "plan::provisional_name_collision",
+            Code::UnknownAccount => "plan::unknown_account",
+            Code::AfterCycle => "plan::after_cycle",
+            Code::AfterLaterWave => "plan::after_later_wave",
+            Code::CsvImport => "plan::csv_import",
+            Code::UnresolvedSecret => "plan::unresolved_secret",
+            Code::Insecure => "plan::insecure",
+            Code::DuplicateDomain => "plan::duplicate_domain",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+/// A labelled place in a source file.
+#[derive(Debug, Clone)]
+pub struct Label {
+    pub source: Arc<SourceFile>,
+    pub span: Span,
+    pub text: String,
+}
+
+/// One problem found in a plan.
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    pub code: Code,
+    pub severity: Severity,
+    pub message: String,
+    pub help: Option<String>,
+    /// The first label is the primary place; miette shows the labels that share its file.
+    pub labels: Vec<Label>,
+}
+
+impl Diagnostic {
+    pub fn error(code: Code, message: impl Into<String>) -> Self {
+        Diagnostic {
+            code,
+            severity: Severity::Error,
+            message: message.into(),
+            help: None,
+            labels: Vec::new(),
+        }
+    }
+
+    pub fn warning(code: Code, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, message)
+        }
+    }
+
+    #[must_use]
+    pub fn with_label(
+        mut self,
+        source: &Arc<SourceFile>,
+        span: Span,
+        text: impl Into<String>,
+    ) -> Self {
+        self.labels.push(Label {
+            source: Arc::clone(source),
+            span,
+            text: text.into(),
+        });
+        self
+    }
+
+    #[must_use]
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// The primary place: file, 1-based line and column.
+    pub fn location(&self) -> Option<(&str, usize, usize)> {
+        self.labels.first().map(|l| {
+            let (line, col) = l.source.line_col(l.span.offset);
+            (l.source.name.as_str(), line, col)
+        })
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Diagnostic {}
+
+impl miette::Diagnostic for Diagnostic {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(self.code.as_str()))
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(match self.severity {
+            Severity::Warning => miette::Severity::Warning,
+            Severity::Error => miette::Severity::Error,
+        })
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        self.labels
+            .first()
+            .map(|l| l.source.as_ref() as &dyn SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let primary = self.labels.first()?;
+        // One snippet per file: labels in another file (a CSV row and the plan line importing
+        // it) are shown by `related`.
+        Some(Box::new(
+            self.labels
+                .iter()
+                .filter(move |l| Arc::ptr_eq(&l.source, &primary.source))
+                .enumerate()
+                .map(|(i, l)| {
+                    let span = SourceSpan::new(l.span.offset.into(), l.span.len);
+                    let text = (!l.text.is_empty()).then(|| l.text.clone());
+                    if i == 0 {
+                        LabeledSpan::new_primary_with_span(text, span)
+                    } else {
+                        LabeledSpan::new_with_span(text, span)
+                    }
+                }),
+        ))
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
+        None
+    }
+}
+
+impl SourceCode for SourceFile {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let inner = self
+            .text
+            .read_span(span, context_lines_before, context_lines_after)?;
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            self.name.clone(),
+            inner.data(),
+            *inner.span(),
+            inner.line(),
+            inner.column(),
+            inner.line_count(),
+        )))
+    }
+}
+
+/// Everything found while loading and validating a plan, in the order found.
+#[derive(Debug, Clone, Default)]
+pub struct Diagnostics {
+    pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn push(&mut self, d: Diagnostic) {
+        self.items.push(d);
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.items.iter().filter(|d| d.is_error()).count()
+    }
+
+    pub fn warning_count(&self) -> usize {
+        self.items.len() - self.error_count()
+    }
+
+    /// Turn every warning of `code` into an error: what warns in `validate` blocks `apply`.
+    pub fn escalate(&mut self, code: Code) {
+        for d in &mut self.items {
+            if d.code == code {
+                d.severity = Severity::Error;
+            }
+        }
+    }
+
+    /// Stable order for output: by file, then position, then code.
+    pub fn sort(&mut self) {
+        self.items.sort_by(|a, b| {
+            let key = |d: &Diagnostic| {
+                d.labels
+                    .first()
+                    .map(|l| (l.source.name.clone(), l.span.offset))
+            };
+            key(a).cmp(&key(b)).then(a.code.cmp(&b.code))
+        });
+    }
+}
+
+impl Extend<Diagnostic> for Diagnostics {
+    fn extend<T: IntoIterator<Item = Diagnostic>>(&mut self, iter: T) {
+        self.items.extend(iter);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miette::Diagnostic as _;
+
+    #[test]
+    fn duplicate_labels_both_places_and_renders_code_and_help() {
+        let src = SourceFile::new(
+            "p.yaml",
+            "accounts:\n  - address: a@x.fr\n  - address: a@x.fr\n",
+        );
+        let d = Diagnostic::error(Code::DuplicateAccount, "account a@x.fr is listed twice")
+            .with_label(&src, Span::new(43, 6), "again here")
+            .with_label(&src, Span::new(23, 6), "first here")
+            .with_help("remove one of the two entries");
+        let labels: Vec<LabeledSpan> = d.labels().expect("labels").collect();
+        assert_eq!(labels.len(), 2);
+        assert_eq!(labels[0].offset(), 43);
+        assert!(labels[0].primary());
+        assert_eq!(labels[1].offset(), 23);
+        assert_eq!(d.location(), Some(("p.yaml", 3, 14)));
+
+        let mut out = String::new();
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+            .render_report(&mut out, &d)
+            .expect("render");
+        assert!(out.contains("plan::duplicate_account"), "{out}");
+        assert!(
+            out.contains("first here") && out.contains("again here"),
+            "{out}"
+        );
+        assert!(out.contains("remove one of the two entries"), "{out}");
+        assert!(out.contains("p.yaml"), "{out}");
+    }
+
+    #[test]
+    fn escalate_turns_warnings_of_one_code_into_errors() {
+        let mut all = Diagnostics::default();
+        all.push(Diagnostic::warning(
+            Code::UnresolvedSecret,
+            "JOHN_PW is not set",
+        ));
+        all.push(Diagnostic::warning(Code::Insecure, "tls-verify is off"));
+        assert!(!all.has_errors());
+        all.escalate(Code::UnresolvedSecret);
+        assert_eq!((all.error_count(), all.warning_count()), (1, 1));
+    }
+}
