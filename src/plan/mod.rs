@@ -8,4 +8,30 @@ pub mod diag;
 pub mod model;
 pub mod secret;
 pub mod source;
+pub mod validate;
 pub mod yaml;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use diag::Diagnostics;
+use model::Plan;
+use source::SourceFile;
+
+/// Parse and validate a plan's text. Returns the plan when no error was found, and every
+/// diagnostic (errors and warnings) in source order either way.
+pub fn load(source: &Arc<SourceFile>, path: &Path) -> (Option<Plan>, Diagnostics) {
+    let mut diags = Diagnostics::default();
+    let plan = match yaml::parse(source) {
+        Ok((root, duplicates)) => {
+            diags.extend(duplicates);
+            validate::validate(source, &root, path, &mut diags).filter(|_| !diags.has_errors())
+        }
+        Err(d) => {
+            diags.push(d);
+            None
+        }
+    };
+    diags.sort();
+    (plan, diags)
+}

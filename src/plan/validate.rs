@@ -1,0 +1,1110 @@
+//! Node tree → validated [`Plan`], collecting every problem.
+//!
+//! Entry point: [`validate`]. It reads each section with [`Reader`] (types, unknown and missing
+//! keys), then checks what spans sections: platform names, flows, attached domains, duplicate
+//! addresses, provisional-name collisions, and the `after:` graph (unknown names, cycles named in
+//! full, later waves). A plan is returned only when no error was found.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use super::decode::{Fields, Reader, did_you_mean};
+use super::diag::{Code, Diagnostic, Diagnostics};
+use super::model::{
+    Account, AfterOptions, CopyOptions, DomainAttachment, DomainType, Flow, ImapServer,
+    OvhSettings, Plan, Platform, PlatformKind, TlsMode,
+};
+use super::secret::SecretRef;
+use super::source::{Origin, SourceFile, Span};
+use super::yaml::{Node, Value};
+
+const TOP_KEYS: &[&str] = &[
+    "version",
+    "name",
+    "ovh",
+    "platforms",
+    "domains",
+    "defaults",
+    "accounts",
+    "after",
+];
+const PLATFORM_KEYS: &[&str] = &["type", "service", "organization", "domain", "imap"];
+const PLATFORM_TYPES: &[&str] = &["ovh-mxplan", "ovh-mxplan-legacy", "ovh-exchange", "imap"];
+const IMAP_KEYS: &[&str] = &["host", "port", "tls", "allow-insecure", "tls-verify"];
+const DOMAIN_KEYS: &[&str] = &["name", "platform", "type"];
+const DEFAULTS_KEYS: &[&str] = &["provisional-name", "copy", "wave"];
+const COPY_KEYS: &[&str] = &["folders", "max-message-size"];
+const FOLDERS_KEYS: &[&str] = &["map", "exclude", "include"];
+const ACCOUNT_KEYS: &[&str] = &[
+    "address",
+    "from",
+    "to",
+    "display-name",
+    "source-login",
+    "target-login",
+    "source-password",
+    "target-password",
+    "provisional-name",
+    "wave",
+    "after",
+    "copy",
+];
+const SECRET_KEYS: &[&str] = &["env", "file", "command"];
+const DEFAULT_PROVISIONAL_NAME: &str = "{local}-old";
+/// The new MX Plan's IMAP server, per the `OVHcloud` documentation.
+const MXPLAN_IMAP_HOST: &str = "ssl0.ovh.net";
+
+/// An account as written, with the spans later checks point at.
+struct Written {
+    account: Account,
+    address_span: Span,
+    to_span: Span,
+    after_spans: Vec<Span>,
+    provisional_span: Span,
+}
+
+/// Validate a parsed plan. `path` is the plan file (its stem names an unnamed plan).
+pub fn validate(
+    source: &Arc<SourceFile>,
+    root: &Node,
+    path: &Path,
+    diags: &mut Diagnostics,
+) -> Option<Plan> {
+    let errors_before = diags.error_count();
+    let mut r = Reader { source, diags };
+    let top = r.fields(root, "the plan", TOP_KEYS)?;
+
+    match top.get("version") {
+        Some(Node {
+            value: Value::Int(1),
+            ..
+        }) => {}
+        Some(v) => r.diags.push(
+            Diagnostic::error(Code::UnsupportedVersion, "unsupported plan version")
+                .with_label(source, v.span, "this mailplan reads `version: 1`")
+                .with_help("write `version: 1`"),
+        ),
+        None => {
+            r.required(top, "version", "the plan");
+        }
+    }
+    let name = top
+        .get("name")
+        .and_then(|n| r.string(n, "`name`"))
+        .unwrap_or_else(|| {
+            path.file_stem()
+                .map_or_else(|| "plan".to_owned(), |s| s.to_string_lossy().into_owned())
+        });
+    let ovh = top.get("ovh").and_then(|n| {
+        let f = r.fields(n, "`ovh`", &["endpoint"])?;
+        let node = r.required(f, "endpoint", "`ovh`")?;
+        let endpoint = r.string(node, "`ovh.endpoint`")?;
+        Some(OvhSettings { endpoint })
+    });
+
+    let platforms = read_platforms(&mut r, top);
+    let domains = read_domains(&mut r, top, &platforms);
+    let defaults = read_defaults(&mut r, top);
+    let after = top
+        .get("after")
+        .and_then(|n| {
+            let f = r.fields(n, "`after`", &["reset-source"])?;
+            let reset_source = match f.get("reset-source") {
+                Some(v) => r.boolean(v, "`after.reset-source`")?,
+                None => false,
+            };
+            Some(AfterOptions { reset_source })
+        })
+        .unwrap_or_default();
+
+    let mut written = Vec::new();
+    if let Some(list) = top.get("accounts")
+        && let Some(items) = r.list(list, "`accounts`")
+    {
+        for item in items {
+            if let Some(w) = read_account(&mut r, item, &defaults, &platforms) {
+                written.push(w);
+            }
+        }
+    }
+    check_accounts(&mut r, &mut written, &platforms, &domains);
+
+    if r.diags.error_count() > errors_before {
+        return None;
+    }
+    Some(Plan {
+        name,
+        path: path.to_path_buf(),
+        ovh,
+        platforms: platforms.into_iter().map(|(k, (p, _))| (k, p)).collect(),
+        domains: domains.into_iter().map(|(d, _)| d).collect(),
+        accounts: written.into_iter().map(|w| w.account).collect(),
+        after,
+    })
+}
+
+type Platforms = BTreeMap<String, (Platform, Span)>;
+
+fn read_platforms(r: &mut Reader<'_>, top: Fields<'_>) -> Platforms {
+    let mut out = Platforms::new();
+    let Some(node) = r.required(top, "platforms", "the plan") else {
+        return out;
+    };
+    let Value::Map(entries) = &node.value else {
+        r.fields(node, "`platforms`", &[]);
+        return out;
+    };
+    for (key, value) in entries {
+        let Some(name) = r.string(key, "a platform name") else {
+            continue;
+        };
+        let what = format!("platform `{name}`");
+        let Some(f) = r.fields(value, &what, PLATFORM_KEYS) else {
+            continue;
+        };
+        let Some(type_node) = r.required(f, "type", &what) else {
+            continue;
+        };
+        let Some(kind_name) = r.choice(type_node, "platform type", PLATFORM_TYPES) else {
+            continue;
+        };
+        let text = |r: &mut Reader<'_>, key: &str| {
+            r.required(f, key, &what)
+                .and_then(|n| r.string(n, &format!("`{key}`")))
+        };
+        let kind = match kind_name {
+            "ovh-mxplan" => text(r, "service").map(|service| PlatformKind::OvhMxplan { service }),
+            "ovh-mxplan-legacy" => {
+                text(r, "domain").map(|domain| PlatformKind::OvhMxplanLegacy { domain })
+            }
+            "ovh-exchange" => text(r, "organization").map(|organization| {
+                let service = f
+                    .get("service")
+                    .and_then(|n| r.string(n, "`service`"))
+                    .unwrap_or_else(|| organization.clone());
+                PlatformKind::OvhExchange {
+                    organization,
+                    service,
+                }
+            }),
+            _ => Some(PlatformKind::Imap),
+        };
+        let imap = match f.get("imap") {
+            Some(n) => read_imap(r, n, &what),
+            None if kind_name == "imap" => {
+                r.required(f, "imap", &what);
+                None
+            }
+            None if kind_name == "ovh-mxplan" => Some(ImapServer {
+                host: MXPLAN_IMAP_HOST.to_owned(),
+                port: 993,
+                tls: TlsMode::Implicit,
+                tls_verify: true,
+            }),
+            None => None,
+        };
+        if let Some(kind) = kind {
+            out.insert(name.clone(), (Platform { name, kind, imap }, key.span));
+        }
+    }
+    out
+}
+
+fn read_imap(r: &mut Reader<'_>, node: &Node, platform: &str) -> Option<ImapServer> {
+    let what = format!("the `imap` block of {platform}");
+    let f = r.fields(node, &what, IMAP_KEYS)?;
+    let host_node = r.required(f, "host", &what)?;
+    let host = r.string(host_node, "`imap.host`")?;
+    let tls = match f.get("tls") {
+        Some(n) => match r.choice(n, "TLS mode", &["implicit", "starttls", "none"])? {
+            "starttls" => TlsMode::Starttls,
+            "none" => TlsMode::None,
+            _ => TlsMode::Implicit,
+        },
+        None => TlsMode::Implicit,
+    };
+    let port = match f.get("port") {
+        Some(n) => r.integer::<u16>(n, "`imap.port`", "1 to 65535")?,
+        None => tls.default_port(),
+    };
+    let allow_insecure = match f.get("allow-insecure") {
+        Some(n) => r.boolean(n, "`imap.allow-insecure`")?,
+        None => false,
+    };
+    let tls_verify = match f.get("tls-verify") {
+        Some(n) => r.boolean(n, "`imap.tls-verify`")?,
+        None => true,
+    };
+    if tls == TlsMode::None && !allow_insecure {
+        let span = f.get("tls").map_or(node.span, |n| n.span);
+        r.diags.push(
+            Diagnostic::error(Code::Insecure, format!("{platform} would send passwords in clear text"))
+                .with_label(r.source, span, "tls: none")
+                .with_help("use `tls: implicit` or `starttls`, or write `allow-insecure: true` if this is really wanted"),
+        );
+    }
+    if !tls_verify {
+        let span = f.get("tls-verify").map_or(node.span, |n| n.span);
+        r.diags.push(
+            Diagnostic::warning(Code::Insecure, format!("{platform} does not check the server's certificate"))
+                .with_label(r.source, span, "tls-verify: false")
+                .with_help("anyone on the path can read the passwords; remove it once the server has a valid certificate"),
+        );
+    }
+    Some(ImapServer {
+        host,
+        port,
+        tls,
+        tls_verify,
+    })
+}
+
+fn read_domains(
+    r: &mut Reader<'_>,
+    top: Fields<'_>,
+    platforms: &Platforms,
+) -> Vec<(DomainAttachment, Span)> {
+    let mut out: Vec<(DomainAttachment, Span)> = Vec::new();
+    let Some(items) = top.get("domains").and_then(|n| r.list(n, "`domains`")) else {
+        return out;
+    };
+    for item in items {
+        let Some(f) = r.fields(item, "a domain", DOMAIN_KEYS) else {
+            continue;
+        };
+        let name_node = r.required(f, "name", "a domain");
+        let platform_node = r.required(f, "platform", "a domain");
+        let domain_type = match f.get("type") {
+            Some(n) => match r.choice(n, "domain type", &["authoritative", "non-authoritative"]) {
+                Some("authoritative") => DomainType::Authoritative,
+                _ => DomainType::NonAuthoritative,
+            },
+            None => DomainType::NonAuthoritative,
+        };
+        let (Some(name_node), Some(platform_node)) = (name_node, platform_node) else {
+            continue;
+        };
+        let (Some(name), Some(platform)) = (
+            r.string(name_node, "a domain name"),
+            r.string(platform_node, "a domain's platform"),
+        ) else {
+            continue;
+        };
+        let name = name.to_lowercase();
+        if !check_platform_ref(r, platforms, &platform, platform_node.span) {
+            continue;
+        }
+        if let Some((p, _)) = platforms.get(&platform)
+            && !matches!(p.kind, PlatformKind::OvhExchange { .. })
+        {
+            {
+                r.diags.push(
+                    Diagnostic::error(
+                        Code::InvalidValue,
+                        format!(
+                            "domains are attached to Exchange platforms; `{platform}` is {}",
+                            p.kind.type_name()
+                        ),
+                    )
+                    .with_label(
+                        r.source,
+                        platform_node.span,
+                        "not an ovh-exchange platform",
+                    ),
+                );
+                continue;
+            }
+        }
+        if let Some((_, first)) = out.iter().find(|(d, _)| d.name == name) {
+            r.diags.push(
+                Diagnostic::error(
+                    Code::DuplicateDomain,
+                    format!("domain {name} is listed twice"),
+                )
+                .with_label(r.source, name_node.span, "again here")
+                .with_label(r.source, *first, "first here"),
+            );
+            continue;
+        }
+        out.push((
+            DomainAttachment {
+                name,
+                platform,
+                domain_type,
+            },
+            name_node.span,
+        ));
+    }
+    out
+}
+
+/// Account settings that `defaults:` gives every account.
+#[derive(Debug, Default)]
+struct Defaults {
+    provisional_name: Option<String>,
+    copy: CopyOptions,
+    wave: u32,
+}
+
+fn read_defaults(r: &mut Reader<'_>, top: Fields<'_>) -> Defaults {
+    let mut out = Defaults::default();
+    let Some(f) = top
+        .get("defaults")
+        .and_then(|n| r.fields(n, "`defaults`", DEFAULTS_KEYS))
+    else {
+        return out;
+    };
+    if let Some(n) = f.get("provisional-name") {
+        out.provisional_name = r.string(n, "`provisional-name`");
+    }
+    if let Some(n) = f.get("wave") {
+        out.wave = r.integer(n, "`wave`", "0 or more").unwrap_or(0);
+    }
+    if let Some(n) = f.get("copy") {
+        out.copy = read_copy(r, n, CopyOptions::default());
+    }
+    out
+}
+
+fn read_copy(r: &mut Reader<'_>, node: &Node, mut copy: CopyOptions) -> CopyOptions {
+    let Some(f) = r.fields(node, "`copy`", COPY_KEYS) else {
+        return copy;
+    };
+    if let Some(n) = f.get("max-message-size") {
+        copy.max_message_size = read_size(r, n);
+    }
+    if let Some(folders) = f
+        .get("folders")
+        .and_then(|n| r.fields(n, "`copy.folders`", FOLDERS_KEYS))
+    {
+        if let Some(map) = folders.get("map") {
+            if let Value::Map(entries) = &map.value {
+                for (k, v) in entries {
+                    if let (Some(k), Some(v)) =
+                        (r.string(k, "a folder name"), r.string(v, "a folder name"))
+                    {
+                        copy.folder_map.insert(k, v);
+                    }
+                }
+            } else {
+                r.fields(map, "`copy.folders.map`", &[]);
+            }
+        }
+        for (key, target) in [
+            ("exclude", &mut copy.exclude),
+            ("include", &mut copy.include),
+        ] {
+            if let Some(items) = folders
+                .get(key)
+                .and_then(|n| r.list(n, &format!("`{key}`")))
+            {
+                *target = items
+                    .iter()
+                    .filter_map(|n| r.string(n, "a folder pattern"))
+                    .collect();
+            }
+        }
+    }
+    copy
+}
+
+/// `35MB`, `1.5 GiB`, `500000`: a size in bytes.
+fn read_size(r: &mut Reader<'_>, node: &Node) -> Option<u64> {
+    let parsed = match &node.value {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::Str(s) => parse_size(s),
+        _ => None,
+    };
+    if parsed.is_none() {
+        r.error(
+            Code::InvalidValue,
+            node.span,
+            "`max-message-size` must be a size such as 35MB, 20MiB or 1000000".to_owned(),
+            "not a size",
+        );
+    }
+    parsed
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = (number * factor).round();
+    // The range check makes the cast exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    (0.0..1e18).contains(&bytes).then_some(bytes as u64)
+}
+
+fn read_secret(r: &mut Reader<'_>, node: &Node, what: &str) -> Option<SecretRef> {
+    if let Value::Str(_) = node.value {
+        r.diags.push(
+            Diagnostic::error(Code::Insecure, format!("{what} is written in the plan in clear"))
+                .with_label(r.source, node.span, "a password in a plan file")
+                .with_help("refer to it instead: `{ env: NAME }`, `{ file: PATH }` or `{ command: \"pass show …\" }`"),
+        );
+        return None;
+    }
+    let f = r.fields(node, what, SECRET_KEYS)?;
+    let entries = f.entries();
+    if entries.len() != 1 {
+        r.error(
+            Code::InvalidValue,
+            node.span,
+            format!("{what} must name exactly one of env, file or command"),
+            "one key expected",
+        );
+        return None;
+    }
+    let (key, value) = &entries[0];
+    let text = r.string(value, what)?;
+    match &key.value {
+        Value::Str(k) if k == "env" => Some(SecretRef::Env(text)),
+        Value::Str(k) if k == "file" => Some(SecretRef::File(text)),
+        Value::Str(k) if k == "command" => Some(SecretRef::Command(text)),
+        _ => None,
+    }
+}
+
+#[allow(clippy::too_many_lines)] // one flat list of an account's keys reads best
+fn read_account(
+    r: &mut Reader<'_>,
+    node: &Node,
+    defaults: &Defaults,
+    platforms: &Platforms,
+) -> Option<Written> {
+    let f = r.fields(node, "an account", ACCOUNT_KEYS)?;
+    let address_node = r.required(f, "address", "an account");
+    let from_node = r.required(f, "from", "an account");
+    let to_node = r.required(f, "to", "an account");
+    let opt_string =
+        |r: &mut Reader<'_>, key: &str| f.get(key).and_then(|n| r.string(n, &format!("`{key}`")));
+    let display_name = opt_string(r, "display-name");
+    let source_login = opt_string(r, "source-login");
+    let target_login = opt_string(r, "target-login");
+    let source_password = f
+        .get("source-password")
+        .and_then(|n| read_secret(r, n, "`source-password`"));
+    let target_password = f
+        .get("target-password")
+        .and_then(|n| read_secret(r, n, "`target-password`"));
+    let wave = match f.get("wave") {
+        Some(n) => r.integer(n, "`wave`", "0 or more")?,
+        None => defaults.wave,
+    };
+    let mut after = Vec::new();
+    let mut after_spans = Vec::new();
+    if let Some(items) = f.get("after").and_then(|n| r.list(n, "`after`")) {
+        for item in items {
+            if let Some(a) = r.string(item, "an address in `after`") {
+                after.push(a.to_lowercase());
+                after_spans.push(item.span);
+            }
+        }
+    }
+    let copy = match f.get("copy") {
+        Some(n) => read_copy(r, n, defaults.copy.clone()),
+        None => defaults.copy.clone(),
+    };
+    let provisional_node = f.get("provisional-name");
+    let provisional_rule = match provisional_node {
+        Some(n) => r.string(n, "`provisional-name`"),
+        None => defaults.provisional_name.clone(),
+    };
+
+    let address_node = address_node?;
+    let address = r.string(address_node, "`address`")?.to_lowercase();
+    if let Err(why) = check_address(&address) {
+        r.diags.push(
+            Diagnostic::error(
+                Code::InvalidAddress,
+                format!("`{address}` is not an e-mail address: {why}"),
+            )
+            .with_label(r.source, address_node.span, "invalid address"),
+        );
+        return None;
+    }
+    let (from_node, to_node) = (from_node?, to_node?);
+    let from = r.string(from_node, "`from`")?;
+    let to = r.string(to_node, "`to`")?;
+    let from_ok = check_platform_ref(r, platforms, &from, from_node.span);
+    let to_ok = check_platform_ref(r, platforms, &to, to_node.span);
+    if !(from_ok && to_ok) {
+        return None;
+    }
+    let flow = decide_flow(r, platforms, (&from, from_node.span), (&to, to_node.span))?;
+
+    let provisional_address = (flow == Flow::MxplanToExchange).then(|| {
+        let rule = provisional_rule
+            .as_deref()
+            .unwrap_or(DEFAULT_PROVISIONAL_NAME);
+        let (local, domain) = address.split_once('@').unwrap_or((&address, ""));
+        let local = rule.replace("{local}", local).replace("{domain}", domain);
+        format!("{local}@{domain}").to_lowercase()
+    });
+    if let Some(p) = &provisional_address {
+        if let Err(why) = check_address(p) {
+            let span = provisional_node.map_or(address_node.span, |n| n.span);
+            r.diags.push(
+                Diagnostic::error(
+                    Code::InvalidAddress,
+                    format!("provisional address `{p}` is not an e-mail address: {why}"),
+                )
+                .with_label(r.source, span, "from this rule")
+                .with_help(
+                    "a provisional name is a local part; `{local}` stands for the account's own",
+                ),
+            );
+            return None;
+        }
+        if *p == address {
+            let span = provisional_node.map_or(address_node.span, |n| n.span);
+            r.error(
+                Code::ProvisionalNameCollision,
+                span,
+                format!("the provisional name of {address} is the address itself"),
+                "the source must be renamed to a different name",
+            );
+            return None;
+        }
+    }
+
+    Some(Written {
+        address_span: address_node.span,
+        to_span: to_node.span,
+        provisional_span: provisional_node.map_or(address_node.span, |n| n.span),
+        after_spans,
+        account: Account {
+            address,
+            from,
+            to,
+            flow,
+            display_name,
+            source_login,
+            target_login,
+            source_password,
+            target_password,
+            provisional_address,
+            wave,
+            after,
+            copy,
+            origin: Origin::new(r.source, node.span),
+        },
+    })
+}
+
+fn check_platform_ref(r: &mut Reader<'_>, platforms: &Platforms, name: &str, span: Span) -> bool {
+    if platforms.contains_key(name) {
+        return true;
+    }
+    let names: Vec<&str> = platforms.keys().map(String::as_str).collect();
+    let help = match did_you_mean(name, &names) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None if names.is_empty() => "declare it under `platforms:`".to_owned(),
+        None => format!("the plan's platforms: {}", names.join(", ")),
+    };
+    r.diags.push(
+        Diagnostic::error(
+            Code::UnknownPlatform,
+            format!("no platform is named `{name}`"),
+        )
+        .with_label(r.source, span, "unknown platform")
+        .with_help(help),
+    );
+    false
+}
+
+fn decide_flow(
+    r: &mut Reader<'_>,
+    platforms: &Platforms,
+    (from, from_span): (&str, Span),
+    (to, to_span): (&str, Span),
+) -> Option<Flow> {
+    let (source, _) = &platforms[from];
+    let (target, _) = &platforms[to];
+    if from == to {
+        r.diags.push(
+            Diagnostic::error(
+                Code::SameSourceAndTarget,
+                format!("`from` and `to` are both `{from}`"),
+            )
+            .with_label(r.source, to_span, "same as `from`")
+            .with_help("a migration moves mail between two platforms"),
+        );
+        return None;
+    }
+    let flow = match (&source.kind, &target.kind) {
+        (PlatformKind::OvhMxplan { .. }, PlatformKind::OvhExchange { .. }) => {
+            Some(Flow::MxplanToExchange)
+        }
+        (PlatformKind::OvhMxplanLegacy { .. }, PlatformKind::OvhExchange { .. }) => {
+            Some(Flow::LegacyToExchange)
+        }
+        (PlatformKind::Imap, PlatformKind::OvhExchange { .. }) => Some(Flow::ImapToExchange),
+        (_, PlatformKind::Imap) if source.imap.is_some() => Some(Flow::ImapToImap),
+        _ => None,
+    };
+    let Some(flow) = flow else {
+        let why = match (&source.kind, &target.kind) {
+            (_, PlatformKind::OvhMxplanLegacy { .. }) => {
+                "mail cannot be migrated to a historical MX Plan; move it to Exchange, or declare the server as `type: imap`".to_owned()
+            }
+            (_, PlatformKind::Imap) => format!(
+                "`{from}` has no `imap:` block to read the mail from; add one"
+            ),
+            _ => format!(
+                "supported: ovh-mxplan, ovh-mxplan-legacy or imap → ovh-exchange, and any platform with an `imap:` block → imap; declare `{to}` as `type: imap` to copy into an existing mailbox"
+            ),
+        };
+        r.diags.push(
+            Diagnostic::error(
+                Code::UnsupportedFlow,
+                format!(
+                    "no migration from {} to {}",
+                    source.kind.type_name(),
+                    target.kind.type_name()
+                ),
+            )
+            .with_label(r.source, from_span, source.kind.type_name())
+            .with_label(r.source, to_span, target.kind.type_name())
+            .with_help(why),
+        );
+        return None;
+    };
+    let needs_target_imap = matches!(flow, Flow::MxplanToExchange | Flow::ImapToExchange);
+    if needs_target_imap && target.imap.is_none() {
+        let (_, key_span) = &platforms[to];
+        r.diags.push(
+            Diagnostic::error(Code::MissingKey, format!("platform `{to}` has no `imap` block, and {flow} copies mail into it over IMAP"))
+                .with_label(r.source, *key_span, "this platform")
+                .with_label(r.source, to_span, "copied into here")
+                .with_help("add `imap: { host: exN.mail.ovh.net }` (the server shown in the Exchange control panel)"),
+        );
+        return None;
+    }
+    Some(flow)
+}
+
+/// A practical address check (the OVH Exchange panel's rule, lower-cased): a local part of
+/// letters, digits and the specials of RFC 5322 in dot-separated atoms, and a domain of at least two
+/// labels of letters, digits and inner hyphens.
+pub fn check_address(address: &str) -> Result<(), &'static str> {
+    let Some((local, domain)) = address.split_once('@') else {
+        return Err("it has no @");
+    };
+    if local.is_empty() {
+        return Err("nothing before the @");
+    }
+    let atom_char = |c: char| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c);
+    if local
+        .split('.')
+        .any(|atom| atom.is_empty() || !atom.chars().all(atom_char))
+    {
+        return Err("the part before the @ has a character that is not allowed, or misplaced dots");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return Err("the domain needs at least one dot");
+    }
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !labels.iter().all(label_ok) {
+        return Err("the domain has an empty label or a character that is not allowed");
+    }
+    Ok(())
+}
+
+fn check_accounts(
+    r: &mut Reader<'_>,
+    written: &mut [Written],
+    platforms: &Platforms,
+    domains: &[(DomainAttachment, Span)],
+) {
+    let mut by_address: HashMap<String, usize> = HashMap::with_capacity(written.len());
+    for (i, w) in written.iter().enumerate() {
+        if let Some(&first) = by_address.get(&w.account.address) {
+            r.diags.push(
+                Diagnostic::error(
+                    Code::DuplicateAccount,
+                    format!("account {} is listed twice", w.account.address),
+                )
+                .with_label(r.source, w.address_span, "again here")
+                .with_label(r.source, written[first].address_span, "first here")
+                .with_help("an address is migrated once; remove one of the two entries"),
+            );
+        } else {
+            by_address.insert(w.account.address.clone(), i);
+        }
+    }
+
+    // Provisional names must be free: no other account has that address or provisional name.
+    let mut provisional: HashMap<&str, usize> = HashMap::new();
+    for (i, w) in written.iter().enumerate() {
+        let Some(p) = w.account.provisional_address.as_deref() else {
+            continue;
+        };
+        if by_address.get(&w.account.address) != Some(&i) {
+            continue; // a duplicate account, already reported
+        }
+        let other = by_address
+            .get(p)
+            .map(|&j| (j, written[j].address_span, "that account's address"))
+            .or_else(|| {
+                provisional
+                    .get(p)
+                    .map(|&j| (j, written[j].provisional_span, "its provisional name too"))
+            });
+        if let Some((j, span, what)) = other {
+            r.diags.push(
+                Diagnostic::error(
+                    Code::ProvisionalNameCollision,
+                    format!(
+                        "{} would be renamed to {p}, which {} already uses",
+                        w.account.address, written[j].account.address
+                    ),
+                )
+                .with_label(r.source, w.provisional_span, format!("renames to {p}"))
+                .with_label(r.source, span, what)
+                .with_help(
+                    "set a `provisional-name` rule that gives a free name, e.g. \"{local}-old\"",
+                ),
+            );
+        } else {
+            provisional.insert(p, i);
+        }
+    }
+
+    for w in written.iter() {
+        let (target, _) = &platforms[&w.account.to];
+        if !matches!(target.kind, PlatformKind::OvhExchange { .. }) {
+            continue;
+        }
+        let domain = w.account.domain();
+        if !domains
+            .iter()
+            .any(|(d, _)| d.name == domain && d.platform == w.account.to)
+        {
+            r.diags.push(
+                Diagnostic::error(
+                    Code::DomainNotAttached,
+                    format!("domain {domain} is not attached to `{}`", w.account.to),
+                )
+                .with_label(r.source, w.to_span, "an Exchange platform")
+                .with_label(r.source, w.address_span, format!("an address of {domain}"))
+                .with_help(format!(
+                    "add it under `domains:`:\n  - name: {domain}\n    platform: {}\n    type: non-authoritative",
+                    w.account.to
+                )),
+            );
+        }
+    }
+    check_after(r, written, &by_address);
+}
+
+fn check_after(r: &mut Reader<'_>, written: &[Written], by_address: &HashMap<String, usize>) {
+    let mut graph: DiGraph<usize, ()> = DiGraph::with_capacity(written.len(), 0);
+    let nodes: Vec<NodeIndex> = (0..written.len()).map(|i| graph.add_node(i)).collect();
+    for (i, w) in written.iter().enumerate() {
+        for (name, span) in w.account.after.iter().zip(&w.after_spans) {
+            let Some(&j) = by_address.get(name) else {
+                let names: Vec<&str> = by_address.keys().map(String::as_str).collect();
+                let mut d = Diagnostic::error(
+                    Code::UnknownAccount,
+                    format!("`after` names {name}, which is not an account of this plan"),
+                )
+                .with_label(r.source, *span, "unknown account");
+                if let Some(best) = did_you_mean(name, &names) {
+                    d = d.with_help(format!("did you mean {best}?"));
+                }
+                r.diags.push(d);
+                continue;
+            };
+            if written[j].account.wave > w.account.wave {
+                r.diags.push(
+                    Diagnostic::error(
+                        Code::AfterLaterWave,
+                        format!(
+                            "{} (wave {}) waits for {name}, which only starts in wave {}",
+                            w.account.address, w.account.wave, written[j].account.wave
+                        ),
+                    )
+                    .with_label(r.source, *span, "in a later wave")
+                    .with_label(
+                        r.source,
+                        written[j].address_span,
+                        format!("wave {}", written[j].account.wave),
+                    )
+                    .with_help("move one of them so that an account never waits for a later wave"),
+                );
+            }
+            // Edge from the account waited for to the one that waits.
+            graph.add_edge(nodes[j], nodes[i], ());
+        }
+    }
+    for scc in petgraph::algo::tarjan_scc(&graph) {
+        let is_loop = scc.len() > 1 || graph.contains_edge(scc[0], scc[0]);
+        if !is_loop {
+            continue;
+        }
+        // Walk the loop inside the component, against the edges (from waiter to awaited), so it
+        // reads as written: a after b after … after a.
+        let members: std::collections::HashSet<NodeIndex> = scc.iter().copied().collect();
+        let start = *scc.iter().min_by_key(|n| graph[**n]).unwrap_or(&scc[0]);
+        let mut path = vec![start];
+        let mut current = start;
+        loop {
+            let next = graph
+                .neighbors_directed(current, petgraph::Direction::Incoming)
+                .filter(|n| members.contains(n))
+                .min_by_key(|n| graph[*n]);
+            let Some(next) = next else { break };
+            if let Some(pos) = path.iter().position(|n| *n == next) {
+                path.drain(..pos);
+                path.push(next);
+                break;
+            }
+            path.push(next);
+            current = next;
+        }
+        let names: Vec<&str> = path
+            .iter()
+            .map(|n| written[graph[*n]].account.address.as_str())
+            .collect();
+        let mut d = Diagnostic::error(
+            Code::AfterCycle,
+            format!("`after` forms a loop: {}", names.join(" → ")),
+        );
+        for pair in path.windows(2) {
+            let (waiter, awaited) = (&written[graph[pair[0]]], &written[graph[pair[1]]]);
+            if let Some(k) = waiter
+                .account
+                .after
+                .iter()
+                .position(|a| *a == awaited.account.address)
+            {
+                d = d.with_label(
+                    r.source,
+                    waiter.after_spans[k],
+                    format!(
+                        "{} waits for {}",
+                        waiter.account.address, awaited.account.address
+                    ),
+                );
+            }
+        }
+        r.diags
+            .push(d.with_help("remove one `after` entry of the loop"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::load;
+    use std::path::PathBuf;
+
+    const HEADER: &str = "version: 1
+platforms:
+  old: { type: ovh-mxplan, service: mxplan-ab12345-1 }
+  legacy: { type: ovh-mxplan-legacy, domain: acme.example }
+  exchange:
+    type: ovh-exchange
+    organization: hosted-ab12345-1
+    imap: { host: ex5.mail.ovh.net }
+  isp: { type: imap, imap: { host: imap.isp.example } }
+domains:
+  - { name: acme.example, platform: exchange }
+";
+
+    /// Each diagnostic as (code, labelled text, line, column).
+    type Found = Vec<(Code, String, usize, usize)>;
+
+    fn run(text: &str) -> (Option<Plan>, Found) {
+        let source = SourceFile::new("p.yaml", text);
+        let (plan, diags) = load(&source, &PathBuf::from("plans/p.yaml"));
+        let found = diags
+            .items
+            .iter()
+            .map(|d| {
+                let (_, line, col) = d.location().unwrap_or(("", 0, 0));
+                let label = d
+                    .labels
+                    .first()
+                    .map(|l| text[l.span.range()].to_owned())
+                    .unwrap_or_default();
+                (d.code, label, line, col)
+            })
+            .collect();
+        (plan, found)
+    }
+
+    fn with_accounts(accounts: &str) -> String {
+        format!("{HEADER}accounts:\n{accounts}")
+    }
+
+    #[test]
+    fn a_valid_plan_gives_flows_and_provisional_names() {
+        let (plan, found) = run(&with_accounts(
+            "  - { address: John.Smith@acme.example, from: old, to: exchange }
+  - { address: jane@acme.example, from: legacy, to: exchange, wave: 1, after: [john.smith@acme.example] }
+  - { address: bob@isp.example, from: isp, to: isp2 }
+",
+        ).replace("domains:", "  isp2: { type: imap, imap: { host: imap.new.example, tls: starttls } }\ndomains:"));
+        assert!(found.is_empty(), "{found:?}");
+        let plan = plan.expect("valid");
+        assert_eq!(plan.name, "p");
+        let flows: Vec<Flow> = plan.accounts.iter().map(|a| a.flow).collect();
+        assert_eq!(
+            flows,
+            [
+                Flow::MxplanToExchange,
+                Flow::LegacyToExchange,
+                Flow::ImapToImap
+            ]
+        );
+        assert_eq!(plan.accounts[0].address, "john.smith@acme.example");
+        assert_eq!(
+            plan.accounts[0].provisional_address.as_deref(),
+            Some("john.smith-old@acme.example")
+        );
+        assert_eq!(
+            plan.platforms["isp2"].imap.as_ref().map(|i| i.port),
+            Some(143)
+        );
+        assert_eq!(
+            plan.platforms["old"].imap.as_ref().map(|i| i.host.as_str()),
+            Some("ssl0.ovh.net")
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_span() {
+        let text = with_accounts(
+            "  - { adress: a@acme.example, from: old, to: exchange }
+  - { address: b@acme.example, from: olde, to: exchange }
+  - { address: c@acme.example, from: old, to: exchange, wave: soon }
+  - { address: not-an-address, from: old, to: exchange }
+  - { address: d@acme.example, from: old, to: exchange }
+  - { address: D@acme.example, from: old, to: exchange }
+  - { address: e@other.example, from: old, to: exchange }
+  - { address: f@acme.example, from: isp, to: isp }
+  - { address: g@acme.example, from: exchange, to: legacy }
+  - { address: h@acme.example, from: old, to: exchange, provisional-name: \"{local}2\" }
+  - { address: h2@acme.example, from: old, to: exchange }
+  - { address: i@acme.example, from: isp, to: exchange, after: [j@acme.example] }
+  - { address: j@acme.example, from: isp, to: exchange, after: [i@acme.example] }
+  - { address: k@acme.example, from: isp, to: exchange, after: [nobody@acme.example] }
+  - { address: l@acme.example, from: isp, to: exchange, after: [m@acme.example] }
+  - { address: m@acme.example, from: isp, to: exchange, wave: 2 }
+  - { address: n@acme.example, from: isp, to: exchange, source-password: hunter2 }
+",
+        );
+        let (plan, found) = run(&text);
+        assert!(plan.is_none());
+        let expect = [
+            (Code::UnknownKey, "adress", 13, 7),
+            (Code::MissingKey, "{", 13, 5),
+            (Code::UnknownPlatform, "olde", 14, 38),
+            (Code::WrongType, "soon", 15, 63),
+            (Code::InvalidAddress, "not-an-address", 16, 16),
+            (Code::DuplicateAccount, "D@acme.example", 18, 16),
+            (Code::DomainNotAttached, "exchange", 19, 48),
+            (Code::SameSourceAndTarget, "isp", 20, 47),
+            (Code::UnsupportedFlow, "exchange", 21, 38),
+            (Code::ProvisionalNameCollision, "\"{local}2\"", 22, 75),
+            (Code::AfterCycle, "j@acme.example", 24, 65),
+            (Code::UnknownAccount, "nobody@acme.example", 26, 65),
+            (Code::AfterLaterWave, "m@acme.example", 27, 65),
+            (Code::Insecure, "hunter2", 29, 74),
+        ];
+        for (code, label, line, col) in expect {
+            assert!(
+                found.contains(&(code, label.to_owned(), line, col)),
+                "{code} at {line}:{col} on {label:?} not in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expect.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn a_cycle_names_the_whole_loop_and_duplicates_label_both_places() {
+        let text = with_accounts(
+            "  - { address: a@acme.example, from: isp, to: exchange, after: [b@acme.example] }
+  - { address: b@acme.example, from: isp, to: exchange, after: [c@acme.example] }
+  - { address: c@acme.example, from: isp, to: exchange, after: [a@acme.example] }
+  - { address: c@acme.example, from: isp, to: exchange }
+",
+        );
+        let source = SourceFile::new("p.yaml", text.as_str());
+        let (_, diags) = load(&source, &PathBuf::from("p.yaml"));
+        let cycle = diags
+            .items
+            .iter()
+            .find(|d| d.code == Code::AfterCycle)
+            .expect("cycle");
+        assert_eq!(
+            cycle.message,
+            "`after` forms a loop: a@acme.example → b@acme.example → c@acme.example → a@acme.example"
+        );
+        assert_eq!(cycle.labels.len(), 3);
+        let dup = diags
+            .items
+            .iter()
+            .find(|d| d.code == Code::DuplicateAccount)
+            .expect("dup");
+        let lines: Vec<usize> = dup
+            .labels
+            .iter()
+            .map(|l| source.line_col(l.span.offset).0)
+            .collect();
+        assert_eq!(lines, [16, 15]);
+    }
+
+    #[test]
+    fn top_level_problems() {
+        let (_, found) = run("version: 2\nplatforms: {}\nacounts: []\n");
+        let codes: Vec<Code> = found.iter().map(|f| f.0).collect();
+        assert_eq!(codes, [Code::UnsupportedVersion, Code::UnknownKey]);
+        let (_, found) = run("name: x\nplatforms: {}\n");
+        assert_eq!(found[0].0, Code::MissingKey);
+        let (_, found) = run("version: 1\nplatforms:\n  x: { type: exchange }\n");
+        assert_eq!(found[0].0, Code::InvalidValue);
+        assert_eq!(found[0].1, "exchange");
+        let (_, found) =
+            run("version: 1\nplatforms:\n  x: { type: imap, imap: { host: h, tls: none } }\n");
+        assert_eq!(found[0].0, Code::Insecure);
+        let (plan, found) = run(
+            "version: 1\nplatforms:\n  x: { type: imap, imap: { host: h, tls-verify: false } }\n",
+        );
+        assert!(plan.is_some(), "a warning does not block: {found:?}");
+        assert_eq!(found[0].0, Code::Insecure);
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("35MB"), Some(35_000_000));
+        assert_eq!(parse_size("20 MiB"), Some(20 * 1024 * 1024));
+        assert_eq!(parse_size("1000"), Some(1000));
+        assert_eq!(parse_size("lots"), None);
+    }
+}
