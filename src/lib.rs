@@ -3,10 +3,15 @@
 //! Module map (see `../shared/STYLE.md` for the shape: plan everything, then execute or print):
 //! - [`plan`]: the plan language, pure. Source files and spans ([`plan::source`]), the layer's
 //!   diagnostics with stable codes ([`plan::diag`]), secret references ([`plan::secret`]) and
-//!   the validated model every later stage consumes ([`plan::model`]).
+//!   the validated model every later stage consumes ([`plan::model`]); [`plan::load`] reads a
+//!   plan's text into it.
+//! - [`report`]: renderers; all output goes through them.
+//! - [`cli`]: clap definitions and dispatch; `main.rs` only calls [`cli::run`].
 //!
 //! Still to come (see the open issues): the YAML loader and validation, the step graph
 //! (`graph/`), renderers (`report/`), the executor and state store (`exec/`), and the OVH and
 //! IMAP providers (`providers/`).
 
+pub mod cli;
 pub mod plan;
+pub mod report;

@@ -1,13 +1,5 @@
-//! The `mailplan` executable. Commands arrive with the plan loader (issue 3); until then the
-//! binary only answers `--help` and `--version`.
+//! The `mailplan` executable: everything happens in [`mailplan::cli::run`].
 
-use clap::Parser;
-
-/// Plan, review and run e-mail migrations for many accounts at once.
-#[derive(Debug, Parser)]
-#[command(name = "mailplan", version, about)]
-struct Cli {}
-
-fn main() {
-    let _cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(mailplan::cli::run())
 }

@@ -1,0 +1,113 @@
+//! The command line: clap definitions (doc comments are the help text) and dispatch.
+//!
+//! Entry point: [`run`], which returns the process exit code (0 ok, 1 steps failed, 2 invalid
+//! plan or usage, 130 interrupted).
+
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::plan::diag::{Code, Diagnostic, Diagnostics};
+use crate::plan::source::SourceFile;
+use crate::plan::{self, yaml};
+use crate::report::diagnostics::{self, Format};
+
+/// Exit code: the plan is invalid or the command line is wrong; nothing was executed.
+pub const EXIT_INVALID: u8 = 2;
+
+/// Plan, review and run e-mail migrations for many accounts at once.
+#[derive(Debug, Parser)]
+#[command(name = "mailplan", version, about, long_about = None)]
+pub struct Cli {
+    /// When to use colours (`auto` honours the `NO_COLOR` variable).
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a plan and report every problem at once (exit 0 with only warnings, 2 on errors).
+    Validate {
+        /// The plan file (YAML).
+        plan: PathBuf,
+        /// How to print the diagnostics.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+}
+
+/// Run the command line; returns the exit code.
+pub fn run() -> u8 {
+    let cli = Cli::parse();
+    let color = match cli.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::env::var_os("NO_COLOR").is_none() && io::stderr().is_terminal(),
+    };
+    match cli.command {
+        Command::Validate { plan, format } => validate(&plan, format, color),
+    }
+}
+
+fn validate(path: &Path, format: Format, color: bool) -> u8 {
+    let diags = match read_source(path) {
+        Ok(source) => plan::load(&source, path).1,
+        Err(d) => {
+            let mut diags = Diagnostics::default();
+            diags.push(d);
+            diags
+        }
+    };
+    let (stdout, stderr) = (io::stdout(), io::stderr());
+    let (mut out, mut err) = (stdout.lock(), stderr.lock());
+    // A closed pipe on stdout is not worth a second error.
+    let _ = diagnostics::render(&diags, format, color, &mut out, &mut err);
+    if format == Format::Human {
+        let (errors, warnings) = (diags.error_count(), diags.warning_count());
+        let summary = if errors == 0 {
+            format!("{}: valid ({warnings} warning(s))", path.display())
+        } else {
+            format!(
+                "{}: {errors} error(s), {warnings} warning(s); nothing was executed",
+                path.display()
+            )
+        };
+        let _ = writeln!(err, "{summary}");
+    }
+    if diags.has_errors() { EXIT_INVALID } else { 0 }
+}
+
+/// Read a plan file, refusing what is too large before reading it all.
+fn read_source(path: &Path) -> Result<std::sync::Arc<SourceFile>, Diagnostic> {
+    let name = path.display().to_string();
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Diagnostic::error(Code::Unreadable, format!("cannot read the plan: {e}"))
+    };
+    let meta = fs_err::metadata(path).map_err(|e| unreadable(&e))?;
+    if meta.is_dir() {
+        return Err(unreadable(&format!("{name} is a folder")));
+    }
+    let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    if len > yaml::MAX_PLAN_BYTES {
+        return Err(Diagnostic::error(
+            Code::Unreadable,
+            format!(
+                "{name} is {} MiB; a plan may be at most {} MiB",
+                len / (1024 * 1024),
+                yaml::MAX_PLAN_BYTES / (1024 * 1024)
+            ),
+        ));
+    }
+    let bytes = fs_err::read(path).map_err(|e| unreadable(&e))?;
+    yaml::decode(&name, bytes)
+}

@@ -1,0 +1,6 @@
+//! Renderers: everything mailplan prints goes through here.
+//!
+//! Entry point: [`diagnostics::render`] for `validate`'s three formats. Data goes to stdout
+//! (`json`, `github`), human text to stderr; colours follow the terminal and `NO_COLOR`.
+
+pub mod diagnostics;

@@ -1,0 +1,3 @@
+//! The one integration test binary: runs the real `mailplan` executable.
+
+mod validate;

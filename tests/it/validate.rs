@@ -1,0 +1,141 @@
+//! `mailplan validate` end to end: example plans, exit codes, formats, hostile files.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn mailplan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mailplan"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the mailplan binary runs")
+}
+
+#[test]
+fn every_example_plan_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("plans/ exists") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        seen += 1;
+        let out = mailplan(&["validate", path.to_str().expect("utf-8 path")]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(seen >= 2, "only {seen} example plans");
+}
+
+#[test]
+fn an_invalid_plan_exits_2_and_lists_every_problem_as_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("bad.yaml");
+    std::fs::write(
+        &plan,
+        "version: 1\nplatforms:\n  a: { type: imap, imap: { host: a.example } }\naccounts:\n  - { adress: x@y.example, from: a, to: b }\n  - { address: bad, from: a, to: a }\n",
+    )
+    .expect("write");
+    let out = mailplan(&["validate", plan.to_str().expect("path"), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    assert_eq!(report["format"], "mailplan.validate/v1");
+    assert_eq!(report["valid"], false);
+    let codes: Vec<&str> = report["diagnostics"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| d["code"].as_str().expect("code"))
+        .collect();
+    for code in [
+        "plan::unknown_key",
+        "plan::missing_key",
+        "plan::invalid_address",
+    ] {
+        assert!(codes.contains(&code), "{code} not in {codes:?}");
+    }
+    let unknown = &report["diagnostics"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|d| d["code"] == "plan::unknown_key")
+        .expect("unknown key")["labels"][0];
+    assert_eq!(
+        (unknown["line"].as_u64(), unknown["column"].as_u64()),
+        (Some(5), Some(7))
+    );
+}
+
+#[test]
+fn github_format_prints_annotations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("p.yaml");
+    std::fs::write(&plan, "version: 3\nplatforms: {}\n").expect("write");
+    let out = mailplan(&[
+        "validate",
+        plan.to_str().expect("path"),
+        "--format",
+        "github",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        text.starts_with("::error file=")
+            && text.contains("line=1,col=10,title=plan%3A%3Aunsupported_version::"),
+        "{text}"
+    );
+}
+
+#[test]
+fn hostile_files_end_in_a_clear_error_and_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("empty.yaml", Vec::new(), "is empty"),
+        (
+            "binary.yaml",
+            vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0],
+            "binary file",
+        ),
+        (
+            "latin1.yaml",
+            b"version: 1\nname: caf\xe9\n".to_vec(),
+            "not valid UTF-8",
+        ),
+        (
+            "deep.yaml",
+            format!("{}1{}", "[".repeat(5000), "]".repeat(5000)).into_bytes(),
+            "invalid YAML",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        let out = mailplan(&["validate", path.to_str().expect("path")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+    let big = dir.path().join("big.yaml");
+    let mut text = b"name: ".to_vec();
+    text.resize(50 * 1024 * 1024, b'x');
+    std::fs::write(&big, text).expect("write");
+    let out = mailplan(&["validate", big.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a plan may be at most 32 MiB"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = mailplan(&["validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = mailplan(&["validate", "/nonexistent/plan.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/plan.yaml"));
+}
