@@ -5,13 +5,14 @@
 //!   diagnostics with stable codes ([`plan::diag`]), secret references ([`plan::secret`]) and
 //!   the validated model every later stage consumes ([`plan::model`]); [`plan::load`] reads a
 //!   plan's text into it.
+//! - [`graph`]: the step graph (petgraph), its parallel stages and the pure ready-queue.
 //! - [`report`]: renderers; all output goes through them.
 //! - [`cli`]: clap definitions and dispatch; `main.rs` only calls [`cli::run`].
 //!
-//! Still to come (see the open issues): the YAML loader and validation, the step graph
-//! (`graph/`), renderers (`report/`), the executor and state store (`exec/`), and the OVH and
+//! Still to come (see the open issues): the YAML loader and validation, renderers for the dry run (`report/`), the executor and state store (`exec/`), and the OVH and
 //! IMAP providers (`providers/`).
 
 pub mod cli;
+pub mod graph;
 pub mod plan;
 pub mod report;
