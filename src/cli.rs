@@ -8,10 +8,13 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::graph::StepGraph;
 use crate::plan::diag::{Code, Diagnostic, Diagnostics};
+use crate::plan::model::Plan;
 use crate::plan::source::SourceFile;
 use crate::plan::{self, yaml};
 use crate::report::diagnostics::{self, Format};
+use crate::report::graph::Format as GraphFormat;
 
 /// Exit code: the plan is invalid or the command line is wrong; nothing was executed.
 pub const EXIT_INVALID: u8 = 2;
@@ -44,6 +47,13 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// Print the step graph of a valid plan (Graphviz DOT or Mermaid).
+    Graph {
+        /// The plan file (YAML).
+        plan: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
 }
 
 /// Run the command line; returns the exit code.
@@ -56,18 +66,52 @@ pub fn run() -> u8 {
     };
     match cli.command {
         Command::Validate { plan, format } => validate(&plan, format, color),
+        Command::Graph { plan, format } => match load_valid(&plan, color) {
+            Ok(plan) => {
+                let graph = StepGraph::build(&plan);
+                let _ =
+                    crate::report::graph::render(&plan, &graph, format, &mut io::stdout().lock());
+                0
+            }
+            Err(code) => code,
+        },
+    }
+}
+
+/// Read and validate a plan; the diagnostics and the plan when it has no error.
+fn read_and_load(path: &Path) -> (Option<Plan>, Diagnostics) {
+    match read_source(path) {
+        Ok(source) => plan::load(&source, path),
+        Err(d) => {
+            let mut diags = Diagnostics::default();
+            diags.push(d);
+            (None, diags)
+        }
+    }
+}
+
+/// For commands that need a valid plan: warnings are shown, errors end the command with 2.
+fn load_valid(path: &Path, color: bool) -> Result<Plan, u8> {
+    let (plan, diags) = read_and_load(path);
+    let stderr = io::stderr();
+    let mut err = stderr.lock();
+    let _ = diagnostics::render(&diags, Format::Human, color, &mut io::sink(), &mut err);
+    match plan {
+        Some(plan) => Ok(plan),
+        None => {
+            let _ = writeln!(
+                err,
+                "{}: {} error(s); nothing was executed",
+                path.display(),
+                diags.error_count()
+            );
+            Err(EXIT_INVALID)
+        }
     }
 }
 
 fn validate(path: &Path, format: Format, color: bool) -> u8 {
-    let diags = match read_source(path) {
-        Ok(source) => plan::load(&source, path).1,
-        Err(d) => {
-            let mut diags = Diagnostics::default();
-            diags.push(d);
-            diags
-        }
-    };
+    let diags = read_and_load(path).1;
     let (stdout, stderr) = (io::stdout(), io::stderr());
     let (mut out, mut err) = (stdout.lock(), stderr.lock());
     // A closed pipe on stdout is not worth a second error.

@@ -4,3 +4,4 @@
 //! (`json`, `github`), human text to stderr; colours follow the terminal and `NO_COLOR`.
 
 pub mod diagnostics;
+pub mod graph;

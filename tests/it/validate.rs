@@ -139,3 +139,33 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/plan.yaml"));
 }
+
+#[test]
+fn graph_prints_dot_and_mermaid_and_refuses_invalid_plans() {
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/new-mxplan-to-exchange.yaml");
+    let plan = plan.to_str().expect("path");
+    let out = mailplan(&["graph", plan, "--format", "dot"]);
+    assert_eq!(out.status.code(), Some(0));
+    let dot = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(dot.starts_with("digraph \"acme-to-exchange\" {"), "{dot}");
+    assert!(
+        dot.contains("label=\"rename-source john.smith@acme.example\""),
+        "{dot}"
+    );
+    assert!(dot.contains("label=\"wave-gate wave 1\""), "{dot}");
+    let out = mailplan(&["graph", plan, "--format", "mermaid"]);
+    let mermaid = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(mermaid.starts_with("flowchart LR\n"), "{mermaid}");
+    assert!(
+        mermaid.contains("[\"check-dns acme.example\"]"),
+        "{mermaid}"
+    );
+    assert!(mermaid.contains(" --> "), "{mermaid}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "version: 1\n").expect("write");
+    let out = mailplan(&["graph", bad.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+}
