@@ -128,23 +128,21 @@ impl StepGraph {
                     }
                     (vec![rename, ids[0]], ids[2])
                 }
-                Flow::LegacyToExchange => {
-                    let ids = chain(&[
-                        StepKind::Preflight,
-                        StepKind::MigrateLegacy,
-                        StepKind::Verify,
-                    ]);
-                    if let Some(d) = domain_step {
-                        g.add_edge(d, ids[0], ());
-                    }
-                    (vec![ids[0]], ids[2])
-                }
-                Flow::ImapToExchange => {
-                    let ids = chain(&[
-                        StepKind::ConfigureTarget,
-                        StepKind::CopyMail,
-                        StepKind::Verify,
-                    ]);
+                Flow::LegacyToExchange | Flow::ImapToExchange => {
+                    let kinds = if a.flow == Flow::LegacyToExchange {
+                        [
+                            StepKind::Preflight,
+                            StepKind::MigrateLegacy,
+                            StepKind::Verify,
+                        ]
+                    } else {
+                        [
+                            StepKind::ConfigureTarget,
+                            StepKind::CopyMail,
+                            StepKind::Verify,
+                        ]
+                    };
+                    let ids = chain(&kinds);
                     if let Some(d) = domain_step {
                         g.add_edge(d, ids[0], ());
                     }
