@@ -14,6 +14,7 @@ use crate::plan::model::Plan;
 use crate::plan::source::SourceFile;
 use crate::plan::{self, yaml};
 use crate::report::diagnostics::{self, Format};
+use crate::report::dry_run::Format as DryRunFormat;
 use crate::report::graph::Format as GraphFormat;
 
 /// Exit code: the plan is invalid or the command line is wrong; nothing was executed.
@@ -47,6 +48,19 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// The offline dry run: per account the ordered steps and what each would do, totals, stages.
+    Plan {
+        /// The plan file (YAML).
+        plan: PathBuf,
+        #[arg(long, value_enum, default_value_t = DryRunFormat::Text)]
+        format: DryRunFormat,
+        /// Only these accounts (addresses).
+        #[arg(long, num_args = 1..)]
+        only: Vec<String>,
+        /// Leave these accounts out (addresses).
+        #[arg(long, num_args = 1..)]
+        exclude: Vec<String>,
+    },
     /// Print the step graph of a valid plan (Graphviz DOT or Mermaid).
     Graph {
         /// The plan file (YAML).
@@ -66,6 +80,24 @@ pub fn run() -> u8 {
     };
     match cli.command {
         Command::Validate { plan, format } => validate(&plan, format, color),
+        Command::Plan {
+            plan,
+            format,
+            only,
+            exclude,
+        } => match load_valid(&plan, color) {
+            Ok(mut plan) => {
+                let only: Vec<String> = only.iter().map(|a| a.to_lowercase()).collect();
+                let exclude: Vec<String> = exclude.iter().map(|a| a.to_lowercase()).collect();
+                plan.select(&only, &exclude);
+                let graph = StepGraph::build(&plan);
+                let mut out = io::BufWriter::new(io::stdout().lock());
+                let _ = crate::report::dry_run::render(&plan, &graph, format, &mut out);
+                let _ = out.flush();
+                0
+            }
+            Err(code) => code,
+        },
         Command::Graph { plan, format } => match load_valid(&plan, color) {
             Ok(plan) => {
                 let graph = StepGraph::build(&plan);

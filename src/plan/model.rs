@@ -233,3 +233,22 @@ pub struct AfterOptions {
     /// Reset (empty and release) the renamed new-MX-Plan source once verified. Destructive.
     pub reset_source: bool,
 }
+
+impl Plan {
+    /// Keep only the accounts named in `only` (all when empty) and not in `exclude`. `after:`
+    /// entries pointing outside the selection are dropped: those accounts are not part of this
+    /// run.
+    pub fn select(&mut self, only: &[String], exclude: &[String]) {
+        if only.is_empty() && exclude.is_empty() {
+            return;
+        }
+        self.accounts.retain(|a| {
+            (only.is_empty() || only.contains(&a.address)) && !exclude.contains(&a.address)
+        });
+        let kept: std::collections::HashSet<String> =
+            self.accounts.iter().map(|a| a.address.clone()).collect();
+        for a in &mut self.accounts {
+            a.after.retain(|x| kept.contains(x));
+        }
+    }
+}

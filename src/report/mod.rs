@@ -4,4 +4,5 @@
 //! (`json`, `github`), human text to stderr; colours follow the terminal and `NO_COLOR`.
 
 pub mod diagnostics;
+pub mod dry_run;
 pub mod graph;

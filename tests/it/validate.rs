@@ -169,3 +169,58 @@ fn graph_prints_dot_and_mermaid_and_refuses_invalid_plans() {
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn plan_dry_run_in_three_formats_with_selection() {
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/new-mxplan-to-exchange.yaml");
+    let plan = plan.to_str().expect("path");
+
+    let out = mailplan(&["plan", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["format"], "mailplan.plan/v1");
+    assert_eq!(doc["totals"]["accounts"], 2);
+    let john = &doc["accounts"][0];
+    assert_eq!(john["address"], "john.smith@acme.example");
+    let kinds: Vec<&str> = john["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["rename-source", "configure-target", "copy-mail", "verify"]
+    );
+    assert!(
+        john["steps"][0]["action"]
+            .as_str()
+            .expect("action")
+            .contains("to john.smith-old@acme.example"),
+        "{john}"
+    );
+
+    let out = mailplan(&["plan", plan, "--only", "JANE@acme.example"]);
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        text.starts_with("Plan acme-to-exchange: 1 accounts"),
+        "{text}"
+    );
+    assert!(
+        text.contains("jane@acme.example (mxplan-to-exchange, wave 1)")
+            && !text.contains("john.smith@"),
+        "{text}"
+    );
+
+    let out = mailplan(&[
+        "plan",
+        plan,
+        "--format",
+        "markdown",
+        "--exclude",
+        "jane@acme.example",
+    ]);
+    let md = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(md.contains("| `john.smith@acme.example` | mxplan-to-exchange | 0 | rename-source → configure-target → copy-mail → verify |"), "{md}");
+    assert!(!md.contains("jane@"), "{md}");
+}

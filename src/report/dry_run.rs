@@ -1,0 +1,303 @@
+//! `mailplan plan`: the offline dry run, for people (text), machines (JSON) and pull requests
+//! (Markdown). Everything here is derived from the plan and its step graph; nothing is contacted.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::graph::{StepGraph, StepId, StepKind};
+use crate::plan::model::{Account, Plan};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// Accounts beyond this many are summarised in Markdown, to fit a pull-request comment.
+const MARKDOWN_ACCOUNT_LIMIT: usize = 50;
+
+/// What one step would do, in words.
+pub fn describe(plan: &Plan, graph: &StepGraph, id: StepId) -> String {
+    let step = graph.step(id);
+    let account = step.account.map(|i| &plan.accounts[i]);
+    let platform = |name: &str| -> String {
+        plan.platforms
+            .get(name)
+            .map_or_else(String::new, |p| format!("{name} ({})", p.kind.type_name()))
+    };
+    match (step.kind, account) {
+        (StepKind::AddDomain, _) => {
+            let d = plan
+                .domains
+                .iter()
+                .find(|d| Some(&d.name) == step.domain.as_ref());
+            d.map_or_else(String::new, |d| {
+                format!(
+                    "attach {} to {} as {}, wait until its state is ok",
+                    d.name,
+                    platform(&d.platform),
+                    d.domain_type.api_name()
+                )
+            })
+        }
+        (StepKind::CheckDns, _) => format!(
+            "report the MX, SRV and SPF diagnostics of {} and what to change",
+            step.domain.as_deref().unwrap_or_default()
+        ),
+        (StepKind::WaveGate, _) => format!(
+            "start wave {} once the previous wave is verified",
+            step.wave.unwrap_or(0)
+        ),
+        (kind, Some(a)) => describe_account_step(kind, a),
+        (_, None) => String::new(),
+    }
+}
+
+fn describe_account_step(kind: StepKind, a: &Account) -> String {
+    let provisional = a.copy_source_address();
+    match kind {
+        StepKind::RenameSource => format!(
+            "rename {} on {} to {provisional}, wait for the task",
+            a.address, a.from
+        ),
+        StepKind::Preflight => format!(
+            "check {} on {}: no redirection, no responder, checkMigrate without error, a free @configureme.me account",
+            a.address, a.from
+        ),
+        StepKind::MigrateLegacy => format!(
+            "migrate {} into a free @configureme.me account of {} (OVH migrate), wait",
+            a.address, a.to
+        ),
+        StepKind::ConfigureTarget => format!(
+            "configure a free @configureme.me account of {} as {}, set its password",
+            a.to, a.address
+        ),
+        StepKind::CopyMail => {
+            let mut s = format!(
+                "copy mail over IMAP from {provisional} on {} to {} on {}",
+                a.from, a.address, a.to
+            );
+            if !a.copy.exclude.is_empty() {
+                s.push_str(", excluding ");
+                s.push_str(&a.copy.exclude.join(", "));
+            }
+            s
+        }
+        StepKind::Verify => format!(
+            "check every source message of {} is on {}, folder by folder",
+            a.address, a.to
+        ),
+        StepKind::ResetSource => format!("reset {provisional} on {} (after.reset-source)", a.from),
+        _ => String::new(),
+    }
+}
+
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    format: &'static str,
+    plan: &'a str,
+    totals: Totals,
+    shared_steps: Vec<JsonStep>,
+    accounts: Vec<JsonAccount<'a>>,
+    stages: Vec<Vec<usize>>,
+}
+
+#[derive(Serialize, Default)]
+struct Totals {
+    accounts: usize,
+    steps: usize,
+    by_kind: BTreeMap<&'static str, usize>,
+    by_flow: BTreeMap<&'static str, usize>,
+    stages: usize,
+}
+
+#[derive(Serialize)]
+struct JsonAccount<'a> {
+    address: &'a str,
+    flow: &'static str,
+    from: &'a str,
+    to: &'a str,
+    wave: u32,
+    steps: Vec<JsonStep>,
+}
+
+#[derive(Serialize)]
+struct JsonStep {
+    id: usize,
+    kind: &'static str,
+    action: String,
+    after: Vec<usize>,
+}
+
+fn json_step(plan: &Plan, graph: &StepGraph, id: StepId) -> JsonStep {
+    let mut after: Vec<usize> = graph.dependencies(id).map(StepId::index).collect();
+    after.sort_unstable();
+    JsonStep {
+        id: id.index(),
+        kind: graph.step(id).kind.name(),
+        action: describe(plan, graph, id),
+        after,
+    }
+}
+
+/// Steps per account in graph order (which follows each flow's order), and shared steps.
+fn group(plan: &Plan, graph: &StepGraph) -> (Vec<Vec<StepId>>, Vec<StepId>) {
+    let mut per_account = vec![Vec::new(); plan.accounts.len()];
+    let mut shared = Vec::new();
+    for id in graph.graph.node_indices() {
+        match graph.step(id).account {
+            Some(i) => per_account[i].push(id),
+            None => shared.push(id),
+        }
+    }
+    (per_account, shared)
+}
+
+fn totals(plan: &Plan, graph: &StepGraph, stages: usize) -> Totals {
+    let mut t = Totals {
+        accounts: plan.accounts.len(),
+        steps: graph.len(),
+        stages,
+        ..Totals::default()
+    };
+    for id in graph.graph.node_indices() {
+        *t.by_kind.entry(graph.step(id).kind.name()).or_default() += 1;
+    }
+    for a in &plan.accounts {
+        *t.by_flow.entry(a.flow.name()).or_default() += 1;
+    }
+    t
+}
+
+pub fn render(
+    plan: &Plan,
+    graph: &StepGraph,
+    format: Format,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let stages = graph.stages();
+    let (per_account, shared) = group(plan, graph);
+    let totals = totals(plan, graph, stages.len());
+    match format {
+        Format::Json => {
+            let doc = JsonPlan {
+                format: "mailplan.plan/v1",
+                plan: &plan.name,
+                shared_steps: shared
+                    .iter()
+                    .map(|id| json_step(plan, graph, *id))
+                    .collect(),
+                accounts: plan
+                    .accounts
+                    .iter()
+                    .zip(&per_account)
+                    .map(|(a, ids)| JsonAccount {
+                        address: &a.address,
+                        flow: a.flow.name(),
+                        from: &a.from,
+                        to: &a.to,
+                        wave: a.wave,
+                        steps: ids.iter().map(|id| json_step(plan, graph, *id)).collect(),
+                    })
+                    .collect(),
+                stages: stages
+                    .iter()
+                    .map(|s| s.iter().map(|id| id.index()).collect())
+                    .collect(),
+                totals,
+            };
+            serde_json::to_writer(&mut *out, &doc)?;
+            writeln!(out)
+        }
+        Format::Text => {
+            writeln!(
+                out,
+                "Plan {}: {} accounts, {} steps in {} stages (dry run: nothing is contacted)",
+                plan.name, totals.accounts, totals.steps, totals.stages
+            )?;
+            if !shared.is_empty() {
+                writeln!(out, "\nShared steps:")?;
+                for id in &shared {
+                    writeln!(
+                        out,
+                        "  {:<17} {}",
+                        graph.step(*id).kind.name(),
+                        describe(plan, graph, *id)
+                    )?;
+                }
+            }
+            for (a, ids) in plan.accounts.iter().zip(&per_account) {
+                writeln!(out, "\n{} ({}, wave {}):", a.address, a.flow, a.wave)?;
+                for (n, id) in ids.iter().enumerate() {
+                    writeln!(
+                        out,
+                        "  {}. {:<17} {}",
+                        n + 1,
+                        graph.step(*id).kind.name(),
+                        describe(plan, graph, *id)
+                    )?;
+                }
+            }
+            writeln!(out, "\nStages (steps that can run in parallel):")?;
+            for (n, stage) in stages.iter().enumerate() {
+                writeln!(out, "  {}: {}", n + 1, kind_counts(graph, stage))?;
+            }
+            Ok(())
+        }
+        Format::Markdown => {
+            writeln!(out, "### mailplan: `{}`\n", plan.name)?;
+            writeln!(
+                out,
+                "**{}** accounts, **{}** steps in **{}** stages.\n",
+                totals.accounts, totals.steps, totals.stages
+            )?;
+            writeln!(out, "| flow | accounts |\n|---|---|")?;
+            for (flow, n) in &totals.by_flow {
+                writeln!(out, "| {flow} | {n} |")?;
+            }
+            writeln!(
+                out,
+                "\n| account | flow | wave | steps |\n|---|---|---|---|"
+            )?;
+            for (a, ids) in plan
+                .accounts
+                .iter()
+                .zip(&per_account)
+                .take(MARKDOWN_ACCOUNT_LIMIT)
+            {
+                let steps: Vec<&str> = ids.iter().map(|id| graph.step(*id).kind.name()).collect();
+                writeln!(
+                    out,
+                    "| `{}` | {} | {} | {} |",
+                    a.address,
+                    a.flow,
+                    a.wave,
+                    steps.join(" → ")
+                )?;
+            }
+            if plan.accounts.len() > MARKDOWN_ACCOUNT_LIMIT {
+                writeln!(
+                    out,
+                    "\n…and {} more accounts (`mailplan plan --format text` lists them all).",
+                    plan.accounts.len() - MARKDOWN_ACCOUNT_LIMIT
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn kind_counts(graph: &StepGraph, stage: &[StepId]) -> String {
+    let mut counts: BTreeMap<StepKind, usize> = BTreeMap::new();
+    for id in stage {
+        *counts.entry(graph.step(*id).kind).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{} ×{n}", k.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
