@@ -61,6 +61,10 @@ pub enum Command {
         #[arg(long, num_args = 1..)]
         exclude: Vec<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) on standard output.
+    Man,
     /// Print the step graph of a valid plan (Graphviz DOT or Mermaid).
     Graph {
         /// The plan file (YAML).
@@ -98,6 +102,18 @@ pub fn run() -> u8 {
             }
             Err(code) => code,
         },
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "mailplan", &mut io::stdout());
+            0
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut io::stdout()) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            }
+        }
         Command::Graph { plan, format } => match load_valid(&plan, color) {
             Ok(plan) => {
                 let graph = StepGraph::build(&plan);

@@ -224,3 +224,22 @@ fn plan_dry_run_in_three_formats_with_selection() {
     assert!(md.contains("| `john.smith@acme.example` | mxplan-to-exchange | 0 | rename-source → configure-target → copy-mail → verify |"), "{md}");
     assert!(!md.contains("jane@"), "{md}");
 }
+
+#[test]
+fn completions_and_man_page() {
+    let out = mailplan(&["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0));
+    let bash = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        bash.contains("_mailplan()") && bash.contains("validate"),
+        "{bash}"
+    );
+    let out = mailplan(&["man"]);
+    assert_eq!(out.status.code(), Some(0));
+    let roff = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        roff.contains(".TH mailplan") && roff.contains("validate"),
+        "{roff}"
+    );
+    assert_eq!(mailplan(&["completions", "tcsh"]).status.code(), Some(2));
+}
