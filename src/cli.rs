@@ -190,16 +190,7 @@ fn read_source(path: &Path) -> Result<std::sync::Arc<SourceFile>, Diagnostic> {
         return Err(unreadable(&format!("{name} is a folder")));
     }
     let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
-    if len > yaml::MAX_PLAN_BYTES {
-        return Err(Diagnostic::error(
-            Code::Unreadable,
-            format!(
-                "{name} is {} MiB; a plan may be at most {} MiB",
-                len / (1024 * 1024),
-                yaml::MAX_PLAN_BYTES / (1024 * 1024)
-            ),
-        ));
-    }
+    yaml::check_size(&name, len)?;
     let bytes = fs_err::read(path).map_err(|e| unreadable(&e))?;
     yaml::decode(&name, bytes)
 }

@@ -64,6 +64,15 @@ pub struct Step {
 }
 
 impl Step {
+    fn for_domain(kind: StepKind, domain: &str) -> Self {
+        Step {
+            kind,
+            account: None,
+            domain: Some(domain.to_owned()),
+            wave: None,
+        }
+    }
+
     fn for_account(kind: StepKind, account: usize) -> Self {
         Step {
             kind,
@@ -87,12 +96,7 @@ impl StepGraph {
             DiGraph::with_capacity(plan.accounts.len() * 5, plan.accounts.len() * 6);
         let mut add_domain: HashMap<(&str, &str), StepId> = HashMap::new();
         for d in &plan.domains {
-            let id = g.add_node(Step {
-                kind: StepKind::AddDomain,
-                account: None,
-                domain: Some(d.name.clone()),
-                wave: None,
-            });
+            let id = g.add_node(Step::for_domain(StepKind::AddDomain, &d.name));
             add_domain.insert((d.name.as_str(), d.platform.as_str()), id);
         }
 
@@ -159,12 +163,7 @@ impl StepGraph {
 
         // check-dns once every account of the domain on that platform is verified.
         for d in &plan.domains {
-            let check = g.add_node(Step {
-                kind: StepKind::CheckDns,
-                account: None,
-                domain: Some(d.name.clone()),
-                wave: None,
-            });
+            let check = g.add_node(Step::for_domain(StepKind::CheckDns, &d.name));
             g.add_edge(
                 add_domain[&(d.name.as_str(), d.platform.as_str())],
                 check,

@@ -209,8 +209,8 @@ impl miette::Diagnostic for Diagnostic {
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let primary = self.labels.first()?;
-        // One snippet per file: labels in another file (a CSV row and the plan line importing
-        // it) are shown by `related`.
+        // miette shows one source per diagnostic: labels in another file (a CSV row and the plan
+        // line importing it) appear in `--format json` and `github`, not in the snippet.
         Some(Box::new(
             self.labels
                 .iter()
@@ -226,10 +226,6 @@ impl miette::Diagnostic for Diagnostic {
                     }
                 }),
         ))
-    }
-
-    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
-        None
     }
 }
 

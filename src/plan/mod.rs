@@ -25,7 +25,7 @@ pub fn load(source: &Arc<SourceFile>, path: &Path) -> (Option<Plan>, Diagnostics
     let plan = match yaml::parse(source) {
         Ok((root, duplicates)) => {
             diags.extend(duplicates);
-            validate::validate(source, &root, path, &mut diags).filter(|_| !diags.has_errors())
+            validate::validate(source, &root, path, &mut diags)
         }
         Err(d) => {
             diags.push(d);

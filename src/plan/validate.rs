@@ -73,7 +73,6 @@ pub fn validate(
     path: &Path,
     diags: &mut Diagnostics,
 ) -> Option<Plan> {
-    let errors_before = diags.error_count();
     let mut r = Reader { source, diags };
     let top = r.fields(root, "the plan", TOP_KEYS)?;
 
@@ -132,7 +131,8 @@ pub fn validate(
     }
     check_accounts(&mut r, &mut written, &platforms, &domains);
 
-    if r.diags.error_count() > errors_before {
+    // Any error, including duplicate keys found while parsing, withholds the plan.
+    if r.diags.has_errors() {
         return None;
     }
     Some(Plan {
@@ -1098,6 +1098,14 @@ domains:
         );
         assert!(plan.is_some(), "a warning does not block: {found:?}");
         assert_eq!(found[0].0, Code::Insecure);
+    }
+
+    #[test]
+    fn a_duplicate_key_alone_withholds_the_plan() {
+        let (plan, found) = run("version: 1\nplatforms: {}\nplatforms: {}\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, Code::DuplicateKey);
+        assert!(plan.is_none());
     }
 
     #[test]

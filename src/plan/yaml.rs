@@ -54,21 +54,28 @@ impl Value {
     }
 }
 
+/// Refuse a plan larger than [`MAX_PLAN_BYTES`]; callers that know the size before reading
+/// (a file's metadata) check it first, so an oversized file is never read into memory.
+pub fn check_size(name: &str, len: usize) -> Result<(), Diagnostic> {
+    if len <= MAX_PLAN_BYTES {
+        return Ok(());
+    }
+    Err(Diagnostic::error(
+        Code::Unreadable,
+        format!(
+            "{name} is {} MiB; a plan may be at most {} MiB",
+            len / (1024 * 1024),
+            MAX_PLAN_BYTES / (1024 * 1024)
+        ),
+    )
+    .with_help(
+        "a plan of 100,000 accounts is about 15 MB; split larger migrations into several plans",
+    ))
+}
+
 /// Decode raw bytes as a plan source: refuses too large, binary and non-UTF-8 files.
 pub fn decode(name: &str, bytes: Vec<u8>) -> Result<Arc<SourceFile>, Diagnostic> {
-    if bytes.len() > MAX_PLAN_BYTES {
-        return Err(Diagnostic::error(
-            Code::Unreadable,
-            format!(
-                "{name} is {} MiB; a plan may be at most {} MiB",
-                bytes.len() / (1024 * 1024),
-                MAX_PLAN_BYTES / (1024 * 1024)
-            ),
-        )
-        .with_help(
-            "list many accounts in a CSV file and bring them in with `- import: accounts.csv`",
-        ));
-    }
+    check_size(name, bytes.len())?;
     if bytes.contains(&0) {
         return Err(Diagnostic::error(
             Code::Unreadable,
