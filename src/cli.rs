@@ -8,14 +8,21 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use std::sync::Arc;
+
+use crate::exec::printer::{Output, Printer};
+use crate::exec::runner::ApplyOptions;
+use crate::exec::snapshot;
 use crate::graph::StepGraph;
 use crate::plan::diag::{Code, Diagnostic, Diagnostics};
 use crate::plan::model::Plan;
 use crate::plan::source::SourceFile;
 use crate::plan::{self, yaml};
+use crate::providers::RunMode;
 use crate::report::diagnostics::{self, Format};
 use crate::report::dry_run::Format as DryRunFormat;
 use crate::report::graph::Format as GraphFormat;
+use crate::report::run::{ReportFormat, StatusFormat};
 
 /// Exit code: the plan is invalid or the command line is wrong; nothing was executed.
 pub const EXIT_INVALID: u8 = 2;
@@ -65,6 +72,56 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) on standard output.
     Man,
+    /// Execute the plan: copy and verify mail, recording progress so that a rerun resumes.
+    Apply {
+        /// The plan file (YAML).
+        plan: PathBuf,
+        #[command(flatten)]
+        state: StateArg,
+        /// Steps run at once (accounts copied in parallel).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+        parallelism: u16,
+        /// IMAP connections per server at most, all accounts together.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=256))]
+        max_connections_per_server: u16,
+        /// Run again the steps that failed in an earlier run.
+        #[arg(long)]
+        retry_failed: bool,
+        /// Log in, list and count, and print what would be copied; write nothing anywhere.
+        #[arg(long)]
+        dry_run: bool,
+        /// Take over the state's lock even if another process seems to hold it.
+        #[arg(long)]
+        break_lock: bool,
+        /// Progress: `text` (bars on a terminal, plain lines otherwise) or `json` lines.
+        #[arg(long, value_enum, default_value_t = ProgressFormat::Text)]
+        format: ProgressFormat,
+        /// Only these accounts (addresses).
+        #[arg(long, num_args = 1..)]
+        only: Vec<String>,
+        /// Leave these accounts out (addresses).
+        #[arg(long, num_args = 1..)]
+        exclude: Vec<String>,
+    },
+    /// Where each account stands: steps, messages copied and left, failures.
+    Status {
+        /// The plan file (YAML).
+        plan: PathBuf,
+        #[command(flatten)]
+        state: StateArg,
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
+    },
+    /// The migration report: per account messages found, copied, already there, skipped and
+    /// refused (with the server's reason), bytes and durations.
+    Report {
+        /// The plan file (YAML).
+        plan: PathBuf,
+        #[command(flatten)]
+        state: StateArg,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+        format: ReportFormat,
+    },
     /// Print the step graph of a valid plan (Graphviz DOT or Mermaid).
     Graph {
         /// The plan file (YAML).
@@ -72,6 +129,28 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+}
+
+/// `--state PATH`, shared by the commands that read or write a run's state.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArg {
+    /// The state store (default: `.mailplan/<plan name>.db` beside the plan).
+    #[arg(long = "state", value_name = "PATH")]
+    pub path: Option<PathBuf>,
+}
+
+impl StateArg {
+    fn resolve(&self, plan: &Plan, plan_path: &Path) -> PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(|| crate::exec::state::default_path(plan_path, &plan.name))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressFormat {
+    Text,
+    Json,
 }
 
 /// Run the command line; returns the exit code.
@@ -114,6 +193,71 @@ pub fn run() -> u8 {
                 Err(_) => 1,
             }
         }
+        Command::Apply {
+            plan: path,
+            state,
+            parallelism,
+            max_connections_per_server,
+            retry_failed,
+            dry_run,
+            break_lock,
+            format,
+            only,
+            exclude,
+        } => match load_valid(&path, color) {
+            Ok(mut plan) => {
+                let only: Vec<String> = only.iter().map(|a| a.to_lowercase()).collect();
+                let exclude: Vec<String> = exclude.iter().map(|a| a.to_lowercase()).collect();
+                plan.select(&only, &exclude);
+                let options = ApplyOptions {
+                    state_path: state.resolve(&plan, &path),
+                    parallelism: usize::from(parallelism),
+                    per_server: usize::from(max_connections_per_server),
+                    retry_failed,
+                    break_lock,
+                    mode: if dry_run {
+                        RunMode::DryRun
+                    } else {
+                        RunMode::Real
+                    },
+                };
+                let output = match format {
+                    ProgressFormat::Json => Output::Json,
+                    ProgressFormat::Text if io::stderr().is_terminal() => Output::Bars,
+                    ProgressFormat::Text => Output::Lines,
+                };
+                apply(plan, &options, output, color)
+            }
+            Err(code) => code,
+        },
+        Command::Status {
+            plan: path,
+            state,
+            format,
+        } => match load_valid(&path, color) {
+            Ok(plan) => match snapshot::read(&plan, &state.resolve(&plan, &path)) {
+                Ok(s) => {
+                    let _ = crate::report::run::render_status(&s, format, &mut io::stdout().lock());
+                    0
+                }
+                Err(e) => print_error(&e, color, EXIT_INVALID),
+            },
+            Err(code) => code,
+        },
+        Command::Report {
+            plan: path,
+            state,
+            format,
+        } => match load_valid(&path, color) {
+            Ok(plan) => match snapshot::read(&plan, &state.resolve(&plan, &path)) {
+                Ok(s) => {
+                    let _ = crate::report::run::render_report(&s, format, &mut io::stdout().lock());
+                    0
+                }
+                Err(e) => print_error(&e, color, EXIT_INVALID),
+            },
+            Err(code) => code,
+        },
         Command::Graph { plan, format } => match load_valid(&plan, color) {
             Ok(plan) => {
                 let graph = StepGraph::build(&plan);
@@ -124,6 +268,42 @@ pub fn run() -> u8 {
             Err(code) => code,
         },
     }
+}
+
+fn apply(plan: Plan, options: &ApplyOptions, output: Output, color: bool) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let printer = Arc::new(Printer::new(output));
+    match runtime.block_on(crate::exec::runner::apply(plan, options, printer)) {
+        Ok(summary) => summary.exit_code(),
+        Err(e) => {
+            let code = e.exit_code();
+            print_error(&e, color, code)
+        }
+    }
+}
+
+/// Print an error with its code and help (miette), return `code`.
+fn print_error(e: &dyn miette::Diagnostic, color: bool, code: u8) -> u8 {
+    let handler = miette::GraphicalReportHandler::new_themed(if color {
+        miette::GraphicalTheme::unicode()
+    } else {
+        miette::GraphicalTheme::unicode_nocolor()
+    });
+    let mut text = String::new();
+    if handler.render_report(&mut text, e).is_err() {
+        text = e.to_string();
+    }
+    let _ = writeln!(io::stderr(), "{text}");
+    code
 }
 
 /// Read and validate a plan; the diagnostics and the plan when it has no error.

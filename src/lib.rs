@@ -9,10 +9,13 @@
 //! - [`report`]: renderers; all output goes through them.
 //! - [`cli`]: clap definitions and dispatch; `main.rs` only calls [`cli::run`].
 //!
-//! Still to come (see the open issues): the YAML loader and validation, renderers for the dry run (`report/`), the executor and state store (`exec/`), and the OVH and
-//! IMAP providers (`providers/`).
+//! - [`exec`]: the runner (tokio) that drives the graph, the SQLite state store that makes a run
+//!   resumable, the printer of a run, secret resolution.
+//! - [`providers`]: the servers: IMAP today ([`providers::imap`]); the OVH API comes next.
 
 pub mod cli;
+pub mod exec;
 pub mod graph;
 pub mod plan;
+pub mod providers;
 pub mod report;

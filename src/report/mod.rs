@@ -6,3 +6,4 @@
 pub mod diagnostics;
 pub mod dry_run;
 pub mod graph;
+pub mod run;

@@ -1,0 +1,9 @@
+//! Execution: the runner that drives the step graph ([`runner`]), the state store that makes
+//! runs resumable ([`state`]), the printer of a run ([`printer`]) and secret resolution
+//! ([`secrets`]). With [`crate::providers`], the only code that does I/O.
+
+pub mod printer;
+pub mod runner;
+pub mod secrets;
+pub mod snapshot;
+pub mod state;

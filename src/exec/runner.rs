@@ -1,0 +1,930 @@
+//! The runner: drives the step graph with tokio. One coordinator owns the ready-queue, the state
+//! store and the printer; each step runs as a task and reports back.
+//!
+//! - `parallelism` steps run at once; each IMAP server takes at most `per_server` connections.
+//! - A failed step skips only the steps that depend on it; the others go on.
+//! - Resume: a step whose definition and dependencies are unchanged (its fingerprint) and that is
+//!   done is not run again; `copy-mail` always runs (an incremental pass that copies only what is
+//!   new); `verify` runs again only when the copy's progress moved.
+//! - The first interrupt stops new work and lets running copies reach a safe point; the second
+//!   exits at once. Either way the next `apply` resumes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use petgraph::algo::toposort;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use super::printer::{Event, Printer, human_bytes};
+use super::secrets;
+use super::state::{StateError, StateStore};
+use crate::graph::{ReadyQueue, StepGraph, StepId, StepKind};
+use crate::plan::model::{Account, Flow, ImapServer, Plan};
+use crate::plan::secret::Secret;
+use crate::providers::RunMode;
+use crate::providers::imap::connect::server_name;
+use crate::providers::imap::copy::{
+    self, CopyContext, CopyError, CopyEvent, FolderCounts, FolderRecord, IssueKind, Ledger,
+};
+use crate::providers::imap::{self, ImapError};
+
+/// Retries of a step after a network error or a "try later" answer.
+const MAX_RETRIES: u32 = 5;
+
+/// How `apply` runs.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub state_path: PathBuf,
+    pub parallelism: usize,
+    pub per_server: usize,
+    pub retry_failed: bool,
+    pub break_lock: bool,
+    pub mode: RunMode,
+}
+
+/// Errors that stop `apply` before or around the run (not a step's failure).
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ExecError {
+    #[error("{0}")]
+    #[diagnostic(code(exec::unsupported))]
+    Unsupported(String),
+    #[error("{count} secret(s) cannot be resolved; nothing was executed:\n{list}")]
+    #[diagnostic(
+        code(exec::unresolved_secret),
+        help("set the variables, create the files, or fix the commands the plan refers to")
+    )]
+    Secrets { count: usize, list: String },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    State(#[from] StateError),
+}
+
+impl ExecError {
+    /// 2 for what is wrong before anything ran.
+    pub fn exit_code(&self) -> u8 {
+        2
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    pub done: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub interrupted: bool,
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+impl RunSummary {
+    /// 0 done, 1 some steps failed, 130 interrupted.
+    pub fn exit_code(&self) -> u8 {
+        if self.interrupted {
+            130
+        } else if self.failed > 0 || self.skipped > 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// Logins and passwords of one account, resolved.
+#[derive(Debug)]
+struct Credentials {
+    source_login: String,
+    source_password: Secret,
+    target_login: String,
+    target_password: Secret,
+}
+
+/// What every step task shares.
+#[derive(Debug)]
+struct Shared {
+    plan: Plan,
+    credentials: Vec<Credentials>,
+    store: Option<Arc<Mutex<StateStore>>>,
+    printer: Arc<Printer>,
+    stop: Arc<AtomicBool>,
+    mode: RunMode,
+    servers: Mutex<HashMap<String, Arc<Semaphore>>>,
+    per_server: usize,
+}
+
+/// The stable name of a step in the state store and the output: `copy-mail alice@x.example`.
+pub fn step_key(plan: &Plan, graph: &StepGraph, id: StepId) -> String {
+    let step = graph.step(id);
+    let what = if let Some(i) = step.account {
+        plan.accounts[i].address.clone()
+    } else if let Some(d) = &step.domain {
+        d.clone()
+    } else if let Some(w) = step.wave {
+        format!("wave {w}")
+    } else {
+        String::new()
+    };
+    format!("{} {what}", step.kind.name())
+}
+
+/// Check what `apply` cannot do yet or cannot do without, before anything runs.
+fn preflight(plan: &Plan) -> Result<Vec<Credentials>, ExecError> {
+    let unsupported: Vec<String> = plan
+        .accounts
+        .iter()
+        .filter(|a| a.flow != Flow::ImapToImap)
+        .map(|a| format!("{} ({})", a.address, a.flow))
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(ExecError::Unsupported(format!(
+            "apply runs IMAP → IMAP accounts only for now; the OVH steps (add-domain, rename, \
+             configure, migrate) are not implemented yet, so nothing was executed. Accounts \
+             needing them: {}. Use --only/--exclude to run the IMAP accounts.",
+            unsupported.join(", ")
+        )));
+    }
+    let dir = plan
+        .path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let mut problems = Vec::new();
+    let mut creds = Vec::with_capacity(plan.accounts.len());
+    for a in &plan.accounts {
+        let mut get = |side: &str, r: Option<&crate::plan::secret::SecretRef>| match r {
+            None => {
+                problems.push(format!("  {}: no {side}-password in the plan", a.address));
+                None
+            }
+            Some(r) => match secrets::resolve(r, &dir) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    problems.push(format!("  {}: {side}-password {e}", a.address));
+                    None
+                }
+            },
+        };
+        let sp = get("source", a.source_password.as_ref());
+        let tp = get("target", a.target_password.as_ref());
+        if let (Some(source_password), Some(target_password)) = (sp, tp) {
+            creds.push(Credentials {
+                source_login: a
+                    .source_login
+                    .clone()
+                    .unwrap_or_else(|| a.copy_source_address().to_owned()),
+                source_password,
+                target_login: a.target_login.clone().unwrap_or_else(|| a.address.clone()),
+                target_password,
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ExecError::Secrets {
+            count: problems.len(),
+            list: problems.join("\n"),
+        });
+    }
+    Ok(creds)
+}
+
+/// Fingerprints of every step: its kind, its account's definition and its dependencies'.
+fn fingerprints(plan: &Plan, graph: &StepGraph) -> Vec<String> {
+    let mut out = vec![String::new(); graph.len()];
+    let order = toposort(&graph.graph, None).unwrap_or_default();
+    for id in order {
+        let step = graph.step(id);
+        let mut h = Sha256::new();
+        h.update(step.kind.name());
+        if let Some(i) = step.account {
+            let a = &plan.accounts[i];
+            h.update(account_definition(plan, a));
+        }
+        if let Some(d) = &step.domain {
+            h.update(d);
+        }
+        let mut deps: Vec<&String> = graph.dependencies(id).map(|d| &out[d.index()]).collect();
+        deps.sort();
+        for d in deps {
+            h.update(d);
+        }
+        out[id.index()] = hex(&h.finalize()[..12]);
+    }
+    out
+}
+
+/// What a step of this account depends on, as text: servers, logins, references, options.
+fn account_definition(plan: &Plan, a: &Account) -> String {
+    let server = |name: &str| {
+        plan.platforms
+            .get(name)
+            .and_then(|p| p.imap.as_ref())
+            .map(|s| format!("{}:{}:{:?}:{}", s.host, s.port, s.tls, s.tls_verify))
+    };
+    serde_json::json!({
+        "address": a.address,
+        "flow": a.flow,
+        "from": [a.from, server(&a.from)],
+        "to": [a.to, server(&a.to)],
+        "source_login": a.source_login,
+        "target_login": a.target_login,
+        "source_password": a.source_password,
+        "target_password": a.target_password,
+        "provisional": a.provisional_address,
+        "copy": a.copy,
+    })
+    .to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        use std::fmt::Write;
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// What a step task returns.
+#[derive(Debug)]
+enum StepResult {
+    Done {
+        summary: String,
+        output: String,
+        messages: u64,
+        bytes: u64,
+    },
+    Failed(String),
+    Interrupted,
+}
+
+/// Run the plan. Step failures are in the summary; errors here mean nothing ran.
+pub async fn apply(
+    plan: Plan,
+    options: &ApplyOptions,
+    printer: Arc<Printer>,
+) -> Result<RunSummary, ExecError> {
+    let credentials = preflight(&plan)?;
+    let graph = Arc::new(StepGraph::build(&plan));
+    let fps = fingerprints(&plan, &graph);
+    let pid = std::process::id();
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+
+    let store = match options.mode {
+        RunMode::Real => {
+            let mut s = StateStore::open(&options.state_path)?;
+            s.lock(&host, pid, options.break_lock)?;
+            Some(s)
+        }
+        RunMode::DryRun => StateStore::open_read_only(&options.state_path)?,
+    };
+    let store = store.map(|s| Arc::new(Mutex::new(s)));
+    let dry = options.mode == RunMode::DryRun;
+    let state_display = options.state_path.display().to_string();
+    printer.event(&Event::Started {
+        plan: &plan.name,
+        steps: graph.len(),
+        dry_run: dry,
+        state: &state_display,
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let signals = tokio::spawn(watch_interrupts(Arc::clone(&stop), Arc::clone(&printer)));
+    let keys: Vec<String> = graph
+        .graph
+        .node_indices()
+        .map(|id| step_key(&plan, &graph, id))
+        .collect();
+    let shared = Arc::new(Shared {
+        plan,
+        credentials,
+        store: store.clone(),
+        printer: Arc::clone(&printer),
+        stop: Arc::clone(&stop),
+        mode: options.mode,
+        servers: Mutex::new(HashMap::new()),
+        per_server: options.per_server.max(1),
+    });
+
+    let mut summary = RunSummary::default();
+    let mut queue = ReadyQueue::new(&graph);
+    let mut running: JoinSet<(StepId, StepResult, Duration)> = JoinSet::new();
+    let with_store = |f: &dyn Fn(&StateStore) -> Result<(), StateError>| {
+        if let (Some(s), false) = (&store, dry)
+            && let Ok(guard) = s.lock()
+        {
+            // A store that cannot be written is reported once per step by the printer.
+            if let Err(e) = f(&guard) {
+                printer.event(&Event::StepFailed {
+                    key: "state",
+                    error: &e.to_string(),
+                });
+            }
+        }
+    };
+
+    loop {
+        while running.len() < options.parallelism.max(1) && !stop.load(Ordering::SeqCst) {
+            let Some(id) = queue.next_ready() else { break };
+            let key = &keys[id.index()];
+            let step = graph.step(id).clone();
+            let account = step
+                .account
+                .map(|i| shared.plan.accounts[i].address.clone());
+            let mut fp = fps[id.index()].clone();
+            if step.kind == StepKind::Verify
+                && let Some(i) = step.account
+            {
+                fp = format!(
+                    "{fp}:{}",
+                    progress_mark(&shared, &shared.plan.accounts[i].address)
+                );
+            }
+            let previous = match &store {
+                Some(s) => s.lock().ok().and_then(|g| g.step(key).ok().flatten()),
+                None => None,
+            };
+            let why = match &previous {
+                Some(p) if p.fingerprint != fp && p.status == "done" => {
+                    Some("changed since the last run")
+                }
+                Some(p) if p.status == "failed" && p.fingerprint == fp && !options.retry_failed => {
+                    let reason = format!(
+                        "failed in an earlier run ({}); use --retry-failed to try again",
+                        p.error.as_deref().unwrap_or("no reason recorded")
+                    );
+                    printer.event(&Event::StepFailed {
+                        key,
+                        error: &reason,
+                    });
+                    summary.failed += 1;
+                    skip_dependents(
+                        &mut queue,
+                        id,
+                        key,
+                        &keys,
+                        &graph,
+                        &fps,
+                        &shared,
+                        &mut summary,
+                        &with_store,
+                    );
+                    continue;
+                }
+                Some(p) if p.status == "failed" => Some("retrying a failed step"),
+                Some(p) if p.status == "running" || p.status == "interrupted" => {
+                    Some("resuming an interrupted step")
+                }
+                _ => None,
+            };
+            let unchanged = previous
+                .as_ref()
+                .is_some_and(|p| p.status == "done" && p.fingerprint == fp);
+            if unchanged && step.kind != StepKind::CopyMail {
+                let why = if step.kind == StepKind::Verify {
+                    "verified, nothing copied since"
+                } else {
+                    "done, unchanged"
+                };
+                printer.event(&Event::StepUnchanged { key, why });
+                summary.done += 1;
+                queue.finish(id);
+                continue;
+            }
+            if step.kind == StepKind::WaveGate {
+                with_store(&|s| {
+                    s.step_started(key, None, step.kind.name(), &fp)?;
+                    s.step_finished(key, "done", Some(0), None, None)
+                });
+                summary.done += 1;
+                queue.finish(id);
+                continue;
+            }
+            printer.event(&Event::StepStarted { key, why });
+            with_store(&|s| s.step_started(key, account.as_deref(), step.kind.name(), &fp));
+            let shared = Arc::clone(&shared);
+            let key = key.clone();
+            running.spawn(async move {
+                let started = Instant::now();
+                let result = run_step(&shared, &key, step.kind, step.account).await;
+                (id, result, started.elapsed())
+            });
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (id, result, elapsed) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                // A panicking step is a bug; the others go on.
+                printer.event(&Event::StepFailed {
+                    key: "internal",
+                    error: &e.to_string(),
+                });
+                summary.failed += 1;
+                continue;
+            }
+        };
+        let key = &keys[id.index()];
+        let ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
+        match result {
+            StepResult::Done {
+                summary: text,
+                output,
+                messages,
+                bytes,
+            } => {
+                with_store(&|s| s.step_finished(key, "done", Some(ms), Some(&output), None));
+                printer.event(&Event::StepDone {
+                    key,
+                    summary: &text,
+                    ms: u64::try_from(ms).unwrap_or(0),
+                });
+                summary.done += 1;
+                summary.messages += messages;
+                summary.bytes += bytes;
+                queue.finish(id);
+            }
+            StepResult::Failed(error) => {
+                with_store(&|s| s.step_finished(key, "failed", Some(ms), None, Some(&error)));
+                printer.event(&Event::StepFailed { key, error: &error });
+                summary.failed += 1;
+                skip_dependents(
+                    &mut queue,
+                    id,
+                    key,
+                    &keys,
+                    &graph,
+                    &fps,
+                    &shared,
+                    &mut summary,
+                    &with_store,
+                );
+            }
+            StepResult::Interrupted => {
+                with_store(&|s| s.step_finished(key, "interrupted", Some(ms), None, None));
+                printer.event(&Event::StepInterrupted { key });
+            }
+        }
+    }
+
+    summary.interrupted = stop.load(Ordering::SeqCst);
+    signals.abort();
+    if let (Some(s), false) = (&store, dry)
+        && let Ok(guard) = s.lock()
+    {
+        let _ = guard.set_meta("last_run", &super::state::timestamp(super::state::now()));
+        let _ = guard.unlock(pid);
+    }
+    printer.event(&Event::Finished {
+        done: summary.done,
+        failed: summary.failed,
+        skipped: summary.skipped,
+        interrupted: summary.interrupted,
+        messages: summary.messages,
+        bytes: summary.bytes,
+    });
+    Ok(summary)
+}
+
+/// Mark and report everything that depends on a failed step.
+#[allow(clippy::too_many_arguments)]
+fn skip_dependents(
+    queue: &mut ReadyQueue<'_>,
+    failed: StepId,
+    failed_key: &str,
+    keys: &[String],
+    graph: &StepGraph,
+    fps: &[String],
+    shared: &Shared,
+    summary: &mut RunSummary,
+    with_store: &dyn Fn(&dyn Fn(&StateStore) -> Result<(), StateError>),
+) {
+    let because = format!("{failed_key} failed");
+    for s in queue.fail(failed) {
+        let key = &keys[s.index()];
+        let step = graph.step(s);
+        let account = step
+            .account
+            .map(|i| shared.plan.accounts[i].address.as_str());
+        with_store(&|st| {
+            st.step_skipped(key, account, step.kind.name(), &fps[s.index()], &because)
+        });
+        shared.printer.event(&Event::StepSkipped {
+            key,
+            because: &because,
+        });
+        summary.skipped += 1;
+    }
+}
+
+/// The copy progress of an account as a short digest: verification is due again when it moves.
+fn progress_mark(shared: &Shared, account: &str) -> String {
+    let Some(store) = &shared.store else {
+        return String::new();
+    };
+    let Ok(guard) = store.lock() else {
+        return String::new();
+    };
+    let rows = guard.folders(account).unwrap_or_default();
+    let mut h = Sha256::new();
+    for r in rows {
+        h.update(format!(
+            "{}:{}:{}:{}:{};",
+            r.source, r.record.uidvalidity, r.record.last_uid, r.copied, r.record.failed
+        ));
+    }
+    hex(&h.finalize()[..8])
+}
+
+/// First interrupt: stop at safe points. Second: exit at once (130); the store stays consistent
+/// because every write is a transaction.
+async fn watch_interrupts(stop: Arc<AtomicBool>, printer: Arc<Printer>) {
+    let mut count = 0;
+    loop {
+        interrupted().await;
+        count += 1;
+        if count == 1 {
+            stop.store(true, Ordering::SeqCst);
+            printer.event(&Event::Interrupting);
+        } else {
+            std::process::exit(130);
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn interrupted() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The state store seen by the copy of one account.
+struct StoreLedger<'a> {
+    store: Option<&'a Mutex<StateStore>>,
+    account: &'a str,
+    mode: RunMode,
+}
+
+impl StoreLedger<'_> {
+    fn with<T>(&self, f: impl FnOnce(&StateStore) -> Result<T, StateError>) -> Result<T, String> {
+        let store = self.store.ok_or("no state store")?;
+        let guard = store.lock().map_err(|e| e.to_string())?;
+        f(&guard).map_err(|e| e.to_string())
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&StateStore) -> Result<T, StateError>) -> Result<T, String> {
+        if self.mode == RunMode::DryRun {
+            return Err("a dry run must not write to the state store".to_owned());
+        }
+        self.with(f)
+    }
+}
+
+impl Ledger for StoreLedger<'_> {
+    fn folder(&self, source: &str) -> Result<Option<FolderRecord>, String> {
+        if self.store.is_none() {
+            return Ok(None);
+        }
+        self.with(|s| s.folder(self.account, source))
+    }
+    fn begin_batch(&self, source: &str, target: &str, uidvalidity: u32) -> Result<(), String> {
+        self.write(|s| s.begin_batch(self.account, source, target, uidvalidity))
+    }
+    fn end_batch(&self, source: &str, r: FolderRecord, c: &FolderCounts) -> Result<(), String> {
+        self.write(|s| s.end_batch(self.account, source, r, c))
+    }
+    fn issue(&self, source: &str, uid: u32, kind: IssueKind, detail: &str) -> Result<(), String> {
+        self.write(|s| s.issue(self.account, source, uid, kind, detail))
+    }
+    fn clear_issues(&self, source: &str) -> Result<(), String> {
+        self.write(|s| s.clear_issues(self.account, source))
+    }
+}
+
+async fn run_step(
+    shared: &Shared,
+    key: &str,
+    kind: StepKind,
+    account: Option<usize>,
+) -> StepResult {
+    let Some(i) = account else {
+        return StepResult::Failed(format!("{} is not implemented yet", kind.name()));
+    };
+    let a = &shared.plan.accounts[i];
+    let (Some(source), Some(target)) = (server(shared, &a.from), server(shared, &a.to)) else {
+        return StepResult::Failed("the platform has no IMAP server".to_owned());
+    };
+    let mut attempt = 0;
+    loop {
+        let result = match kind {
+            StepKind::CopyMail => copy_step(shared, i, source, target).await,
+            StepKind::Verify if shared.mode == RunMode::DryRun => Ok(StepResult::Done {
+                summary: "would verify every source message on the target".to_owned(),
+                output: "{}".to_owned(),
+                messages: 0,
+                bytes: 0,
+            }),
+            StepKind::Verify => verify_step(shared, i, source, target).await,
+            other => Ok(StepResult::Failed(format!(
+                "{} is not implemented yet",
+                other.name()
+            ))),
+        };
+        match result {
+            Ok(r) => return r,
+            Err(StepError::Interrupted) => return StepResult::Interrupted,
+            Err(StepError::Imap(e)) if e.is_retryable() && attempt < MAX_RETRIES => {
+                attempt += 1;
+                let wait = e.backoff.unwrap_or_else(|| backoff(attempt));
+                shared.printer.event(&Event::Retry {
+                    key,
+                    attempt,
+                    wait,
+                    error: &e.to_string(),
+                });
+                if !sleep_unless_stopped(wait, &shared.stop).await {
+                    return StepResult::Interrupted;
+                }
+            }
+            Err(StepError::Imap(e)) => return StepResult::Failed(e.to_string()),
+            Err(StepError::Other(e)) => return StepResult::Failed(e),
+        }
+    }
+}
+
+/// Exponential backoff with jitter: about 1, 2, 4, 8, 16 s, at most 60 s.
+fn backoff(attempt: u32) -> Duration {
+    let base = 1000u64 << attempt.saturating_sub(1).min(6);
+    let jitter = fastrand::u64(0..=base / 2);
+    Duration::from_millis((base / 2 + jitter + base / 4).min(60_000))
+}
+
+async fn sleep_unless_stopped(wait: Duration, stop: &AtomicBool) -> bool {
+    let end = Instant::now() + wait;
+    while Instant::now() < end {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100).min(end - Instant::now())).await;
+    }
+    !stop.load(Ordering::SeqCst)
+}
+
+#[derive(Debug)]
+enum StepError {
+    Imap(ImapError),
+    Interrupted,
+    Other(String),
+}
+
+impl From<ImapError> for StepError {
+    fn from(e: ImapError) -> Self {
+        StepError::Imap(e)
+    }
+}
+
+impl From<CopyError> for StepError {
+    fn from(e: CopyError) -> Self {
+        match e {
+            CopyError::Imap(e) => StepError::Imap(e),
+            CopyError::Interrupted => StepError::Interrupted,
+            CopyError::Ledger(m) => StepError::Other(format!("state store: {m}")),
+        }
+    }
+}
+
+fn server<'a>(shared: &'a Shared, platform: &str) -> Option<&'a ImapServer> {
+    shared.plan.platforms.get(platform)?.imap.as_ref()
+}
+
+/// A connection slot on a server, held for the step's duration.
+async fn slot(shared: &Shared, server: &ImapServer) -> Result<OwnedSemaphorePermit, StepError> {
+    let sem = {
+        let mut map = shared
+            .servers
+            .lock()
+            .map_err(|e| StepError::Other(e.to_string()))?;
+        Arc::clone(
+            map.entry(server_name(server))
+                .or_insert_with(|| Arc::new(Semaphore::new(shared.per_server))),
+        )
+    };
+    sem.acquire_owned()
+        .await
+        .map_err(|e| StepError::Other(e.to_string()))
+}
+
+async fn sessions(
+    shared: &Shared,
+    i: usize,
+    source: &ImapServer,
+    target: &ImapServer,
+) -> Result<(imap::Session, imap::Session, [OwnedSemaphorePermit; 2]), StepError> {
+    let c = &shared.credentials[i];
+    let s_slot = slot(shared, source).await?;
+    let t_slot = slot(shared, target).await?;
+    let (s, t) = tokio::join!(
+        imap::connect(source, &c.source_login, &c.source_password),
+        imap::connect(target, &c.target_login, &c.target_password)
+    );
+    Ok((s?, t?, [s_slot, t_slot]))
+}
+
+async fn copy_step(
+    shared: &Shared,
+    i: usize,
+    source: &ImapServer,
+    target: &ImapServer,
+) -> Result<StepResult, StepError> {
+    let a = &shared.plan.accounts[i];
+    let (mut s, mut t, _slots) = sessions(shared, i, source, target).await?;
+    let ledger = StoreLedger {
+        store: shared.store.as_deref(),
+        account: &a.address,
+        mode: shared.mode,
+    };
+    let printer = &shared.printer;
+    let address = a.address.as_str();
+    let dry = shared.mode == RunMode::DryRun;
+    let observer = move |e: CopyEvent<'_>| match e {
+        CopyEvent::Folder {
+            source,
+            target,
+            counts,
+        } => {
+            if counts.to_copy > 0 || counts.skipped > 0 || dry {
+                printer.event(&Event::Folder {
+                    account: address,
+                    source,
+                    target,
+                    to_copy: counts.to_copy,
+                    already: counts.already,
+                    skipped: counts.skipped,
+                    dry_run: dry,
+                });
+            }
+        }
+        CopyEvent::Copied { messages, bytes } => printer.event(&Event::Copied {
+            account: address,
+            messages,
+            bytes,
+        }),
+    };
+    let (ss, ts) = (server_name(source), server_name(target));
+    let mut ctx = CopyContext {
+        source: &mut s,
+        source_server: &ss,
+        target: &mut t,
+        target_server: &ts,
+        options: &a.copy,
+        ledger: &ledger,
+        mode: shared.mode,
+        observer: &observer,
+        stop: &shared.stop,
+    };
+    let outcomes = copy::copy_account(&mut ctx).await?;
+    let _ = s.logout().await;
+    let _ = t.logout().await;
+    let total = outcomes.iter().fold(FolderCounts::default(), |mut acc, o| {
+        acc.found += o.counts.found;
+        acc.to_copy += o.counts.to_copy;
+        acc.copied += o.counts.copied;
+        acc.already += o.counts.already;
+        acc.skipped += o.counts.skipped;
+        acc.failed += o.counts.failed;
+        acc.bytes += o.counts.bytes;
+        acc
+    });
+    let summary = if dry {
+        format!(
+            "would copy {} message(s) in {} folder(s); {} already there, {} skipped",
+            total.to_copy,
+            outcomes.len(),
+            total.already,
+            total.skipped
+        )
+    } else {
+        format!(
+            "{} copied ({}), {} already there, {} skipped, {} refused, {} folder(s)",
+            total.copied,
+            human_bytes(total.bytes),
+            total.already,
+            total.skipped,
+            total.failed,
+            outcomes.len()
+        )
+    };
+    let output = serde_json::json!({ "folders": outcomes, "total": total }).to_string();
+    Ok(StepResult::Done {
+        summary,
+        output,
+        messages: total.copied,
+        bytes: total.bytes,
+    })
+}
+
+async fn verify_step(
+    shared: &Shared,
+    i: usize,
+    source: &ImapServer,
+    target: &ImapServer,
+) -> Result<StepResult, StepError> {
+    let a = &shared.plan.accounts[i];
+    let (mut s, mut t, _slots) = sessions(shared, i, source, target).await?;
+    let (ss, ts) = (server_name(source), server_name(target));
+    let checks = copy::verify_account(&mut s, &ss, &mut t, &ts, &a.copy).await?;
+    let _ = s.logout().await;
+    let _ = t.logout().await;
+    let missing: u64 = checks.iter().map(|c| c.missing_count).sum();
+    let messages: u64 = checks.iter().map(|c| c.source_messages).sum();
+    let skipped: u64 = checks.iter().map(|c| c.skipped).sum();
+    let output = serde_json::json!({ "folders": checks, "missing": missing }).to_string();
+    if missing > 0 {
+        let detail: Vec<String> = checks
+            .iter()
+            .filter(|c| c.missing_count > 0)
+            .map(|c| {
+                format!(
+                    "{} ({} missing, e.g. {})",
+                    c.source,
+                    c.missing_count,
+                    c.missing.first().map_or("", String::as_str)
+                )
+            })
+            .collect();
+        if let Some(store) = &shared.store
+            && shared.mode == RunMode::Real
+            && let Ok(g) = store.lock()
+        {
+            let key = format!("verify {}", a.address);
+            let _ = g.step_finished(&key, "failed", None, Some(&output), None);
+        }
+        return Ok(StepResult::Failed(format!(
+            "{missing} source message(s) missing on the target: {}",
+            detail.join("; ")
+        )));
+    }
+    Ok(StepResult::Done {
+        summary: format!(
+            "all {} message(s) of {} folder(s) are on the target{}",
+            messages - skipped,
+            checks.len(),
+            if skipped > 0 {
+                format!(" ({skipped} left out on purpose)")
+            } else {
+                String::new()
+            }
+        ),
+        output,
+        messages: 0,
+        bytes: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..=10 {
+            let b = backoff(attempt);
+            let base = 1000u64 << (attempt - 1).min(6);
+            assert!(
+                b.as_millis() as u64 >= (base * 3 / 4).min(60_000),
+                "{attempt}: {b:?}"
+            );
+            assert!(b <= Duration::from_secs(60));
+        }
+    }
+
+    #[test]
+    fn summary_exit_codes() {
+        let mut s = RunSummary::default();
+        assert_eq!(s.exit_code(), 0);
+        s.failed = 1;
+        assert_eq!(s.exit_code(), 1);
+        s.interrupted = true;
+        assert_eq!(s.exit_code(), 130);
+    }
+}

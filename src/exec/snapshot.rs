@@ -1,0 +1,106 @@
+//! What the state store knows about a plan's accounts, gathered for `status` and `report`
+//! (rendered by [`crate::report::run`]). Read-only: opening the store writes nothing.
+
+use serde::Serialize;
+
+use super::state::{FolderRow, IssueRow, StateError, StateStore, StepRecord};
+use crate::plan::model::Plan;
+
+/// One account as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountState {
+    pub address: String,
+    pub flow: String,
+    pub steps: Vec<StepRecord>,
+    pub folders: Vec<FolderRow>,
+    pub issues: Vec<IssueRow>,
+    /// From the last `copy-mail`: messages in the source, already on the target.
+    pub found: u64,
+    pub already: u64,
+    /// Cumulated over every run.
+    pub copied: u64,
+    pub bytes: u64,
+    pub too_large: u64,
+    pub refused: u64,
+    /// From the last `verify`: messages missing on the target.
+    pub missing: Option<u64>,
+}
+
+/// The whole plan as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub schema: &'static str,
+    pub plan: String,
+    pub state: String,
+    /// `false` when `apply` never ran (no store yet).
+    pub exists: bool,
+    pub last_run: Option<String>,
+    /// Steps not tied to an account (domains, wave gates).
+    pub shared_steps: Vec<StepRecord>,
+    pub accounts: Vec<AccountState>,
+}
+
+/// Read the store at `path` (absent: every account shown as not started).
+pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError> {
+    let store = StateStore::open_read_only(path)?;
+    let mut snapshot = Snapshot {
+        schema: "mailplan.status/v1",
+        plan: plan.name.clone(),
+        state: path.display().to_string(),
+        exists: store.is_some(),
+        last_run: None,
+        shared_steps: Vec::new(),
+        accounts: Vec::with_capacity(plan.accounts.len()),
+    };
+    let steps = match &store {
+        Some(s) => {
+            snapshot.last_run = s.meta("last_run")?;
+            s.steps()?
+        }
+        None => Vec::new(),
+    };
+    let mut by_account: std::collections::HashMap<String, Vec<StepRecord>> =
+        std::collections::HashMap::new();
+    for step in steps {
+        match &step.account {
+            Some(a) => by_account.entry(a.clone()).or_default().push(step),
+            None => snapshot.shared_steps.push(step),
+        }
+    }
+    for a in &plan.accounts {
+        let steps = by_account.remove(&a.address).unwrap_or_default();
+        let (folders, issues) = match &store {
+            Some(s) => (s.folders(&a.address)?, s.issues(&a.address)?),
+            None => (Vec::new(), Vec::new()),
+        };
+        let output = |kind: &str| -> Option<serde_json::Value> {
+            steps
+                .iter()
+                .find(|s| s.kind == kind)
+                .and_then(|s| s.output.as_deref())
+                .and_then(|o| serde_json::from_str(o).ok())
+        };
+        let copy = output("copy-mail");
+        let verify = output("verify");
+        let total = |field: &str| {
+            copy.as_ref()
+                .and_then(|c| c["total"][field].as_u64())
+                .unwrap_or(0)
+        };
+        snapshot.accounts.push(AccountState {
+            address: a.address.clone(),
+            flow: a.flow.name().to_owned(),
+            found: total("found"),
+            already: total("already"),
+            copied: folders.iter().map(|f| f.copied).sum(),
+            bytes: folders.iter().map(|f| f.bytes).sum(),
+            too_large: issues.iter().filter(|i| i.kind == "too-large").count() as u64,
+            refused: issues.iter().filter(|i| i.kind == "refused").count() as u64,
+            missing: verify.and_then(|v| v["missing"].as_u64()),
+            steps,
+            folders,
+            issues,
+        });
+    }
+    Ok(snapshot)
+}

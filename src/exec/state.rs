@@ -1,0 +1,617 @@
+//! The state store: one SQLite file per plan (`.mailplan/<plan name>.db` beside the plan, mode
+//! 0600) recording the plan's fingerprint, every step's status, attempts, timings, output and
+//! error, each folder's copy progress, and every message left out or refused with the reason.
+//!
+//! Every write is one transaction (WAL journal), so a crash at any instant leaves the store
+//! consistent: the last committed batch is the truth, and the copy reconciles anything after it.
+//! Secrets are never written here: only addresses, folder names, counters and servers' words.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use crate::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
+
+/// The exec layer's store errors. Always name the file.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum StateError {
+    #[error("state store {path}: {message}")]
+    #[diagnostic(code(exec::state))]
+    Store { path: PathBuf, message: String },
+    #[error("the state {path} is locked by {host}, pid {pid}, since {since}")]
+    #[diagnostic(
+        code(exec::locked),
+        help(
+            "another `mailplan apply` is running on this plan; wait for it, or, if that process \
+             is gone (another machine, a reboot), run again with --break-lock"
+        )
+    )]
+    Locked {
+        path: PathBuf,
+        host: String,
+        pid: u32,
+        since: String,
+    },
+}
+
+/// A step as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepRecord {
+    pub key: String,
+    pub account: Option<String>,
+    pub kind: String,
+    pub fingerprint: String,
+    /// `running`, `done`, `failed`, `skipped`, `interrupted`.
+    pub status: String,
+    pub attempts: u32,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    /// JSON written by the step (counts, verification results).
+    pub output: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A folder's copy progress as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FolderRow {
+    pub account: String,
+    pub source: String,
+    pub target: String,
+    pub record: FolderRecord,
+    /// Cumulated over every run.
+    pub copied: u64,
+    pub failed: u64,
+    pub bytes: u64,
+}
+
+/// A message left out or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IssueRow {
+    pub account: String,
+    pub folder: String,
+    pub uid: u32,
+    pub kind: String,
+    pub detail: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS lock (
+    id INTEGER PRIMARY KEY CHECK (id = 1), host TEXT NOT NULL, pid INTEGER NOT NULL,
+    since TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS steps (
+    key TEXT PRIMARY KEY, account TEXT, kind TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, started_at INTEGER,
+    finished_at INTEGER, duration_ms INTEGER, output TEXT, error TEXT);
+CREATE TABLE IF NOT EXISTS folders (
+    account TEXT NOT NULL, source TEXT NOT NULL, target TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL DEFAULT 0, last_uid INTEGER NOT NULL DEFAULT 0,
+    pending INTEGER NOT NULL DEFAULT 0, failed_now INTEGER NOT NULL DEFAULT 0,
+    copied INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0, updated_at INTEGER,
+    PRIMARY KEY (account, source));
+CREATE TABLE IF NOT EXISTS issues (
+    account TEXT NOT NULL, folder TEXT NOT NULL, uid INTEGER NOT NULL, kind TEXT NOT NULL,
+    detail TEXT NOT NULL, PRIMARY KEY (account, folder, uid));
+";
+
+/// The store. Not `Sync`: the runner keeps it behind a mutex.
+#[derive(Debug)]
+pub struct StateStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The default place of a plan's state: `.mailplan/<name>.db` beside the plan.
+pub fn default_path(plan_path: &Path, plan_name: &str) -> PathBuf {
+    let dir = plan_path.parent().unwrap_or_else(|| Path::new("."));
+    let safe: String = plan_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(".mailplan").join(format!("{safe}.db"))
+}
+
+impl StateStore {
+    /// Open (creating it, mode 0600 in a 0700 folder) for a run that writes.
+    pub fn open(path: &Path) -> Result<StateStore, StateError> {
+        let err = |m: String| StateError::Store {
+            path: path.to_owned(),
+            message: m,
+        };
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            fs_err::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+            restrict(dir, 0o700).map_err(|e| err(e.to_string()))?;
+        }
+        if !path.exists() {
+            // Create it 0600 before SQLite does; its journal files copy these permissions.
+            create_private(path).map_err(|e| err(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        let store = StateStore {
+            conn,
+            path: path.to_owned(),
+        };
+        store
+            .conn
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| store.error(&e))?;
+        store
+            .conn
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .map_err(|e| store.error(&e))?;
+        store
+            .conn
+            .execute_batch(SCHEMA)
+            .map_err(|e| store.error(&e))?;
+        Ok(store)
+    }
+
+    /// Open an existing store without writing anything (`status`, `report`, dry runs).
+    pub fn open_read_only(path: &Path) -> Result<Option<StateStore>, StateError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StateError::Store {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Some(StateStore {
+            conn,
+            path: path.to_owned(),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn error(&self, e: &rusqlite::Error) -> StateError {
+        StateError::Store {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Take the run lock, or say who holds it. A lock left by a dead process of this host is
+    /// taken over; `force` takes over any lock.
+    pub fn lock(&mut self, host: &str, pid: u32, force: bool) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let e = |e: rusqlite::Error| StateError::Store {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let held: Option<(String, u32, String)> = tx
+            .query_row("SELECT host, pid, since FROM lock WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+            .map_err(e)?;
+        if let Some((h, p, since)) = held {
+            let stale = h == host && (p == pid || !process_alive(p));
+            if !stale && !force {
+                return Err(StateError::Locked {
+                    path: self.path.clone(),
+                    host: h,
+                    pid: p,
+                    since,
+                });
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO lock (id, host, pid, since) VALUES (1, ?1, ?2, ?3)",
+            params![host, pid, timestamp(now())],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    pub fn unlock(&self, pid: u32) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM lock WHERE pid = ?1", params![pid])
+            .map_err(|e| self.error(&e))?;
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.error(&e))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )
+            .map_err(|e| self.error(&e))?;
+        Ok(())
+    }
+
+    pub fn step(&self, key: &str) -> Result<Option<StepRecord>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT key, account, kind, fingerprint, status, attempts, started_at, \
+                 finished_at, duration_ms, output, error FROM steps WHERE key = ?1",
+                params![key],
+                step_row,
+            )
+            .optional()
+            .map_err(|e| self.error(&e))
+    }
+
+    pub fn steps(&self) -> Result<Vec<StepRecord>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT key, account, kind, fingerprint, status, attempts, started_at, \
+                 finished_at, duration_ms, output, error FROM steps ORDER BY rowid",
+            )
+            .map_err(|e| self.error(&e))?;
+        let rows = stmt
+            .query_map([], step_row)
+            .map_err(|e| self.error(&e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.error(&e))?;
+        Ok(rows)
+    }
+
+    /// A step starts: status `running`, one more attempt.
+    pub fn step_started(
+        &self,
+        key: &str,
+        account: Option<&str>,
+        kind: &str,
+        fingerprint: &str,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO steps (key, account, kind, fingerprint, status, attempts, started_at)
+                 VALUES (?1, ?2, ?3, ?4, 'running', 1, ?5)
+                 ON CONFLICT (key) DO UPDATE SET fingerprint = ?4, status = 'running',
+                   attempts = attempts + 1, started_at = ?5, finished_at = NULL, error = NULL",
+                params![key, account, kind, fingerprint, now()],
+            )
+            .map_err(|e| self.error(&e))?;
+        Ok(())
+    }
+
+    /// A step ends (`done`, `failed`, `skipped`, `interrupted`).
+    pub fn step_finished(
+        &self,
+        key: &str,
+        status: &str,
+        duration_ms: Option<i64>,
+        output: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE steps SET status = ?2, finished_at = ?3, duration_ms = ?4,
+                   output = COALESCE(?5, output), error = ?6 WHERE key = ?1",
+                params![key, status, now(), duration_ms, output, error],
+            )
+            .map_err(|e| self.error(&e))?;
+        Ok(())
+    }
+
+    /// A step that never started because a dependency failed.
+    pub fn step_skipped(
+        &self,
+        key: &str,
+        account: Option<&str>,
+        kind: &str,
+        fingerprint: &str,
+        reason: &str,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO steps (key, account, kind, fingerprint, status, error)
+                 VALUES (?1, ?2, ?3, ?4, 'skipped', ?5)
+                 ON CONFLICT (key) DO UPDATE SET status = 'skipped', error = ?5
+                 WHERE status <> 'done'",
+                params![key, account, kind, fingerprint, reason],
+            )
+            .map_err(|e| self.error(&e))?;
+        Ok(())
+    }
+
+    pub fn folder(&self, account: &str, source: &str) -> Result<Option<FolderRecord>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT uidvalidity, last_uid, pending, failed_now FROM folders
+                 WHERE account = ?1 AND source = ?2",
+                params![account, source],
+                |r| {
+                    Ok(FolderRecord {
+                        uidvalidity: r.get(0)?,
+                        last_uid: r.get(1)?,
+                        pending: r.get(2)?,
+                        failed: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.error(&e))
+    }
+
+    pub fn begin_batch(
+        &self,
+        account: &str,
+        source: &str,
+        target: &str,
+        uidvalidity: u32,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO folders (account, source, target, uidvalidity, pending, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5)
+                 ON CONFLICT (account, source) DO UPDATE SET target = ?3, pending = 1,
+                   updated_at = ?5",
+                params![account, source, target, uidvalidity, now()],
+            )
+            .map_err(|e| self.error(&e))?;
+        Ok(())
+    }
+
+    pub fn end_batch(
+        &self,
+        account: &str,
+        source: &str,
+        record: FolderRecord,
+        counts: &FolderCounts,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO folders (account, source, target, uidvalidity, last_uid, pending,
+                   failed_now, copied, failed, bytes, updated_at)
+                 VALUES (?1, ?2, '', ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (account, source) DO UPDATE SET uidvalidity = ?3, last_uid = ?4,
+                   pending = 0, failed_now = ?5, copied = copied + ?6, failed = failed + ?7,
+                   bytes = bytes + ?8, updated_at = ?9",
+                params![
+                    account,
+                    source,
+                    record.uidvalidity,
+                    record.last_uid,
+                    record.failed,
+                    counts.copied,
+                    counts.failed,
+                    counts.bytes,
+                    now()
+                ],
+            )
+            .map_err(|e| self.error(&e))?;
+        Ok(())
+    }
+
+    pub fn issue(
+        &self,
+        account: &str,
+        folder: &str,
+        uid: u32,
+        kind: IssueKind,
+        detail: &str,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO issues (account, folder, uid, kind, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![account, folder, uid, kind.name(), detail],
+            )
+            .map_err(|e| self.error(&e))?;
+        Ok(())
+    }
+
+    pub fn clear_issues(&self, account: &str, folder: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "DELETE FROM issues WHERE account = ?1 AND folder = ?2",
+                params![account, folder],
+            )
+            .map_err(|e| self.error(&e))?;
+        Ok(())
+    }
+
+    pub fn folders(&self, account: &str) -> Result<Vec<FolderRow>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT account, source, target, uidvalidity, last_uid, pending, failed_now,
+                   copied, failed, bytes FROM folders WHERE account = ?1 ORDER BY source",
+            )
+            .map_err(|e| self.error(&e))?;
+        stmt.query_map(params![account], |r| {
+            Ok(FolderRow {
+                account: r.get(0)?,
+                source: r.get(1)?,
+                target: r.get(2)?,
+                record: FolderRecord {
+                    uidvalidity: r.get(3)?,
+                    last_uid: r.get(4)?,
+                    pending: r.get(5)?,
+                    failed: r.get(6)?,
+                },
+                copied: r.get(7)?,
+                failed: r.get(8)?,
+                bytes: r.get(9)?,
+            })
+        })
+        .map_err(|e| self.error(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| self.error(&e))
+    }
+
+    pub fn issues(&self, account: &str) -> Result<Vec<IssueRow>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT account, folder, uid, kind, detail FROM issues WHERE account = ?1
+                 ORDER BY folder, uid",
+            )
+            .map_err(|e| self.error(&e))?;
+        stmt.query_map(params![account], |r| {
+            Ok(IssueRow {
+                account: r.get(0)?,
+                folder: r.get(1)?,
+                uid: r.get(2)?,
+                kind: r.get(3)?,
+                detail: r.get(4)?,
+            })
+        })
+        .map_err(|e| self.error(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| self.error(&e))
+    }
+}
+
+fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
+    Ok(StepRecord {
+        key: r.get(0)?,
+        account: r.get(1)?,
+        kind: r.get(2)?,
+        fingerprint: r.get(3)?,
+        status: r.get(4)?,
+        attempts: r.get(5)?,
+        started_at: r.get(6)?,
+        finished_at: r.get(7)?,
+        duration_ms: r.get(8)?,
+        output: r.get(9)?,
+        error: r.get(10)?,
+    })
+}
+
+/// `2026-11-24T20:10:00Z` from seconds since the epoch.
+pub fn timestamp(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+/// Whether a process of this host is alive (Linux: `/proc/PID`; elsewhere assume it is).
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    if !proc.exists() {
+        return true;
+    }
+    proc.join(pid.to_string()).exists()
+}
+
+#[cfg(unix)]
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+}
+
+#[cfg(not(unix))]
+fn create_private(path: &Path) -> std::io::Result<()> {
+    std::fs::File::create(path).map(drop)
+}
+
+#[cfg(unix)]
+fn restrict(dir: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn restrict(_dir: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_recorded_and_pending_survives_until_the_batch_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(".mailplan/p.db");
+        let store = StateStore::open(&path).expect("open");
+        store
+            .begin_batch("a@x", "INBOX", "INBOX", 7)
+            .expect("begin");
+        let rec = store.folder("a@x", "INBOX").expect("read").expect("row");
+        assert!(rec.pending);
+        let counts = FolderCounts {
+            copied: 3,
+            bytes: 300,
+            ..FolderCounts::default()
+        };
+        let done = FolderRecord {
+            uidvalidity: 7,
+            last_uid: 12,
+            pending: false,
+            failed: 0,
+        };
+        store.end_batch("a@x", "INBOX", done, &counts).expect("end");
+        store.end_batch("a@x", "INBOX", done, &counts).expect("end");
+        let rows = store.folders("a@x").expect("rows");
+        assert_eq!(rows[0].record, done);
+        assert_eq!((rows[0].copied, rows[0].bytes), (6, 600));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn the_lock_names_its_holder_and_a_dead_holder_is_taken_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let mut a = StateStore::open(&path).expect("open");
+        let me = std::process::id();
+        a.lock("host-a", me, false).expect("first lock");
+        let mut b = StateStore::open(&path).expect("open again");
+        match b.lock("host-b", me + 1, false) {
+            Err(StateError::Locked { host, pid, .. }) => {
+                assert_eq!((host.as_str(), pid), ("host-a", me))
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        // A pid that cannot exist on this host: stale.
+        a.unlock(me).expect("unlock");
+        a.lock("host-a", u32::MAX - 1, false)
+            .expect("lock as a dead pid");
+        b.lock("host-a", me, false)
+            .expect("a dead holder's lock is taken over");
+    }
+}

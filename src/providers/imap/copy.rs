@@ -1,0 +1,842 @@
+//! The resumable, additive copy of a mailbox, and its verification.
+//!
+//! Per folder ([`copy_account`]):
+//! - **Fast path**: the [`Ledger`] knows the folder's UIDVALIDITY and the highest UID done, and
+//!   no batch was left pending: `STATUS` says whether anything arrived; only UIDs above the mark
+//!   are fetched and appended. A no-op re-run costs one `STATUS` per folder.
+//! - **Reconcile**: no record, a changed UIDVALIDITY, a batch left pending by a crash, or
+//!   messages that failed last time: both folders' identities ([`Identity`]) are compared as
+//!   multisets and only the difference is sent. This is what makes a crash between an APPEND
+//!   and the ledger write harmless: the message is found on the target and not sent again.
+//!
+//! Fetching and appending overlap (two connections, a channel between them) while a byte budget
+//! bounds what is held in memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::connect::Session;
+use super::error::{ImapError, ImapErrorKind};
+use super::folders::{self, FolderMapping, RemoteFolder};
+use super::identity::{IDENTITY_FIELDS, Identity};
+use crate::plan::model::CopyOptions;
+use crate::providers::RunMode;
+
+/// Messages fetched per `UID FETCH` (and recorded per ledger batch).
+const BATCH_MESSAGES: usize = 200;
+/// Bytes fetched per batch, at most (a larger message is a batch of its own).
+const BATCH_BYTES: u64 = 8 << 20;
+/// Bytes held between the fetching and the appending connection, at most (plus one message).
+const BUFFER_KIB: u32 = 16 << 10;
+
+/// What the state store remembers of a folder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FolderRecord {
+    pub uidvalidity: u32,
+    /// Every source UID up to this one is on the target (copied, already there, skipped or
+    /// recorded as failed).
+    pub last_uid: u32,
+    /// A batch was started and not finished: reconcile before sending anything.
+    pub pending: bool,
+    /// Messages the target refused last time; they are tried again by a reconcile.
+    pub failed: u64,
+}
+
+/// Counters of one folder for one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FolderCounts {
+    /// Messages in the source folder.
+    pub found: u64,
+    /// Messages to send this run.
+    pub to_copy: u64,
+    pub copied: u64,
+    /// Already on the target (by identity).
+    pub already: u64,
+    /// Left out with a reason (e.g. larger than `max-message-size`).
+    pub skipped: u64,
+    /// Refused by the target; the reasons are in the ledger.
+    pub failed: u64,
+    pub bytes: u64,
+}
+
+/// Why a message was not copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssueKind {
+    TooLarge,
+    Refused,
+}
+
+impl IssueKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            IssueKind::TooLarge => "too-large",
+            IssueKind::Refused => "refused",
+        }
+    }
+}
+
+/// Where the copy keeps its progress (the state store, for one account). Each call is one
+/// transaction.
+pub trait Ledger: Send + Sync {
+    fn folder(&self, source: &str) -> Result<Option<FolderRecord>, String>;
+    /// Before the first APPEND of a batch.
+    fn begin_batch(&self, source: &str, target: &str, uidvalidity: u32) -> Result<(), String>;
+    /// After the last APPEND of a batch: the new mark and what this batch did.
+    fn end_batch(
+        &self,
+        source: &str,
+        record: FolderRecord,
+        counts: &FolderCounts,
+    ) -> Result<(), String>;
+    /// A message left out or refused, with the reason (the server's words).
+    fn issue(&self, source: &str, uid: u32, kind: IssueKind, detail: &str) -> Result<(), String>;
+    /// Forget the issues of a folder before it is reconciled (they are found again if still true).
+    fn clear_issues(&self, source: &str) -> Result<(), String>;
+}
+
+/// Progress as it happens, for bars and event streams.
+#[derive(Debug, Clone)]
+pub enum CopyEvent<'a> {
+    Folder {
+        source: &'a str,
+        target: &'a str,
+        counts: &'a FolderCounts,
+    },
+    Copied {
+        messages: u64,
+        bytes: u64,
+    },
+}
+
+/// Why a copy stopped.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum CopyError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Imap(#[from] ImapError),
+    #[error("state store: {0}")]
+    #[diagnostic(code(exec::state))]
+    Ledger(String),
+    #[error("interrupted at a safe point; run apply again to resume")]
+    #[diagnostic(code(exec::interrupted))]
+    Interrupted,
+}
+
+/// Everything the copy of one account needs.
+pub struct CopyContext<'a> {
+    pub source: &'a mut Session,
+    pub source_server: &'a str,
+    pub target: &'a mut Session,
+    pub target_server: &'a str,
+    pub options: &'a CopyOptions,
+    pub ledger: &'a dyn Ledger,
+    pub mode: RunMode,
+    pub observer: &'a (dyn Fn(CopyEvent<'_>) + Send + Sync),
+    /// Set by the first Ctrl-C: finish the current batch, record it, stop.
+    pub stop: &'a AtomicBool,
+}
+
+impl fmt::Debug for CopyContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CopyContext")
+            .field("source", &self.source_server)
+            .field("target", &self.target_server)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of copying (or, in a dry run, of planning to copy) one folder.
+#[derive(Debug, Clone, Serialize)]
+pub struct FolderOutcome {
+    pub source: String,
+    pub target: String,
+    /// `map`, `special-use` or `same-path`.
+    pub reason: &'static str,
+    pub created: bool,
+    pub counts: FolderCounts,
+}
+
+/// List and map the account's folders (also used by `plan --refresh`).
+pub async fn mapping(
+    source: &mut Session,
+    source_server: &str,
+    target: &mut Session,
+    target_server: &str,
+    options: &CopyOptions,
+) -> Result<(Vec<FolderMapping>, Vec<RemoteFolder>), ImapError> {
+    let source_folders = folders::list(source, source_server).await?;
+    let target_folders = folders::list(target, target_server).await?;
+    Ok((
+        folders::map_folders(&source_folders, &target_folders, options),
+        target_folders,
+    ))
+}
+
+/// Copy every mapped folder of the account. Returns one outcome per folder.
+pub async fn copy_account(ctx: &mut CopyContext<'_>) -> Result<Vec<FolderOutcome>, CopyError> {
+    let (mappings, target_folders) = mapping(
+        ctx.source,
+        ctx.source_server,
+        ctx.target,
+        ctx.target_server,
+        ctx.options,
+    )
+    .await?;
+    let target_separator = target_folders
+        .iter()
+        .find_map(|f| f.separator)
+        .or(Some('/'));
+    let mut outcomes = Vec::with_capacity(mappings.len());
+    for m in &mappings {
+        if ctx.stop.load(Ordering::SeqCst) {
+            return Err(CopyError::Interrupted);
+        }
+        outcomes.push(copy_folder(ctx, m, target_separator).await?);
+    }
+    Ok(outcomes)
+}
+
+/// One source message to send.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    uid: u32,
+    size: u32,
+}
+
+async fn copy_folder(
+    ctx: &mut CopyContext<'_>,
+    m: &FolderMapping,
+    target_separator: Option<char>,
+) -> Result<FolderOutcome, CopyError> {
+    let src = &m.source.path;
+    let (ss, ts) = (ctx.source_server, ctx.target_server);
+    let record = ctx.ledger.folder(src).map_err(CopyError::Ledger)?;
+    let status = ctx
+        .source
+        .status(&m.source.wire, "(MESSAGES UIDNEXT UIDVALIDITY)")
+        .await
+        .map_err(|e| ImapError::from_imap(ss, format!("reading the status of {src}"), e))?;
+    let uidvalidity = status.uid_validity.unwrap_or(0);
+    let mut outcome = FolderOutcome {
+        source: src.clone(),
+        target: m.target_path.clone(),
+        reason: m.reason,
+        created: false,
+        counts: FolderCounts {
+            found: u64::from(status.exists),
+            ..FolderCounts::default()
+        },
+    };
+
+    let fast = record.filter(|r| r.uidvalidity == uidvalidity && !r.pending && r.failed == 0);
+    if let Some(r) = fast
+        && status
+            .uid_next
+            .is_some_and(|next| next <= r.last_uid.saturating_add(1))
+    {
+        // Nothing arrived since the last pass: one STATUS was the whole cost.
+        outcome.counts.already = outcome.counts.found;
+        (ctx.observer)(CopyEvent::Folder {
+            source: src,
+            target: &m.target_path,
+            counts: &outcome.counts,
+        });
+        return Ok(outcome);
+    }
+
+    ctx.source
+        .examine(&m.source.wire)
+        .await
+        .map_err(|e| ImapError::from_imap(ss, format!("opening {src}"), e))?;
+    let (wanted, max_uid) = if let Some(r) = fast {
+        let new = new_uids(ctx.source, ss, src, r.last_uid).await?;
+        let max = new.iter().map(|w| w.uid).max().unwrap_or(r.last_uid);
+        outcome.counts.already = outcome.counts.found.saturating_sub(new.len() as u64);
+        (new, max)
+    } else {
+        let source_ids = identities(ctx.source, ss, src, status.exists).await?;
+        let target_ids = if m.target_exists {
+            let t =
+                ctx.target.examine(&m.target_wire).await.map_err(|e| {
+                    ImapError::from_imap(ts, format!("opening {}", m.target_path), e)
+                })?;
+            identities(ctx.target, ts, &m.target_path, t.exists).await?
+        } else {
+            Vec::new()
+        };
+        let max = source_ids.iter().map(|(uid, _, _)| *uid).max().unwrap_or(0);
+        let wanted = difference(&source_ids, &target_ids);
+        outcome.counts.already = (source_ids.len() - wanted.len()) as u64;
+        if ctx.mode == RunMode::Real {
+            ctx.ledger.clear_issues(src).map_err(CopyError::Ledger)?;
+        }
+        (wanted, max)
+    };
+
+    // Leave out what the plan says is too large.
+    let limit = ctx.options.max_message_size;
+    let (wanted, too_large): (Vec<Wanted>, Vec<Wanted>) = wanted
+        .into_iter()
+        .partition(|w| limit.is_none_or(|l| u64::from(w.size) <= l));
+    outcome.counts.skipped = too_large.len() as u64;
+    outcome.counts.to_copy = wanted.len() as u64;
+
+    (ctx.observer)(CopyEvent::Folder {
+        source: src,
+        target: &m.target_path,
+        counts: &outcome.counts,
+    });
+    if ctx.mode == RunMode::DryRun {
+        outcome.created = !m.target_exists;
+        return Ok(outcome);
+    }
+
+    for w in &too_large {
+        let detail = format!(
+            "{} bytes, larger than max-message-size ({} bytes)",
+            w.size,
+            limit.unwrap_or_default()
+        );
+        ctx.ledger
+            .issue(src, w.uid, IssueKind::TooLarge, &detail)
+            .map_err(CopyError::Ledger)?;
+    }
+
+    if !m.target_exists {
+        create_folder(ctx.target, ts, &m.target_path, target_separator).await?;
+        outcome.created = true;
+    }
+
+    if !wanted.is_empty() {
+        // APPEND to the selected folder: Dovecot (and others) then keep it open between
+        // messages instead of reopening it for each one.
+        ctx.target
+            .select(&m.target_wire)
+            .await
+            .map_err(|e| ImapError::from_imap(ts, format!("opening {}", m.target_path), e))?;
+        transfer(ctx, m, uidvalidity, &wanted, &mut outcome.counts).await?;
+    }
+
+    let record = FolderRecord {
+        uidvalidity,
+        last_uid: max_uid,
+        pending: false,
+        failed: outcome.counts.failed,
+    };
+    let nothing = FolderCounts::default();
+    ctx.ledger
+        .end_batch(src, record, &nothing)
+        .map_err(CopyError::Ledger)?;
+    Ok(outcome)
+}
+
+/// A fetched message on its way to the target.
+struct Fetched {
+    uid: u32,
+    flags: String,
+    date: Option<String>,
+    body: Vec<u8>,
+    /// Released when the message is appended: bounds the bytes in flight.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+enum Item {
+    Message(Fetched),
+    /// Every message of the batch up to this UID has been sent to the channel.
+    BatchEnd {
+        max_uid: u32,
+    },
+}
+
+/// Fetch on the source and append on the target at the same time.
+async fn transfer(
+    ctx: &mut CopyContext<'_>,
+    m: &FolderMapping,
+    uidvalidity: u32,
+    wanted: &[Wanted],
+    counts: &mut FolderCounts,
+) -> Result<(), CopyError> {
+    let (ss, ts) = (ctx.source_server, ctx.target_server);
+    let src = m.source.path.as_str();
+    let batches = batches(wanted);
+    let budget = Arc::new(Semaphore::new(BUFFER_KIB as usize));
+    let (tx, mut rx) = mpsc::channel::<Item>(BATCH_MESSAGES);
+    let stop = ctx.stop;
+    let source = &mut *ctx.source;
+    let target = &mut *ctx.target;
+    let ledger = ctx.ledger;
+    let observer = ctx.observer;
+
+    let producer = async move {
+        for batch in &batches {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let set = uid_set(batch.iter().map(|w| w.uid));
+            let activity = format!("fetching messages of {src}");
+            let mut stream = source
+                .uid_fetch(&set, "(UID FLAGS INTERNALDATE BODY.PEEK[])")
+                .await
+                .map_err(|e| ImapError::from_imap(ss, &activity, e))?;
+            while let Some(fetch) = next_with_timeout(&mut stream, ss, &activity).await? {
+                let Some(uid) = fetch.uid else { continue };
+                let Some(body) = fetch.body() else { continue };
+                let kib = u32::try_from(body.len() >> 10)
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, BUFFER_KIB);
+                let permit = Arc::clone(&budget)
+                    .acquire_many_owned(kib)
+                    .await
+                    .map_err(|_| closed(ss))?;
+                let message = Fetched {
+                    uid,
+                    flags: flag_list(fetch.flags()),
+                    date: fetch
+                        .internal_date()
+                        .map(|d| format!("\"{}\"", d.format("%d-%b-%Y %H:%M:%S %z"))),
+                    body: body.to_vec(),
+                    _permit: permit,
+                };
+                if tx.send(Item::Message(message)).await.is_err() {
+                    return Ok(()); // the appender stopped; it says why
+                }
+            }
+            drop(stream);
+            let max_uid = batch.iter().map(|w| w.uid).max().unwrap_or(0);
+            if tx.send(Item::BatchEnd { max_uid }).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok::<(), ImapError>(())
+    };
+
+    let consumer = async {
+        let mut in_batch = false;
+        let mut batch = FolderCounts::default();
+        while let Some(item) = rx.recv().await {
+            match item {
+                Item::Message(msg) => {
+                    if !in_batch {
+                        ledger
+                            .begin_batch(src, &m.target_path, uidvalidity)
+                            .map_err(CopyError::Ledger)?;
+                        in_batch = true;
+                    }
+                    let flags = (!msg.flags.is_empty()).then(|| format!("({})", msg.flags));
+                    let activity = format!("appending to {}", m.target_path);
+                    let sent = tokio::time::timeout(
+                        op_timeout(msg.body.len()),
+                        target.append(
+                            &m.target_wire,
+                            flags.as_deref(),
+                            msg.date.as_deref(),
+                            &msg.body,
+                        ),
+                    )
+                    .await;
+                    match sent {
+                        Err(_) => {
+                            return Err(ImapError::timeout(
+                                ts,
+                                activity,
+                                op_timeout(msg.body.len()),
+                            )
+                            .into());
+                        }
+                        Ok(Ok(())) => {
+                            batch.copied += 1;
+                            batch.bytes += msg.body.len() as u64;
+                            observer(CopyEvent::Copied {
+                                messages: 1,
+                                bytes: msg.body.len() as u64,
+                            });
+                        }
+                        Ok(Err(e)) => {
+                            let err = match e {
+                                async_imap::error::Error::Append => ImapError::new(
+                                    ImapErrorKind::Refused,
+                                    ts,
+                                    &activity,
+                                    "the server refused the message before receiving it",
+                                ),
+                                e => ImapError::from_imap(ts, &activity, e),
+                            };
+                            if err.kind != ImapErrorKind::Refused {
+                                return Err(err.into());
+                            }
+                            batch.failed += 1;
+                            ledger
+                                .issue(src, msg.uid, IssueKind::Refused, &err.message)
+                                .map_err(CopyError::Ledger)?;
+                        }
+                    }
+                }
+                Item::BatchEnd { max_uid } => {
+                    let record = FolderRecord {
+                        uidvalidity,
+                        last_uid: max_uid,
+                        pending: false,
+                        failed: counts.failed + batch.failed,
+                    };
+                    ledger
+                        .end_batch(src, record, &batch)
+                        .map_err(CopyError::Ledger)?;
+                    add(counts, &batch);
+                    batch = FolderCounts::default();
+                    in_batch = false;
+                    if stop.load(Ordering::SeqCst) {
+                        return Err(CopyError::Interrupted);
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+
+    let (produced, consumed) = tokio::join!(producer, consumer);
+    consumed?;
+    produced?;
+    if stop.load(Ordering::SeqCst) {
+        return Err(CopyError::Interrupted);
+    }
+    Ok(())
+}
+
+fn add(total: &mut FolderCounts, batch: &FolderCounts) {
+    total.copied += batch.copied;
+    total.failed += batch.failed;
+    total.bytes += batch.bytes;
+}
+
+fn closed(server: &str) -> ImapError {
+    ImapError::new(
+        ImapErrorKind::Network,
+        server,
+        "fetching messages",
+        "the copy was cancelled",
+    )
+}
+
+/// Generous per-command limit: two minutes plus one second per 100 kB.
+fn op_timeout(bytes: usize) -> Duration {
+    Duration::from_secs(120 + (bytes / 100_000) as u64)
+}
+
+async fn next_with_timeout<S>(
+    stream: &mut S,
+    server: &str,
+    activity: &str,
+) -> Result<Option<async_imap::types::Fetch>, ImapError>
+where
+    S: futures::Stream<Item = async_imap::error::Result<async_imap::types::Fetch>> + Unpin,
+{
+    let limit = op_timeout(0);
+    match tokio::time::timeout(limit, stream.next()).await {
+        Err(_) => Err(ImapError::timeout(server, activity, limit)),
+        Ok(None) => Ok(None),
+        Ok(Some(Ok(f))) => Ok(Some(f)),
+        Ok(Some(Err(e))) => Err(ImapError::from_imap(server, activity, e)),
+    }
+}
+
+/// Flags to keep on the copy: all but `\Recent` (which only a server may set).
+fn flag_list<'a>(flags: impl Iterator<Item = async_imap::types::Flag<'a>>) -> String {
+    use async_imap::types::Flag as F;
+    let mut out: Vec<String> = Vec::new();
+    for f in flags {
+        let s = match f {
+            F::Seen => "\\Seen".to_owned(),
+            F::Answered => "\\Answered".to_owned(),
+            F::Flagged => "\\Flagged".to_owned(),
+            F::Deleted => "\\Deleted".to_owned(),
+            F::Draft => "\\Draft".to_owned(),
+            F::Recent | F::MayCreate => continue,
+            F::Custom(c) => c.into_owned(),
+        };
+        out.push(s);
+    }
+    out.join(" ")
+}
+
+/// Split the messages to send into batches of at most [`BATCH_MESSAGES`] and [`BATCH_BYTES`].
+fn batches(wanted: &[Wanted]) -> Vec<Vec<Wanted>> {
+    let mut out = Vec::new();
+    let mut current: Vec<Wanted> = Vec::new();
+    let mut bytes = 0u64;
+    for w in wanted {
+        if !current.is_empty()
+            && (current.len() >= BATCH_MESSAGES || bytes + u64::from(w.size) > BATCH_BYTES)
+        {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += u64::from(w.size);
+        current.push(*w);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// `1:3,7,9:10` from ascending UIDs.
+pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
+    let mut out = String::new();
+    let mut run: Option<(u32, u32)> = None;
+    let flush = |out: &mut String, (a, b): (u32, u32)| {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if a == b {
+            out.push_str(&a.to_string());
+        } else {
+            out.push_str(&format!("{a}:{b}"));
+        }
+    };
+    for uid in uids {
+        run = match run {
+            Some((a, b)) if uid == b + 1 => Some((a, uid)),
+            Some(r) => {
+                flush(&mut out, r);
+                Some((uid, uid))
+            }
+            None => Some((uid, uid)),
+        };
+    }
+    if let Some(r) = run {
+        flush(&mut out, r);
+    }
+    out
+}
+
+/// UIDs above `last_uid` with their sizes, in the selected folder.
+async fn new_uids(
+    session: &mut Session,
+    server: &str,
+    folder: &str,
+    last_uid: u32,
+) -> Result<Vec<Wanted>, ImapError> {
+    let activity = format!("listing new messages of {folder}");
+    let fetches: Vec<async_imap::types::Fetch> = session
+        .uid_fetch(
+            format!("{}:*", last_uid.saturating_add(1)),
+            "(UID RFC822.SIZE)",
+        )
+        .await
+        .map_err(|e| ImapError::from_imap(server, &activity, e))?
+        .try_collect()
+        .await
+        .map_err(|e| ImapError::from_imap(server, &activity, e))?;
+    let mut out: Vec<Wanted> = fetches
+        .iter()
+        .filter_map(|f| {
+            Some(Wanted {
+                uid: f.uid?,
+                size: f.size.unwrap_or(0),
+            })
+        })
+        // `N:*` always returns the last message, even below N.
+        .filter(|w| w.uid > last_uid)
+        .collect();
+    out.sort_by_key(|w| w.uid);
+    Ok(out)
+}
+
+/// Every message of the selected folder as (uid, size, identity), in UID order.
+pub async fn identities(
+    session: &mut Session,
+    server: &str,
+    folder: &str,
+    exists: u32,
+) -> Result<Vec<(u32, u32, Identity)>, ImapError> {
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let activity = format!("reading the message identities of {folder}");
+    let query = format!("(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({IDENTITY_FIELDS})])");
+    let mut stream = session
+        .uid_fetch("1:*", &query)
+        .await
+        .map_err(|e| ImapError::from_imap(server, &activity, e))?;
+    let mut out = Vec::with_capacity(exists as usize);
+    while let Some(f) = next_with_timeout(&mut stream, server, &activity).await? {
+        let Some(uid) = f.uid else { continue };
+        let size = f.size.unwrap_or(0);
+        out.push((
+            uid,
+            size,
+            Identity::new(f.header().unwrap_or_default(), size),
+        ));
+    }
+    out.sort_by_key(|(uid, _, _)| *uid);
+    Ok(out)
+}
+
+/// The source messages missing from the target, counting identities as multisets: for an
+/// identity the source has `k` times and the target `t` times, the last `k - t` source UIDs.
+fn difference(source: &[(u32, u32, Identity)], target: &[(u32, u32, Identity)]) -> Vec<Wanted> {
+    let mut on_target: HashMap<&Identity, usize> = HashMap::new();
+    for (_, _, id) in target {
+        *on_target.entry(id).or_default() += 1;
+    }
+    let mut wanted = Vec::new();
+    for (uid, size, id) in source {
+        match on_target.get_mut(id) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => wanted.push(Wanted {
+                uid: *uid,
+                size: *size,
+            }),
+        }
+    }
+    wanted
+}
+
+async fn create_folder(
+    target: &mut Session,
+    server: &str,
+    path: &str,
+    separator: Option<char>,
+) -> Result<(), ImapError> {
+    for wire in folders::with_parents(path, separator) {
+        let activity = format!("creating folder {path}");
+        if let Err(e) = target.create(&wire).await {
+            let e = ImapError::from_imap(server, &activity, e);
+            let exists = e.message.to_ascii_uppercase().contains("ALREADYEXISTS")
+                || e.message.to_ascii_lowercase().contains("already exists");
+            if !exists {
+                return Err(e);
+            }
+        }
+        target
+            .subscribe(&wire)
+            .await
+            .map_err(|e| ImapError::from_imap(server, format!("subscribing to {path}"), e))?;
+    }
+    Ok(())
+}
+
+/// Per-folder result of a verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct FolderCheck {
+    pub source: String,
+    pub target: String,
+    pub source_messages: u64,
+    pub target_messages: u64,
+    /// Left out on purpose (too large), not counted as missing.
+    pub skipped: u64,
+    /// Identities missing on the target (at most 100 listed).
+    pub missing: Vec<String>,
+    pub missing_count: u64,
+}
+
+/// Check that every source message is on the target, per folder, by identity.
+pub async fn verify_account(
+    source: &mut Session,
+    source_server: &str,
+    target: &mut Session,
+    target_server: &str,
+    options: &CopyOptions,
+) -> Result<Vec<FolderCheck>, ImapError> {
+    let (mappings, _) = mapping(source, source_server, target, target_server, options).await?;
+    let limit = options.max_message_size;
+    let mut checks = Vec::with_capacity(mappings.len());
+    for m in &mappings {
+        let s = source.examine(&m.source.wire).await.map_err(|e| {
+            ImapError::from_imap(source_server, format!("opening {}", m.source.path), e)
+        })?;
+        let source_ids = identities(source, source_server, &m.source.path, s.exists).await?;
+        let target_ids = if m.target_exists {
+            let t = target.examine(&m.target_wire).await.map_err(|e| {
+                ImapError::from_imap(target_server, format!("opening {}", m.target_path), e)
+            })?;
+            identities(target, target_server, &m.target_path, t.exists).await?
+        } else {
+            Vec::new()
+        };
+        let (expected, skipped): (Vec<_>, Vec<_>) = source_ids
+            .iter()
+            .cloned()
+            .partition(|(_, size, _)| limit.is_none_or(|l| u64::from(*size) <= l));
+        let wanted = difference(&expected, &target_ids);
+        let by_uid: BTreeMap<u32, &Identity> =
+            expected.iter().map(|(uid, _, id)| (*uid, id)).collect();
+        checks.push(FolderCheck {
+            source: m.source.path.clone(),
+            target: m.target_path.clone(),
+            source_messages: source_ids.len() as u64,
+            target_messages: target_ids.len() as u64,
+            skipped: skipped.len() as u64,
+            missing_count: wanted.len() as u64,
+            missing: wanted
+                .iter()
+                .take(100)
+                .filter_map(|w| {
+                    by_uid
+                        .get(&w.uid)
+                        .map(|id| format!("uid {}: {}", w.uid, id.as_str()))
+                })
+                .collect(),
+        });
+    }
+    Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> Identity {
+        Identity::new(format!("Message-ID: {s}\r\n\r\n").as_bytes(), 10)
+    }
+
+    #[test]
+    fn difference_counts_identities_as_multisets() {
+        let source = vec![
+            (1, 10, id("<a>")),
+            (2, 10, id("<a>")),
+            (3, 10, id("<b>")),
+            (4, 10, id("<c>")),
+        ];
+        let target = vec![(7, 10, id("<a>")), (8, 10, id("<c>")), (9, 10, id("<z>"))];
+        let uids: Vec<u32> = difference(&source, &target).iter().map(|w| w.uid).collect();
+        assert_eq!(
+            uids,
+            vec![2, 3],
+            "one <a> is there, the second is not; <b> is new"
+        );
+    }
+
+    #[test]
+    fn uid_sets_are_compressed() {
+        assert_eq!(uid_set([1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+        assert_eq!(uid_set([5]), "5");
+        assert_eq!(uid_set([]), "");
+    }
+
+    #[test]
+    fn batches_respect_counts_and_bytes() {
+        let many: Vec<Wanted> = (1..=450).map(|uid| Wanted { uid, size: 100 }).collect();
+        let sizes: Vec<usize> = batches(&many).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![200, 200, 50]);
+        let big = vec![
+            Wanted {
+                uid: 1,
+                size: 30 << 20,
+            },
+            Wanted { uid: 2, size: 100 },
+            Wanted { uid: 3, size: 100 },
+        ];
+        let sizes: Vec<usize> = batches(&big).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![1, 2], "a large message is a batch of its own");
+    }
+}

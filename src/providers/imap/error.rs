@@ -1,0 +1,197 @@
+//! The IMAP layer's one error type: what failed, on which server, while doing what, and whether
+//! trying again later can help.
+
+use std::fmt;
+use std::time::Duration;
+
+/// How an IMAP failure should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImapErrorKind {
+    /// Connection refused, reset, closed or timed out: retried with backoff.
+    Network,
+    /// The TLS handshake or the certificate check failed.
+    Tls,
+    /// The server refused the login.
+    Auth,
+    /// The server answered NO or BAD to a command.
+    Refused,
+    /// The server asked to slow down (`[THROTTLED]`, "Suggested Backoff Time", `[UNAVAILABLE]`).
+    Throttled,
+}
+
+/// An IMAP failure: `IMAP host:port while <activity>: <the server's words>`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ImapError {
+    pub kind: ImapErrorKind,
+    /// `host:port`.
+    pub server: String,
+    /// What mailplan was doing ("logging in as alice", "appending to Sent").
+    pub activity: String,
+    /// The server's or the system's words. Never contains a secret.
+    pub message: String,
+    /// How long the server asked us to wait, when it said.
+    pub backoff: Option<Duration>,
+}
+
+impl fmt::Display for ImapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "IMAP {} while {}: {}",
+            self.server, self.activity, self.message
+        )
+    }
+}
+
+impl miette::Diagnostic for ImapError {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        let code = match self.kind {
+            ImapErrorKind::Network => "imap::network",
+            ImapErrorKind::Tls => "imap::tls",
+            ImapErrorKind::Auth => "imap::auth",
+            ImapErrorKind::Refused => "imap::refused",
+            ImapErrorKind::Throttled => "imap::throttled",
+        };
+        Some(Box::new(code))
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        let help = match self.kind {
+            ImapErrorKind::Network => "the step is retried; check the host, port and network",
+            ImapErrorKind::Tls => {
+                "check `tls:` (implicit, starttls) and the certificate; only `tls-verify: false` \
+                 in the plan turns the check off"
+            }
+            ImapErrorKind::Auth => "check the login and the password reference in the plan",
+            ImapErrorKind::Refused | ImapErrorKind::Throttled => return None,
+        };
+        Some(Box::new(help))
+    }
+}
+
+impl ImapError {
+    pub fn new(
+        kind: ImapErrorKind,
+        server: &str,
+        activity: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ImapError {
+            kind,
+            server: server.to_owned(),
+            activity: activity.into(),
+            message: message.into(),
+            backoff: None,
+        }
+    }
+
+    /// Whether the same operation may succeed later (after a backoff and a new connection).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, ImapErrorKind::Network | ImapErrorKind::Throttled)
+    }
+
+    /// Classify an async-imap error raised while doing `activity`.
+    pub fn from_imap(
+        server: &str,
+        activity: impl Into<String>,
+        e: async_imap::error::Error,
+    ) -> Self {
+        use async_imap::error::Error as E;
+        let (kind, message) = match e {
+            E::Io(e) => (ImapErrorKind::Network, e.to_string()),
+            E::ConnectionLost => (
+                ImapErrorKind::Network,
+                "the server closed the connection".to_owned(),
+            ),
+            E::No(text) | E::Bad(text) => (classify_refusal(&text), text),
+            other => (ImapErrorKind::Refused, other.to_string()),
+        };
+        let backoff = if kind == ImapErrorKind::Throttled {
+            suggested_backoff(&message)
+        } else {
+            None
+        };
+        ImapError {
+            kind,
+            server: server.to_owned(),
+            activity: activity.into(),
+            message,
+            backoff,
+        }
+    }
+
+    /// A command that got no answer in time.
+    pub fn timeout(server: &str, activity: impl Into<String>, after: Duration) -> Self {
+        ImapError::new(
+            ImapErrorKind::Network,
+            server,
+            activity,
+            format!("no answer within {} s", after.as_secs()),
+        )
+    }
+}
+
+/// NO/BAD texts that mean "try later" rather than "never".
+fn classify_refusal(text: &str) -> ImapErrorKind {
+    let upper = text.to_ascii_uppercase();
+    if upper.contains("[THROTTLED]")
+        || upper.contains("SUGGESTED BACKOFF TIME")
+        || upper.contains("[UNAVAILABLE]")
+        || upper.contains("[INUSE]")
+        || upper.contains("[LIMIT]")
+    {
+        ImapErrorKind::Throttled
+    } else {
+        ImapErrorKind::Refused
+    }
+}
+
+/// Microsoft's "Suggested Backoff Time: 12345 milliseconds".
+fn suggested_backoff(text: &str) -> Option<Duration> {
+    let lower = text.to_ascii_lowercase();
+    let at = lower.find("suggested backoff time")?;
+    let digits: String = lower[at..]
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let ms: u64 = digits.parse().ok()?;
+    Some(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_answers_are_retryable_and_carry_the_suggested_backoff() {
+        let e = ImapError::from_imap(
+            "outlook.example:993",
+            "appending to INBOX",
+            async_imap::error::Error::No(
+                "[THROTTLED] Request is throttled. Suggested Backoff Time: 2500 milliseconds"
+                    .into(),
+            ),
+        );
+        assert_eq!(e.kind, ImapErrorKind::Throttled);
+        assert!(e.is_retryable());
+        assert_eq!(e.backoff, Some(Duration::from_millis(2500)));
+        assert_eq!(
+            e.to_string(),
+            "IMAP outlook.example:993 while appending to INBOX: [THROTTLED] Request is \
+             throttled. Suggested Backoff Time: 2500 milliseconds"
+        );
+    }
+
+    #[test]
+    fn a_plain_refusal_is_permanent() {
+        let e = ImapError::from_imap(
+            "h:993",
+            "appending",
+            async_imap::error::Error::No("[OVERQUOTA] Quota exceeded".into()),
+        );
+        assert_eq!(e.kind, ImapErrorKind::Refused);
+        assert!(!e.is_retryable());
+        assert_eq!(e.backoff, None);
+    }
+}

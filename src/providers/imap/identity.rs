@@ -1,0 +1,92 @@
+//! A message's identity across servers: its Message-ID and size, or — without a Message-ID — a
+//! digest of a few header fields and the size. Identities are compared as multisets, so two
+//! distinct messages that share a Message-ID are both copied, and two identical copies of one
+//! message stay two.
+
+use sha2::{Digest, Sha256};
+
+/// The header fields fetched to compute an identity (`BODY.PEEK[HEADER.FIELDS (…)]`).
+pub const IDENTITY_FIELDS: &str = "MESSAGE-ID DATE FROM TO SUBJECT";
+
+/// A message's identity; comparable between the source and the target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity(String);
+
+impl Identity {
+    /// From the returned header fields and the RFC822.SIZE.
+    pub fn new(header_fields: &[u8], size: u32) -> Identity {
+        match message_id(header_fields) {
+            Some(id) => Identity(format!("{id} {size}")),
+            None => {
+                let digest = Sha256::digest(header_fields);
+                let mut hex = String::with_capacity(16);
+                for b in &digest[..8] {
+                    hex.push_str(&format!("{b:02x}"));
+                }
+                Identity(format!("headers:{hex} {size}"))
+            }
+        }
+    }
+
+    /// Printable form for reports (`<id@host> 1234` or `headers:… 1234`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The Message-ID field's value, unfolded and trimmed; `None` when absent or empty.
+pub fn message_id(header: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(header);
+    let mut lines = text.split("\r\n").flat_map(|l| l.split('\n')).peekable();
+    while let Some(line) = lines.next() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("message-id") || name.starts_with([' ', '\t']) {
+            continue;
+        }
+        let mut value = value.trim().to_owned();
+        while let Some(next) = lines.peek() {
+            if next.starts_with([' ', '\t']) {
+                value.push_str(next.trim());
+                lines.next();
+            } else {
+                break;
+            }
+        }
+        return (!value.is_empty()).then_some(value);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_id_is_found_case_insensitively_and_unfolded() {
+        let h = b"Subject: x\r\nmessage-id:\r\n <abc@host>\r\nDate: y\r\n\r\n";
+        assert_eq!(message_id(h).as_deref(), Some("<abc@host>"));
+        assert_eq!(
+            Identity::new(h, 42).as_str(),
+            "<abc@host> 42",
+            "identity is the id plus the size"
+        );
+    }
+
+    #[test]
+    fn without_message_id_the_identity_digests_the_headers() {
+        let a = Identity::new(b"From: a\r\nSubject: one\r\n\r\n", 10);
+        let b = Identity::new(b"From: a\r\nSubject: two\r\n\r\n", 10);
+        assert!(a.as_str().starts_with("headers:"));
+        assert_ne!(a, b);
+        assert_eq!(a, Identity::new(b"From: a\r\nSubject: one\r\n\r\n", 10));
+        assert_eq!(message_id(b"Message-ID: \r\n\r\n"), None);
+    }
+
+    #[test]
+    fn same_id_different_size_are_different_messages() {
+        let h = b"Message-ID: <same@x>\r\n\r\n";
+        assert_ne!(Identity::new(h, 10), Identity::new(h, 11));
+    }
+}

@@ -1,0 +1,19 @@
+//! IMAP: connect and log in ([`connect`]), list and map folders ([`folders`]), message
+//! identities ([`identity`]), the resumable copy and the verification ([`copy`]).
+//!
+//! Invariants kept here, whatever the caller does:
+//! - messages are appended byte for byte as the source served them, with their flags (except
+//!   `\Recent`) and INTERNALDATE; nothing is ever deleted or changed on the source or the target;
+//! - a batch is recorded as *pending* in the [`copy::Ledger`] before its first APPEND and as done
+//!   after its last, so an interrupted batch is reconciled by identity on the next run instead of
+//!   being sent twice or forgotten;
+//! - memory is bounded by the batch size (a few MB) plus the largest message.
+
+pub mod connect;
+pub mod copy;
+pub mod error;
+pub mod folders;
+pub mod identity;
+
+pub use connect::{Session, connect};
+pub use error::{ImapError, ImapErrorKind};
