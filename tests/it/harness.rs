@@ -53,7 +53,8 @@ impl Raw {
 
     /// Sends `tag command` and returns the tagged response line.
     fn command(&mut self, tag: &str, command: &str) -> std::io::Result<String> {
-        self.writer.write_all(format!("{tag} {command}\r\n").as_bytes())?;
+        self.writer
+            .write_all(format!("{tag} {command}\r\n").as_bytes())?;
         loop {
             let line = self.line()?;
             if line.starts_with(&format!("{tag} ")) {
@@ -68,7 +69,10 @@ fn two_dovecots_run_in_parallel_serve_tls_and_die_with_their_handle() {
     let (a, b) = std::thread::scope(|scope| {
         let a = scope.spawn(dovecot_with_user);
         let b = scope.spawn(dovecot_with_user);
-        (a.join().expect("first start"), b.join().expect("second start"))
+        (
+            a.join().expect("first start"),
+            b.join().expect("second start"),
+        )
     });
     let ports = [a.imap_port, a.imaps_port, b.imap_port, b.imaps_port];
     for (i, port) in ports.iter().enumerate() {
@@ -112,8 +116,14 @@ fn a_seeded_corpus_reads_back_exactly() {
     assert!(actual.folders.contains("Work/Empty & odd"));
     assert_eq!(
         message_count(&dovecot, USER, PASSWORD, "Reçus"),
-        u32::try_from(corpus.messages.iter().filter(|m| m.folder == "Reçus").count())
-            .expect("small count")
+        u32::try_from(
+            corpus
+                .messages
+                .iter()
+                .filter(|m| m.folder == "Reçus")
+                .count()
+        )
+        .expect("small count")
     );
 
     let folders = folder_list(&dovecot, USER, PASSWORD);
@@ -182,7 +192,10 @@ fn the_proxy_forwards_an_imap_session_and_counts_it() {
 #[test]
 fn the_proxy_delays_each_direction() {
     let dovecot = dovecot_with_user();
-    let proxy = Proxy::start(dovecot.imap_addr(), Faults::latency(Duration::from_millis(25)));
+    let proxy = Proxy::start(
+        dovecot.imap_addr(),
+        Faults::latency(Duration::from_millis(25)),
+    );
     let mut raw = Raw::connect(proxy.addr());
     let started = Instant::now();
     let noop = raw.command("a", "NOOP").expect("NOOP");
@@ -260,7 +273,15 @@ fn cut_now_ends_live_connections_only() {
     let proxy = Proxy::start(dovecot.imap_addr(), Faults::default());
     let mut raw = Raw::connect(proxy.addr());
     proxy.cut_now();
-    assert!(raw.command("a", "NOOP").is_err(), "the connection survived cut_now");
+    assert!(
+        raw.command("a", "NOOP").is_err(),
+        "the connection survived cut_now"
+    );
     let mut later = Raw::connect(proxy.addr());
-    assert!(later.command("a", "NOOP").expect("NOOP").starts_with("a OK"));
+    assert!(
+        later
+            .command("a", "NOOP")
+            .expect("NOOP")
+            .starts_with("a OK")
+    );
 }

@@ -12,6 +12,7 @@
 //!
 //! Everything is a pure function of the count and the seed: the same corpus every run.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use super::dovecot::Dovecot;
@@ -171,7 +172,12 @@ impl Corpus {
             ..Multiset::default()
         };
         for m in &self.messages {
-            set.insert(MessageKey::new(&m.folder, &m.bytes, &m.flags, m.internal_date));
+            set.insert(MessageKey::new(
+                &m.folder,
+                &m.bytes,
+                &m.flags,
+                m.internal_date,
+            ));
         }
         set
     }
@@ -203,7 +209,12 @@ impl Corpus {
                     format_internal_date(m.internal_date, m.utc_offset_minutes)
                 );
                 session
-                    .append(encode_folder(&m.folder), Some(&flags), Some(&date), &m.bytes)
+                    .append(
+                        encode_folder(&m.folder),
+                        Some(&flags),
+                        Some(&date),
+                        &m.bytes,
+                    )
                     .await
                     .unwrap_or_else(|e| panic!("APPEND to {:?}: {e}", m.folder));
             }
@@ -265,8 +276,22 @@ const SUBJECTS: [&str; 6] = [
 ];
 
 const WORDS: [&str; 16] = [
-    "migration", "courriel", "boîte", "dossier", "письмо", "папка", "メール", "フォルダ", "the",
-    "and", "IMAP", "serveur", "déjà", "naïve", "Grüße", "straße",
+    "migration",
+    "courriel",
+    "boîte",
+    "dossier",
+    "письмо",
+    "папка",
+    "メール",
+    "フォルダ",
+    "the",
+    "and",
+    "IMAP",
+    "serveur",
+    "déjà",
+    "naïve",
+    "Grüße",
+    "straße",
 ];
 
 /// One RFC 5322 message: RFC 2047 display names and subjects, an 8-bit UTF-8 body, and on every
@@ -282,7 +307,7 @@ fn build_message(rng: &mut XorShift, n: usize, message_id: Option<String>) -> Ve
         rfc5322_date(1_420_070_400 + i64::from(rng.below_u32(315_532_800))),
     );
     if let Some(id) = message_id {
-        head.push_str(&format!("Message-ID: {id}\r\n"));
+        write!(head, "Message-ID: {id}\r\n").expect("write to a String");
     }
     head.push_str("MIME-Version: 1.0\r\n");
     let mut text = String::new();
@@ -312,7 +337,9 @@ fn build_message(rng: &mut XorShift, n: usize, message_id: Option<String>) -> Ve
         base64_lines(&attachment, &mut bytes);
         bytes.extend_from_slice(b"--b-corpus--\r\n");
     } else {
-        head.push_str("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n");
+        head.push_str(
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+        );
         bytes.extend_from_slice(head.as_bytes());
         bytes.extend_from_slice(text.as_bytes());
     }
@@ -393,7 +420,11 @@ fn base64_lines(data: &[u8], out: &mut Vec<u8>) {
 fn base64(data: &[u8], out: &mut Vec<u8>) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {
@@ -433,14 +464,26 @@ impl XorShift {
 
 #[test]
 fn dates_are_formatted_as_imap_and_rfc5322_write_them() {
-    assert_eq!(format_internal_date(1_717_401_600, 120), "03-Jun-2024 10:00:00 +0200");
+    assert_eq!(
+        format_internal_date(1_717_401_600, 120),
+        "03-Jun-2024 10:00:00 +0200"
+    );
     assert_eq!(format_internal_date(0, -300), "31-Dec-1969 19:00:00 -0500");
-    assert_eq!(rfc5322_date(1_717_401_600), "Mon, 03 Jun 2024 08:00:00 +0000");
+    assert_eq!(
+        rfc5322_date(1_717_401_600),
+        "Mon, 03 Jun 2024 08:00:00 +0000"
+    );
 }
 
 #[test]
 fn base64_matches_rfc4648_vectors() {
-    for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg==")] {
+    for (plain, encoded) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg=="),
+    ] {
         let mut out = Vec::new();
         base64(plain.as_bytes(), &mut out);
         assert_eq!(out, encoded.as_bytes());

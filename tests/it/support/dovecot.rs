@@ -3,7 +3,7 @@
 //! dir with two free ports, makes a CA and a server certificate with `tests/dovecot/make-certs`,
 //! starts `dovecot -F` and returns once the plain port greets with `* OK`.
 //!
-//! Invariants: every instance has its own dir, ports, base_dir and state_dir, so any number run
+//! Invariants: every instance has its own dir, ports, `base_dir` and `state_dir`, so any number run
 //! in parallel; the server dies with the [`Dovecot`] value (Drop) and, through a watchdog that
 //! holds a pipe from this process, also when the test process is killed before Drop runs.
 
@@ -50,8 +50,8 @@ impl Dovecot {
             .prefix("mailplan-dovecot-")
             .tempdir()
             .expect("create the Dovecot temp dir");
-        let (imap_port, imaps_port) = free_ports();
-        render(dir.path(), imap_port, imaps_port);
+        let (imap_port, tls_port) = free_ports();
+        render(dir.path(), imap_port, tls_port);
         let mut watchdog = Command::new("sh")
             // Dovecot runs in the background of this shell with stdin from /dev/null; a second
             // background job blocks reading our pipe (fd 3) and kills Dovecot at EOF, i.e. when
@@ -74,21 +74,24 @@ impl Dovecot {
                 if let Some(mut pipe) = watchdog.stderr.take() {
                     std::io::Read::read_to_string(&mut pipe, &mut stderr).ok();
                 }
-                let log = std::fs::read_to_string(dir.path().join("dovecot.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(dir.path().join("dovecot.log")).unwrap_or_default();
                 return Err(format!("dovecot exited ({status}): {stderr}{log}"));
             }
-            if greets(imap_port) && TcpStream::connect((Ipv4Addr::LOCALHOST, imaps_port)).is_ok() {
+            if greets(imap_port) && TcpStream::connect((Ipv4Addr::LOCALHOST, tls_port)).is_ok() {
                 return Ok(Dovecot {
                     dir,
                     imap_port,
-                    imaps_port,
+                    imaps_port: tls_port,
                     watchdog: Some(watchdog),
                 });
             }
             if Instant::now() > deadline {
                 drop(watchdog.stdin.take());
                 watchdog.wait().ok();
-                return Err(format!("no greeting on port {imap_port} within {START_TIMEOUT:?}"));
+                return Err(format!(
+                    "no greeting on port {imap_port} within {START_TIMEOUT:?}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -172,14 +175,14 @@ impl Drop for Dovecot {
 }
 
 /// Writes the config, the certificates, an empty passwd-file and the mail dirs into `dir`.
-fn render(dir: &Path, imap_port: u16, imaps_port: u16) {
+fn render(dir: &Path, imap_port: u16, tls_port: u16) {
     let template_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dovecot");
     let template = std::fs::read_to_string(template_dir.join("dovecot.conf.in"))
         .expect("read tests/dovecot/dovecot.conf.in");
     let config = template
         .replace("@DIR@", dir.to_str().expect("UTF-8 temp dir"))
         .replace("@IMAP_PORT@", &imap_port.to_string())
-        .replace("@IMAPS_PORT@", &imaps_port.to_string());
+        .replace("@IMAPS_PORT@", &tls_port.to_string());
     std::fs::write(dir.join("dovecot.conf"), config).expect("write dovecot.conf");
     std::fs::write(dir.join("users"), "").expect("write the passwd-file");
     let certs = Command::new("bash")
@@ -201,6 +204,18 @@ fn render(dir: &Path, imap_port: u16, imaps_port: u16) {
         std::fs::create_dir(&path).expect("create a mail dir");
         std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown a mail dir");
     }
+    // A temp dir inside a 0700 directory (a TMPDIR made by mktemp -d) would fail later, deep in
+    // the IMAP session, as "Internal error": say why now.
+    let reachable = Command::new("runuser")
+        .args(["-u", "dovecot", "--", "test", "-w"])
+        .arg(dir.join("mail"))
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        reachable,
+        "the dovecot user cannot reach {}: point TMPDIR at a directory others may traverse",
+        dir.display()
+    );
 }
 
 /// The uid and gid of the `dovecot` system user (from `id`, to stay free of libc).
@@ -210,7 +225,10 @@ fn dovecot_ids() -> (u32, u32) {
             .args([flag, "dovecot"])
             .output()
             .expect("run id");
-        assert!(out.status.success(), "no dovecot user: is dovecot-imapd installed?");
+        assert!(
+            out.status.success(),
+            "no dovecot user: is dovecot-imapd installed?"
+        );
         String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()

@@ -4,7 +4,7 @@
 //! Two mailboxes hold the same mail exactly when their [`Multiset`]s are equal; [`diff`] says
 //! what differs in words fit for an assert message. Also [`folder_list`] and [`message_count`].
 //!
-//! Snapshots only read: folders are EXAMINEd and bodies fetched with `BODY.PEEK[]`, so taking
+//! Snapshots only read: folders are opened with EXAMINE and bodies fetched with `BODY.PEEK[]`, so taking
 //! one changes neither `\Seen` nor `\Recent`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,7 +77,11 @@ pub fn diff(expected: &Multiset, actual: &Multiset) -> String {
     for folder in actual.folders.difference(&expected.folders) {
         writeln!(out, "folder unexpected: {folder}").expect("write to a String");
     }
-    let keys: BTreeSet<&MessageKey> = expected.messages.keys().chain(actual.messages.keys()).collect();
+    let keys: BTreeSet<&MessageKey> = expected
+        .messages
+        .keys()
+        .chain(actual.messages.keys())
+        .collect();
     for key in keys {
         let want = expected.messages.get(key).copied().unwrap_or(0);
         let got = actual.messages.get(key).copied().unwrap_or(0);
@@ -109,10 +113,12 @@ pub fn diff(expected: &Multiset, actual: &Multiset) -> String {
 
 /// SHA-256 of `bytes` in lowercase hex.
 pub fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().fold(String::new(), |mut hex, byte| {
-        write!(hex, "{byte:02x}").expect("write to a String");
-        hex
-    })
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::new(), |mut hex, byte| {
+            write!(hex, "{byte:02x}").expect("write to a String");
+            hex
+        })
 }
 
 /// A folder as LIST reports it.
@@ -127,7 +133,7 @@ pub struct Folder {
 }
 
 impl Folder {
-    /// Whether the folder can be SELECTed (no `\Noselect`).
+    /// Whether the folder can be selected (no `\Noselect`).
     pub fn selectable(&self) -> bool {
         !self
             .attributes

@@ -217,7 +217,11 @@ async fn pump(
             };
             let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
             left -= n as u64;
-            if queue.send((Instant::now() + delay, buf[..n].to_vec())).await.is_err() {
+            if queue
+                .send((Instant::now() + delay, buf[..n].to_vec()))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -231,8 +235,8 @@ async fn pump(
             }
             counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             if let Some(rate) = faults.bandwidth {
-                let secs = bytes.len() as f64 / rate.max(1) as f64;
-                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                let nanos = (bytes.len() as u64).saturating_mul(1_000_000_000) / rate.max(1);
+                tokio::time::sleep(Duration::from_nanos(nanos)).await;
             }
         }
         // The reader ended (EOF, error or cut) and everything before it was delivered.
