@@ -1,0 +1,248 @@
+//! A TCP proxy on 127.0.0.1 that injects faults between a client and a server:
+//! [`Proxy::start`] listens on a free port and forwards each connection to `upstream`, applying
+//! [`Faults`]: a delay per direction (every chunk is held that long, order preserved), a
+//! bandwidth cap, a cut after N client→server bytes (a drop mid-APPEND), and [`Proxy::cut_now`].
+//! It counts connections and bytes.
+//!
+//! The proxy owns its tokio runtime, so it keeps forwarding while a synchronous test blocks on
+//! a child process; dropping the [`Proxy`] stops it and closes every connection. Memory is
+//! bounded: each direction holds at most [`QUEUE_CHUNKS`] chunks of [`CHUNK`] bytes in flight.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// The largest chunk read and forwarded at once.
+const CHUNK: usize = 16 * 1024;
+/// Chunks in flight per direction before the reader waits (backpressure, bounded memory).
+const QUEUE_CHUNKS: usize = 64;
+
+/// The faults to inject; `Faults::default()` forwards faithfully.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Added to every chunk going client → server.
+    pub client_to_server_delay: Duration,
+    /// Added to every chunk going server → client.
+    pub server_to_client_delay: Duration,
+    /// Bytes per second in each direction of each connection; `None` for no cap.
+    pub bandwidth: Option<u64>,
+    /// Close a connection once this many client → server bytes were forwarded on it (those
+    /// bytes reach the server, nothing after them does).
+    pub cut_after_client_bytes: Option<u64>,
+}
+
+impl Faults {
+    /// The same delay in both directions: a round trip takes at least twice `one_way`.
+    pub fn latency(one_way: Duration) -> Faults {
+        Faults {
+            client_to_server_delay: one_way,
+            server_to_client_delay: one_way,
+            ..Faults::default()
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connections: AtomicU64,
+    client_to_server: AtomicU64,
+    server_to_client: AtomicU64,
+}
+
+/// A running proxy; see the module doc.
+#[derive(Debug)]
+pub struct Proxy {
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    /// Bumped by [`Proxy::cut_now`]; every live connection watches it.
+    cuts: watch::Sender<u64>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Proxy {
+    /// Starts forwarding from a free port on 127.0.0.1 to `upstream`.
+    pub fn start(upstream: SocketAddr, faults: Faults) -> Proxy {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("test-proxy")
+            .enable_all()
+            .build()
+            .expect("build the proxy runtime");
+        let listener = runtime
+            .block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+            .expect("bind the proxy on 127.0.0.1:0");
+        let addr = listener.local_addr().expect("proxy address");
+        let counters = Arc::new(Counters::default());
+        let (cuts, _) = watch::channel(0);
+        let accept_counters = Arc::clone(&counters);
+        let accept_cuts = cuts.clone();
+        runtime.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                accept_counters.connections.fetch_add(1, Ordering::Relaxed);
+                let counters = Arc::clone(&accept_counters);
+                let cut = accept_cuts.subscribe();
+                tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(upstream).await {
+                        relay(client, server, faults, &counters, cut).await;
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            counters,
+            cuts,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port clients connect to on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Closes every connection open now; later connections are served normally.
+    pub fn cut_now(&self) {
+        self.cuts.send_modify(|generation| *generation += 1);
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.counters.connections.load(Ordering::Relaxed)
+    }
+
+    /// Bytes forwarded client → server so far, all connections together.
+    pub fn client_to_server_bytes(&self) -> u64 {
+        self.counters.client_to_server.load(Ordering::Relaxed)
+    }
+
+    /// Bytes forwarded server → client so far, all connections together.
+    pub fn server_to_client_bytes(&self) -> u64 {
+        self.counters.server_to_client.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // Dropping the tasks closes their sockets; shutdown_background never blocks, so Drop is
+        // safe inside an async test too.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Forwards both directions until either side closes, a cut is due, or `cut_now` is called.
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    faults: Faults,
+    counters: &Counters,
+    mut cut: watch::Receiver<u64>,
+) {
+    client.set_nodelay(true).ok();
+    server.set_nodelay(true).ok();
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let upstream = pump(
+        client_read,
+        server_write,
+        faults.client_to_server_delay,
+        faults,
+        faults.cut_after_client_bytes,
+        &counters.client_to_server,
+    );
+    let downstream = pump(
+        server_read,
+        client_write,
+        faults.server_to_client_delay,
+        faults,
+        None,
+        &counters.server_to_client,
+    );
+    tokio::pin!(upstream, downstream);
+    let (mut upstream_done, mut downstream_done) = (false, false);
+    // A cut ends the connection at once (dropping the halves closes both sockets, with a reset
+    // where unread data is left); an ordinary close of one direction lets the other drain.
+    while !(upstream_done && downstream_done) {
+        tokio::select! {
+            was_cut = &mut upstream, if !upstream_done => {
+                if was_cut {
+                    return;
+                }
+                upstream_done = true;
+            }
+            _ = &mut downstream, if !downstream_done => downstream_done = true,
+            _ = cut.changed() => return,
+        }
+    }
+}
+
+/// One direction: a reader stamps chunks with their due time into a bounded queue, a writer
+/// sends each when due (then waits out the bandwidth cap), so order is kept under any delay.
+/// Returns whether it stopped because `cut_after` bytes were forwarded.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    delay: Duration,
+    faults: Faults,
+    cut_after: Option<u64>,
+    counter: &AtomicU64,
+) -> bool {
+    let (queue, mut due) = mpsc::channel::<(Instant, Vec<u8>)>(QUEUE_CHUNKS);
+    let chunk = match faults.bandwidth {
+        // Small chunks under a cap, so the rate is smooth rather than one burst per second.
+        Some(rate) => usize::try_from(rate / 20).unwrap_or(CHUNK).clamp(1, CHUNK),
+        None => CHUNK,
+    };
+    let reader = async move {
+        let mut buf = vec![0; chunk];
+        let mut left = cut_after.unwrap_or(u64::MAX);
+        while left > 0 {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+            left -= n as u64;
+            if queue
+                .send((Instant::now() + delay, buf[..n].to_vec()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        cut_after.is_some() && left == 0
+    };
+    let writer = async move {
+        while let Some((when, bytes)) = due.recv().await {
+            tokio::time::sleep_until(when).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+            counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            if let Some(rate) = faults.bandwidth {
+                let nanos = (bytes.len() as u64).saturating_mul(1_000_000_000) / rate.max(1);
+                tokio::time::sleep(Duration::from_nanos(nanos)).await;
+            }
+        }
+        // The reader ended (EOF, error or cut) and everything before it was delivered.
+        to.shutdown().await.ok();
+    };
+    // The writer finishes after the reader drops the queue; joining keeps the order of events:
+    // the last bytes before a cut are written before the connection closes.
+    tokio::join!(reader, writer).0
+}
