@@ -8,6 +8,7 @@
 //! Workers call it from any task; it serialises its own output.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -272,7 +273,11 @@ fn line(event: &Event<'_>) -> Option<String> {
         },
         Event::StepUnchanged { key, why } => format!("ok      {key} ({why})"),
         Event::StepDone { key, summary, ms } => {
-            format!("done    {key}: {summary} [{:.1} s]", *ms as f64 / 1000.0)
+            format!(
+                "done    {key}: {summary} [{}.{} s]",
+                ms / 1000,
+                ms % 1000 / 100
+            )
         }
         Event::StepFailed { key, error } => format!("FAILED  {key}: {error}"),
         Event::StepSkipped { key, because } => format!("skipped {key}: {because}"),
@@ -300,7 +305,7 @@ fn line(event: &Event<'_>) -> Option<String> {
                 "folder  {account}: {source} -> {target}: {verb} {to_copy}, {already} already there"
             );
             if *skipped > 0 {
-                s.push_str(&format!(", {skipped} skipped"));
+                let _ = write!(s, ", {skipped} skipped");
             }
             s
         }

@@ -88,10 +88,8 @@ impl RunSummary {
     pub fn exit_code(&self) -> u8 {
         if self.interrupted {
             130
-        } else if self.failed > 0 || self.skipped > 0 {
-            1
         } else {
-            0
+            u8::from(self.failed > 0 || self.skipped > 0)
         }
     }
 }
@@ -331,13 +329,13 @@ pub async fn apply(
         while running.len() < options.parallelism.max(1) && !stop.load(Ordering::SeqCst) {
             let Some(id) = queue.next_ready() else { break };
             let key = &keys[id.index()];
-            let step = graph.step(id).clone();
-            let account = step
+            let next = graph.step(id).clone();
+            let account = next
                 .account
                 .map(|i| shared.plan.accounts[i].address.clone());
             let mut fp = fps[id.index()].clone();
-            if step.kind == StepKind::Verify
-                && let Some(i) = step.account
+            if next.kind == StepKind::Verify
+                && let Some(i) = next.account
             {
                 fp = format!(
                     "{fp}:{}",
@@ -384,8 +382,8 @@ pub async fn apply(
             let unchanged = previous
                 .as_ref()
                 .is_some_and(|p| p.status == "done" && p.fingerprint == fp);
-            if unchanged && step.kind != StepKind::CopyMail {
-                let why = if step.kind == StepKind::Verify {
+            if unchanged && next.kind != StepKind::CopyMail {
+                let why = if next.kind == StepKind::Verify {
                     "verified, nothing copied since"
                 } else {
                     "done, unchanged"
@@ -395,9 +393,9 @@ pub async fn apply(
                 queue.finish(id);
                 continue;
             }
-            if step.kind == StepKind::WaveGate {
+            if next.kind == StepKind::WaveGate {
                 with_store(&|s| {
-                    s.step_started(key, None, step.kind.name(), &fp)?;
+                    s.step_started(key, None, next.kind.name(), &fp)?;
                     s.step_finished(key, "done", Some(0), None, None)
                 });
                 summary.done += 1;
@@ -405,12 +403,12 @@ pub async fn apply(
                 continue;
             }
             printer.event(&Event::StepStarted { key, why });
-            with_store(&|s| s.step_started(key, account.as_deref(), step.kind.name(), &fp));
+            with_store(&|s| s.step_started(key, account.as_deref(), next.kind.name(), &fp));
             let shared = Arc::clone(&shared);
             let key = key.clone();
             running.spawn(async move {
                 let started = Instant::now();
-                let result = run_step(&shared, &key, step.kind, step.account).await;
+                let result = run_step(&shared, &key, next.kind, next.account).await;
                 (id, result, started.elapsed())
             });
         }
@@ -491,6 +489,9 @@ pub async fn apply(
     Ok(summary)
 }
 
+/// Runs a write on the state store (when the run writes one).
+type WithStore<'a> = &'a dyn Fn(&dyn Fn(&StateStore) -> Result<(), StateError>);
+
 /// Mark and report everything that depends on a failed step.
 #[allow(clippy::too_many_arguments)]
 fn skip_dependents(
@@ -502,7 +503,7 @@ fn skip_dependents(
     fps: &[String],
     shared: &Shared,
     summary: &mut RunSummary,
-    with_store: &dyn Fn(&dyn Fn(&StateStore) -> Result<(), StateError>),
+    with_store: WithStore<'_>,
 ) {
     let because = format!("{failed_key} failed");
     for s in queue.fail(failed) {
@@ -911,7 +912,7 @@ mod tests {
             let b = backoff(attempt);
             let base = 1000u64 << (attempt - 1).min(6);
             assert!(
-                b.as_millis() as u64 >= (base * 3 / 4).min(60_000),
+                b >= Duration::from_millis((base * 3 / 4).min(60_000)),
                 "{attempt}: {b:?}"
             );
             assert!(b <= Duration::from_secs(60));

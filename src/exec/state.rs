@@ -1,4 +1,4 @@
-//! The state store: one SQLite file per plan (`.mailplan/<plan name>.db` beside the plan, mode
+//! The state store: one `SQLite` file per plan (`.mailplan/<plan name>.db` beside the plan, mode
 //! 0600) recording the plan's fingerprint, every step's status, attempts, timings, output and
 //! error, each folder's copy progress, and every message left out or refused with the reason.
 //!
@@ -603,7 +603,7 @@ mod tests {
         let mut b = StateStore::open(&path).expect("open again");
         match b.lock("host-b", me + 1, false) {
             Err(StateError::Locked { host, pid, .. }) => {
-                assert_eq!((host.as_str(), pid), ("host-a", me))
+                assert_eq!((host.as_str(), pid), ("host-a", me));
             }
             other => panic!("expected Locked, got {other:?}"),
         }

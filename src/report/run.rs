@@ -1,6 +1,7 @@
 //! `mailplan status` and `mailplan report`: what the state store says about a plan's run, for
 //! people (text), machines (JSON), pull requests and tickets (Markdown) and browsers (HTML).
 
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use crate::exec::printer::human_bytes;
@@ -47,7 +48,9 @@ fn account_state(a: &AccountState) -> &'static str {
 }
 
 fn duration(ms: Option<i64>) -> String {
-    ms.map_or_else(String::new, |ms| format!("{:.1} s", ms as f64 / 1000.0))
+    ms.map_or_else(String::new, |ms| {
+        format!("{}.{} s", ms / 1000, ms % 1000 / 100)
+    })
 }
 
 pub fn render_status(s: &Snapshot, format: StatusFormat, out: &mut dyn Write) -> io::Result<()> {
@@ -55,19 +58,19 @@ pub fn render_status(s: &Snapshot, format: StatusFormat, out: &mut dyn Write) ->
         serde_json::to_writer_pretty(&mut *out, s)?;
         return writeln!(out);
     }
-    if !s.exists {
-        writeln!(
-            out,
-            "{}: apply has not run yet (no state at {})",
-            s.plan, s.state
-        )?;
-    } else {
+    if s.exists {
         writeln!(
             out,
             "{}: state {} (last run {})",
             s.plan,
             s.state,
             s.last_run.as_deref().unwrap_or("unfinished")
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{}: apply has not run yet (no state at {})",
+            s.plan, s.state
         )?;
     }
     for a in &s.accounts {
@@ -80,10 +83,10 @@ pub fn render_status(s: &Snapshot, format: StatusFormat, out: &mut dyn Write) ->
                 duration(st.duration_ms)
             );
             if st.attempts > 1 {
-                line.push_str(&format!(" ({} attempts)", st.attempts));
+                let _ = write!(line, " ({} attempts)", st.attempts);
             }
             if let Some(e) = &st.error {
-                line.push_str(&format!(" — {e}"));
+                let _ = write!(line, " — {e}");
             }
             writeln!(out, "{}", line.trim_end())?;
         }
@@ -207,9 +210,7 @@ fn html(s: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
          </style></head><body>\n<h1>Migration report: {0}</h1>",
         escape(&s.plan)
     )?;
-    if !s.exists {
-        writeln!(out, "<p><code>apply</code> has not run yet.</p>")?;
-    } else {
+    if s.exists {
         writeln!(
             out,
             "<table><tr><th>account</th><th>state</th><th>found</th><th>copied</th><th>already \
@@ -266,6 +267,8 @@ fn html(s: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
             }
             writeln!(out, "</ul>")?;
         }
+    } else {
+        writeln!(out, "<p><code>apply</code> has not run yet.</p>")?;
     }
     writeln!(out, "</body></html>")
 }

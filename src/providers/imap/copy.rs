@@ -13,7 +13,7 @@
 //! bounds what is held in memory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -502,9 +502,9 @@ async fn transfer(
         Ok(())
     };
 
-    let (produced, consumed) = tokio::join!(producer, consumer);
-    consumed?;
-    produced?;
+    let (fetching, appending) = tokio::join!(producer, consumer);
+    appending?;
+    fetching?;
     if stop.load(Ordering::SeqCst) {
         return Err(CopyError::Interrupted);
     }
@@ -599,7 +599,7 @@ pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
         if a == b {
             out.push_str(&a.to_string());
         } else {
-            out.push_str(&format!("{a}:{b}"));
+            let _ = write!(out, "{a}:{b}");
         }
     };
     for uid in uids {

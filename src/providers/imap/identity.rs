@@ -3,6 +3,8 @@
 //! distinct messages that share a Message-ID are both copied, and two identical copies of one
 //! message stay two.
 
+use std::fmt::Write as _;
+
 use sha2::{Digest, Sha256};
 
 /// The header fields fetched to compute an identity (`BODY.PEEK[HEADER.FIELDS (…)]`).
@@ -19,10 +21,10 @@ impl Identity {
             Some(id) => Identity(format!("{id} {size}")),
             None => {
                 let digest = Sha256::digest(header_fields);
-                let mut hex = String::with_capacity(16);
-                for b in &digest[..8] {
-                    hex.push_str(&format!("{b:02x}"));
-                }
+                let hex = digest[..8].iter().fold(String::new(), |mut s, b| {
+                    let _ = write!(s, "{b:02x}");
+                    s
+                });
                 Identity(format!("headers:{hex} {size}"))
             }
         }

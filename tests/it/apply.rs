@@ -1,0 +1,404 @@
+//! `mailplan apply`, `status` and `report` end to end on a real Dovecot: exact copies compared as
+//! multisets of (folder, bytes digest, flags, date), no-op re-runs, delta passes, resume after
+//! SIGKILL, a connection cut mid-APPEND, the dry-run contract, the lock, a wrong password.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::corpus::Corpus;
+use crate::support::dovecot::Dovecot;
+use crate::support::mailbox::{Multiset, diff, message_count, snapshot};
+use crate::support::proxy::{Faults, Proxy};
+
+const SOURCE: (&str, &str) = ("alice@old.example", "source-secret");
+const TARGET: (&str, &str) = ("alice@new.example", "target-secret");
+
+/// One Dovecot with a source and a target user, and a plan folder.
+struct Sandbox {
+    dovecot: Dovecot,
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let dovecot = Dovecot::start();
+        dovecot.add_user(SOURCE.0, SOURCE.1);
+        dovecot.add_user(TARGET.0, TARGET.1);
+        Sandbox {
+            dovecot,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// A plan copying SOURCE to TARGET; `source_port`/`target_port` let a proxy stand between.
+    fn plan(&self, name: &str, target_addr: Option<std::net::SocketAddr>, extra: &str) -> PathBuf {
+        let tls = |addr: Option<std::net::SocketAddr>| match addr {
+            // Through a proxy: clear text on loopback, said explicitly.
+            Some(a) => format!(
+                "{{ host: 127.0.0.1, port: {}, tls: none, allow-insecure: true }}",
+                a.port()
+            ),
+            None => format!(
+                "{{ host: localhost, port: {}, tls: implicit }}",
+                self.dovecot.imaps_port
+            ),
+        };
+        let text = format!(
+            "version: 1\nname: {name}\nplatforms:\n  old:\n    type: imap\n    imap: {}\n  new:\n    \
+             type: imap\n    imap: {}\naccounts:\n  - address: {}\n    from: old\n    to: new\n    \
+             target-login: {}\n    source-password: {{ env: SOURCE_PW }}\n    target-password: \
+             {{ file: target.pw }}\n{extra}",
+            tls(None),
+            tls(target_addr),
+            SOURCE.0,
+            TARGET.0,
+        );
+        std::fs::write(self.dir.path().join("target.pw"), format!("{}\n", TARGET.1))
+            .expect("write the password file");
+        let path = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).expect("write the plan");
+        path
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mailplan"));
+        c.args(args)
+            .env("NO_COLOR", "1")
+            .env("SSL_CERT_FILE", self.dovecot.ca_cert_path())
+            .env("SOURCE_PW", SOURCE.1)
+            .current_dir(self.dir.path());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("mailplan runs")
+    }
+
+    fn source(&self) -> Multiset {
+        snapshot(&self.dovecot, SOURCE.0, SOURCE.1)
+    }
+
+    fn target(&self) -> Multiset {
+        snapshot(&self.dovecot, TARGET.0, TARGET.1)
+    }
+
+    fn state(&self, name: &str) -> PathBuf {
+        self.dir.path().join(".mailplan").join(format!("{name}.db"))
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn assert_same(expected: &Multiset, actual: &Multiset) {
+    let d = diff(expected, actual);
+    assert!(d.is_empty(), "the target differs from the source:\n{d}");
+}
+
+#[test]
+fn a_full_copy_is_exact_a_rerun_copies_nothing_and_a_delta_pass_takes_only_new_mail() {
+    let s = Sandbox::new();
+    let corpus = Corpus::small();
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let plan = s.plan("full", None, "");
+    let plan = plan.to_str().expect("utf-8");
+
+    let out = s.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let source = s.source();
+    assert_eq!(source.message_total(), corpus.expected().message_total());
+    assert_same(&source, &s.target());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("done    verify alice@old.example: all"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !err.contains(SOURCE.1) && !err.contains(TARGET.1),
+        "a password was printed"
+    );
+
+    // A re-run copies nothing and changes nothing.
+    let out = s.run(&["apply", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let finished = events.last().expect("events");
+    assert_eq!(finished["event"], "finished");
+    assert_eq!(finished["messages"], 0, "{}", text(&out));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "step-unchanged" && e["step"] == "verify alice@old.example"),
+        "verify is not repeated when nothing moved: {}",
+        text(&out)
+    );
+    assert_same(&source, &s.target());
+
+    // Delta pass: new mail in two folders arrives since the full copy.
+    let new_mail = Corpus::with_seed(12, 99);
+    new_mail.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let out = s.run(&["apply", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let last: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .expect("a finished event");
+    assert_eq!(last["messages"], 12, "{}", text(&out));
+    assert_same(&s.source(), &s.target());
+
+    // status and report read the store.
+    let out = s.run(&["status", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(status["schema"], "mailplan.status/v1");
+    let account = &status["accounts"][0];
+    assert_eq!(
+        account["copied"].as_u64(),
+        Some(source.message_total() as u64 + 12)
+    );
+    assert_eq!(account["missing"], 0);
+    let out = s.run(&["report", plan, "--format", "markdown"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(md.contains("| alice@old.example | verified |"), "{md}");
+    let out = s.run(&["report", plan, "--format", "html"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<td>alice@old.example</td>"));
+
+    // The store holds no secret and is private.
+    let bytes = std::fs::read(s.state("full")).expect("state file");
+    let stored = String::from_utf8_lossy(&bytes);
+    assert!(!stored.contains(SOURCE.1) && !stored.contains(TARGET.1));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.state("full"))
+            .expect("state")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn a_dry_run_reads_live_state_and_writes_nothing() {
+    let s = Sandbox::new();
+    Corpus::with_count(40).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    // Something already on the target, to see that the dry run counts it as already there.
+    let plan = s.plan("dry", None, "");
+    let plan = plan.to_str().expect("utf-8");
+    let before = s.target();
+    let out = s.run(&["apply", plan, "--dry-run", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let would: u64 = events
+        .iter()
+        .filter(|e| e["event"] == "folder")
+        .map(|e| {
+            assert_eq!(e["dry_run"], true);
+            e["to_copy"].as_u64().expect("to_copy")
+        })
+        .sum();
+    assert_eq!(would, 40, "{}", text(&out));
+    assert_same(&before, &s.target());
+    assert!(
+        !s.state("dry").exists(),
+        "a dry run created the state store"
+    );
+    assert!(!s.dir.path().join(".mailplan").exists());
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_without_loss_or_duplicate() {
+    let s = Sandbox::new();
+    let corpus = Corpus::with_seed(900, 7);
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    // A slow link to the target so the kills land in the middle of the copy.
+    let proxy = Proxy::start(
+        s.dovecot.imap_addr(),
+        Faults {
+            bandwidth: Some(2_000_000),
+            ..Faults::default()
+        },
+    );
+    let plan = s.plan("killed", Some(proxy.addr()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let total = u32::try_from(corpus.expected().message_total()).expect("a small corpus");
+
+    let mut kills = 0;
+    for wait_for in [total / 6, total / 3, total * 2 / 3] {
+        let mut child = s
+            .command(&["apply", plan])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn apply");
+        let start = Instant::now();
+        loop {
+            let copied: u32 = target_count(&s.dovecot);
+            if copied >= wait_for || start.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            if child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if child.try_wait().expect("try_wait").is_none() {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        child.wait().expect("reap");
+    }
+    assert!(kills >= 2, "the copy finished before it could be killed");
+    let out = s.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_same(&s.source(), &s.target());
+}
+
+/// Messages on the target, all folders.
+fn target_count(d: &Dovecot) -> u32 {
+    ["INBOX", "Sent", "Archive", "Work/Projects/2024", "Reçus"]
+        .iter()
+        .map(|f| message_count_or_zero(d, f))
+        .sum()
+}
+
+fn message_count_or_zero(d: &Dovecot, folder: &str) -> u32 {
+    std::panic::catch_unwind(|| message_count(d, TARGET.0, TARGET.1, folder)).unwrap_or(0)
+}
+
+#[test]
+fn a_connection_cut_mid_append_is_retried_and_nothing_is_lost_or_doubled() {
+    let s = Sandbox::new();
+    Corpus::with_seed(300, 11).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    // Every connection to the target dies after 400 kB sent: mid-APPEND, several times.
+    let proxy = Proxy::start(
+        s.dovecot.imap_addr(),
+        Faults {
+            cut_after_client_bytes: Some(400_000),
+            ..Faults::default()
+        },
+    );
+    let plan = s.plan("cut", Some(proxy.addr()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let mut out = s.run(&["apply", plan]);
+    // Each connection makes progress; a few runs at most (each retries 5 times) finish it.
+    for _ in 0..5 {
+        if out.status.code() == Some(0) {
+            break;
+        }
+        out = s.run(&["apply", plan, "--retry-failed"]);
+    }
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(proxy.connections() > 2, "the proxy never cut anything");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("retry") || proxy.connections() > 4,
+        "{}",
+        text(&out)
+    );
+    assert_same(&s.source(), &s.target());
+}
+
+#[test]
+fn a_second_apply_on_the_same_state_is_refused_while_the_first_runs() {
+    let s = Sandbox::new();
+    Corpus::with_seed(200, 3).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let proxy = Proxy::start(
+        s.dovecot.imap_addr(),
+        Faults::latency(Duration::from_millis(20)),
+    );
+    let plan = s.plan("locked", Some(proxy.addr()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let mut first = s
+        .command(&["apply", plan])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while !s.state("locked").exists() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let second = s.run(&["apply", plan]);
+    let still_running = first.try_wait().expect("try_wait").is_none();
+    first.kill().ok();
+    first.wait().ok();
+    assert!(
+        still_running,
+        "the first apply ended too early to test the lock"
+    );
+    assert_eq!(second.status.code(), Some(2), "{}", text(&second));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("is locked by") && err.contains("pid"), "{err}");
+
+    // The first one was killed: its lock is stale now and the next run takes over.
+    let out = s.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_same(&s.source(), &s.target());
+}
+
+#[test]
+fn a_wrong_password_fails_that_account_only_with_the_servers_words() {
+    let s = Sandbox::new();
+    Corpus::with_count(20).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    s.dovecot.add_user("bob@old.example", "bob-secret");
+    s.dovecot.add_user("bob@new.example", "bob-new");
+    let extra = "  - address: bob@old.example\n    from: old\n    to: new\n    target-login: \
+                 bob@new.example\n    source-password: { env: BOB_PW }\n    target-password: { env: \
+                 BOB_NEW_PW }\n";
+    let plan = s.plan("password", None, extra);
+    let plan = plan.to_str().expect("utf-8");
+    let out = s
+        .command(&["apply", plan])
+        .env("BOB_PW", "not-bobs-password")
+        .env("BOB_NEW_PW", "bob-new")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FAILED  copy-mail bob@old.example: IMAP localhost:")
+            && err.contains("while logging in as bob@old.example"),
+        "{err}"
+    );
+    assert!(err.contains("skipped verify bob@old.example"), "{err}");
+    assert!(
+        !err.contains("not-bobs-password"),
+        "the password was printed"
+    );
+    assert!(err.contains("done    verify alice@old.example"), "{err}");
+    assert_same(&s.source(), &s.target());
+}
+
+#[test]
+fn an_unset_secret_stops_apply_before_anything_runs() {
+    let s = Sandbox::new();
+    let plan = s.plan("unset", None, "");
+    let out = Command::new(env!("CARGO_BIN_EXE_mailplan"))
+        .args(["apply", plan.to_str().expect("utf-8")])
+        .env("NO_COLOR", "1")
+        .env_remove("SOURCE_PW")
+        .current_dir(s.dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("env:SOURCE_PW"), "{err}");
+    assert!(!s.state("unset").exists(), "something ran");
+}
