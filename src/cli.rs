@@ -129,7 +129,7 @@ pub fn run() -> u8 {
 /// Read and validate a plan; the diagnostics and the plan when it has no error.
 fn read_and_load(path: &Path) -> (Option<Plan>, Diagnostics) {
     match read_source(path) {
-        Ok(source) => plan::load(&source, path),
+        Ok(source) => plan::load_with(&source, path, &read_import),
         Err(d) => {
             let mut diags = Diagnostics::default();
             diags.push(d);
@@ -177,6 +177,24 @@ fn validate(path: &Path, format: Format, color: bool) -> u8 {
         let _ = writeln!(err, "{summary}");
     }
     if diags.has_errors() { EXIT_INVALID } else { 0 }
+}
+
+/// The CSV imports' [`plan::FileReader`]: a file of the disk, refused before it is read when it
+/// is larger than `max_len`.
+fn read_import(path: &Path, max_len: usize) -> Result<Vec<u8>, String> {
+    let meta = fs_err::metadata(path).map_err(|e| e.to_string())?;
+    if meta.is_dir() {
+        return Err(format!("{} is a folder", path.display()));
+    }
+    if usize::try_from(meta.len()).map_or(true, |len| len > max_len) {
+        return Err(format!(
+            "{} is {} MiB; an import may be at most {} MiB",
+            path.display(),
+            meta.len() / (1024 * 1024),
+            max_len / (1024 * 1024)
+        ));
+    }
+    fs_err::read(path).map_err(|e| e.to_string())
 }
 
 /// Read a plan file, refusing what is too large before reading it all.

@@ -243,3 +243,57 @@ fn completions_and_man_page() {
     );
     assert_eq!(mailplan(&["completions", "tcsh"]).status.code(), Some(2));
 }
+
+#[test]
+fn csv_imports_are_read_relative_to_the_plan_and_located_by_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("p.yaml");
+    std::fs::write(
+        &plan,
+        "version: 1\nplatforms:\n  a: { type: imap, imap: { host: a.example } }\n  b: { type: imap, imap: { host: b.example } }\naccounts:\n  - import: rows.csv\n  - import: missing.csv\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("rows.csv"),
+        "address,from,to,wave\nx@y.example,a,b,1\nbad,a,b,\nz@y.example,a,b\n",
+    )
+    .expect("write");
+    let out = mailplan(&["validate", plan.to_str().expect("path"), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let found: Vec<(String, String, u64, u64)> = report["diagnostics"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| {
+            let l = &d["labels"][0];
+            let file = l["file"].as_str().expect("file");
+            let file = Path::new(file).file_name().expect("name").to_string_lossy();
+            (
+                d["code"].as_str().expect("code").to_owned(),
+                file.into_owned(),
+                l["line"].as_u64().expect("line"),
+                l["column"].as_u64().expect("column"),
+            )
+        })
+        .collect();
+    let expected = [
+        ("plan::csv_import", "p.yaml", 7, 13),
+        ("plan::invalid_address", "rows.csv", 3, 1),
+        ("plan::csv_import", "rows.csv", 4, 1),
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:?}");
+    for ((code, file, line, col), (c, f, l, k)) in found.iter().zip(expected) {
+        assert_eq!((code.as_str(), file.as_str(), *line, *col), (c, f, l, k));
+    }
+    let missing = report["diagnostics"][0]["message"]
+        .as_str()
+        .expect("message");
+    assert!(missing.contains("missing.csv"), "{missing}");
+
+    // The human output shows the CSV row and names the import line.
+    let out = mailplan(&["validate", plan.to_str().expect("path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rows.csv:3:1"), "{stderr}");
+    assert!(stderr.contains("p.yaml:6:13 (imported here)"), "{stderr}");
+}
