@@ -126,10 +126,18 @@ pub fn run() -> u8 {
     }
 }
 
-/// Read and validate a plan; the diagnostics and the plan when it has no error.
+/// Read and validate a plan; the diagnostics and the plan when it has no error. A valid plan's
+/// secret references are checked too (warnings: nothing here executes).
 fn read_and_load(path: &Path) -> (Option<Plan>, Diagnostics) {
     match read_source(path) {
-        Ok(source) => plan::load_with(&source, path, &read_import),
+        Ok(source) => {
+            let (plan, mut diags) = plan::load_with(&source, path, &read_import);
+            if let Some(plan) = &plan {
+                diags.extend(crate::exec::secrets::check(plan).items);
+                diags.sort();
+            }
+            (plan, diags)
+        }
         Err(d) => {
             let mut diags = Diagnostics::default();
             diags.push(d);

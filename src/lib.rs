@@ -7,12 +7,15 @@
 //!   plan's text into it.
 //! - [`graph`]: the step graph (petgraph), its parallel stages and the pure ready-queue.
 //! - [`report`]: renderers; all output goes through them.
+//! - [`exec`]: what touches the world when a plan runs; for now [`exec::secrets`] (resolving
+//!   secret references, and the offline check `validate` and `plan` warn with).
 //! - [`cli`]: clap definitions and dispatch; `main.rs` only calls [`cli::run`].
 //!
-//! Still to come (see the open issues): the YAML loader and validation, renderers for the dry run (`report/`), the executor and state store (`exec/`), and the OVH and
+//! Still to come (see the open issues): the executor and state store (`exec/`), and the OVH and
 //! IMAP providers (`providers/`).
 
 pub mod cli;
+pub mod exec;
 pub mod graph;
 pub mod plan;
 pub mod report;

@@ -297,3 +297,79 @@ fn csv_imports_are_read_relative_to_the_plan_and_located_by_file_and_line() {
     assert!(stderr.contains("rows.csv:3:1"), "{stderr}");
     assert!(stderr.contains("p.yaml:6:13 (imported here)"), "{stderr}");
 }
+
+#[test]
+fn unresolvable_secrets_are_warnings_and_no_secret_value_is_ever_printed() {
+    const VALUE: &str = "Zq9-the-secret-value-7Xw";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("p.yaml");
+    std::fs::write(
+        &plan,
+        "version: 1\nplatforms:\n  a: { type: imap, imap: { host: a.example } }\n  b: { type: imap, imap: { host: b.example } }\naccounts:\n  - { address: x@y.example, from: a, to: b, source-password: { env: MAILPLAN_IT_SET }, target-password: { file: x.pass } }\n  - { address: z@y.example, from: a, to: b, source-password: { env: MAILPLAN_IT_UNSET_41 }, target-password: { file: gone.pass } }\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("x.pass"), VALUE).expect("write");
+    let plan = plan.to_str().expect("path");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mailplan"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("MAILPLAN_IT_SET", VALUE)
+            .env_remove("MAILPLAN_IT_UNSET_41")
+            .output()
+            .expect("runs")
+    };
+
+    let out = run(&["validate", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "warnings only");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let warnings: Vec<(&str, &str, u64)> = report["diagnostics"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| {
+            (
+                d["code"].as_str().expect("code"),
+                d["severity"].as_str().expect("severity"),
+                d["labels"][0]["line"].as_u64().expect("line"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            ("plan::unresolved_secret", "warning", 7),
+            ("plan::unresolved_secret", "warning", 7),
+        ]
+    );
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/company-waves.yaml");
+    let example = example.to_str().expect("path");
+    for p in [plan, example] {
+        for args in [
+            &["validate", p][..],
+            &["validate", p, "--format", "json"],
+            &["validate", p, "--format", "github"],
+            &["plan", p],
+            &["plan", p, "--format", "json"],
+            &["plan", p, "--format", "markdown"],
+            &["graph", p],
+        ] {
+            let out = run(args);
+            assert_eq!(out.status.code(), Some(0), "{args:?}");
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!all.contains(VALUE), "{args:?} printed the secret:\n{all}");
+        }
+    }
+    let out = run(&["validate", plan]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("environment variable MAILPLAN_IT_UNSET_41 is not set")
+            && stderr.contains("valid (2 warning(s))"),
+        "{stderr}"
+    );
+}
