@@ -61,6 +61,8 @@ pub enum Command {
         #[arg(long, num_args = 1..)]
         exclude: Vec<String>,
     },
+    /// Print the plan format's JSON Schema (the one in `schemas/plan.schema.json`).
+    Schema,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) on standard output.
@@ -102,6 +104,12 @@ pub fn run() -> u8 {
             }
             Err(code) => code,
         },
+        Command::Schema => {
+            let _ = io::stdout()
+                .lock()
+                .write_all(plan::schema::generate().as_bytes());
+            0
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "mailplan", &mut io::stdout());

@@ -9,6 +9,7 @@ pub mod decode;
 pub mod diag;
 pub mod import;
 pub mod model;
+pub mod schema;
 pub mod secret;
 pub mod source;
 pub mod validate;

@@ -55,6 +55,22 @@ const ACCOUNT_KEYS: &[&str] = &[
 ];
 const SECRET_KEYS: &[&str] = &["env", "file", "command"];
 const IMPORT_KEYS: &[&str] = &["import"];
+
+/// The keys each place of a plan allows, for the JSON Schema's tests ([`super::schema`]).
+pub mod keys {
+    pub const TOP: &[&str] = super::TOP_KEYS;
+    pub const PLATFORM: &[&str] = super::PLATFORM_KEYS;
+    pub const PLATFORM_TYPES: &[&str] = super::PLATFORM_TYPES;
+    pub const IMAP: &[&str] = super::IMAP_KEYS;
+    pub const DOMAIN: &[&str] = super::DOMAIN_KEYS;
+    pub const DEFAULTS: &[&str] = super::DEFAULTS_KEYS;
+    pub const COPY: &[&str] = super::COPY_KEYS;
+    pub const FOLDERS: &[&str] = super::FOLDERS_KEYS;
+    pub const ACCOUNT: &[&str] = super::ACCOUNT_KEYS;
+    pub const SECRET: &[&str] = super::SECRET_KEYS;
+    pub const IMPORT: &[&str] = super::IMPORT_KEYS;
+}
+
 const DEFAULT_PROVISIONAL_NAME: &str = "{local}-old";
 /// The new MX Plan's IMAP server, per the `OVHcloud` documentation.
 const MXPLAN_IMAP_HOST: &str = "ssl0.ovh.net";

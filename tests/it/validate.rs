@@ -1,15 +1,9 @@
 //! `mailplan validate` end to end: example plans, exit codes, formats, hostile files.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn mailplan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mailplan"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the mailplan binary runs")
-}
+use super::mailplan;
 
 #[test]
 fn every_example_plan_is_valid() {
