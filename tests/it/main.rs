@@ -1,6 +1,7 @@
 //! The one integration test binary: runs the real `mailplan` executable.
 
 mod schema;
+mod snapshots;
 mod validate;
 
 use std::process::{Command, Output};
