@@ -1,5 +1,6 @@
 //! The one integration test binary: runs the real `mailplan` executable.
 
+mod codes;
 mod schema;
 mod snapshots;
 mod validate;
