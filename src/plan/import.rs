@@ -520,6 +520,16 @@ mod tests {
     }
 
     #[test]
+    fn crlf_line_endings_are_read() {
+        let (rows, diags, source) =
+            read("address,from,to\r\na@x.example,old,ex\r\n\r\nb@x.example,old,ex\r\n");
+        assert!(diags.items.is_empty(), "{:?}", diags.items);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(source.line_col(rows[1].span.offset), (4, 1));
+        assert_eq!(&source.text[rows[1].span.range()], "b@x.example,old,ex");
+    }
+
+    #[test]
     fn a_missing_identity_column_is_reported_once() {
         let (rows, diags, _) = read("address,from\na@x.example,old\nb@x.example,old\n");
         assert!(rows.is_empty());

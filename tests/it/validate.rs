@@ -285,6 +285,17 @@ fn csv_imports_are_read_relative_to_the_plan_and_located_by_file_and_line() {
         .expect("message");
     assert!(missing.contains("missing.csv"), "{missing}");
 
+    // An oversized import is refused before it is read (a sparse file: nothing is written).
+    let big = std::fs::File::create(dir.path().join("missing.csv")).expect("create");
+    big.set_len(33 * 1024 * 1024).expect("set_len");
+    let out = mailplan(&["validate", plan.to_str().expect("path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("an import may be at most 32 MiB"),
+        "{stderr}"
+    );
+    std::fs::remove_file(dir.path().join("missing.csv")).expect("remove");
+
     // The human output shows the CSV row and names the import line.
     let out = mailplan(&["validate", plan.to_str().expect("path")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
