@@ -68,6 +68,8 @@ pub enum Command {
         #[arg(long, num_args = 1..)]
         exclude: Vec<String>,
     },
+    /// Print the plan format's JSON Schema (the one in `schemas/plan.schema.json`).
+    Schema,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) on standard output.
@@ -181,6 +183,12 @@ pub fn run() -> u8 {
             }
             Err(code) => code,
         },
+        Command::Schema => {
+            let _ = io::stdout()
+                .lock()
+                .write_all(plan::schema::generate().as_bytes());
+            0
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "mailplan", &mut io::stdout());
@@ -204,32 +212,33 @@ pub fn run() -> u8 {
             format,
             only,
             exclude,
-        } => match load_valid(&path, color) {
-            Ok(mut plan) => {
-                let only: Vec<String> = only.iter().map(|a| a.to_lowercase()).collect();
-                let exclude: Vec<String> = exclude.iter().map(|a| a.to_lowercase()).collect();
-                plan.select(&only, &exclude);
-                let options = ApplyOptions {
-                    state_path: state.resolve(&plan, &path),
-                    parallelism: usize::from(parallelism),
-                    per_server: usize::from(max_connections_per_server),
-                    retry_failed,
-                    break_lock,
-                    mode: if dry_run {
-                        RunMode::DryRun
-                    } else {
-                        RunMode::Real
-                    },
-                };
-                let output = match format {
-                    ProgressFormat::Json => Output::Json,
-                    ProgressFormat::Text if io::stderr().is_terminal() => Output::Bars,
-                    ProgressFormat::Text => Output::Lines,
-                };
-                apply(plan, &options, output, color)
+        } => {
+            let only: Vec<String> = only.iter().map(|a| a.to_lowercase()).collect();
+            let exclude: Vec<String> = exclude.iter().map(|a| a.to_lowercase()).collect();
+            match load_shown(&path, color, Some((&only, &exclude))) {
+                Ok(plan) => {
+                    let options = ApplyOptions {
+                        state_path: state.resolve(&plan, &path),
+                        parallelism: usize::from(parallelism),
+                        per_server: usize::from(max_connections_per_server),
+                        retry_failed,
+                        break_lock,
+                        mode: if dry_run {
+                            RunMode::DryRun
+                        } else {
+                            RunMode::Real
+                        },
+                    };
+                    let output = match format {
+                        ProgressFormat::Json => Output::Json,
+                        ProgressFormat::Text if io::stderr().is_terminal() => Output::Bars,
+                        ProgressFormat::Text => Output::Lines,
+                    };
+                    apply(plan, &options, output, color)
+                }
+                Err(code) => code,
             }
-            Err(code) => code,
-        },
+        }
         Command::Status {
             plan: path,
             state,
@@ -306,10 +315,37 @@ fn print_error(e: &dyn miette::Diagnostic, color: bool, code: u8) -> u8 {
     code
 }
 
-/// Read and validate a plan; the diagnostics and the plan when it has no error.
+/// Read and validate a plan; the diagnostics and the plan when it has no error. A valid plan's
+/// secret references are checked too (warnings: nothing here executes).
 fn read_and_load(path: &Path) -> (Option<Plan>, Diagnostics) {
+    read_and_select(path, None)
+}
+
+/// [`read_and_load`], then for commands that execute: keep the selected accounts and make every
+/// secret they need that cannot be resolved an error, so that nothing starts half-equipped.
+fn read_and_select(
+    path: &Path,
+    executes: Option<(&[String], &[String])>,
+) -> (Option<Plan>, Diagnostics) {
     match read_source(path) {
-        Ok(source) => plan::load(&source, path),
+        Ok(source) => {
+            let (mut plan, mut diags) = plan::load_with(&source, path, &read_import);
+            if let Some(p) = &mut plan {
+                if let Some((only, exclude)) = executes {
+                    p.select(only, exclude);
+                }
+                let mut secrets = crate::exec::secrets::check(p);
+                if executes.is_some() {
+                    secrets.escalate(Code::UnresolvedSecret);
+                }
+                diags.extend(secrets.items);
+                diags.sort();
+            }
+            if diags.has_errors() {
+                plan = None;
+            }
+            (plan, diags)
+        }
         Err(d) => {
             let mut diags = Diagnostics::default();
             diags.push(d);
@@ -320,7 +356,16 @@ fn read_and_load(path: &Path) -> (Option<Plan>, Diagnostics) {
 
 /// For commands that need a valid plan: warnings are shown, errors end the command with 2.
 fn load_valid(path: &Path, color: bool) -> Result<Plan, u8> {
-    let (plan, diags) = read_and_load(path);
+    load_shown(path, color, None)
+}
+
+/// [`load_valid`] for commands that execute (see [`read_and_select`]).
+fn load_shown(
+    path: &Path,
+    color: bool,
+    executes: Option<(&[String], &[String])>,
+) -> Result<Plan, u8> {
+    let (plan, diags) = read_and_select(path, executes);
     let stderr = io::stderr();
     let mut err = stderr.lock();
     let _ = diagnostics::render(&diags, Format::Human, color, &mut io::sink(), &mut err);
@@ -357,6 +402,24 @@ fn validate(path: &Path, format: Format, color: bool) -> u8 {
         let _ = writeln!(err, "{summary}");
     }
     if diags.has_errors() { EXIT_INVALID } else { 0 }
+}
+
+/// The CSV imports' [`plan::FileReader`]: a file of the disk, refused before it is read when it
+/// is larger than `max_len`.
+fn read_import(path: &Path, max_len: usize) -> Result<Vec<u8>, String> {
+    let meta = fs_err::metadata(path).map_err(|e| e.to_string())?;
+    if meta.is_dir() {
+        return Err(format!("{} is a folder", path.display()));
+    }
+    if usize::try_from(meta.len()).map_or(true, |len| len > max_len) {
+        return Err(format!(
+            "{} is {} MiB; an import may be at most {} MiB",
+            path.display(),
+            meta.len() / (1024 * 1024),
+            max_len / (1024 * 1024)
+        ));
+    }
+    fs_err::read(path).map_err(|e| e.to_string())
 }
 
 /// Read a plan file, refusing what is too large before reading it all.

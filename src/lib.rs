@@ -8,7 +8,6 @@
 //! - [`graph`]: the step graph (petgraph), its parallel stages and the pure ready-queue.
 //! - [`report`]: renderers; all output goes through them.
 //! - [`cli`]: clap definitions and dispatch; `main.rs` only calls [`cli::run`].
-//!
 //! - [`exec`]: the runner (tokio) that drives the graph, the `SQLite` state store that makes a run
 //!   resumable, the printer of a run, secret resolution.
 //! - [`providers`]: the servers: IMAP today ([`providers::imap`]); the OVH API comes next.

@@ -1,54 +1,433 @@
-//! Resolving secret references at run time: an environment variable, a file (relative to the
-//! plan's folder, trailing newline removed) or a command's first line of output.
+//! Secret references → secret values, and the offline check that they can be resolved.
 //!
-//! Errors name the reference, never the value.
+//! Entry points: [`resolve`] (at run time: an environment variable, a file relative to the
+//! plan's folder, or a command's first line of output, with a timeout) and [`check`] (for
+//! `validate` and `plan`: `plan::unresolved_secret` **warnings** for an unset variable, a missing
+//! or unreadable file, a command whose program is not on `PATH`; no command is run). Anything
+//! that executes turns those warnings into errors with
+//! [`Diagnostics::escalate`](crate::plan::diag::Diagnostics::escalate).
+//!
+//! Invariant: a secret value only ever lives in a [`Secret`]; no error or diagnostic built here
+//! holds one (they name the reference: the variable, the path, the command).
 
-use std::path::Path;
-use std::process::Command;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
+use crate::plan::diag::{Code, Diagnostic, Diagnostics};
+use crate::plan::model::Plan;
 use crate::plan::secret::{Secret, SecretRef};
+use crate::plan::source::Origin;
 
-/// A reference that could not be resolved.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{reference}: {reason}")]
-pub struct SecretError {
-    pub reference: String,
-    pub reason: String,
+/// How long a `command:` secret may take (a password manager may ask for a passphrase).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest secret read from a file or a command's output.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// Why a secret could not be resolved. Never holds the value, only where it was looked for.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum SecretError {
+    #[error("environment variable {name} is not set")]
+    #[diagnostic(code(plan::unresolved_secret), help("set it before running mailplan"))]
+    EnvUnset { name: String },
+    #[error("environment variable {name} is not valid UTF-8")]
+    #[diagnostic(code(plan::unresolved_secret))]
+    EnvNotUnicode { name: String },
+    #[error("cannot read secret file {}: {reason}", path.display())]
+    #[diagnostic(
+        code(plan::unresolved_secret),
+        help("`file:` paths are relative to the plan's folder")
+    )]
+    File { path: PathBuf, reason: String },
+    #[error("secret command `{command}` {reason}")]
+    #[diagnostic(code(plan::unresolved_secret))]
+    Command { command: String, reason: String },
 }
 
-/// Resolve `r`, relative to `plan_dir` for files.
-pub fn resolve(r: &SecretRef, plan_dir: &Path) -> Result<Secret, SecretError> {
-    let fail = |reason: String| SecretError {
-        reference: r.to_string(),
+/// Resolve a reference now. `plan_dir` anchors relative `file:` paths and is the commands'
+/// working folder.
+pub fn resolve(reference: &SecretRef, plan_dir: &Path) -> Result<Secret, SecretError> {
+    resolve_with(
+        reference,
+        plan_dir,
+        &|name| std::env::var_os(name),
+        COMMAND_TIMEOUT,
+    )
+}
+
+fn resolve_with(
+    reference: &SecretRef,
+    plan_dir: &Path,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    timeout: Duration,
+) -> Result<Secret, SecretError> {
+    match reference {
+        SecretRef::Env(name) => {
+            let value = env(name).ok_or_else(|| SecretError::EnvUnset { name: name.clone() })?;
+            value
+                .into_string()
+                .map(Secret::new)
+                .map_err(|_| SecretError::EnvNotUnicode { name: name.clone() })
+        }
+        SecretRef::File(path) => {
+            let path = plan_dir.join(path);
+            let fail = |reason: String| SecretError::File {
+                path: path.clone(),
+                reason,
+            };
+            let file = std::fs::File::open(&path).map_err(|e| fail(e.to_string()))?;
+            let mut bytes = Vec::new();
+            file.take(MAX_SECRET_BYTES)
+                .read_to_end(&mut bytes)
+                .map_err(|e| fail(e.to_string()))?;
+            let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8".to_owned()))?;
+            let text = text
+                .strip_suffix('\n')
+                .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+            Ok(Secret::new(text))
+        }
+        SecretRef::Command(command) => run_command(command, plan_dir, timeout),
+    }
+}
+
+/// `sh -c COMMAND`, stdin and stderr closed, the first line of stdout within `timeout`.
+fn run_command(command: &str, plan_dir: &Path, timeout: Duration) -> Result<Secret, SecretError> {
+    let fail = |reason: String| SecretError::Command {
+        command: command.to_owned(),
         reason,
     };
-    let value = match r {
-        SecretRef::Env(name) => std::env::var(name)
-            .map_err(|_| fail("the environment variable is not set".to_owned()))?,
-        SecretRef::File(path) => {
-            let text =
-                fs_err::read_to_string(plan_dir.join(path)).map_err(|e| fail(e.to_string()))?;
-            text.trim_end_matches(['\r', '\n']).to_owned()
-        }
-        SecretRef::Command(cmd) => {
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .current_dir(plan_dir)
-                .output()
-                .map_err(|e| fail(e.to_string()))?;
-            if !out.status.success() {
-                return Err(fail(format!("the command exited with {}", out.status)));
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(if plan_dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            plan_dir
+        })
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        // The command's messages could quote what it read; they are not shown.
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| fail(format!("could not start: {e}")))?;
+    let (tx, rx) = mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let read = stdout
+                .take(MAX_SECRET_BYTES)
+                .read_to_end(&mut bytes)
+                .map(|_| bytes);
+            let _ = tx.send(read);
+        });
+    }
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail(format!(
+                    "did not finish within {} s",
+                    timeout.as_secs()
+                )));
             }
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(fail(format!("could not be waited for: {e}"))),
         }
     };
-    if value.is_empty() {
-        return Err(fail("the secret is empty".to_owned()));
+    if !status.success() {
+        return Err(fail(format!("failed ({status})")));
     }
-    Ok(Secret::new(value))
+    // A background process still holding stdout must not hang the run.
+    let bytes = rx
+        .recv_timeout(Duration::from_secs(1))
+        .map_err(|_| fail("kept its output open".to_owned()))?
+        .map_err(|e| fail(format!("output could not be read: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| fail("printed non-UTF-8 output".to_owned()))?;
+    let line = text.lines().next().unwrap_or_default();
+    if line.is_empty() {
+        return Err(fail("printed nothing".to_owned()));
+    }
+    Ok(Secret::new(line))
+}
+
+/// One use of a secret reference: the account, the key, where it was written.
+type Use<'p> = (&'p str, &'static str, Option<&'p Origin>);
+
+/// Check, without reading any secret or running any command, that every secret reference of
+/// the plan can be resolved. One `plan::unresolved_secret` warning per unavailable reference,
+/// labelled where it is first used; the help says how many accounts use it.
+pub fn check(plan: &Plan) -> Diagnostics {
+    check_with(plan, &|name| std::env::var_os(name), &find_program)
+}
+
+fn check_with(
+    plan: &Plan,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    find: &dyn Fn(&str) -> bool,
+) -> Diagnostics {
+    let plan_dir = plan.path.parent().unwrap_or_else(|| Path::new(""));
+    // Each reference once, with its uses in plan order.
+    let mut index: HashMap<&SecretRef, usize> = HashMap::new();
+    let mut all: Vec<(&SecretRef, Vec<Use<'_>>)> = Vec::new();
+    for a in &plan.accounts {
+        let pairs = [
+            (
+                "source-password",
+                &a.source_password,
+                &a.secret_origins.source_password,
+            ),
+            (
+                "target-password",
+                &a.target_password,
+                &a.secret_origins.target_password,
+            ),
+        ];
+        for (role, reference, origin) in pairs {
+            if let Some(reference) = reference {
+                let i = *index.entry(reference).or_insert_with(|| {
+                    all.push((reference, Vec::new()));
+                    all.len() - 1
+                });
+                all[i].1.push((&a.address, role, origin.as_ref()));
+            }
+        }
+    }
+    let mut diags = Diagnostics::default();
+    for (reference, uses) in all {
+        let why = match reference {
+            SecretRef::Env(name) => match env(name) {
+                None => format!("environment variable {name} is not set"),
+                Some(v) if v.to_str().is_none() => {
+                    format!("environment variable {name} is not valid UTF-8")
+                }
+                Some(_) => continue,
+            },
+            SecretRef::File(path) => match std::fs::File::open(plan_dir.join(path)) {
+                Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => continue,
+                Ok(_) => format!("secret file {path} is not a file"),
+                Err(e) => format!("secret file {path} cannot be read: {}", io_reason(&e)),
+            },
+            SecretRef::Command(command) => match program_of(command) {
+                Some(program) if !find(program) => {
+                    format!("the program `{program}` of secret command `{command}` is not on PATH")
+                }
+                _ => continue,
+            },
+        };
+        let (address, role, origin) = uses[0];
+        let mut d = Diagnostic::warning(
+            Code::UnresolvedSecret,
+            format!("{why} ({role} of {address})"),
+        );
+        if let Some(origin) = origin {
+            d = d.with_label(&origin.source, origin.span, reference.to_string());
+        }
+        let others = uses.len() - 1;
+        let mut help = match reference {
+            SecretRef::Env(_) => "set it before `mailplan apply`".to_owned(),
+            SecretRef::File(_) => {
+                "create it before `mailplan apply`; `file:` paths are relative to the plan's folder"
+                    .to_owned()
+            }
+            SecretRef::Command(_) => {
+                "install it or fix the command before `mailplan apply`".to_owned()
+            }
+        };
+        help.push_str("; it is an error for anything that executes");
+        if others > 0 {
+            help.push('\n');
+            help.push_str(&others.to_string());
+            help.push_str(" more account(s) use the same reference");
+        }
+        diags.push(d.with_help(help));
+    }
+    diags.sort();
+    diags
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "it does not exist".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+/// The program a shell command starts, when it can be told without running a shell: `None` for
+/// builtins, variable assignments, and anything starting with shell syntax.
+fn program_of(command: &str) -> Option<&str> {
+    const BUILTINS: &[&str] = &[
+        ".", ":", "[", "cd", "command", "echo", "eval", "exec", "export", "false", "printf",
+        "read", "set", "source", "test", "true", "type",
+    ];
+    let first = command.split_whitespace().next()?;
+    let shell_syntax = first.contains([
+        '=', '$', '`', '(', ')', '{', '}', '"', '\'', '<', '>', '|', ';', '&', '\\',
+    ]);
+    (!shell_syntax && !BUILTINS.contains(&first)).then_some(first)
+}
+
+/// Whether `program` names an executable file: as a path when it holds a `/`, else on `PATH`.
+fn find_program(program: &str) -> bool {
+    if program.contains('/') {
+        return is_executable(Path::new(program));
+    }
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| is_executable(&dir.join(program)))
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        meta.is_file() && meta.permissions().mode() & 0o111 != 0
+    }
+    #[cfg(not(unix))]
+    {
+        meta.is_file()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::diag::Severity;
+    use crate::plan::source::SourceFile;
+
+    const VALUE: &str = "s3cr3t-value-never-printed";
+
+    fn env(name: &str) -> Option<OsString> {
+        (name == "SET_VAR").then(|| OsString::from(VALUE))
+    }
+
+    #[test]
+    fn resolves_env_file_and_command() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("pw"), format!("{VALUE}\r\n")).expect("write");
+        let t = Duration::from_secs(5);
+        let get = |r: SecretRef| resolve_with(&r, dir.path(), &env, t);
+        assert_eq!(
+            get(SecretRef::Env("SET_VAR".into())).expect("env").expose(),
+            VALUE
+        );
+        assert_eq!(
+            get(SecretRef::File("pw".into())).expect("file").expose(),
+            VALUE
+        );
+        let cmd = SecretRef::Command(format!("printf '{VALUE}\\nsecond line\\n'"));
+        assert_eq!(get(cmd).expect("command").expose(), VALUE);
+        // The working folder is the plan's.
+        assert_eq!(
+            get(SecretRef::Command("head -n1 pw".into()))
+                .expect("cwd")
+                .expose(),
+            VALUE
+        );
+    }
+
+    #[test]
+    fn errors_name_the_reference_never_the_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("pw"), VALUE).expect("write");
+        let t = Duration::from_millis(300);
+        let cases = [
+            (
+                SecretRef::Env("UNSET_VAR".into()),
+                "environment variable UNSET_VAR is not set",
+            ),
+            (SecretRef::File("nope.pass".into()), "nope.pass"),
+            (
+                SecretRef::Command("cat pw; cat pw >&2; exit 3".into()),
+                "failed (exit status: 3)",
+            ),
+            (
+                SecretRef::Command("sleep 5".into()),
+                "did not finish within 0 s",
+            ),
+            (SecretRef::Command("true".into()), "printed nothing"),
+        ];
+        for (reference, expected) in cases {
+            let e = resolve_with(&reference, dir.path(), &env, t).expect_err("fails");
+            let text = format!("{e} {e:?}");
+            assert!(text.contains(expected), "{text}");
+            assert!(
+                !text.contains(&format!("{VALUE} ")) && !text.ends_with(VALUE),
+                "{text}"
+            );
+        }
+        let ok = resolve_with(&SecretRef::Env("SET_VAR".into()), dir.path(), &env, t).expect("ok");
+        assert_eq!(format!("{ok} {ok:?}"), "**** ****");
+    }
+
+    #[test]
+    fn check_warns_once_per_reference_at_its_first_use_and_escalates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("here.pass"), VALUE).expect("write");
+        let text = "version: 1
+platforms:
+  a: { type: imap, imap: { host: a.example } }
+  b: { type: imap, imap: { host: b.example } }
+accounts:
+  - { address: x@y.example, from: a, to: b, source-password: { env: SET_VAR }, target-password: { env: UNSET_VAR } }
+  - { address: z@y.example, from: a, to: b, source-password: { file: here.pass }, target-password: { env: UNSET_VAR } }
+  - { address: w@y.example, from: a, to: b, source-password: { file: gone.pass }, target-password: { command: nosuchprogram-xyz show w } }
+  - { address: v@y.example, from: a, to: b, source-password: { command: \"pass show v\" }, target-password: { command: \"PW=1 helper\" } }
+";
+        let source = SourceFile::new("p.yaml", text);
+        let (plan, diags) = crate::plan::load(&source, &dir.path().join("p.yaml"));
+        let plan = plan.unwrap_or_else(|| panic!("{:?}", diags.items));
+        let mut diags = check_with(&plan, &env, &|p| p == "pass");
+        let found: Vec<(String, usize, usize)> = diags
+            .items
+            .iter()
+            .map(|d| {
+                let (_, line, col) = d.location().unwrap_or(("", 0, 0));
+                (d.message.clone(), line, col)
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("environment variable UNSET_VAR is not set (target-password of x@y.example)".to_owned(), 6, 97),
+                ("secret file gone.pass cannot be read: it does not exist (source-password of w@y.example)".to_owned(), 8, 62),
+                ("the program `nosuchprogram-xyz` of secret command `nosuchprogram-xyz show w` is not on PATH (target-password of w@y.example)".to_owned(), 8, 100),
+            ]
+        );
+        assert!(
+            diags.items[0]
+                .help
+                .as_deref()
+                .is_some_and(|h| h.ends_with("1 more account(s) use the same reference"))
+        );
+        assert!(
+            diags
+                .items
+                .iter()
+                .all(|d| d.severity == Severity::Warning && d.code == Code::UnresolvedSecret)
+        );
+        diags.escalate(Code::UnresolvedSecret);
+        assert_eq!(diags.error_count(), 3);
+    }
+
+    #[test]
+    fn programs_are_told_apart_from_shell_syntax() {
+        assert_eq!(program_of("pass show x"), Some("pass"));
+        assert_eq!(program_of("/usr/bin/op read x"), Some("/usr/bin/op"));
+        assert_eq!(program_of("echo x"), None);
+        assert_eq!(program_of("PW=1 helper"), None);
+        assert_eq!(program_of("$HOME/bin/x"), None);
+        assert!(find_program("sh"));
+        assert!(!find_program("nosuchprogram-xyz"));
+    }
 }

@@ -166,6 +166,21 @@ impl Diagnostic {
         self.severity == Severity::Error
     }
 
+    /// The labels outside the primary label's file, as `file:line:column (text)`.
+    fn elsewhere(&self) -> Vec<String> {
+        let Some(primary) = self.labels.first() else {
+            return Vec::new();
+        };
+        self.labels
+            .iter()
+            .filter(|l| !Arc::ptr_eq(&l.source, &primary.source))
+            .map(|l| {
+                let (line, column) = l.source.line_col(l.span.offset);
+                format!("{}:{line}:{column} ({})", l.source.name, l.text)
+            })
+            .collect()
+    }
+
     /// The primary place: file, 1-based line and column.
     pub fn location(&self) -> Option<(&str, usize, usize)> {
         self.labels.first().map(|l| {
@@ -196,9 +211,22 @@ impl miette::Diagnostic for Diagnostic {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        // The snippet shows one file; the places in other files (the plan line importing a CSV
+        // row, the first of two duplicates) are named after the help.
+        let elsewhere = self.elsewhere();
+        if elsewhere.is_empty() {
+            return self
+                .help
+                .as_ref()
+                .map(|h| Box::new(h) as Box<dyn fmt::Display>);
+        }
+        let mut text = self.help.clone().unwrap_or_default();
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str("see also ");
+        text.push_str(&elsewhere.join(", "));
+        Some(Box::new(text))
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
@@ -334,6 +362,21 @@ mod tests {
         );
         assert!(out.contains("remove one of the two entries"), "{out}");
         assert!(out.contains("p.yaml"), "{out}");
+    }
+
+    #[test]
+    fn labels_in_another_file_are_named_in_the_help() {
+        let plan = SourceFile::new("p.yaml", "accounts:\n  - import: a.csv\n");
+        let csv = SourceFile::new("a.csv", "address\nx@y.example\n");
+        let d = Diagnostic::error(Code::DuplicateAccount, "twice")
+            .with_label(&csv, Span::new(8, 11), "again here")
+            .with_label(&plan, Span::new(22, 5), "imported here")
+            .with_help("remove one");
+        assert_eq!(d.labels().expect("labels").count(), 1);
+        assert_eq!(
+            d.help().expect("help").to_string(),
+            "remove one\nsee also p.yaml:2:13 (imported here)"
+        );
     }
 
     #[test]

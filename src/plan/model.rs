@@ -195,6 +195,16 @@ pub struct Account {
     /// Where the account was written (plan file or CSV row), for diagnostics at run time.
     #[serde(skip)]
     pub origin: Origin,
+    /// Where each secret reference was written, for diagnostics about resolving it.
+    #[serde(skip)]
+    pub secret_origins: SecretOrigins,
+}
+
+/// Where an account's secret references were written (the YAML value or the CSV cell).
+#[derive(Debug, Clone, Default)]
+pub struct SecretOrigins {
+    pub source_password: Option<Origin>,
+    pub target_password: Option<Origin>,
 }
 
 impl Account {

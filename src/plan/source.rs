@@ -44,6 +44,25 @@ impl SourceFile {
             + 1;
         (line, column)
     }
+
+    /// Byte offset of a 1-based line and column (in characters), clamped to the text.
+    pub fn offset_of(&self, line: usize, column: usize) -> usize {
+        let text: &str = &self.text;
+        let line_start = if line <= 1 {
+            0
+        } else {
+            text.match_indices('\n')
+                .nth(line - 2)
+                .map_or(text.len(), |(i, _)| i + 1)
+        };
+        let rest = &text[line_start..];
+        let line_text = &rest[..rest.find('\n').unwrap_or(rest.len())];
+        line_start
+            + line_text
+                .char_indices()
+                .nth(column.saturating_sub(1))
+                .map_or(line_text.len(), |(i, _)| i)
+    }
 }
 
 /// A byte range in a source file.
@@ -97,5 +116,8 @@ mod tests {
         assert_eq!(src.line_col(5), (2, 1));
         // 'x' is after a two-byte 'é': byte offset 13, character column 8.
         assert_eq!(src.line_col(13), (2, 8));
+        assert_eq!(src.offset_of(2, 8), 13);
+        assert_eq!(src.offset_of(1, 1), 0);
+        assert_eq!(src.offset_of(9, 9), src.text.len());
     }
 }

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::decode::{Fields, Reader, did_you_mean};
-use super::diag::{Code, Diagnostic, Diagnostics};
+use super::diag::{Code, Diagnostic, Diagnostics, Label};
+use super::import::{self, FileReader};
 use super::model::{
     Account, AfterOptions, CopyOptions, DomainAttachment, DomainType, Flow, ImapServer,
-    OvhSettings, Plan, Platform, PlatformKind, TlsMode,
+    OvhSettings, Plan, Platform, PlatformKind, SecretOrigins, TlsMode,
 };
 use super::secret::SecretRef;
 use super::source::{Origin, SourceFile, Span};
@@ -53,6 +54,23 @@ const ACCOUNT_KEYS: &[&str] = &[
     "copy",
 ];
 const SECRET_KEYS: &[&str] = &["env", "file", "command"];
+const IMPORT_KEYS: &[&str] = &["import"];
+
+/// The keys each place of a plan allows, for the JSON Schema's tests ([`super::schema`]).
+pub mod keys {
+    pub const TOP: &[&str] = super::TOP_KEYS;
+    pub const PLATFORM: &[&str] = super::PLATFORM_KEYS;
+    pub const PLATFORM_TYPES: &[&str] = super::PLATFORM_TYPES;
+    pub const IMAP: &[&str] = super::IMAP_KEYS;
+    pub const DOMAIN: &[&str] = super::DOMAIN_KEYS;
+    pub const DEFAULTS: &[&str] = super::DEFAULTS_KEYS;
+    pub const COPY: &[&str] = super::COPY_KEYS;
+    pub const FOLDERS: &[&str] = super::FOLDERS_KEYS;
+    pub const ACCOUNT: &[&str] = super::ACCOUNT_KEYS;
+    pub const SECRET: &[&str] = super::SECRET_KEYS;
+    pub const IMPORT: &[&str] = super::IMPORT_KEYS;
+}
+
 const DEFAULT_PROVISIONAL_NAME: &str = "{local}-old";
 /// The new MX Plan's IMAP server, per the `OVHcloud` documentation.
 const MXPLAN_IMAP_HOST: &str = "ssl0.ovh.net";
@@ -60,17 +78,21 @@ const MXPLAN_IMAP_HOST: &str = "ssl0.ovh.net";
 /// An account as written, with the spans later checks point at.
 struct Written {
     account: Account,
+    /// The file the account was written in: the plan, or a CSV import.
+    source: Arc<SourceFile>,
     address_span: Span,
     to_span: Span,
     after_spans: Vec<Span>,
     provisional_span: Span,
 }
 
-/// Validate a parsed plan. `path` is the plan file (its stem names an unnamed plan).
+/// Validate a parsed plan. `path` is the plan file (its stem names an unnamed plan, its folder
+/// anchors imports); `files` reads the CSV imports.
 pub fn validate(
     source: &Arc<SourceFile>,
     root: &Node,
     path: &Path,
+    files: &dyn FileReader,
     diags: &mut Diagnostics,
 ) -> Option<Plan> {
     let mut r = Reader { source, diags };
@@ -120,16 +142,32 @@ pub fn validate(
         .unwrap_or_default();
 
     let mut written = Vec::new();
+    let mut imports: Vec<(Arc<SourceFile>, Span)> = Vec::new();
     if let Some(list) = top.get("accounts")
         && let Some(items) = r.list(list, "`accounts`")
     {
         for item in items {
-            if let Some(w) = read_account(&mut r, item, &defaults, &platforms) {
+            if is_import(item) {
+                let Some(csv) = read_import(&mut r, item, path, files) else {
+                    continue;
+                };
+                let mut cr = Reader {
+                    source: &csv.0,
+                    diags: &mut *r.diags,
+                };
+                for row in import::read_csv(&mut cr) {
+                    if let Some(w) = read_account(&mut cr, &row, &defaults, &platforms) {
+                        written.push(w);
+                    }
+                }
+                imports.push(csv);
+            } else if let Some(w) = read_account(&mut r, item, &defaults, &platforms) {
                 written.push(w);
             }
         }
     }
     check_accounts(&mut r, &mut written, &platforms, &domains);
+    label_imports(r.diags, &imports, source);
 
     // Any error, including duplicate keys found while parsing, withholds the plan.
     if r.diags.has_errors() {
@@ -146,7 +184,59 @@ pub fn validate(
     })
 }
 
-type Platforms = BTreeMap<String, (Platform, Span)>;
+/// Platforms by name, with where each name was written in the plan.
+type Platforms = BTreeMap<String, (Platform, Origin)>;
+
+/// An accounts-list entry with an `import` key (any other key beside it is reported).
+fn is_import(item: &Node) -> bool {
+    matches!(&item.value, Value::Map(entries)
+        if entries.iter().any(|(k, _)| matches!(&k.value, Value::Str(s) if s == "import")))
+}
+
+/// Open the CSV file an `import:` entry names, relative to the plan's folder.
+fn read_import(
+    r: &mut Reader<'_>,
+    item: &Node,
+    plan_path: &Path,
+    files: &dyn FileReader,
+) -> Option<(Arc<SourceFile>, Span)> {
+    let f = r.fields(item, "an import", IMPORT_KEYS)?;
+    let node = f.get("import")?;
+    let relative = r.string(node, "`import`")?;
+    let path = plan_path
+        .parent()
+        .unwrap_or_else(|| Path::new(""))
+        .join(&relative);
+    let csv = import::open(r, files, &path, node.span)?;
+    Some((csv, node.span))
+}
+
+/// Add to every diagnostic located in a CSV import a second label at the `import:` line, so
+/// that machine formats (and readers) can tell which entry brought the row in.
+fn label_imports(
+    diags: &mut Diagnostics,
+    imports: &[(Arc<SourceFile>, Span)],
+    plan: &Arc<SourceFile>,
+) {
+    if imports.is_empty() {
+        return;
+    }
+    for d in &mut diags.items {
+        let Some(first) = d.labels.first() else {
+            continue;
+        };
+        if let Some((_, span)) = imports
+            .iter()
+            .find(|(csv, _)| Arc::ptr_eq(csv, &first.source))
+        {
+            d.labels.push(Label {
+                source: Arc::clone(plan),
+                span: *span,
+                text: "imported here".to_owned(),
+            });
+        }
+    }
+}
 
 fn read_platforms(r: &mut Reader<'_>, top: Fields<'_>) -> Platforms {
     let mut out = Platforms::new();
@@ -207,7 +297,13 @@ fn read_platforms(r: &mut Reader<'_>, top: Fields<'_>) -> Platforms {
             None => None,
         };
         if let Some(kind) = kind {
-            out.insert(name.clone(), (Platform { name, kind, imap }, key.span));
+            out.insert(
+                name.clone(),
+                (
+                    Platform { name, kind, imap },
+                    Origin::new(r.source, key.span),
+                ),
+            );
         }
     }
     out
@@ -586,6 +682,7 @@ fn read_account(
     }
 
     Some(Written {
+        source: Arc::clone(r.source),
         address_span: address_node.span,
         to_span: to_node.span,
         provisional_span: provisional_node.map_or(address_node.span, |n| n.span),
@@ -605,6 +702,14 @@ fn read_account(
             after,
             copy,
             origin: Origin::new(r.source, node.span),
+            secret_origins: SecretOrigins {
+                source_password: f
+                    .get("source-password")
+                    .map(|n| Origin::new(r.source, n.span)),
+                target_password: f
+                    .get("target-password")
+                    .map(|n| Origin::new(r.source, n.span)),
+            },
         },
     })
 }
@@ -689,10 +794,10 @@ fn decide_flow(
     };
     let needs_target_imap = matches!(flow, Flow::MxplanToExchange | Flow::ImapToExchange);
     if needs_target_imap && target.imap.is_none() {
-        let (_, key_span) = &platforms[to];
+        let (_, declared) = &platforms[to];
         r.diags.push(
             Diagnostic::error(Code::MissingKey, format!("platform `{to}` has no `imap` block, and {flow} copies mail into it over IMAP"))
-                .with_label(r.source, *key_span, "this platform")
+                .with_label(&declared.source, declared.span, "this platform")
                 .with_label(r.source, to_span, "copied into here")
                 .with_help("add `imap: { host: exN.mail.ovh.net }` (the server shown in the Exchange control panel)"),
         );
@@ -748,8 +853,12 @@ fn check_accounts(
                     Code::DuplicateAccount,
                     format!("account {} is listed twice", w.account.address),
                 )
-                .with_label(r.source, w.address_span, "again here")
-                .with_label(r.source, written[first].address_span, "first here")
+                .with_label(&w.source, w.address_span, "again here")
+                .with_label(
+                    &written[first].source,
+                    written[first].address_span,
+                    "first here",
+                )
                 .with_help("an address is migrated once; remove one of the two entries"),
             );
         } else {
@@ -783,8 +892,8 @@ fn check_accounts(
                         w.account.address, written[j].account.address
                     ),
                 )
-                .with_label(r.source, w.provisional_span, format!("renames to {p}"))
-                .with_label(r.source, span, what)
+                .with_label(&w.source, w.provisional_span, format!("renames to {p}"))
+                .with_label(&written[j].source, span, what)
                 .with_help(
                     "set a `provisional-name` rule that gives a free name, e.g. \"{local}-old\"",
                 ),
@@ -809,8 +918,8 @@ fn check_accounts(
                     Code::DomainNotAttached,
                     format!("domain {domain} is not attached to `{}`", w.account.to),
                 )
-                .with_label(r.source, w.to_span, "an Exchange platform")
-                .with_label(r.source, w.address_span, format!("an address of {domain}"))
+                .with_label(&w.source, w.to_span, "an Exchange platform")
+                .with_label(&w.source, w.address_span, format!("an address of {domain}"))
                 .with_help(format!(
                     "add it under `domains:`:\n  - name: {domain}\n    platform: {}\n    type: non-authoritative",
                     w.account.to
@@ -832,7 +941,7 @@ fn check_after(r: &mut Reader<'_>, written: &[Written], by_address: &HashMap<Str
                     Code::UnknownAccount,
                     format!("`after` names {name}, which is not an account of this plan"),
                 )
-                .with_label(r.source, *span, "unknown account");
+                .with_label(&w.source, *span, "unknown account");
                 if let Some(best) = did_you_mean(name, &names) {
                     d = d.with_help(format!("did you mean {best}?"));
                 }
@@ -848,9 +957,9 @@ fn check_after(r: &mut Reader<'_>, written: &[Written], by_address: &HashMap<Str
                             w.account.address, w.account.wave, written[j].account.wave
                         ),
                     )
-                    .with_label(r.source, *span, "in a later wave")
+                    .with_label(&w.source, *span, "in a later wave")
                     .with_label(
-                        r.source,
+                        &written[j].source,
                         written[j].address_span,
                         format!("wave {}", written[j].account.wave),
                     )
@@ -903,7 +1012,7 @@ fn check_after(r: &mut Reader<'_>, written: &[Written], by_address: &HashMap<Str
                 .position(|a| *a == awaited.account.address)
             {
                 d = d.with_label(
-                    r.source,
+                    &waiter.source,
                     waiter.after_spans[k],
                     format!(
                         "{} waits for {}",
@@ -1106,6 +1215,94 @@ domains:
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].0, Code::DuplicateKey);
         assert!(plan.is_none());
+    }
+
+    #[test]
+    fn csv_rows_get_every_check_and_point_into_the_csv() {
+        let text = with_accounts(
+            "  - { address: a@acme.example, from: old, to: exchange }
+  - import: more.csv
+",
+        );
+        let csv = "address,from,to,wave,target-password\n\
+                   b@acme.example,isp,exchange,1,file:b.pass\n\
+                   A@acme.example,isp,exchange,,\n\
+                   c@other.example,isp,exchange,,\n\
+                   d@acme.example,old,exchange,soon,\n";
+        let source = SourceFile::new("plans/p.yaml", text.as_str());
+        let files = |path: &Path, _: usize| {
+            assert_eq!(path, Path::new("plans/more.csv"));
+            Ok(csv.as_bytes().to_vec())
+        };
+        let (plan, diags) = crate::plan::load_with(&source, Path::new("plans/p.yaml"), &files);
+        assert!(plan.is_none());
+        let found: Vec<(Code, &str, usize, usize)> = diags
+            .items
+            .iter()
+            .map(|d| {
+                let (file, line, col) = d.location().unwrap_or(("", 0, 0));
+                (d.code, file, line, col)
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Code::DuplicateAccount, "plans/more.csv", 3, 1),
+                (Code::DomainNotAttached, "plans/more.csv", 4, 21),
+                (Code::WrongType, "plans/more.csv", 5, 29),
+            ]
+        );
+        // The duplicate shows both places, in both files, and every CSV diagnostic the import line.
+        let dup = &diags.items[0];
+        let places: Vec<(&str, usize)> = dup
+            .labels
+            .iter()
+            .map(|l| (l.source.name.as_str(), l.source.line_col(l.span.offset).0))
+            .collect();
+        assert_eq!(
+            places,
+            [
+                ("plans/more.csv", 3),
+                ("plans/p.yaml", 13),
+                ("plans/p.yaml", 14)
+            ]
+        );
+        assert!(
+            diags
+                .items
+                .iter()
+                .all(|d| d.labels.last().is_some_and(|l| l.text == "imported here"))
+        );
+
+        // Without the problems, the rows are accounts in place, after the YAML ones.
+        let csv =
+            "address,from,to,wave,target-password\nb@acme.example,isp,exchange,1,file:b.pass\n";
+        let files = |_: &Path, _: usize| Ok(csv.as_bytes().to_vec());
+        let (plan, diags) = crate::plan::load_with(&source, Path::new("plans/p.yaml"), &files);
+        let plan = plan.unwrap_or_else(|| panic!("{:?}", diags.items));
+        let b = &plan.accounts[1];
+        assert_eq!(
+            (b.address.as_str(), b.flow, b.wave),
+            ("b@acme.example", Flow::ImapToExchange, 1)
+        );
+        assert_eq!(b.target_password, Some(SecretRef::File("b.pass".into())));
+        assert_eq!(b.origin.to_string(), "plans/more.csv:2:1");
+        let secret = b.secret_origins.target_password.as_ref().expect("origin");
+        assert_eq!(secret.to_string(), "plans/more.csv:2:31");
+    }
+
+    #[test]
+    fn an_unreadable_import_is_located_at_the_import_line() {
+        let text = with_accounts("  - import: missing.csv\n    adress: x\n");
+        let (plan, found) = run(&text);
+        assert!(plan.is_none());
+        assert_eq!(
+            found,
+            [
+                (Code::CsvImport, "missing.csv".to_owned(), 13, 13),
+                (Code::UnknownKey, "adress".to_owned(), 14, 5),
+            ]
+        );
     }
 
     #[test]

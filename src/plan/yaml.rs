@@ -140,11 +140,16 @@ fn syntax_error(source: &Arc<SourceFile>, e: &serde_saphyr::Error) -> Diagnostic
     // serde-saphyr appends " at line L, column C"; the label says where, so keep the message.
     let mut d = Diagnostic::error(Code::Syntax, format!("invalid YAML: {message}"));
     if let Some(loc) = e.location() {
+        // Parse errors carry a line and column but often no byte offset.
         let offset = loc
             .span()
             .byte_offset()
             .and_then(|o| usize::try_from(o).ok())
-            .unwrap_or(0);
+            .unwrap_or_else(|| {
+                let line = usize::try_from(loc.line()).unwrap_or(0);
+                let column = usize::try_from(loc.column()).unwrap_or(0);
+                source.offset_of(line, column)
+            });
         d = d.with_label(source, Span::new(offset.min(source.text.len()), 1), "here");
     } else {
         d = d.with_label(source, Span::new(0, 0), "");
@@ -315,6 +320,9 @@ mod tests {
         let err = parse_text("version: 1\naccounts: [a, b\n").expect_err("bad yaml");
         assert_eq!(err.code, Code::Syntax);
         assert!(err.location().is_some());
+        // Regression: parse errors without a byte offset were all placed at 1:1.
+        let err = parse_text("version: 1\nplatforms:\n  a: \"x\n").expect_err("bad yaml");
+        assert_eq!(err.location(), Some(("p.yaml", 3, 6)), "{}", err.message);
     }
 
     fn assert_fast_error(text: &str, code: Code) {

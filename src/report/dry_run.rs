@@ -19,6 +19,9 @@ pub enum Format {
 /// Accounts beyond this many are summarised in Markdown, to fit a pull-request comment.
 const MARKDOWN_ACCOUNT_LIMIT: usize = 50;
 
+/// Stages beyond this many are summarised in text: the first and last halves are shown.
+const TEXT_STAGE_LIMIT: usize = 20;
+
 /// What one step would do, in words.
 pub fn describe(plan: &Plan, graph: &StepGraph, id: StepId) -> String {
     let step = graph.step(id);
@@ -242,8 +245,23 @@ pub fn render(
                 }
             }
             writeln!(out, "\nStages (steps that can run in parallel):")?;
+            // A long chain of `after:` makes thousands of stages: show both ends of it.
+            let shown = |n: usize| {
+                stages.len() <= TEXT_STAGE_LIMIT
+                    || n < TEXT_STAGE_LIMIT / 2
+                    || n >= stages.len() - TEXT_STAGE_LIMIT / 2
+            };
             for (n, stage) in stages.iter().enumerate() {
-                writeln!(out, "  {}: {}", n + 1, kind_counts(graph, stage))?;
+                if shown(n) {
+                    writeln!(out, "  {}: {}", n + 1, kind_counts(graph, stage))?;
+                } else if n == TEXT_STAGE_LIMIT / 2 {
+                    let hidden = stages.len() - TEXT_STAGE_LIMIT;
+                    let steps: usize = stages[n..n + hidden].iter().map(Vec::len).sum();
+                    writeln!(
+                        out,
+                        "  … {hidden} more stages ({steps} steps; `--format json` lists them all)"
+                    )?;
+                }
             }
             Ok(())
         }
@@ -300,4 +318,61 @@ fn kind_counts(graph: &StepGraph, stage: &[StepId]) -> String {
         .map(|(k, n)| format!("{} ×{n}", k.name()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::load;
+    use crate::plan::source::SourceFile;
+    use std::path::Path;
+
+    fn render_text(accounts: &str) -> String {
+        let text = format!(
+            "version: 1\nplatforms:\n  a: {{ type: imap, imap: {{ host: a.example }} }}\n  b: {{ type: imap, imap: {{ host: b.example }} }}\naccounts:\n{accounts}"
+        );
+        let (plan, diags) = load(&SourceFile::new("p.yaml", text), Path::new("p.yaml"));
+        let plan = plan.unwrap_or_else(|| panic!("{:?}", diags.items));
+        let graph = StepGraph::build(&plan);
+        let mut out = Vec::new();
+        render(&plan, &graph, Format::Text, &mut out).expect("render");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn text_summarises_long_stage_lists_and_keeps_short_ones() {
+        // Each account waits for the previous one: two stages (copy, verify) per account.
+        let chain: String = (0..30)
+            .map(|i| match i {
+                0 => "  - { address: u0@x.example, from: a, to: b }\n".to_owned(),
+                _ => format!(
+                    "  - {{ address: u{i}@x.example, from: a, to: b, after: [u{}@x.example] }}\n",
+                    i - 1
+                ),
+            })
+            .collect();
+        let text = render_text(&chain);
+        assert!(text.contains("60 steps in 60 stages"), "{text}");
+        let stages: Vec<&str> = text
+            .split("Stages (steps that can run in parallel):\n")
+            .nth(1)
+            .expect("stages")
+            .lines()
+            .collect();
+        assert_eq!(stages.len(), TEXT_STAGE_LIMIT + 1, "{stages:#?}");
+        assert_eq!(stages[0], "  1: copy-mail ×1");
+        assert_eq!(
+            stages[10],
+            "  … 40 more stages (40 steps; `--format json` lists them all)"
+        );
+        assert_eq!(stages[20], "  60: verify ×1");
+
+        let text = render_text("  - { address: u0@x.example, from: a, to: b }\n");
+        assert!(
+            text.ends_with(
+                "Stages (steps that can run in parallel):\n  1: copy-mail ×1\n  2: verify ×1\n"
+            ),
+            "{text}"
+        );
+    }
 }

@@ -2,6 +2,20 @@
 //! on 127.0.0.1 where it talks to any (see `support`).
 
 mod apply;
+mod codes;
 mod harness;
+mod schema;
+mod snapshots;
 mod support;
 mod validate;
+
+use std::process::{Command, Output};
+
+/// Run the real executable, without colours.
+pub fn mailplan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mailplan"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the mailplan binary runs")
+}

@@ -1,15 +1,9 @@
 //! `mailplan validate` end to end: example plans, exit codes, formats, hostile files.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn mailplan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mailplan"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the mailplan binary runs")
-}
+use super::mailplan;
 
 #[test]
 fn every_example_plan_is_valid() {
@@ -242,4 +236,145 @@ fn completions_and_man_page() {
         "{roff}"
     );
     assert_eq!(mailplan(&["completions", "tcsh"]).status.code(), Some(2));
+}
+
+#[test]
+fn csv_imports_are_read_relative_to_the_plan_and_located_by_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("p.yaml");
+    std::fs::write(
+        &plan,
+        "version: 1\nplatforms:\n  a: { type: imap, imap: { host: a.example } }\n  b: { type: imap, imap: { host: b.example } }\naccounts:\n  - import: rows.csv\n  - import: missing.csv\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("rows.csv"),
+        "address,from,to,wave\nx@y.example,a,b,1\nbad,a,b,\nz@y.example,a,b\n",
+    )
+    .expect("write");
+    let out = mailplan(&["validate", plan.to_str().expect("path"), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let found: Vec<(String, String, u64, u64)> = report["diagnostics"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| {
+            let l = &d["labels"][0];
+            let file = l["file"].as_str().expect("file");
+            let file = Path::new(file).file_name().expect("name").to_string_lossy();
+            (
+                d["code"].as_str().expect("code").to_owned(),
+                file.into_owned(),
+                l["line"].as_u64().expect("line"),
+                l["column"].as_u64().expect("column"),
+            )
+        })
+        .collect();
+    let expected = [
+        ("plan::csv_import", "p.yaml", 7, 13),
+        ("plan::invalid_address", "rows.csv", 3, 1),
+        ("plan::csv_import", "rows.csv", 4, 1),
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:?}");
+    for ((code, file, line, col), (c, f, l, k)) in found.iter().zip(expected) {
+        assert_eq!((code.as_str(), file.as_str(), *line, *col), (c, f, l, k));
+    }
+    let missing = report["diagnostics"][0]["message"]
+        .as_str()
+        .expect("message");
+    assert!(missing.contains("missing.csv"), "{missing}");
+
+    // An oversized import is refused before it is read (a sparse file: nothing is written).
+    let big = std::fs::File::create(dir.path().join("missing.csv")).expect("create");
+    big.set_len(33 * 1024 * 1024).expect("set_len");
+    let out = mailplan(&["validate", plan.to_str().expect("path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("an import may be at most 32 MiB"),
+        "{stderr}"
+    );
+    std::fs::remove_file(dir.path().join("missing.csv")).expect("remove");
+
+    // The human output shows the CSV row and names the import line.
+    let out = mailplan(&["validate", plan.to_str().expect("path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rows.csv:3:1"), "{stderr}");
+    assert!(stderr.contains("p.yaml:6:13 (imported here)"), "{stderr}");
+}
+
+#[test]
+fn unresolvable_secrets_are_warnings_and_no_secret_value_is_ever_printed() {
+    const VALUE: &str = "Zq9-the-secret-value-7Xw";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("p.yaml");
+    std::fs::write(
+        &plan,
+        "version: 1\nplatforms:\n  a: { type: imap, imap: { host: a.example } }\n  b: { type: imap, imap: { host: b.example } }\naccounts:\n  - { address: x@y.example, from: a, to: b, source-password: { env: MAILPLAN_IT_SET }, target-password: { file: x.pass } }\n  - { address: z@y.example, from: a, to: b, source-password: { env: MAILPLAN_IT_UNSET_41 }, target-password: { file: gone.pass } }\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("x.pass"), VALUE).expect("write");
+    let plan = plan.to_str().expect("path");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mailplan"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("MAILPLAN_IT_SET", VALUE)
+            .env_remove("MAILPLAN_IT_UNSET_41")
+            .output()
+            .expect("runs")
+    };
+
+    let out = run(&["validate", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "warnings only");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let warnings: Vec<(&str, &str, u64)> = report["diagnostics"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| {
+            (
+                d["code"].as_str().expect("code"),
+                d["severity"].as_str().expect("severity"),
+                d["labels"][0]["line"].as_u64().expect("line"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            ("plan::unresolved_secret", "warning", 7),
+            ("plan::unresolved_secret", "warning", 7),
+        ]
+    );
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/company-waves.yaml");
+    let example = example.to_str().expect("path");
+    for p in [plan, example] {
+        for args in [
+            &["validate", p][..],
+            &["validate", p, "--format", "json"],
+            &["validate", p, "--format", "github"],
+            &["plan", p],
+            &["plan", p, "--format", "json"],
+            &["plan", p, "--format", "markdown"],
+            &["graph", p],
+        ] {
+            let out = run(args);
+            assert_eq!(out.status.code(), Some(0), "{args:?}");
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!all.contains(VALUE), "{args:?} printed the secret:\n{all}");
+        }
+    }
+    let out = run(&["validate", plan]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("environment variable MAILPLAN_IT_UNSET_41 is not set")
+            && stderr.contains("valid (2 warning(s))"),
+        "{stderr}"
+    );
 }
