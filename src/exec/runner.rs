@@ -280,6 +280,15 @@ pub async fn apply(
         }
         RunMode::DryRun => StateStore::open_read_only(&options.state_path)?,
     };
+    if let Some(s) = store.as_ref().filter(|_| options.mode == RunMode::Real) {
+        // The plan as a whole: a changed plan is visible in `status --format json`.
+        let mut h = Sha256::new();
+        for fp in &fps {
+            h.update(fp);
+        }
+        s.set_meta("plan_fingerprint", &hex(&h.finalize()[..12]))?;
+        s.set_meta("plan_name", &plan.name)?;
+    }
     let store = store.map(|s| Arc::new(Mutex::new(s)));
     let dry = options.mode == RunMode::DryRun;
     let state_display = options.state_path.display().to_string();
@@ -663,6 +672,11 @@ async fn run_step(
                     wait,
                     error: &e.to_string(),
                 });
+                if let (Some(store), RunMode::Real) = (&shared.store, shared.mode)
+                    && let Ok(g) = store.lock()
+                {
+                    let _ = g.step_retried(key);
+                }
                 if !sleep_unless_stopped(wait, &shared.stop).await {
                     return StepResult::Interrupted;
                 }

@@ -300,8 +300,20 @@ impl StateStore {
                 "INSERT INTO steps (key, account, kind, fingerprint, status, attempts, started_at)
                  VALUES (?1, ?2, ?3, ?4, 'running', 1, ?5)
                  ON CONFLICT (key) DO UPDATE SET fingerprint = ?4, status = 'running',
-                   attempts = attempts + 1, started_at = ?5, finished_at = NULL, error = NULL",
+                   attempts = CASE WHEN status = 'done' THEN 1 ELSE attempts + 1 END,
+                   started_at = ?5, finished_at = NULL, error = NULL",
                 params![key, account, kind, fingerprint, now()],
+            )
+            .map_err(|e| self.error(&e))?;
+        Ok(())
+    }
+
+    /// A running step tries again after a network error or a "try later" answer.
+    pub fn step_retried(&self, key: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE steps SET attempts = attempts + 1 WHERE key = ?1",
+                params![key],
             )
             .map_err(|e| self.error(&e))?;
         Ok(())

@@ -402,3 +402,131 @@ fn an_unset_secret_stops_apply_before_anything_runs() {
     assert!(err.contains("env:SOURCE_PW"), "{err}");
     assert!(!s.state("unset").exists(), "something ran");
 }
+
+/// Send `signal` (`INT`, `TERM`) to a child.
+fn signal(child: &std::process::Child, signal: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill -{signal} failed");
+}
+
+/// Wait for a child to end, at most `limit`; its exit code.
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code();
+        }
+        if start.elapsed() > limit {
+            child.kill().ok();
+            child.wait().ok();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_interrupt_stops_at_a_safe_point_with_130_and_the_next_run_resumes() {
+    let s = Sandbox::new();
+    let corpus = Corpus::with_seed(600, 5);
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let proxy = Proxy::start(
+        s.dovecot.imap_addr(),
+        Faults {
+            bandwidth: Some(1_500_000),
+            ..Faults::default()
+        },
+    );
+    let plan = s.plan("interrupted", Some(proxy.addr()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let total = u32::try_from(corpus.expected().message_total()).expect("small");
+
+    // SIGTERM once: finish the batch, record it, exit 130.
+    let mut child = s
+        .command(&["apply", plan])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while target_count(&s.dovecot) < total / 5 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, "TERM");
+    let code = wait_exit(&mut child, Duration::from_secs(60));
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err).ok();
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        err.contains("interrupt") && err.contains("stopped copy-mail"),
+        "{err}"
+    );
+    let copied = target_count(&s.dovecot);
+    assert!(copied < total, "the copy ended before the interrupt");
+
+    let out = s.run(&["status", plan]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("interrupted"), "{status}");
+
+    // Two interrupts: the second exits at once; still resumable.
+    let mut child = s
+        .command(&["apply", plan])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while target_count(&s.dovecot) <= copied + 20 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, "INT");
+    std::thread::sleep(Duration::from_millis(50));
+    signal(&child, "INT");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(130));
+
+    let out = s.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_same(&s.source(), &s.target());
+}
+
+#[test]
+fn a_message_over_max_message_size_is_skipped_with_a_reason_and_copied_once_the_limit_goes() {
+    let s = Sandbox::new();
+    let corpus = Corpus::with_seed(30, 8).with_large_message();
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let limited = s.plan("sizes", None, "    copy:\n      max-message-size: 10MB\n");
+    let out = s.run(&["apply", limited.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1 left out on purpose"), "{err}");
+    let out = s.run(&[
+        "report",
+        limited.to_str().expect("utf-8"),
+        "--format",
+        "json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let issue = &report["accounts"][0]["issues"][0];
+    assert_eq!(issue["kind"], "too-large", "{report}");
+    assert!(
+        issue["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("larger than max-message-size")),
+        "{report}"
+    );
+    assert_eq!(
+        s.target().message_total() + 1,
+        s.source().message_total(),
+        "all but the large message"
+    );
+
+    // Without the limit (same plan name, so the same state): the next run copies it.
+    let unlimited = s.plan("sizes", None, "");
+    let out = s.run(&["apply", unlimited.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_same(&s.source(), &s.target());
+}

@@ -45,7 +45,9 @@ pub struct FolderRecord {
     pub last_uid: u32,
     /// A batch was started and not finished: reconcile before sending anything.
     pub pending: bool,
-    /// Messages the target refused last time; they are tried again by a reconcile.
+    /// Messages at or below `last_uid` that are not on the target: refused by it, or left out
+    /// by `max-message-size`. A folder with any is reconciled on the next run, so a fixed cause
+    /// (a raised limit, a freed quota) gets them copied.
     pub failed: u64,
 }
 
@@ -330,7 +332,7 @@ async fn copy_folder(
         uidvalidity,
         last_uid: max_uid,
         pending: false,
-        failed: outcome.counts.failed,
+        failed: outcome.counts.failed + outcome.counts.skipped,
     };
     let nothing = FolderCounts::default();
     ctx.ledger
@@ -485,7 +487,7 @@ async fn transfer(
                         uidvalidity,
                         last_uid: max_uid,
                         pending: false,
-                        failed: counts.failed + batch.failed,
+                        failed: counts.failed + counts.skipped + batch.failed,
                     };
                     ledger
                         .end_batch(src, record, &batch)
