@@ -67,6 +67,10 @@ pub enum Command {
         /// Leave these accounts out (addresses).
         #[arg(long, num_args = 1..)]
         exclude: Vec<String>,
+        /// Also read the live state (read-only): log in, list folders, show where each goes and
+        /// how many messages each side holds.
+        #[arg(long)]
+        refresh: bool,
     },
     /// Print the plan format's JSON Schema (the one in `schemas/plan.schema.json`).
     Schema,
@@ -166,23 +170,43 @@ pub fn run() -> u8 {
     match cli.command {
         Command::Validate { plan, format } => validate(&plan, format, color),
         Command::Plan {
-            plan,
+            plan: path,
             format,
             only,
             exclude,
-        } => match load_valid(&plan, color) {
-            Ok(mut plan) => {
-                let only: Vec<String> = only.iter().map(|a| a.to_lowercase()).collect();
-                let exclude: Vec<String> = exclude.iter().map(|a| a.to_lowercase()).collect();
-                plan.select(&only, &exclude);
-                let graph = StepGraph::build(&plan);
-                let mut out = io::BufWriter::new(io::stdout().lock());
-                let _ = crate::report::dry_run::render(&plan, &graph, format, &mut out);
-                let _ = out.flush();
-                0
+            refresh,
+        } => {
+            let only: Vec<String> = only.iter().map(|a| a.to_lowercase()).collect();
+            let exclude: Vec<String> = exclude.iter().map(|a| a.to_lowercase()).collect();
+            // --refresh logs in: like apply, it needs every selected account's secrets.
+            let executes = refresh.then_some((only.as_slice(), exclude.as_slice()));
+            match load_shown(&path, color, executes) {
+                Ok(mut plan) => {
+                    plan.select(&only, &exclude);
+                    let live = if refresh {
+                        match runtime().map(|r| r.block_on(crate::exec::refresh::refresh(&plan))) {
+                            Ok(Ok(live)) => Some(live),
+                            Ok(Err(e)) => return print_error(&e, color, e.exit_code()),
+                            Err(code) => return code,
+                        }
+                    } else {
+                        None
+                    };
+                    let graph = StepGraph::build(&plan);
+                    let mut out = io::BufWriter::new(io::stdout().lock());
+                    let _ = crate::report::dry_run::render(
+                        &plan,
+                        &graph,
+                        format,
+                        live.as_deref(),
+                        &mut out,
+                    );
+                    let _ = out.flush();
+                    0
+                }
+                Err(code) => code,
             }
-            Err(code) => code,
-        },
+        }
         Command::Schema => {
             let _ = io::stdout()
                 .lock()
@@ -279,16 +303,21 @@ pub fn run() -> u8 {
     }
 }
 
-fn apply(plan: Plan, options: &ApplyOptions, output: Output, color: bool) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// The async runtime of the commands that talk to servers.
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
+        .map_err(|e| {
             let _ = writeln!(io::stderr(), "cannot start the async runtime: {e}");
-            return 1;
-        }
+            1
+        })
+}
+
+fn apply(plan: Plan, options: &ApplyOptions, output: Output, color: bool) -> u8 {
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     let printer = Arc::new(Printer::new(output));
     match runtime.block_on(crate::exec::runner::apply(plan, options, printer)) {

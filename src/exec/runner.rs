@@ -96,11 +96,11 @@ impl RunSummary {
 
 /// Logins and passwords of one account, resolved.
 #[derive(Debug)]
-struct Credentials {
-    source_login: String,
-    source_password: Secret,
-    target_login: String,
-    target_password: Secret,
+pub(crate) struct Credentials {
+    pub source_login: String,
+    pub source_password: Secret,
+    pub target_login: String,
+    pub target_password: Secret,
 }
 
 /// What every step task shares.
@@ -147,6 +147,11 @@ fn preflight(plan: &Plan) -> Result<Vec<Credentials>, ExecError> {
             unsupported.join(", ")
         )));
     }
+    resolve_credentials(plan)
+}
+
+/// Resolve every account's logins and passwords; all problems at once.
+pub(crate) fn resolve_credentials(plan: &Plan) -> Result<Vec<Credentials>, ExecError> {
     let dir = plan
         .path
         .parent()

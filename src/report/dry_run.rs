@@ -6,6 +6,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use crate::exec::refresh::AccountRefresh;
 use crate::graph::{StepGraph, StepId, StepKind};
 use crate::plan::model::{Account, Plan};
 
@@ -79,9 +80,11 @@ fn describe_account_step(kind: StepKind, a: &Account) -> String {
             a.to, a.address
         ),
         StepKind::CopyMail => {
+            let source = a.source_login.as_deref().unwrap_or(provisional);
+            let target = a.target_login.as_deref().unwrap_or(&a.address);
             let mut s = format!(
-                "copy mail over IMAP from {provisional} on {} to {} on {}",
-                a.from, a.address, a.to
+                "copy mail over IMAP from {source} on {} to {target} on {}",
+                a.from, a.to
             );
             if !a.copy.exclude.is_empty() {
                 s.push_str(", excluding ");
@@ -106,6 +109,9 @@ struct JsonPlan<'a> {
     shared_steps: Vec<JsonStep>,
     accounts: Vec<JsonAccount<'a>>,
     stages: Vec<Vec<usize>>,
+    /// `--refresh`: what the servers hold now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<&'a [AccountRefresh]>,
 }
 
 #[derive(Serialize, Default)]
@@ -175,10 +181,85 @@ fn totals(plan: &Plan, graph: &StepGraph, stages: usize) -> Totals {
     t
 }
 
+/// Render the dry run; `live` is what `--refresh` read from the servers.
 pub fn render(
     plan: &Plan,
     graph: &StepGraph,
     format: Format,
+    live: Option<&[AccountRefresh]>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    render_offline(plan, graph, format, live, out)?;
+    match (live, format) {
+        (Some(live), Format::Text) => render_live_text(live, out),
+        (Some(live), Format::Markdown) => render_live_markdown(live, out),
+        _ => Ok(()),
+    }
+}
+
+fn render_live_text(live: &[AccountRefresh], out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "\nLive state (read with --refresh; nothing was changed):"
+    )?;
+    for a in live {
+        writeln!(out, "\n{}:", a.address)?;
+        if let Some(e) = &a.error {
+            writeln!(out, "  cannot read: {e}")?;
+            continue;
+        }
+        for f in &a.folders {
+            let target = if f.target_exists {
+                format!("{} ({} messages)", f.target, f.target_messages)
+            } else {
+                format!("{} (to create)", f.target)
+            };
+            writeln!(
+                out,
+                "  {} ({} messages) -> {target} [{}]",
+                f.source, f.source_messages, f.reason
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn render_live_markdown(live: &[AccountRefresh], out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "\n#### Live state (`--refresh`)\n")?;
+    writeln!(
+        out,
+        "| account | source folder | messages | target folder | messages | why |\n|---|---|--:|---|--:|---|"
+    )?;
+    for a in live {
+        if let Some(e) = &a.error {
+            writeln!(
+                out,
+                "| `{}` | cannot read: {} | | | | |",
+                a.address,
+                e.replace('|', "\\|")
+            )?;
+        }
+        for f in &a.folders {
+            let (target, count) = if f.target_exists {
+                (f.target.clone(), f.target_messages.to_string())
+            } else {
+                (format!("{} (to create)", f.target), String::new())
+            };
+            writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} | {} |",
+                a.address, f.source, f.source_messages, target, count, f.reason
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn render_offline(
+    plan: &Plan,
+    graph: &StepGraph,
+    format: Format,
+    live: Option<&[AccountRefresh]>,
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let stages = graph.stages();
@@ -211,6 +292,7 @@ pub fn render(
                     .map(|s| s.iter().map(|id| id.index()).collect())
                     .collect(),
                 totals,
+                live,
             };
             serde_json::to_writer(&mut *out, &doc)?;
             writeln!(out)
@@ -335,7 +417,7 @@ mod tests {
         let plan = plan.unwrap_or_else(|| panic!("{:?}", diags.items));
         let graph = StepGraph::build(&plan);
         let mut out = Vec::new();
-        render(&plan, &graph, Format::Text, &mut out).expect("render");
+        render(&plan, &graph, Format::Text, None, &mut out).expect("render");
         String::from_utf8(out).expect("utf-8")
     }
 

@@ -530,3 +530,37 @@ fn a_message_over_max_message_size_is_skipped_with_a_reason_and_copied_once_the_
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_same(&s.source(), &s.target());
 }
+
+#[test]
+fn plan_refresh_shows_the_live_folder_mapping_and_changes_nothing() {
+    let s = Sandbox::new();
+    Corpus::with_count(30).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let plan = s.plan(
+        "refresh",
+        None,
+        "    copy:\n      folders:\n        map: { Archive: Old/Archive }\n        exclude: [Junk]\n",
+    );
+    let plan = plan.to_str().expect("utf-8");
+    // The target already has its Sent folder (special use \Sent in the server's config).
+    s.dovecot
+        .doveadm(&["mailbox", "create", "-s", "-u", TARGET.0, "Sent"]);
+    let before = s.target();
+    let out = s.run(&["plan", plan, "--refresh"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Live state"), "{stdout}");
+    assert!(stdout.contains("-> Old/Archive (to create) [map]"), "{stdout}");
+    assert!(stdout.contains("-> INBOX ("), "{stdout}");
+    assert!(!stdout.contains("  Junk ("), "excluded folders are not listed: {stdout}");
+
+    let out = s.run(&["plan", plan, "--refresh", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let folders = doc["live"][0]["folders"].as_array().expect("live folders");
+    let sent = folders
+        .iter()
+        .find(|f| f["source"] == "Sent")
+        .expect("Sent is listed");
+    assert_eq!(sent["reason"], "special-use");
+    assert_same(&before, &s.target());
+    assert!(!s.dir.path().join(".mailplan").exists());
+}
