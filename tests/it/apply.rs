@@ -549,9 +549,15 @@ fn plan_refresh_shows_the_live_folder_mapping_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Live state"), "{stdout}");
-    assert!(stdout.contains("-> Old/Archive (to create) [map]"), "{stdout}");
+    assert!(
+        stdout.contains("-> Old/Archive (to create) [map]"),
+        "{stdout}"
+    );
     assert!(stdout.contains("-> INBOX ("), "{stdout}");
-    assert!(!stdout.contains("  Junk ("), "excluded folders are not listed: {stdout}");
+    assert!(
+        !stdout.contains("  Junk ("),
+        "excluded folders are not listed: {stdout}"
+    );
 
     let out = s.run(&["plan", plan, "--refresh", "--format", "json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
