@@ -570,3 +570,51 @@ fn plan_refresh_shows_the_live_folder_mapping_and_changes_nothing() {
     assert_same(&before, &s.target());
     assert!(!s.dir.path().join(".mailplan").exists());
 }
+
+#[test]
+fn messages_the_target_refuses_are_recorded_with_its_words_and_the_rest_is_copied() {
+    let s = Sandbox::new();
+    // The target refuses messages over 2 kB (Dovecot's quota plugin): some in the middle of
+    // MULTIAPPEND groups, which must fall back to one APPEND each to isolate them.
+    s.dovecot
+        .add_user_with(TARGET.0, TARGET.1, "userdb_quota_max_mail_size=2k");
+    let corpus = Corpus::with_seed(150, 21);
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let plan = s.plan("refused", None, "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = s.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(1), "verify fails: {}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("FAILED  verify alice@old.example"), "{err}");
+
+    let out = s.run(&["report", plan, "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let account = &report["accounts"][0];
+    let refused = account["refused"].as_u64().expect("refused");
+    assert!(refused > 0, "nothing was refused: {report}");
+    let issues = account["issues"].as_array().expect("issues");
+    assert!(
+        issues.iter().all(|i| i["kind"] == "refused"
+            && i["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("[LIMIT] Mail size is larger"))),
+        "{report}"
+    );
+    let (source, target) = (s.source(), s.target());
+    assert_eq!(
+        target.message_total() as u64 + refused,
+        source.message_total() as u64,
+        "everything but the refused messages is on the target"
+    );
+    for key in target.messages.keys() {
+        assert!(
+            source.messages.contains_key(key),
+            "unexpected on the target: {key:?}"
+        );
+    }
+    let md = String::from_utf8_lossy(&s.run(&["report", plan]).stdout).into_owned();
+    assert!(
+        md.contains("### Problems") && md.contains("refused"),
+        "{md}"
+    );
+}

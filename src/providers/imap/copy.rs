@@ -33,6 +33,9 @@ use crate::providers::RunMode;
 const BATCH_MESSAGES: usize = 200;
 /// Bytes fetched per batch, at most (a larger message is a batch of its own).
 const BATCH_BYTES: u64 = 8 << 20;
+/// Messages and bytes sent in one MULTIAPPEND.
+const MULTIAPPEND_MESSAGES: usize = 50;
+const MULTIAPPEND_BYTES: usize = 4 << 20;
 /// Bytes held between the fetching and the appending connection, at most (plus one message).
 const BUFFER_KIB: u32 = 16 << 10;
 
@@ -197,12 +200,13 @@ pub async fn copy_account(ctx: &mut CopyContext<'_>) -> Result<Vec<FolderOutcome
         .iter()
         .find_map(|f| f.separator)
         .or(Some('/'));
+    let multi = multiappend_offered(ctx.target, ctx.target_server).await?;
     let mut outcomes = Vec::with_capacity(mappings.len());
     for m in &mappings {
         if ctx.stop.load(Ordering::SeqCst) {
             return Err(CopyError::Interrupted);
         }
-        outcomes.push(copy_folder(ctx, m, target_separator).await?);
+        outcomes.push(copy_folder(ctx, m, target_separator, multi).await?);
     }
     Ok(outcomes)
 }
@@ -214,10 +218,21 @@ struct Wanted {
     size: u32,
 }
 
+/// Whether the target takes several messages per APPEND without waiting between them
+/// (MULTIAPPEND with LITERAL+).
+async fn multiappend_offered(target: &mut Session, server: &str) -> Result<bool, ImapError> {
+    let caps = target
+        .capabilities()
+        .await
+        .map_err(|e| ImapError::from_imap(server, "reading the capabilities", e))?;
+    Ok(caps.has_str("MULTIAPPEND") && caps.has_str("LITERAL+"))
+}
+
 async fn copy_folder(
     ctx: &mut CopyContext<'_>,
     m: &FolderMapping,
     target_separator: Option<char>,
+    multi: bool,
 ) -> Result<FolderOutcome, CopyError> {
     let src = &m.source.path;
     let (ss, ts) = (ctx.source_server, ctx.target_server);
@@ -325,7 +340,7 @@ async fn copy_folder(
             .select(&m.target_wire)
             .await
             .map_err(|e| ImapError::from_imap(ts, format!("opening {}", m.target_path), e))?;
-        transfer(ctx, m, uidvalidity, &wanted, &mut outcome.counts).await?;
+        transfer(ctx, m, uidvalidity, &wanted, multi, &mut outcome.counts).await?;
     }
 
     let record = FolderRecord {
@@ -365,6 +380,7 @@ async fn transfer(
     m: &FolderMapping,
     uidvalidity: u32,
     wanted: &[Wanted],
+    multi: bool,
     counts: &mut FolderCounts,
 ) -> Result<(), CopyError> {
     let (ss, ts) = (ctx.source_server, ctx.target_server);
@@ -424,6 +440,8 @@ async fn transfer(
     let consumer = async {
         let mut in_batch = false;
         let mut batch = FolderCounts::default();
+        let mut group: Vec<Fetched> = Vec::new();
+        let mut group_bytes = 0usize;
         while let Some(item) = rx.recv().await {
             match item {
                 Item::Message(msg) => {
@@ -433,56 +451,24 @@ async fn transfer(
                             .map_err(CopyError::Ledger)?;
                         in_batch = true;
                     }
-                    let flags = (!msg.flags.is_empty()).then(|| format!("({})", msg.flags));
-                    let activity = format!("appending to {}", m.target_path);
-                    let sent = tokio::time::timeout(
-                        op_timeout(msg.body.len()),
-                        target.append(
-                            &m.target_wire,
-                            flags.as_deref(),
-                            msg.date.as_deref(),
-                            &msg.body,
-                        ),
-                    )
-                    .await;
-                    match sent {
-                        Err(_) => {
-                            return Err(ImapError::timeout(
-                                ts,
-                                activity,
-                                op_timeout(msg.body.len()),
-                            )
-                            .into());
-                        }
-                        Ok(Ok(())) => {
-                            batch.copied += 1;
-                            batch.bytes += msg.body.len() as u64;
-                            observer(CopyEvent::Copied {
-                                messages: 1,
-                                bytes: msg.body.len() as u64,
-                            });
-                        }
-                        Ok(Err(e)) => {
-                            let err = match e {
-                                async_imap::error::Error::Append => ImapError::new(
-                                    ImapErrorKind::Refused,
-                                    ts,
-                                    &activity,
-                                    "the server refused the message before receiving it",
-                                ),
-                                e => ImapError::from_imap(ts, &activity, e),
-                            };
-                            if err.kind != ImapErrorKind::Refused {
-                                return Err(err.into());
-                            }
-                            batch.failed += 1;
-                            ledger
-                                .issue(src, msg.uid, IssueKind::Refused, &err.message)
-                                .map_err(CopyError::Ledger)?;
-                        }
+                    group_bytes += msg.body.len();
+                    group.push(msg);
+                    let full =
+                        group.len() >= MULTIAPPEND_MESSAGES || group_bytes >= MULTIAPPEND_BYTES;
+                    if full || !multi {
+                        send_group(
+                            target, ts, m, multi, &mut group, &mut batch, ledger, observer,
+                        )
+                        .await?;
+                        group_bytes = 0;
                     }
                 }
                 Item::BatchEnd { max_uid } => {
+                    send_group(
+                        target, ts, m, multi, &mut group, &mut batch, ledger, observer,
+                    )
+                    .await?;
+                    group_bytes = 0;
                     let record = FolderRecord {
                         uidvalidity,
                         last_uid: max_uid,
@@ -511,6 +497,211 @@ async fn transfer(
         return Err(CopyError::Interrupted);
     }
     Ok(())
+}
+
+/// Append a group of messages: one MULTIAPPEND with LITERAL+ when the server offers them, else
+/// one APPEND each. A refused MULTIAPPEND (atomic: nothing was added) is retried message by
+/// message, so that only the messages the server refuses are recorded, with its words.
+#[allow(clippy::too_many_arguments)]
+async fn send_group(
+    target: &mut Session,
+    server: &str,
+    m: &FolderMapping,
+    multi: bool,
+    group: &mut Vec<Fetched>,
+    batch: &mut FolderCounts,
+    ledger: &dyn Ledger,
+    observer: &(dyn Fn(CopyEvent<'_>) + Send + Sync),
+) -> Result<(), CopyError> {
+    if group.is_empty() {
+        return Ok(());
+    }
+    let messages = std::mem::take(group);
+    let activity = format!("appending to {}", m.target_path);
+    if multi {
+        match multiappend(target, server, &m.target_wire, &activity, &messages).await {
+            Ok(()) => {
+                let bytes: u64 = messages.iter().map(|f| f.body.len() as u64).sum();
+                batch.copied += messages.len() as u64;
+                batch.bytes += bytes;
+                observer(CopyEvent::Copied {
+                    messages: messages.len() as u64,
+                    bytes,
+                });
+                return Ok(());
+            }
+            Err(e) if e.kind == ImapErrorKind::Refused && messages.len() == 1 => {
+                batch.failed += 1;
+                ledger
+                    .issue(
+                        &m.source.path,
+                        messages[0].uid,
+                        IssueKind::Refused,
+                        &e.message,
+                    )
+                    .map_err(CopyError::Ledger)?;
+                return Ok(());
+            }
+            Err(e) if e.kind == ImapErrorKind::Refused => {} // one by one below
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for msg in &messages {
+        let sent = if multi {
+            multiappend(
+                target,
+                server,
+                &m.target_wire,
+                &activity,
+                std::slice::from_ref(msg),
+            )
+            .await
+        } else {
+            append_one(target, server, &m.target_wire, &activity, msg).await
+        };
+        match sent {
+            Ok(()) => {
+                batch.copied += 1;
+                batch.bytes += msg.body.len() as u64;
+                observer(CopyEvent::Copied {
+                    messages: 1,
+                    bytes: msg.body.len() as u64,
+                });
+            }
+            Err(err) if err.kind == ImapErrorKind::Refused => {
+                batch.failed += 1;
+                ledger
+                    .issue(&m.source.path, msg.uid, IssueKind::Refused, &err.message)
+                    .map_err(CopyError::Ledger)?;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn append_one(
+    target: &mut Session,
+    server: &str,
+    mailbox: &str,
+    activity: &str,
+    msg: &Fetched,
+) -> Result<(), ImapError> {
+    let flags = (!msg.flags.is_empty()).then(|| format!("({})", msg.flags));
+    let limit = op_timeout(msg.body.len());
+    match tokio::time::timeout(
+        limit,
+        target.append(mailbox, flags.as_deref(), msg.date.as_deref(), &msg.body),
+    )
+    .await
+    {
+        Err(_) => Err(ImapError::timeout(server, activity, limit)),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(async_imap::error::Error::Append)) => Err(ImapError::new(
+            ImapErrorKind::Refused,
+            server,
+            activity,
+            "the server refused the message before receiving it",
+        )),
+        Ok(Err(e)) => Err(ImapError::from_imap(server, activity, e)),
+    }
+}
+
+/// One APPEND command carrying every message (RFC 3502 MULTIAPPEND) as non-synchronising
+/// literals (RFC 7888 LITERAL+): the whole group costs one round trip. Atomic on the server: a
+/// NO means none was added.
+async fn multiappend(
+    target: &mut Session,
+    server: &str,
+    mailbox: &str,
+    activity: &str,
+    messages: &[Fetched],
+) -> Result<(), ImapError> {
+    use async_imap::imap_proto::{Response, Status};
+    use tokio::io::AsyncWriteExt;
+
+    let total: usize = messages.iter().map(|f| f.body.len()).sum();
+    let limit = op_timeout(total);
+    let net =
+        |e: std::io::Error| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string());
+    let work = async {
+        let mut first = true;
+        let mut tag = None;
+        for msg in messages {
+            let mut opts = String::new();
+            if !msg.flags.is_empty() {
+                let _ = write!(opts, " ({})", msg.flags);
+            }
+            if let Some(date) = &msg.date {
+                let _ = write!(opts, " {date}");
+            }
+            let head = format!("{opts} {{{}+}}", msg.body.len());
+            if first {
+                let command = format!("APPEND {}{head}", quote(mailbox));
+                tag = Some(
+                    target
+                        .run_command(&command)
+                        .await
+                        .map_err(|e| ImapError::from_imap(server, activity, e))?,
+                );
+                first = false;
+            } else {
+                target
+                    .get_mut()
+                    .write_all(format!("{head}\r\n").as_bytes())
+                    .await
+                    .map_err(net)?;
+            }
+            target.get_mut().write_all(&msg.body).await.map_err(net)?;
+        }
+        target.get_mut().write_all(b"\r\n").await.map_err(net)?;
+        target.get_mut().flush().await.map_err(net)?;
+        let Some(tag) = tag else { return Ok(()) };
+        loop {
+            let Some(response) = target.read_response().await.map_err(net)? else {
+                return Err(ImapError::new(
+                    ImapErrorKind::Network,
+                    server,
+                    activity,
+                    "the server closed the connection",
+                ));
+            };
+            if let Response::Done {
+                tag: done,
+                status,
+                outcome,
+            } = response.parsed()
+                && *done == tag
+            {
+                let text = outcome
+                    .information
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_owned();
+                return match status {
+                    Status::Ok => Ok(()),
+                    Status::No => Err(ImapError::from_imap(
+                        server,
+                        activity,
+                        async_imap::error::Error::No(text),
+                    )),
+                    _ => Err(ImapError::from_imap(
+                        server,
+                        activity,
+                        async_imap::error::Error::Bad(text),
+                    )),
+                };
+            }
+        }
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| ImapError::timeout(server, activity, limit))?
+}
+
+/// An IMAP quoted string.
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 fn add(total: &mut FolderCounts, batch: &FolderCounts) {

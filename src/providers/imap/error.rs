@@ -15,7 +15,8 @@ pub enum ImapErrorKind {
     Auth,
     /// The server answered NO or BAD to a command.
     Refused,
-    /// The server asked to slow down (`[THROTTLED]`, "Suggested Backoff Time", `[UNAVAILABLE]`).
+    /// The server asked to slow down (`[THROTTLED]`, "Suggested Backoff Time", `[UNAVAILABLE]`,
+    /// `[INUSE]`). `[LIMIT]` (RFC 5530: an implementation limit, e.g. a size) is permanent.
     Throttled,
 }
 
@@ -138,7 +139,6 @@ fn classify_refusal(text: &str) -> ImapErrorKind {
         || upper.contains("SUGGESTED BACKOFF TIME")
         || upper.contains("[UNAVAILABLE]")
         || upper.contains("[INUSE]")
-        || upper.contains("[LIMIT]")
     {
         ImapErrorKind::Throttled
     } else {
@@ -189,6 +189,16 @@ mod tests {
             "h:993",
             "appending",
             async_imap::error::Error::No("[OVERQUOTA] Quota exceeded".into()),
+        );
+        let size = ImapError::from_imap(
+            "h:993",
+            "appending",
+            async_imap::error::Error::No("[LIMIT] Mail size is too large".into()),
+        );
+        assert_eq!(
+            size.kind,
+            ImapErrorKind::Refused,
+            "a size limit is not a throttle"
         );
         assert_eq!(e.kind, ImapErrorKind::Refused);
         assert!(!e.is_retryable());

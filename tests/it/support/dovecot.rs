@@ -125,7 +125,13 @@ impl Dovecot {
     /// Adds (or replaces) a user with a clear-text password. Dovecot re-reads the passwd-file
     /// when it changes, so this works while it runs.
     pub fn add_user(&self, name: &str, password: &str) {
-        for field in [name, password] {
+        self.add_user_with(name, password, "");
+    }
+
+    /// [`Dovecot::add_user`] with userdb extra fields, e.g. `userdb_quota_max_mail_size=50k`
+    /// (space-separated).
+    pub fn add_user_with(&self, name: &str, password: &str, extra: &str) {
+        for field in [name, password, extra] {
             assert!(
                 !field.contains([':', '\n', '\r']),
                 "passwd-file fields cannot hold ':' or line breaks: {field:?}"
@@ -138,7 +144,7 @@ impl Dovecot {
             .filter(|line| line.split(':').next() != Some(name))
             .map(str::to_owned)
             .collect();
-        lines.push(format!("{name}:{{PLAIN}}{password}::::::"));
+        lines.push(format!("{name}:{{PLAIN}}{password}::::::{extra}"));
         // Write then rename, so Dovecot never reads a half-written file.
         let tmp = self.dir.path().join("users.tmp");
         std::fs::write(&tmp, lines.join("\n") + "\n").expect("write the passwd-file");
