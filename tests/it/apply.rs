@@ -61,6 +61,25 @@ impl Sandbox {
         path
     }
 
+    /// A plan whose target is reached with STARTTLS on the plain port.
+    fn plan_starttls(&self, name: &str) -> PathBuf {
+        let path = self.plan(name, None, "");
+        let text = std::fs::read_to_string(&path).expect("plan");
+        let implicit = format!(
+            "{{ host: localhost, port: {}, tls: implicit }}",
+            self.dovecot.imaps_port
+        );
+        let starttls = format!(
+            "{{ host: localhost, port: {}, tls: starttls }}",
+            self.dovecot.imap_port
+        );
+        // The second server block is the target's.
+        let at = text.rfind(&implicit).expect("the target's server");
+        let text = format!("{}{starttls}{}", &text[..at], &text[at + implicit.len()..]);
+        std::fs::write(&path, text).expect("write the plan");
+        path
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mailplan"));
         c.args(args)
@@ -617,4 +636,51 @@ fn messages_the_target_refuses_are_recorded_with_its_words_and_the_rest_is_copie
         md.contains("### Problems") && md.contains("refused"),
         "{md}"
     );
+}
+
+#[test]
+fn a_changed_uidvalidity_falls_back_to_identities_and_copies_only_what_is_missing() {
+    let s = Sandbox::new();
+    Corpus::with_seed(80, 31).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let plan = s.plan_starttls("uidvalidity");
+    let plan = plan.to_str().expect("utf-8");
+    let out = s.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_same(&s.source(), &s.target());
+
+    // The source's INBOX gets a new UIDVALIDITY (a restored or rebuilt mailbox) and new mail.
+    s.dovecot.doveadm(&[
+        "mailbox",
+        "update",
+        "-u",
+        SOURCE.0,
+        "--uid-validity",
+        "4242",
+        "INBOX",
+    ]);
+    let new_mail = Corpus::with_seed(3, 77);
+    new_mail.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let out = s.run(&["apply", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let finished: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .expect("finished");
+    assert_eq!(
+        finished["messages"].as_u64(),
+        Some(new_mail.expected().message_total() as u64),
+        "only the new messages: {}",
+        text(&out)
+    );
+    let inbox: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "folder" && e["source"] == "INBOX")
+        .expect("INBOX had new mail");
+    assert!(
+        inbox["already"].as_u64().is_some_and(|n| n > 0),
+        "the rebuilt INBOX was compared by identity, its old messages found: {inbox}"
+    );
+    assert_same(&s.source(), &s.target());
 }
