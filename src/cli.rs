@@ -90,6 +90,10 @@ pub enum Command {
         /// IMAP connections per server at most, all accounts together.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=256))]
         max_connections_per_server: u16,
+        /// Connection pairs per account copy; its folders are shared out among them (extra
+        /// pairs only on free server slots).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+        connections_per_account: u16,
         /// Run again the steps that failed in an earlier run.
         #[arg(long)]
         retry_failed: bool,
@@ -230,6 +234,7 @@ pub fn run() -> u8 {
             state,
             parallelism,
             max_connections_per_server,
+            connections_per_account,
             retry_failed,
             dry_run,
             break_lock,
@@ -245,6 +250,7 @@ pub fn run() -> u8 {
                         state_path: state.resolve(&plan, &path),
                         parallelism: usize::from(parallelism),
                         per_server: usize::from(max_connections_per_server),
+                        connections: usize::from(connections_per_account),
                         retry_failed,
                         break_lock,
                         mode: if dry_run {

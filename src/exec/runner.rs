@@ -1,7 +1,8 @@
 //! The runner: drives the step graph with tokio. One coordinator owns the ready-queue, the state
 //! store and the printer; each step runs as a task and reports back.
 //!
-//! - `parallelism` steps run at once; each IMAP server takes at most `per_server` connections.
+//! - `parallelism` steps run at once; each IMAP server takes at most `per_server` connections;
+//!   an account's copy uses up to `connections` pairs, the extra ones only on free slots.
 //! - A failed step skips only the steps that depend on it; the others go on.
 //! - Resume: a step whose definition and dependencies are unchanged (its fingerprint) and that is
 //!   done is not run again; `copy-mail` always runs (an incremental pass that copies only what is
@@ -43,6 +44,8 @@ pub struct ApplyOptions {
     pub state_path: PathBuf,
     pub parallelism: usize,
     pub per_server: usize,
+    /// Connection pairs per account copy (folders are shared out among them).
+    pub connections: usize,
     pub retry_failed: bool,
     pub break_lock: bool,
     pub mode: RunMode,
@@ -114,6 +117,7 @@ struct Shared {
     mode: RunMode,
     servers: Mutex<HashMap<String, Arc<Semaphore>>>,
     per_server: usize,
+    connections: usize,
 }
 
 /// The stable name of a step in the state store and the output: `copy-mail alice@x.example`.
@@ -320,6 +324,7 @@ pub async fn apply(
         mode: options.mode,
         servers: Mutex::new(HashMap::new()),
         per_server: options.per_server.max(1),
+        connections: options.connections.max(1),
     });
 
     let mut summary = RunSummary::default();
@@ -770,6 +775,45 @@ async fn sessions(
     Ok((s?, t?, [s_slot, t_slot]))
 }
 
+/// Up to `n` more connection pairs for an account, only on free server slots (never waiting:
+/// the account's first pair is enough to make progress, and other accounts need slots too).
+async fn extra_sessions(
+    shared: &Shared,
+    account: usize,
+    source: &ImapServer,
+    target: &ImapServer,
+    count: usize,
+) -> Vec<(imap::Session, imap::Session, [OwnedSemaphorePermit; 2])> {
+    let c = &shared.credentials[account];
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let (Some(s_slot), Some(t_slot)) = (try_slot(shared, source), try_slot(shared, target))
+        else {
+            break;
+        };
+        let (s, t) = tokio::join!(
+            imap::connect(source, &c.source_login, &c.source_password),
+            imap::connect(target, &c.target_login, &c.target_password)
+        );
+        match (s, t) {
+            (Ok(s), Ok(t)) => out.push((s, t, [s_slot, t_slot])),
+            _ => break,
+        }
+    }
+    out
+}
+
+fn try_slot(shared: &Shared, server: &ImapServer) -> Option<OwnedSemaphorePermit> {
+    let sem = {
+        let mut map = shared.servers.lock().ok()?;
+        Arc::clone(
+            map.entry(server_name(server))
+                .or_insert_with(|| Arc::new(Semaphore::new(shared.per_server))),
+        )
+    };
+    sem.try_acquire_owned().ok()
+}
+
 async fn copy_step(
     shared: &Shared,
     i: usize,
@@ -822,7 +866,23 @@ async fn copy_step(
         observer: &observer,
         stop: &shared.stop,
     };
-    let outcomes = copy::copy_account(&mut ctx).await?;
+    let mut extra = if shared.mode == RunMode::Real {
+        extra_sessions(shared, i, source, target, shared.connections - 1).await
+    } else {
+        Vec::new()
+    };
+    let pairs = extra
+        .iter_mut()
+        .map(|(s, t, _)| copy::Pair {
+            source: s,
+            target: t,
+        })
+        .collect();
+    let outcomes = copy::copy_account(&mut ctx, pairs).await?;
+    for (mut s, mut t, _) in extra {
+        let _ = s.logout().await;
+        let _ = t.logout().await;
+    }
     let _ = s.logout().await;
     let _ = t.logout().await;
     let total = outcomes.iter().fold(FolderCounts::default(), |mut acc, o| {

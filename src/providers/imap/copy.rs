@@ -186,8 +186,20 @@ pub async fn mapping(
     ))
 }
 
-/// Copy every mapped folder of the account. Returns one outcome per folder.
-pub async fn copy_account(ctx: &mut CopyContext<'_>) -> Result<Vec<FolderOutcome>, CopyError> {
+/// More connections for the same account: folders are shared out among all pairs.
+#[derive(Debug)]
+pub struct Pair<'a> {
+    pub source: &'a mut Session,
+    pub target: &'a mut Session,
+}
+
+/// Copy every mapped folder of the account, on `ctx`'s connections and on each of `more`
+/// (folders are taken from a shared list, so a large folder does not hold the others back).
+/// Returns one outcome per folder, in listing order.
+pub async fn copy_account(
+    ctx: &mut CopyContext<'_>,
+    more: Vec<Pair<'_>>,
+) -> Result<Vec<FolderOutcome>, CopyError> {
     let (mappings, target_folders) = mapping(
         ctx.source,
         ctx.source_server,
@@ -201,14 +213,51 @@ pub async fn copy_account(ctx: &mut CopyContext<'_>) -> Result<Vec<FolderOutcome
         .find_map(|f| f.separator)
         .or(Some('/'));
     let multi = multiappend_offered(ctx.target, ctx.target_server).await?;
-    let mut outcomes = Vec::with_capacity(mappings.len());
-    for m in &mappings {
-        if ctx.stop.load(Ordering::SeqCst) {
-            return Err(CopyError::Interrupted);
-        }
-        outcomes.push(copy_folder(ctx, m, target_separator, multi).await?);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut contexts = vec![CopyContext {
+        source: &mut *ctx.source,
+        target: &mut *ctx.target,
+        ..*ctx
+    }];
+    for pair in more {
+        contexts.push(CopyContext {
+            source: pair.source,
+            target: pair.target,
+            ..*ctx
+        });
     }
-    Ok(outcomes)
+    let (mappings, next) = (&mappings, &next);
+    let workers = contexts.into_iter().map(|mut c| async move {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let Some(m) = mappings.get(i) else {
+                return Ok(done);
+            };
+            if c.stop.load(Ordering::SeqCst) {
+                return Err(CopyError::Interrupted);
+            }
+            done.push((i, copy_folder(&mut c, m, target_separator, multi).await?));
+        }
+    });
+    let mut outcomes = Vec::with_capacity(mappings.len());
+    let mut first_error = None;
+    for result in futures::future::join_all(workers).await {
+        match result {
+            Ok(done) => outcomes.extend(done),
+            Err(e) => {
+                // An interruption yields to a real error, which says more.
+                if first_error.is_none() || matches!(first_error, Some(CopyError::Interrupted)) {
+                    first_error = Some(e);
+                }
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    outcomes.sort_by_key(|(i, _)| *i);
+    Ok(outcomes.into_iter().map(|(_, o)| o).collect())
 }
 
 /// One source message to send.
