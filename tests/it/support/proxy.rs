@@ -69,6 +69,11 @@ pub struct Proxy {
 impl Proxy {
     /// Starts forwarding from a free port on 127.0.0.1 to `upstream`.
     pub fn start(upstream: SocketAddr, faults: Faults) -> Proxy {
+        Proxy::start_on(0, upstream, faults)
+    }
+
+    /// [`Proxy::start`] on a given port of 127.0.0.1 (0: any free port).
+    pub fn start_on(port: u16, upstream: SocketAddr, faults: Faults) -> Proxy {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("test-proxy")
@@ -76,8 +81,8 @@ impl Proxy {
             .build()
             .expect("build the proxy runtime");
         let listener = runtime
-            .block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-            .expect("bind the proxy on 127.0.0.1:0");
+            .block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, port)))
+            .expect("bind the proxy on 127.0.0.1");
         let addr = listener.local_addr().expect("proxy address");
         let counters = Arc::new(Counters::default());
         let (cuts, _) = watch::channel(0);
