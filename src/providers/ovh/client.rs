@@ -304,13 +304,14 @@ struct Inner {
 
 impl Client {
     pub fn new(credentials: Credentials, options: ClientOptions) -> Result<Client, OvhError> {
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(options.timeout)
             .connect_timeout(Duration::from_secs(30))
             .user_agent(concat!("mailplan/", env!("CARGO_PKG_VERSION")));
-        if credentials.endpoint.base_url.starts_with("https://") {
-            builder = builder.tls_backend_preconfigured(tls_config()?);
-        }
+        // Always preconfigured: reqwest has no crypto provider of its own here (no aws-lc), and
+        // panics without one, even for a plain-HTTP endpoint such as the simulator.
+        let https = credentials.endpoint.base_url.starts_with("https://");
+        let builder = builder.tls_backend_preconfigured(tls_config(https)?);
         let http = builder
             .build()
             .map_err(|e| OvhError::config(format!("cannot set up the HTTP client: {e}")))?;
@@ -629,15 +630,17 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// rustls with ring and the system's roots (the crypto provider the IMAP layer uses too).
-fn tls_config() -> Result<rustls::ClientConfig, OvhError> {
-    let found = rustls_native_certs::load_native_certs();
+/// rustls with ring and the system's roots (the crypto provider the IMAP layer uses too). The
+/// roots are only required, and only read, for an `https` endpoint.
+fn tls_config(https: bool) -> Result<rustls::ClientConfig, OvhError> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in found.certs {
-        // A certificate the system ships but rustls cannot parse is skipped, as browsers do.
-        let _ = roots.add(cert);
+    if https {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            // A certificate the system ships but rustls cannot parse is skipped, as browsers do.
+            let _ = roots.add(cert);
+        }
     }
-    if roots.is_empty() {
+    if https && roots.is_empty() {
         return Err(OvhError::config(
             "no trusted root certificate found on this system (install ca-certificates)",
         ));

@@ -23,3 +23,6 @@ pub use client::{Client, ClientOptions, RetryPolicy};
 pub use config::{ConfigSources, Credentials, Endpoint};
 pub use error::{OvhError, OvhErrorKind};
 pub use tasks::{PollOptions, TaskRef};
+
+#[cfg(test)]
+mod http_tests;
