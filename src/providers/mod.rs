@@ -1,7 +1,7 @@
 //! The services mailplan talks to. Only this module and [`crate::exec`] do network I/O.
 //!
 //! - [`imap`]: any IMAP server (connect, list folders, copy, verify), over async-imap and rustls.
-//! - [`ovh`]: the OVHcloud API (MX Plan, Hosted Exchange): signed client, tasks, typed calls.
+//! - [`ovh`]: the `OVHcloud` API (MX Plan, Hosted Exchange): signed client, tasks, typed calls.
 
 pub mod imap;
 pub mod ovh;

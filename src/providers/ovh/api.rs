@@ -242,7 +242,8 @@ pub mod exchange {
         }
     }
 
-    /// `email.exchange.Domain`: state and the DNS diagnostics.
+    /// `email.exchange.Domain`: state and the DNS diagnostics. The booleans are the API's.
+    #[allow(clippy::struct_excessive_bools)]
     #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
     #[serde(rename_all = "camelCase")]
     pub struct Domain {
@@ -294,13 +295,13 @@ pub mod exchange {
                 Some(v) => v.join(", "),
             };
             let mut out = Vec::new();
-            if let Some(cname) = self.cname_to_check.as_deref().filter(|c| !c.is_empty()) {
-                if !self.domain_validated {
-                    out.push(format!(
-                        "prove ownership: create the DNS record `{cname}.{} CNAME ovh.com.`",
-                        self.name
-                    ));
-                }
+            if let Some(cname) = self.cname_to_check.as_deref().filter(|c| !c.is_empty())
+                && !self.domain_validated
+            {
+                out.push(format!(
+                    "prove ownership: create the DNS record `{cname}.{} CNAME ovh.com.`",
+                    self.name
+                ));
             }
             if !self.mx_is_valid {
                 out.push(format!(
@@ -496,7 +497,7 @@ pub mod exchange {
         let path = format!("{}/domain", service.path());
         client.post(activity, &path, domain).await.map_err(|mut e| {
             if let Some(advice) = add_domain_advice(&e.message) {
-                e.message = format!("{}: {advice}", e.message);
+                e.message = format!("{}: {advice}", e.message).into();
             }
             e
         })

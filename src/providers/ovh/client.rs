@@ -485,7 +485,7 @@ impl Client {
         let url = target_url(&inner.base_url, call.path, call.query);
         let url = reqwest::Url::parse(&url).map_err(|e| {
             (
-                OvhError::new(OvhErrorKind::Config, call.activity, &name, e.to_string()),
+                OvhError::new(OvhErrorKind::Config, call.activity, name.as_str(), e.to_string()),
                 false,
             )
         })?;
@@ -501,7 +501,7 @@ impl Client {
                     OvhError::new(
                         OvhErrorKind::Config,
                         call.activity,
-                        &name,
+                        name.as_str(),
                         "no consumer key: run `mailplan ovh login`, then set OVH_CONSUMER_KEY or \
                          `consumer_key=` in ovh.conf",
                     ),
@@ -535,7 +535,7 @@ impl Client {
                 OvhError::new(
                     OvhErrorKind::Network,
                     call.activity,
-                    &name,
+                    name.as_str(),
                     network_message(e),
                 ),
                 connected,

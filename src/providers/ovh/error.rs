@@ -119,22 +119,24 @@ impl OvhErrorKind {
 }
 
 /// An OVH API failure: `OVH API while <activity>: <METHOD /path>: <status> <message>`.
+///
+/// The texts are boxed `str`s so that the error stays small in every `Result`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct OvhError {
     pub kind: OvhErrorKind,
     /// What mailplan was doing ("renaming john@acme.fr"), given by the caller.
-    pub activity: String,
+    pub activity: Box<str>,
     /// The call, `METHOD /path` without base URL or query (`PUT /email/mxplan/x/account/a@b`);
     /// empty for failures that are not about one call (configuration).
-    pub call: String,
+    pub call: Box<str>,
     /// The HTTP status, when there was an answer.
     pub status: Option<u16>,
     /// The API's `message` or the system's words. Never contains a secret.
-    pub message: String,
+    pub message: Box<str>,
     /// The API's `errorCode` (`NOT_GRANTED_CALL`) or `class` (`Client::NotFound`).
-    pub error_code: Option<String>,
+    pub error_code: Option<Box<str>>,
     /// The `X-Ovh-QueryID` header of the answer.
-    pub query_id: Option<String>,
+    pub query_id: Option<Box<str>>,
     /// How long the server asked us to wait (`Retry-After`).
     pub retry_after: Option<Duration>,
 }
@@ -184,9 +186,9 @@ impl OvhError {
     /// A failure that is not an HTTP answer (configuration, network, task outcome).
     pub fn new(
         kind: OvhErrorKind,
-        activity: impl Into<String>,
-        call: impl Into<String>,
-        message: impl Into<String>,
+        activity: impl Into<Box<str>>,
+        call: impl Into<Box<str>>,
+        message: impl Into<Box<str>>,
     ) -> Self {
         OvhError {
             kind,
@@ -201,7 +203,7 @@ impl OvhError {
     }
 
     /// A configuration problem (credentials, endpoint).
-    pub fn config(message: impl Into<String>) -> Self {
+    pub fn config(message: impl Into<Box<str>>) -> Self {
         OvhError::new(
             OvhErrorKind::Config,
             "reading the OVH credentials",
@@ -233,12 +235,12 @@ impl OvhError {
         let kind = classify(status, error_code.as_deref(), &message);
         OvhError {
             kind,
-            activity: activity.to_owned(),
-            call: call.to_owned(),
+            activity: activity.into(),
+            call: call.into(),
             status: Some(status),
-            message,
-            error_code,
-            query_id,
+            message: message.into(),
+            error_code: error_code.map(Into::into),
+            query_id: query_id.map(Into::into),
             retry_after,
         }
     }
@@ -258,7 +260,7 @@ impl OvhError {
 
     /// Replace the activity (a caller that knows better what it was doing).
     #[must_use]
-    pub fn during(mut self, activity: impl Into<String>) -> Self {
+    pub fn during(mut self, activity: impl Into<Box<str>>) -> Self {
         self.activity = activity.into();
         self
     }
@@ -330,7 +332,7 @@ mod tests {
         );
         assert_eq!(e.kind, OvhErrorKind::NotGranted);
         assert_eq!(e.error_code.as_deref(), Some("NOT_GRANTED_CALL"));
-        assert_eq!(e.message, "This call has not been granted");
+        assert_eq!(&*e.message, "This call has not been granted");
     }
 
     #[test]
@@ -341,7 +343,7 @@ mod tests {
         );
         assert_eq!(e.kind, OvhErrorKind::NotGranted);
         assert_eq!(e.error_code.as_deref(), Some("Client::Forbidden"));
-        assert_eq!(e.message, "User not granted for this request");
+        assert_eq!(&*e.message, "User not granted for this request");
     }
 
     #[test]
@@ -400,9 +402,9 @@ mod tests {
     #[test]
     fn a_body_that_is_not_json_becomes_the_message() {
         let e = parse(502, "<html>Bad Gateway</html>");
-        assert_eq!(e.message, "<html>Bad Gateway</html>");
+        assert_eq!(&*e.message, "<html>Bad Gateway</html>");
         assert_eq!(e.error_code, None);
         let e = parse(503, "");
-        assert_eq!(e.message, "(no message)");
+        assert_eq!(&*e.message, "(no message)");
     }
 }

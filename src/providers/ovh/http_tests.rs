@@ -80,7 +80,10 @@ impl Server {
                         body.len()
                     );
                     for (name, value) in headers {
-                        out.push_str(&format!("{name}: {value}\r\n"));
+                        out.push_str(name);
+                        out.push_str(": ");
+                        out.push_str(&value);
+                        out.push_str("\r\n");
                     }
                     out.push_str("\r\n");
                     out.push_str(&body);

@@ -1,4 +1,4 @@
-//! The OVHcloud API: legacy MX Plan (`/email/domain`), new MX Plan (`/email/mxplan`) and Hosted
+//! The `OVHcloud` API: legacy MX Plan (`/email/domain`), new MX Plan (`/email/mxplan`) and Hosted
 //! Exchange (`/email/exchange`), as the plan's steps need them.
 //!
 //! - [`config`]: the endpoint and the credentials, found as the official clients find them

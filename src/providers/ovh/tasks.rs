@@ -246,7 +246,8 @@ pub async fn wait(
                     lost.message = format!(
                         "the task disappeared before it was seen done ({})",
                         lost.message
-                    );
+                    )
+                    .into();
                     Err(lost)
                 } else {
                     Ok(Verdict::Pending)
@@ -374,7 +375,7 @@ mod tests {
         cancelled.comment = Some("quota exceeded".into());
         let e = judge_status(cancelled, "a", "c").expect_err("x");
         assert_eq!(
-            e.message,
+            &*e.message,
             "task 42 (setAccount) was cancelled: quota exceeded"
         );
     }
