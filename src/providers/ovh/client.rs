@@ -485,7 +485,12 @@ impl Client {
         let url = target_url(&inner.base_url, call.path, call.query);
         let url = reqwest::Url::parse(&url).map_err(|e| {
             (
-                OvhError::new(OvhErrorKind::Config, call.activity, name.as_str(), e.to_string()),
+                OvhError::new(
+                    OvhErrorKind::Config,
+                    call.activity,
+                    name.as_str(),
+                    e.to_string(),
+                ),
                 false,
             )
         })?;
