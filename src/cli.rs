@@ -139,6 +139,24 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+    /// `OVHcloud` API credentials.
+    Ovh {
+        #[command(subcommand)]
+        command: OvhCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OvhCommand {
+    /// Ask `OVHcloud` for a consumer key limited to the calls mailplan makes, and print the URL
+    /// where you validate it. Needs the application key and secret (`OVH_APPLICATION_KEY` and
+    /// `OVH_APPLICATION_SECRET`, or `ovh.conf`).
+    Login {
+        /// `ovh-eu`, `ovh-ca`, `ovh-us`, … or a base URL (default: `$OVH_ENDPOINT`, then
+        /// `[default] endpoint` in ovh.conf, then ovh-eu).
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
 }
 
 /// `--state PATH`, shared by the commands that read or write a run's state.
@@ -297,6 +315,9 @@ pub fn run() -> u8 {
             },
             Err(code) => code,
         },
+        Command::Ovh {
+            command: OvhCommand::Login { endpoint },
+        } => ovh_login(endpoint.as_deref(), color),
         Command::Graph { plan, format } => match load_valid(&plan, color) {
             Ok(plan) => {
                 let graph = StepGraph::build(&plan);
@@ -333,6 +354,65 @@ fn apply(plan: Plan, options: &ApplyOptions, output: Output, color: bool) -> u8 
             print_error(&e, color, code)
         }
     }
+}
+
+/// `mailplan ovh login`: request a consumer key with [`ovh::api::auth::ACCESS_RULES`]; the URL
+/// and the key go to stdout, the explanations to stderr.
+fn ovh_login(endpoint: Option<&str>, color: bool) -> u8 {
+    use crate::providers::ovh::{self, api::auth};
+    let credentials = match ovh::config::load(&ovh::ConfigSources::system(), endpoint) {
+        Ok(c) => c,
+        Err(e) => return print_error(&e, color, EXIT_INVALID),
+    };
+    let section = credentials.endpoint.name.clone();
+    let client = match ovh::Client::new(credentials, ovh::ClientOptions::default()) {
+        Ok(c) => c,
+        Err(e) => return print_error(&e, color, EXIT_INVALID),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let request = auth::CredentialRequest {
+        access_rules: auth::ACCESS_RULES.to_vec(),
+        redirection: None,
+    };
+    let pending = match runtime.block_on(auth::request_credential(
+        &client,
+        "requesting a consumer key",
+        &request,
+    )) {
+        Ok(p) => p,
+        Err(e) => return print_error(&e, color, 1),
+    };
+    let stderr = io::stderr();
+    let mut err = stderr.lock();
+    let _ = writeln!(
+        err,
+        "Requested a consumer key on {} with these access rules:",
+        client.base_url()
+    );
+    for rule in auth::ACCESS_RULES {
+        let _ = writeln!(err, "  {:<6} {}", rule.method, rule.path);
+    }
+    let _ = writeln!(
+        err,
+        "\n1. Open the URL below, log in with the OVHcloud account that is admin and tech \
+         contact of the services, and choose a validity period.\n2. Store the key, either in \
+         the environment (export OVH_CONSUMER_KEY=...) or in ovh.conf (./ovh.conf, \
+         ~/.ovh.conf or /etc/ovh.conf) under [{section}] as consumer_key=...\n"
+    );
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let _ = writeln!(out, "validation_url={}", pending.validation_url);
+    let _ = writeln!(out, "consumer_key={}", pending.consumer_key.expose());
+    0
 }
 
 /// Print an error with its code and help (miette), return `code`.

@@ -1,8 +1,10 @@
 //! The services mailplan talks to. Only this module and [`crate::exec`] do network I/O.
 //!
 //! - [`imap`]: any IMAP server (connect, list folders, copy, verify), over async-imap and rustls.
+//! - [`ovh`]: the `OVHcloud` API (MX Plan, Hosted Exchange): signed client, tasks, typed calls.
 
 pub mod imap;
+pub mod ovh;
 
 /// Whether side effects happen. Matched where they would: a dry run reads live state and says
 /// what it would do; it never writes to a server or to the state store.

@@ -1,0 +1,800 @@
+//! The signed HTTP client of the OVH API (reqwest over rustls).
+//!
+//! Entry points: [`Client::new`] from [`Credentials`] and [`ClientOptions`], then
+//! [`Client::get`], [`Client::post`], [`Client::put`], [`Client::delete`] (typed JSON through
+//! serde) and [`Client::post_unauthenticated`] (`/auth/credential`). Paths are built by the
+//! caller with [`segment`] for each variable part.
+//!
+//! Invariants:
+//! - the bytes signed are the bytes sent: the body is serialised once (compact JSON, like
+//!   python-ovh) and the signature covers the URL exactly as reqwest sends it, query included
+//!   (§1.2 of the API facts: `"$1$" + sha1_hex(AS+CK+METHOD+URL+BODY+TS)` joined with `+`);
+//! - the timestamp is the local clock corrected by the server's, read once from `/auth/time`;
+//! - every request, retries and `/auth/time` included, first takes a token from the client's
+//!   [`RateLimiter`], shared by every clone of the client, so all tasks together stay under
+//!   the configured rate;
+//! - failures are retried with exponential backoff and jitter, at most
+//!   [`RetryPolicy::max_attempts`] times, only when [`OvhError::is_retryable`] says so; a
+//!   `Retry-After` is honoured (longer than [`RetryPolicy::max_retry_after`]: not retried);
+//! - no secret reaches an error: errors carry the method, the path, the caller's activity and
+//!   the server's words.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha1::{Digest, Sha1};
+use tokio_rustls::rustls;
+
+use crate::plan::secret::Secret;
+
+use super::config::Credentials;
+use super::error::{OvhError, OvhErrorKind};
+
+/// Tunables of a [`Client`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClientOptions {
+    /// Requests per minute, all tasks together; 0 turns the limit off. OVH's fair use is about
+    /// 60 per minute per consumer key: the default stays well under it.
+    pub requests_per_minute: u32,
+    /// Requests that may go at once after a quiet period.
+    pub burst: u32,
+    pub retry: RetryPolicy,
+    /// Per-request timeout (the official clients use 180 s).
+    pub timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            requests_per_minute: 30,
+            burst: 5,
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// How failed requests are repeated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// The first pause; doubled after each failure.
+    pub base_delay: Duration,
+    /// The longest pause between two attempts, before jitter.
+    pub max_delay: Duration,
+    /// A longer `Retry-After` ends the retries: the error is returned.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause before attempt `failed + 1`, after `failed` failures (1-based), given the
+    /// server's `Retry-After` and a random `jitter` in `[0, 1)`. `None`: do not retry.
+    ///
+    /// Without `Retry-After`: `min(max_delay, base · 2^(failed−1))`, of which a random half is
+    /// kept ("equal jitter"), so that tasks that failed together do not come back together.
+    /// With it: exactly what the server asked, plus up to a quarter of a second.
+    pub fn delay(
+        &self,
+        failed: u32,
+        retry_after: Option<Duration>,
+        jitter: f64,
+    ) -> Option<Duration> {
+        if failed >= self.max_attempts {
+            return None;
+        }
+        let jitter = jitter.clamp(0.0, 1.0);
+        if let Some(wait) = retry_after {
+            if wait > self.max_retry_after {
+                return None;
+            }
+            return Some(wait + Duration::from_millis(250).mul_f64(jitter));
+        }
+        let doublings = failed.saturating_sub(1).min(20);
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << doublings)
+            .min(self.max_delay);
+        Some(exp.mul_f64(0.5 + jitter / 2.0))
+    }
+}
+
+/// A token bucket: `capacity` tokens, refilled at `per_second`. Taking a token when none is left
+/// books the next one (the count goes below zero) and says how long to wait for it, so waiters
+/// are served in order and never all at once. Pure: the caller passes the time.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    capacity: f64,
+    per_second: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket of `burst` tokens refilled at `per_minute`.
+    pub fn new(per_minute: u32, burst: u32, now: Instant) -> Self {
+        let capacity = f64::from(burst.max(1));
+        TokenBucket {
+            capacity,
+            per_second: f64::from(per_minute.max(1)) / 60.0,
+            tokens: capacity,
+            last: now,
+        }
+    }
+
+    /// Take a token at `now`; the time to wait before using it.
+    pub fn reserve(&mut self, now: Instant) -> Duration {
+        if now > self.last {
+            let elapsed = now.duration_since(self.last).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+            self.last = now;
+        }
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.per_second)
+        }
+    }
+}
+
+/// The rate limit shared by every clone of a [`Client`].
+#[derive(Debug)]
+pub struct RateLimiter {
+    bucket: Option<Mutex<TokenBucket>>,
+}
+
+impl RateLimiter {
+    /// `per_minute == 0`: no limit.
+    pub fn new(per_minute: u32, burst: u32) -> Self {
+        RateLimiter {
+            bucket: (per_minute > 0)
+                .then(|| Mutex::new(TokenBucket::new(per_minute, burst, Instant::now()))),
+        }
+    }
+
+    /// Wait for a token.
+    pub async fn acquire(&self) {
+        let Some(bucket) = &self.bucket else { return };
+        let wait = bucket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reserve(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// `X-Ovh-Signature` for one request (§1.2 of the API facts).
+pub fn sign(
+    application_secret: &Secret,
+    consumer_key: &Secret,
+    method: &str,
+    url: &str,
+    body: &[u8],
+    timestamp: i64,
+) -> String {
+    let mut hasher = Sha1::new();
+    hasher.update(application_secret.expose().as_bytes());
+    hasher.update(b"+");
+    hasher.update(consumer_key.expose().as_bytes());
+    hasher.update(b"+");
+    hasher.update(method.to_ascii_uppercase().as_bytes());
+    hasher.update(b"+");
+    hasher.update(url.as_bytes());
+    hasher.update(b"+");
+    hasher.update(body);
+    hasher.update(b"+");
+    hasher.update(timestamp.to_string().as_bytes());
+    let digest = hasher.finalize();
+    let mut out = String::with_capacity(43);
+    out.push_str("$1$");
+    for byte in digest {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Percent-encode one path segment or query value: everything but the RFC 3986 unreserved
+/// characters and `@` (addresses stay readable in paths, as the official clients send them).
+pub fn segment(value: &str) -> String {
+    encode(value, b"-._~@")
+}
+
+fn encode(value: &str, keep: &[u8]) -> String {
+    let mut out = String::with_capacity(value.len());
+    for &byte in value.as_bytes() {
+        if byte.is_ascii_alphanumeric() || keep.contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)].to_ascii_uppercase()));
+            out.push(char::from(
+                HEX[usize::from(byte & 0xf)].to_ascii_uppercase(),
+            ));
+        }
+    }
+    out
+}
+
+/// The full URL of `path` (which starts with `/`) with its query. Like the official clients, a
+/// path under `/v1` or `/v2` replaces the base URL's `/1.0`.
+pub fn target_url(base_url: &str, path: &str, query: &[(&str, &str)]) -> String {
+    let base = if path.starts_with("/v1/") || path.starts_with("/v2/") {
+        base_url.strip_suffix("/1.0").unwrap_or(base_url)
+    } else {
+        base_url
+    };
+    let mut url = format!("{base}{path}");
+    for (i, (key, value)) in query.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.push_str(&encode(key, b"-._~"));
+        url.push('=');
+        url.push_str(&encode(value, b"-._~@"));
+    }
+    url
+}
+
+/// `Retry-After`: delay-seconds or an HTTP-date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(date.timestamp()).ok()?);
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// One call to make.
+#[derive(Debug, Clone)]
+struct Call<'a> {
+    method: Method,
+    path: &'a str,
+    query: &'a [(&'a str, &'a str)],
+    /// The exact bytes sent and signed.
+    body: Option<Vec<u8>>,
+    authenticated: bool,
+    activity: &'a str,
+}
+
+impl Call<'_> {
+    /// `METHOD /path`, as errors name the call.
+    fn name(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+/// The OVH API client. Cheap to clone: clones share the connection pool, the server time delta
+/// and the rate limit.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    base_url: String,
+    application_key: String,
+    application_secret: Secret,
+    consumer_key: Option<Secret>,
+    limiter: RateLimiter,
+    retry: RetryPolicy,
+    time_delta: tokio::sync::OnceCell<i64>,
+}
+
+impl Client {
+    pub fn new(credentials: Credentials, options: ClientOptions) -> Result<Client, OvhError> {
+        let builder = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(Duration::from_secs(30))
+            .user_agent(concat!("mailplan/", env!("CARGO_PKG_VERSION")));
+        // Always preconfigured: reqwest has no crypto provider of its own here (no aws-lc), and
+        // panics without one, even for a plain-HTTP endpoint such as the simulator.
+        let https = credentials.endpoint.base_url.starts_with("https://");
+        let builder = builder.tls_backend_preconfigured(tls_config(https)?);
+        let http = builder
+            .build()
+            .map_err(|e| OvhError::config(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base_url: credentials.endpoint.base_url,
+                application_key: credentials.application_key,
+                application_secret: credentials.application_secret,
+                consumer_key: credentials.consumer_key,
+                limiter: RateLimiter::new(options.requests_per_minute, options.burst),
+                retry: options.retry,
+                time_delta: tokio::sync::OnceCell::new(),
+            }),
+        })
+    }
+
+    /// The base URL calls go to (`https://eu.api.ovh.com/1.0`).
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// Whether a consumer key is configured (authenticated calls need one).
+    pub fn has_consumer_key(&self) -> bool {
+        self.inner.consumer_key.is_some()
+    }
+
+    /// `GET path?query`.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        activity: &str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, OvhError> {
+        self.call(Call {
+            method: Method::GET,
+            path,
+            query,
+            body: None,
+            authenticated: true,
+            activity,
+        })
+        .await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        activity: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T, OvhError> {
+        let body = Some(to_body(activity, &format!("POST {path}"), body)?);
+        self.call(Call {
+            method: Method::POST,
+            path,
+            query: &[],
+            body,
+            authenticated: true,
+            activity,
+        })
+        .await
+    }
+
+    /// `PUT path` with a JSON body.
+    pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        activity: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T, OvhError> {
+        let body = Some(to_body(activity, &format!("PUT {path}"), body)?);
+        self.call(Call {
+            method: Method::PUT,
+            path,
+            query: &[],
+            body,
+            authenticated: true,
+            activity,
+        })
+        .await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete<T: DeserializeOwned>(
+        &self,
+        activity: &str,
+        path: &str,
+    ) -> Result<T, OvhError> {
+        self.call(Call {
+            method: Method::DELETE,
+            path,
+            query: &[],
+            body: None,
+            authenticated: true,
+            activity,
+        })
+        .await
+    }
+
+    /// `POST path` without a consumer key or signature (only `X-Ovh-Application`), for
+    /// `/auth/credential`.
+    pub async fn post_unauthenticated<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        activity: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T, OvhError> {
+        let body = Some(to_body(activity, &format!("POST {path}"), body)?);
+        self.call(Call {
+            method: Method::POST,
+            path,
+            query: &[],
+            body,
+            authenticated: false,
+            activity,
+        })
+        .await
+    }
+
+    /// Seconds to add to the local clock to get the server's; read from `/auth/time` on first
+    /// use, then kept.
+    pub async fn time_delta(&self) -> Result<i64, OvhError> {
+        self.inner
+            .time_delta
+            .get_or_try_init(|| async {
+                // Boxed: an unauthenticated call never comes back here, but the compiler
+                // cannot know that `call` does not recurse.
+                let server: i64 = Box::pin(self.call(Call {
+                    method: Method::GET,
+                    path: "/auth/time",
+                    query: &[],
+                    body: None,
+                    authenticated: false,
+                    activity: "reading the OVH server time",
+                }))
+                .await?;
+                Ok(server - unix_now())
+            })
+            .await
+            .copied()
+    }
+
+    async fn call<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, OvhError> {
+        let mut failed = 0;
+        loop {
+            let (error, connected) = match self.attempt(&call).await {
+                Ok(bytes) => return decode(&call, &bytes),
+                Err(failure) => failure,
+            };
+            failed += 1;
+            if !error.is_retryable(call.method.as_str(), connected) {
+                return Err(error);
+            }
+            match self
+                .inner
+                .retry
+                .delay(failed, error.retry_after, fastrand::f64())
+            {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => return Err(error),
+            }
+        }
+    }
+
+    /// One attempt: the body bytes of a 2xx answer, or the error and whether the request may
+    /// have reached the server.
+    async fn attempt(&self, call: &Call<'_>) -> Result<Vec<u8>, (OvhError, bool)> {
+        let inner = &self.inner;
+        let name = call.name();
+        let url = target_url(&inner.base_url, call.path, call.query);
+        let url = reqwest::Url::parse(&url).map_err(|e| {
+            (
+                OvhError::new(
+                    OvhErrorKind::Config,
+                    call.activity,
+                    name.as_str(),
+                    e.to_string(),
+                ),
+                false,
+            )
+        })?;
+        let body = call.body.clone().unwrap_or_default();
+        let mut request = inner
+            .http
+            .request(call.method.clone(), url.clone())
+            .header("X-Ovh-Application", &inner.application_key)
+            .header("Accept", "application/json");
+        if call.authenticated {
+            let Some(consumer_key) = &inner.consumer_key else {
+                return Err((
+                    OvhError::new(
+                        OvhErrorKind::Config,
+                        call.activity,
+                        name.as_str(),
+                        "no consumer key: run `mailplan ovh login`, then set OVH_CONSUMER_KEY or \
+                         `consumer_key=` in ovh.conf",
+                    ),
+                    false,
+                ));
+            };
+            let delta = self.time_delta().await.map_err(|e| (e, false))?;
+            let timestamp = unix_now() + delta;
+            let signature = sign(
+                &inner.application_secret,
+                consumer_key,
+                call.method.as_str(),
+                url.as_str(),
+                &body,
+                timestamp,
+            );
+            request = request
+                .header("X-Ovh-Consumer", consumer_key.expose())
+                .header("X-Ovh-Timestamp", timestamp.to_string())
+                .header("X-Ovh-Signature", signature);
+        }
+        if call.body.is_some() {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body);
+        }
+
+        inner.limiter.acquire().await;
+        let network = |e: &reqwest::Error, connected: bool| {
+            (
+                OvhError::new(
+                    OvhErrorKind::Network,
+                    call.activity,
+                    name.as_str(),
+                    network_message(e),
+                ),
+                connected,
+            )
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| network(&e, !e.is_connect()))?;
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let query_id = header("X-Ovh-QueryID");
+        let retry_after =
+            header("Retry-After").and_then(|v| parse_retry_after(&v, SystemTime::now()));
+        let bytes = response.bytes().await.map_err(|e| network(&e, true))?;
+        if (200..300).contains(&status) {
+            return Ok(bytes.to_vec());
+        }
+        Err((
+            OvhError::from_response(call.activity, &name, status, query_id, retry_after, &bytes),
+            true,
+        ))
+    }
+}
+
+fn to_body<B: Serialize + ?Sized>(
+    activity: &str,
+    call: &str,
+    body: &B,
+) -> Result<Vec<u8>, OvhError> {
+    serde_json::to_vec(body).map_err(|e| {
+        OvhError::new(
+            OvhErrorKind::InvalidResponse,
+            activity,
+            call,
+            format!("cannot serialise the request: {e}"),
+        )
+    })
+}
+
+/// Decode a 2xx body; an empty one (204, `void`) reads as JSON `null`. The serde message is not
+/// quoted: it can contain a value of the answer, and `/auth/credential` answers a secret.
+fn decode<T: DeserializeOwned>(call: &Call<'_>, bytes: &[u8]) -> Result<T, OvhError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"null"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| {
+        OvhError::new(
+            OvhErrorKind::InvalidResponse,
+            call.activity,
+            call.name(),
+            format!(
+                "the answer is not the expected JSON ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+fn network_message(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    // reqwest's own text names the URL; the cause chain says what went wrong.
+    let mut message = if e.is_timeout() {
+        "no answer in time".to_owned()
+    } else if e.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        "the connection failed".to_owned()
+    };
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// rustls with ring and the system's roots (the crypto provider the IMAP layer uses too). The
+/// roots are only required, and only read, for an `https` endpoint.
+fn tls_config(https: bool) -> Result<rustls::ClientConfig, OvhError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if https {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            // A certificate the system ships but rustls cannot parse is skipped, as browsers do.
+            let _ = roots.add(cert);
+        }
+    }
+    if https && roots.is_empty() {
+        return Err(OvhError::config(
+            "no trusted root certificate found on this system (install ca-certificates)",
+        ));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| OvhError::config(format!("TLS set-up: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AS: &str = "9ufkBmLaTQ9nz5yMUlg79taH0GNnzDjk";
+    const CK: &str = "5mBuy6SUQcRw2ZUxg0cG68BoDKpED4KY";
+    const URL: &str = "https://eu.api.ovh.com/1.0/auth";
+
+    #[test]
+    fn signature_test_vectors_of_python_ovh() {
+        let (s, c) = (Secret::new(AS), Secret::new(CK));
+        let body = br#"{"a":"b","c":"d"}"#;
+        assert_eq!(
+            sign(&s, &c, "GET", URL, b"", 1_457_018_875),
+            "$1$e9556054b6309771395efa467c22e627407461ad"
+        );
+        assert_eq!(
+            sign(&s, &c, "POST", URL, body, 1_457_018_875),
+            "$1$ec2fb5c7a81f64723c77d2e5b609ae6f58a84fc1"
+        );
+        assert_eq!(
+            sign(&s, &c, "PUT", URL, body, 1_457_018_875),
+            "$1$8a75a9e7c8e7296c9dbeda6a2a735eb6bd58ec4b"
+        );
+        assert_eq!(
+            sign(&s, &c, "DELETE", URL, b"", 1_457_018_875),
+            "$1$a1eecd00b3b02b6cf5708b84b9ff42059a950d85"
+        );
+        // The method is upper-cased before hashing.
+        assert_eq!(
+            sign(&s, &c, "get", URL, b"", 1_457_018_875),
+            "$1$e9556054b6309771395efa467c22e627407461ad"
+        );
+    }
+
+    #[test]
+    fn the_body_bytes_are_compact_json_as_python_ovh_sends() {
+        #[derive(Serialize)]
+        struct B<'a> {
+            a: &'a str,
+            c: &'a str,
+        }
+        let bytes = to_body("x", "POST /auth", &B { a: "b", c: "d" }).expect("serialises");
+        assert_eq!(bytes, br#"{"a":"b","c":"d"}"#);
+    }
+
+    #[test]
+    fn urls_encode_the_query_and_keep_addresses_readable() {
+        assert_eq!(
+            target_url(
+                "https://eu.api.ovh.com/1.0",
+                "/email/domain/x/account",
+                &[("accountName", "%foo%")]
+            ),
+            "https://eu.api.ovh.com/1.0/email/domain/x/account?accountName=%25foo%25"
+        );
+        assert_eq!(
+            target_url(
+                "http://127.0.0.1:1/1.0",
+                &format!("/email/domain/acme.fr/account/{}/migrate", segment("john")),
+                &[("type", "HOSTED EXCHANGE")]
+            ),
+            "http://127.0.0.1:1/1.0/email/domain/acme.fr/account/john/migrate?type=HOSTED%20EXCHANGE"
+        );
+        assert_eq!(segment("ab12@configureme.me"), "ab12@configureme.me");
+        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(
+            target_url("https://eu.api.ovh.com/1.0", "/v2/iam/policy", &[]),
+            "https://eu.api.ovh.com/v2/iam/policy"
+        );
+        // reqwest sends what was signed: parsing leaves the encoded URL as it is.
+        let url = "https://eu.api.ovh.com/1.0/email/exchange/o/service/s/account?primaryEmailAddress=%25%40configureme.me";
+        assert_eq!(reqwest::Url::parse(url).expect("parses").as_str(), url);
+        let url = "http://127.0.0.1:1/1.0/email/mxplan/m/account/john@acme.fr";
+        assert_eq!(reqwest::Url::parse(url).expect("parses").as_str(), url);
+    }
+
+    #[test]
+    fn backoff_doubles_is_capped_jittered_and_bounded() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(30),
+        };
+        assert_eq!(p.delay(1, None, 1.0), Some(Duration::from_secs(1)));
+        assert_eq!(p.delay(1, None, 0.0), Some(Duration::from_millis(500)));
+        assert_eq!(p.delay(2, None, 1.0), Some(Duration::from_secs(2)));
+        assert_eq!(p.delay(3, None, 1.0), Some(Duration::from_secs(4)));
+        assert_eq!(p.delay(4, None, 1.0), Some(Duration::from_secs(5)));
+        assert_eq!(p.delay(4, None, 0.0), Some(Duration::from_millis(2500)));
+        assert_eq!(p.delay(5, None, 0.5), None, "five attempts were made");
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(7)), 0.0),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(p.delay(1, Some(Duration::from_secs(31)), 0.0), None);
+    }
+
+    #[test]
+    fn retry_after_seconds_and_http_dates() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_767); // Sun, 06 Nov 1994 08:49:27 GMT
+        assert_eq!(parse_retry_after("12", now), Some(Duration::from_secs(12)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn token_bucket_allows_a_burst_then_spaces_requests_at_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(30, 3, t0);
+        for _ in 0..3 {
+            assert_eq!(b.reserve(t0), Duration::ZERO);
+        }
+        // 30/min = one every 2 s; each further request books the next free slot.
+        assert_eq!(b.reserve(t0), Duration::from_secs(2));
+        assert_eq!(b.reserve(t0), Duration::from_secs(4));
+        // 10 s later the debt (-2 tokens) is paid and 3 more have accrued.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(b.reserve(later), Duration::ZERO);
+        assert_eq!(b.reserve(later), Duration::ZERO);
+        assert_eq!(b.reserve(later), Duration::ZERO);
+        assert_eq!(b.reserve(later), Duration::from_secs(2));
+        // Never more than the burst after a long pause.
+        let much_later = later + Duration::from_secs(3600);
+        for _ in 0..3 {
+            assert_eq!(b.reserve(much_later), Duration::ZERO);
+        }
+        assert!(b.reserve(much_later) > Duration::ZERO);
+    }
+}
