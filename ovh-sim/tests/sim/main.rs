@@ -1,0 +1,1 @@
+//! Integration tests of ovh-sim (being written).
