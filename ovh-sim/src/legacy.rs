@@ -129,6 +129,9 @@ fn account_route(
     let address = format!("{}@{domain}", account.name);
     let subject = Subject::Legacy(domain.to_owned(), account.name.clone());
     let busy = state.pending_on(&subject).is_some();
+    if busy && request.method != "GET" {
+        return Reply::busy(&address);
+    }
     match (request.method.as_str(), tail) {
         ("GET", []) => Reply::ok(json!({
             "accountName": account.name, "description": account.description,

@@ -373,8 +373,7 @@ pub(crate) fn handle(shared: &Shared, request: &Request) -> Reply {
     if let Some(reply) = take_request_fault(shared, &request.method, &api_path) {
         return reply;
     }
-    let task_faults = take_task_faults(shared, &request.method, &api_path);
-    state.begin_call(task_faults);
+    state.begin_call(task_faults(shared, &request.method, &api_path));
     let segments: Vec<String> = api_path
         .split('/')
         .skip(1)
@@ -382,13 +381,17 @@ pub(crate) fn handle(shared: &Shared, request: &Request) -> Reply {
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = request.method.as_str();
-    match segments.as_slice() {
+    let reply = match segments.as_slice() {
         ["auth", "currentCredential"] if method == "GET" => state.credentials.current(&consumer),
         ["email", "domain", rest @ ..] => crate::legacy::route(&mut state, request, rest),
         ["email", "mxplan", rest @ ..] => crate::mxplan::route(&mut state, request, rest),
         ["email", "exchange", rest @ ..] => crate::exchange::route(&mut state, request, rest),
         _ => Reply::not_found("Got an invalid (or empty) URL"),
+    };
+    if state.end_call() {
+        consume_task_faults(shared, method, &api_path);
     }
+    reply
 }
 
 fn take_request_fault(shared: &Shared, method: &str, path: &str) -> Option<Reply> {
@@ -405,17 +408,23 @@ fn take_request_fault(shared: &Shared, method: &str, path: &str) -> Option<Reply
     Some(kind.reply(path))
 }
 
-fn take_task_faults(shared: &Shared, method: &str, path: &str) -> Vec<crate::FaultKind> {
-    let mut faults = shared.faults();
-    let mut taken = Vec::new();
-    faults.retain_mut(|fault| {
+/// The task faults that apply to this call's tasks (consumed only if it makes one).
+fn task_faults(shared: &Shared, method: &str, path: &str) -> Vec<crate::FaultKind> {
+    shared
+        .faults()
+        .iter()
+        .filter(|fault| !fault.kind.is_request_fault() && fault.matches(method, path))
+        .map(|fault| fault.kind.clone())
+        .collect()
+}
+
+fn consume_task_faults(shared: &Shared, method: &str, path: &str) {
+    shared.faults().retain_mut(|fault| {
         if !fault.kind.is_request_fault() && fault.matches(method, path) {
-            taken.push(fault.kind.clone());
             fault.times -= 1;
             fault.times > 0
         } else {
             true
         }
     });
-    taken
 }

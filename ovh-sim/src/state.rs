@@ -238,8 +238,10 @@ pub(crate) struct State {
     pub mail: Option<MailBackend>,
     /// Problems met while applying effects to the mail backend.
     pub mail_errors: Vec<String>,
-    /// Task faults taken by the call being handled.
+    /// Task faults that apply to the call being handled.
     call_faults: Vec<FaultKind>,
+    /// Whether the call being handled made a task.
+    call_made_task: bool,
     next_id: u64,
 }
 
@@ -270,6 +272,7 @@ impl State {
             mail,
             mail_errors: Vec::new(),
             call_faults: Vec::new(),
+            call_made_task: false,
             next_id: 1000,
         };
         for domain in &fixture.legacy_domains {
@@ -422,6 +425,13 @@ impl State {
     /// Starts handling a call: the task faults it took apply to the tasks it makes.
     pub fn begin_call(&mut self, faults: Vec<FaultKind>) {
         self.call_faults = faults;
+        self.call_made_task = false;
+    }
+
+    /// Ends the call: whether it made a task (its task faults are then used up).
+    pub fn end_call(&mut self) -> bool {
+        self.call_faults.clear();
+        std::mem::take(&mut self.call_made_task)
     }
 
     /// The pending task on `subject`, if any.
@@ -463,6 +473,7 @@ impl State {
             .map_or(now, |end| end.max(now));
         let doing_at = start + Duration::from_millis(timing.todo_ms);
         let id = self.next_id();
+        self.call_made_task = true;
         self.tasks.insert(
             id,
             Task {
