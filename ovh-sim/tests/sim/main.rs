@@ -7,6 +7,7 @@ mod auth;
 mod faults;
 mod legacy;
 mod mail;
+mod readme;
 mod schema;
 mod services;
 mod support;
