@@ -1,0 +1,430 @@
+//! The HTTP side: hyper on a tokio listener, one [`Request`] in, one [`Reply`] out, every call
+//! recorded, faults injected, `X-Ovh-QueryID` on every response.
+//!
+//! Entry points: [`serve`] (the accept loop, run by [`crate::Simulator`] on its own thread) and
+//! [`handle`] (synchronous: authentication, faults, routing to [`crate::legacy`],
+//! [`crate::mxplan`] and [`crate::exchange`]). The whole state sits behind one mutex that no
+//! handler holds across an `.await`.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+use crate::auth::Verdict;
+use crate::state::State;
+use crate::{Fault, RecordedRequest};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 1 << 20;
+/// How often pending tasks are advanced when no request comes.
+const TICK: Duration = Duration::from_millis(10);
+
+/// One HTTP request, as the handlers see it.
+#[derive(Debug)]
+pub(crate) struct Request {
+    /// Upper-case method.
+    pub method: String,
+    /// Path and query exactly as received (still percent-encoded).
+    pub target: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The raw body bytes (what the signature covers).
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// `http://HOST` as the client addressed the server.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.header("host").unwrap_or("127.0.0.1"))
+    }
+
+    /// The URL the client signed: origin, path and query.
+    pub fn full_url(&self) -> String {
+        format!("{}{}", self.origin(), self.target)
+    }
+
+    /// The path part of the target (still encoded).
+    pub fn raw_path(&self) -> &str {
+        self.target
+            .split_once('?')
+            .map_or(&self.target, |(path, _)| path)
+    }
+
+    /// A decoded query parameter (`+` is a space, as python-ovh encodes it).
+    pub fn query(&self, name: &str) -> Option<String> {
+        let (_, query) = self.target.split_once('?')?;
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key, true) == name).then(|| percent_decode(value, true))
+        })
+    }
+
+    /// The body as a JSON object, or the error reply to send.
+    pub fn json_body(&self) -> Result<serde_json::Map<String, Value>, Reply> {
+        match serde_json::from_slice::<Value>(&self.body) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(Reply::bad_request(
+                "Invalid JSON body: an object is expected",
+            )),
+        }
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`); invalid escapes stay as
+/// they are.
+pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if byte == b'%' && index + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("");
+            if let Ok(value) = u8::from_str_radix(hex, 16) {
+                out.push(value);
+                index += 3;
+                continue;
+            }
+        }
+        out.push(if byte == b'+' && plus_is_space {
+            b' '
+        } else {
+            byte
+        });
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One HTTP response.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    pub retry_after: Option<u64>,
+    pub reason: Option<&'static str>,
+}
+
+impl Reply {
+    #[allow(clippy::needless_pass_by_value)] // Callers build the value in place with json!.
+    pub fn json(status: u16, value: Value) -> Reply {
+        Reply {
+            status,
+            body: value.to_string().into_bytes(),
+            content_type: "application/json; charset=utf-8",
+            retry_after: None,
+            reason: None,
+        }
+    }
+
+    /// 200 with a JSON value.
+    pub fn ok(value: Value) -> Reply {
+        Reply::json(200, value)
+    }
+
+    /// 200 `null`: what the API answers for `void` operations.
+    pub fn void() -> Reply {
+        Reply::json(200, Value::Null)
+    }
+
+    pub fn text(status: u16, text: &str) -> Reply {
+        Reply {
+            status,
+            body: text.as_bytes().to_vec(),
+            content_type: "text/plain; charset=utf-8",
+            retry_after: None,
+            reason: None,
+        }
+    }
+
+    /// A business error: `{"class": …, "message": …}`.
+    pub fn error(status: u16, class: &str, message: &str) -> Reply {
+        Reply::json(status, json!({"class": class, "message": message}))
+    }
+
+    pub fn bad_request(message: &str) -> Reply {
+        Reply::error(400, "Client::BadRequest", message)
+    }
+
+    pub fn not_found(message: &str) -> Reply {
+        Reply::error(404, "Client::NotFound", message)
+    }
+
+    /// The 404 for an object that does not exist, in the API's words.
+    pub fn no_object(field: &str, value: &str) -> Reply {
+        Reply::not_found(&format!(
+            "The requested object ({field} = {value}) does not exist"
+        ))
+    }
+
+    /// The 409 of a busy legacy mailbox (reason phrase `ActionInProgress`).
+    pub fn busy(address: &str) -> Reply {
+        let mut reply = Reply::json(
+            409,
+            json!({"message": format!("This pop is already being processed: {address}, please try later")}),
+        );
+        reply.reason = Some("ActionInProgress");
+        reply
+    }
+}
+
+/// What the server thread shares with the [`crate::Simulator`] handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    pub log: Mutex<Vec<RecordedRequest>>,
+    pub faults: Mutex<Vec<Fault>>,
+    pub echo: AtomicBool,
+    seq: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(state: State) -> Self {
+        Shared {
+            state: Mutex::new(state),
+            log: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
+            echo: AtomicBool::new(false),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The state, even when a handler panicked while holding it (a test then sees the panic).
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn log(&self) -> MutexGuard<'_, Vec<RecordedRequest>> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn faults(&self) -> MutexGuard<'_, Vec<Fault>> {
+        self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Accepts connections until `shutdown` fires; advances tasks every [`TICK`].
+pub(crate) async fn serve(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("ovh-sim: cannot listen: {err}");
+            return;
+        }
+    };
+    let ticker_shared = Arc::clone(&shared);
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(TICK);
+        loop {
+            interval.tick().await;
+            ticker_shared.state().advance(Instant::now());
+        }
+    });
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let shared = Arc::clone(&shared);
+                        async move { Ok::<_, Infallible>(respond(&shared, request).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+async fn respond(
+    shared: &Shared,
+    request: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(_) => {
+            return build(
+                shared,
+                Reply::bad_request("The request body is too large or was cut"),
+            );
+        }
+    };
+    let request = Request {
+        method: parts.method.as_str().to_ascii_uppercase(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+    };
+    let reply = handle(shared, &request);
+    let query_id = format!(
+        "EU.ext-sim.{:08x}.{}.{:04}",
+        crate::state::now_unix(),
+        std::process::id(),
+        shared.seq.fetch_add(1, Ordering::Relaxed)
+    );
+    let api_target = request
+        .target
+        .strip_prefix("/1.0")
+        .unwrap_or(&request.target)
+        .to_owned();
+    let record = RecordedRequest {
+        method: request.method.clone(),
+        path: api_target,
+        body: String::from_utf8_lossy(&request.body).into_owned(),
+        status: reply.status,
+        response: String::from_utf8_lossy(&reply.body).into_owned(),
+        at: SystemTime::now(),
+        consumer_key: request.header("x-ovh-consumer").map(str::to_owned),
+        query_id: query_id.clone(),
+    };
+    if shared.echo.load(Ordering::Relaxed) {
+        eprintln!("{} {} -> {}", record.method, record.path, record.status);
+    }
+    shared.log().push(record);
+    let mut response = build(shared, reply);
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&query_id) {
+        response.headers_mut().insert("x-ovh-queryid", value);
+    }
+    response
+}
+
+fn build(_shared: &Shared, reply: Reply) -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() = hyper::StatusCode::from_u16(reply.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(reply.content_type),
+    );
+    if let Some(seconds) = reply.retry_after {
+        headers.insert(hyper::header::RETRY_AFTER, seconds.into());
+    }
+    if let Some(reason) = reply.reason {
+        response
+            .extensions_mut()
+            .insert(hyper::ext::ReasonPhrase::from_static(reason.as_bytes()));
+    }
+    response
+}
+
+/// Authenticates, injects faults and routes one request.
+pub(crate) fn handle(shared: &Shared, request: &Request) -> Reply {
+    let raw_path = request.raw_path().to_owned();
+    let mut state = shared.state();
+    state.advance(Instant::now());
+    if request.method == "GET" && (raw_path == "/auth/" || raw_path == "/auth") {
+        let token = request.query("credentialToken").unwrap_or_default();
+        return state.credentials.validate_token(&token);
+    }
+    let Some(api_path) = raw_path
+        .strip_prefix("/1.0")
+        .or_else(|| raw_path.strip_prefix("/v1"))
+    else {
+        return Reply::not_found("Got an invalid (or empty) URL");
+    };
+    let api_path = api_path.to_owned();
+    match (request.method.as_str(), api_path.as_str()) {
+        ("GET", "/auth/time") => return Reply::ok(json!(state.credentials.server_time())),
+        ("POST", "/auth/credential") => return state.credentials.request_credential(request),
+        _ => {}
+    }
+    let consumer = match state.credentials.check(request, &api_path) {
+        Verdict::Allowed(consumer) => consumer,
+        Verdict::Refused(reply) => return reply,
+    };
+    if let Some(reply) = take_request_fault(shared, &request.method, &api_path) {
+        return reply;
+    }
+    state.begin_call(task_faults(shared, &request.method, &api_path));
+    let segments: Vec<String> = api_path
+        .split('/')
+        .skip(1)
+        .map(|segment| percent_decode(segment, false))
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let method = request.method.as_str();
+    let reply = match segments.as_slice() {
+        ["auth", "currentCredential"] if method == "GET" => state.credentials.current(&consumer),
+        ["email", "domain", rest @ ..] => crate::legacy::route(&mut state, request, rest),
+        ["email", "mxplan", rest @ ..] => crate::mxplan::route(&mut state, request, rest),
+        ["email", "exchange", rest @ ..] => crate::exchange::route(&mut state, request, rest),
+        _ => Reply::not_found("Got an invalid (or empty) URL"),
+    };
+    if state.end_call() {
+        consume_task_faults(shared, method, &api_path);
+    }
+    reply
+}
+
+fn take_request_fault(shared: &Shared, method: &str, path: &str) -> Option<Reply> {
+    let mut faults = shared.faults();
+    let index = faults
+        .iter()
+        .position(|fault| fault.kind.is_request_fault() && fault.matches(method, path))?;
+    let kind = faults[index].kind.clone();
+    faults[index].times -= 1;
+    if faults[index].times == 0 {
+        faults.remove(index);
+    }
+    drop(faults);
+    Some(kind.reply(path))
+}
+
+/// The task faults that apply to this call's tasks (consumed only if it makes one).
+fn task_faults(shared: &Shared, method: &str, path: &str) -> Vec<crate::FaultKind> {
+    shared
+        .faults()
+        .iter()
+        .filter(|fault| !fault.kind.is_request_fault() && fault.matches(method, path))
+        .map(|fault| fault.kind.clone())
+        .collect()
+}
+
+fn consume_task_faults(shared: &Shared, method: &str, path: &str) {
+    shared.faults().retain_mut(|fault| {
+        if !fault.kind.is_request_fault() && fault.matches(method, path) {
+            fault.times -= 1;
+            fault.times > 0
+        } else {
+            true
+        }
+    });
+}
