@@ -38,7 +38,10 @@ fn main() {
     let mut faults = proxy::Faults::latency(Duration::from_millis(delay));
     faults.bandwidth = args.get(3).and_then(|b| b.parse().ok());
     let p = proxy::Proxy::start_on(listen, upstream, faults);
-    println!("fault-proxy: 127.0.0.1:{} -> {upstream}, {delay} ms each way", p.port());
+    println!(
+        "fault-proxy: 127.0.0.1:{} -> {upstream}, {delay} ms each way",
+        p.port()
+    );
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

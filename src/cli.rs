@@ -94,6 +94,9 @@ pub enum Command {
         /// pairs only on free server slots).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
         connections_per_account: u16,
+        /// OVH API calls per minute at most, all steps together (OVH's fair use is about 60).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        ovh_requests_per_minute: u32,
         /// Run again the steps that failed in an earlier run.
         #[arg(long)]
         retry_failed: bool,
@@ -253,6 +256,7 @@ pub fn run() -> u8 {
             parallelism,
             max_connections_per_server,
             connections_per_account,
+            ovh_requests_per_minute,
             retry_failed,
             dry_run,
             break_lock,
@@ -269,6 +273,7 @@ pub fn run() -> u8 {
                         parallelism: usize::from(parallelism),
                         per_server: usize::from(max_connections_per_server),
                         connections: usize::from(connections_per_account),
+                        ovh_requests_per_minute,
                         retry_failed,
                         break_lock,
                         mode: if dry_run {

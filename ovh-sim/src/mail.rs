@@ -190,6 +190,12 @@ impl MailStore {
 
     /// The passwd-file without `address`'s line, plus `line` if given; replaced atomically.
     fn rewrite(&self, address: &str, line: Option<&str>) -> io::Result<()> {
+        // Task effects run concurrently: without this lock, two read-modify-writes of the same
+        // file lose each other's lines (and share the temporary file).
+        static REWRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = REWRITE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = match std::fs::read_to_string(&self.users_file) {
             Ok(text) => text,
             Err(err) if err.kind() == io::ErrorKind::NotFound => String::new(),

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::ovh;
 use super::printer::{Event, Printer, human_bytes};
 use super::secrets;
 use super::state::{StateError, StateStore};
@@ -46,6 +47,8 @@ pub struct ApplyOptions {
     pub per_server: usize,
     /// Connection pairs per account copy (folders are shared out among them).
     pub connections: usize,
+    /// OVH API calls per minute at most (all steps together).
+    pub ovh_requests_per_minute: u32,
     pub retry_failed: bool,
     pub break_lock: bool,
     pub mode: RunMode,
@@ -66,6 +69,15 @@ pub enum ExecError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Ovh(#[from] crate::providers::ovh::OvhError),
+    #[error("not enough free @configureme.me Exchange accounts; nothing was executed:\n{0}")]
+    #[diagnostic(
+        code(exec::capacity),
+        help("order the missing Hosted Exchange accounts, then run apply again")
+    )]
+    Capacity(String),
 }
 
 impl ExecError {
@@ -118,6 +130,8 @@ struct Shared {
     servers: Mutex<HashMap<String, Arc<Semaphore>>>,
     per_server: usize,
     connections: usize,
+    /// The OVH API side, when the plan has OVH steps.
+    ovh: Option<ovh::Ovh>,
 }
 
 /// The stable name of a step in the state store and the output: `copy-mail alice@x.example`.
@@ -135,23 +149,40 @@ pub fn step_key(plan: &Plan, graph: &StepGraph, id: StepId) -> String {
     format!("{} {what}", step.kind.name())
 }
 
-/// Check what `apply` cannot do yet or cannot do without, before anything runs.
-fn preflight(plan: &Plan) -> Result<Vec<Credentials>, ExecError> {
-    let unsupported: Vec<String> = plan
-        .accounts
-        .iter()
-        .filter(|a| a.flow != Flow::ImapToImap)
-        .map(|a| format!("{} ({})", a.address, a.flow))
-        .collect();
-    if !unsupported.is_empty() {
-        return Err(ExecError::Unsupported(format!(
-            "apply runs IMAP → IMAP accounts only for now; the OVH steps (add-domain, rename, \
-             configure, migrate) are not implemented yet, so nothing was executed. Accounts \
-             needing them: {}. Use --only/--exclude to run the IMAP accounts.",
-            unsupported.join(", ")
-        )));
+/// The OVH client when the plan has OVH steps, and the capacity check: enough free
+/// `@configureme.me` accounts for the accounts that still need one. Before anything runs.
+async fn ovh_preflight(
+    plan: &Plan,
+    options: &ApplyOptions,
+    graph: &StepGraph,
+) -> Result<Option<ovh::Ovh>, ExecError> {
+    if plan.accounts.iter().all(|a| a.flow == Flow::ImapToImap) {
+        return Ok(None);
     }
-    resolve_credentials(plan)
+    let ovh_side = ovh::Ovh::connect(plan, options.ovh_requests_per_minute)?;
+    let store = StateStore::open_read_only(&options.state_path)?;
+    let done = |key: &str| {
+        store
+            .as_ref()
+            .and_then(|s| s.step(key).ok().flatten())
+            .is_some_and(|r| r.status == "done")
+    };
+    let needing: Vec<&Account> = graph
+        .graph
+        .node_indices()
+        .filter(|id| {
+            matches!(
+                graph.step(*id).kind,
+                StepKind::ConfigureTarget | StepKind::MigrateLegacy
+            ) && !done(&step_key(plan, graph, *id))
+        })
+        .filter_map(|id| graph.step(id).account.map(|i| &plan.accounts[i]))
+        .collect();
+    let missing = ovh::capacity(&ovh_side, plan, &needing).await?;
+    if !missing.is_empty() {
+        return Err(ExecError::Capacity(missing.join("\n")));
+    }
+    Ok(Some(ovh_side))
 }
 
 /// Resolve every account's logins and passwords; all problems at once.
@@ -178,7 +209,16 @@ pub(crate) fn resolve_credentials(plan: &Plan) -> Result<Vec<Credentials>, ExecE
             },
         };
         let sp = get("source", a.source_password.as_ref());
-        let tp = get("target", a.target_password.as_ref());
+        // OVH's own migration keeps the source password on the Exchange account.
+        let target_ref = a
+            .target_password
+            .as_ref()
+            .or(if a.flow == Flow::LegacyToExchange {
+                a.source_password.as_ref()
+            } else {
+                None
+            });
+        let tp = get("target", target_ref);
         if let (Some(source_password), Some(target_password)) = (sp, tp) {
             creds.push(Credentials {
                 source_login: a
@@ -275,8 +315,9 @@ pub async fn apply(
     options: &ApplyOptions,
     printer: Arc<Printer>,
 ) -> Result<RunSummary, ExecError> {
-    let credentials = preflight(&plan)?;
+    let credentials = resolve_credentials(&plan)?;
     let graph = Arc::new(StepGraph::build(&plan));
+    let ovh_side = ovh_preflight(&plan, options, &graph).await?;
     let fps = fingerprints(&plan, &graph);
     let pid = std::process::id();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
@@ -325,6 +366,7 @@ pub async fn apply(
         servers: Mutex::new(HashMap::new()),
         per_server: options.per_server.max(1),
         connections: options.connections.max(1),
+        ovh: ovh_side,
     });
 
     let mut summary = RunSummary::default();
@@ -427,7 +469,8 @@ pub async fn apply(
             let key = key.clone();
             running.spawn(async move {
                 let started = Instant::now();
-                let result = run_step(&shared, &key, next.kind, next.account).await;
+                let result =
+                    run_step(&shared, &key, next.kind, next.account, next.domain.clone()).await;
                 (id, result, started.elapsed())
             });
         }
@@ -646,34 +689,28 @@ async fn run_step(
     key: &str,
     kind: StepKind,
     account: Option<usize>,
+    domain: Option<String>,
 ) -> StepResult {
-    let Some(i) = account else {
-        return StepResult::Failed(format!("{} is not implemented yet", kind.name()));
-    };
-    let a = &shared.plan.accounts[i];
-    let (Some(source), Some(target)) = (server(shared, &a.from), server(shared, &a.to)) else {
-        return StepResult::Failed("the platform has no IMAP server".to_owned());
-    };
     let mut attempt = 0;
     loop {
-        let result = match kind {
-            StepKind::CopyMail => copy_step(shared, i, source, target).await,
-            StepKind::Verify if shared.mode == RunMode::DryRun => Ok(StepResult::Done {
-                summary: "would verify every source message on the target".to_owned(),
-                output: "{}".to_owned(),
-                messages: 0,
-                bytes: 0,
-            }),
-            StepKind::Verify => verify_step(shared, i, source, target).await,
-            other => Ok(StepResult::Failed(format!(
-                "{} is not implemented yet",
+        let result = match (kind, account) {
+            (StepKind::AddDomain | StepKind::CheckDns, _) => {
+                ovh_step(shared, kind, None, domain.as_deref()).await
+            }
+            (StepKind::CopyMail | StepKind::Verify, Some(i)) => imap_step(shared, kind, i).await,
+            (_, Some(i)) => ovh_step(shared, kind, Some(i), None).await,
+            (other, None) => Ok(StepResult::Failed(format!(
+                "{} has no account to work on",
                 other.name()
             ))),
         };
         match result {
             Ok(r) => return r,
             Err(StepError::Interrupted) => return StepResult::Interrupted,
-            Err(StepError::Imap(e)) if e.is_retryable() && attempt < MAX_RETRIES => {
+            Err(StepError::Imap(e))
+                if (e.is_retryable() || fresh_login(shared, kind, account, &e))
+                    && attempt < MAX_RETRIES =>
+            {
                 attempt += 1;
                 let wait = e.backoff.unwrap_or_else(|| backoff(attempt));
                 shared.printer.event(&Event::Retry {
@@ -695,6 +732,205 @@ async fn run_step(
             Err(StepError::Other(e)) => return StepResult::Failed(e),
         }
     }
+}
+
+/// `copy-mail` and `verify`: IMAP work.
+async fn imap_step(shared: &Shared, kind: StepKind, i: usize) -> Result<StepResult, StepError> {
+    let a = &shared.plan.accounts[i];
+    let (Some(source), Some(target)) = (server(shared, &a.from), server(shared, &a.to)) else {
+        return Ok(StepResult::Failed(
+            "the plan gives no IMAP server (`imap:`) for this account's platforms".to_owned(),
+        ));
+    };
+    let dry = shared.mode == RunMode::DryRun;
+    match (kind, a.flow) {
+        // The OVH flows' accounts exist on IMAP only once the steps before have run.
+        (StepKind::CopyMail, flow) if dry && flow != Flow::ImapToImap => Ok(done(
+            format!(
+                "would copy mail over IMAP from {} to {} once both are ready",
+                a.copy_source_address(),
+                a.address
+            ),
+            "{}".to_owned(),
+        )),
+        (StepKind::Verify, _) if dry => Ok(done(
+            "would verify every source message on the target".to_owned(),
+            "{}".to_owned(),
+        )),
+        (StepKind::Verify, Flow::LegacyToExchange) => verify_migrated(shared, i, target).await,
+        (StepKind::CopyMail, _) => copy_step(shared, i, source, target).await,
+        _ => verify_step(shared, i, source, target).await,
+    }
+}
+
+fn done(summary: String, output: String) -> StepResult {
+    StepResult::Done {
+        summary,
+        output,
+        messages: 0,
+        bytes: 0,
+    }
+}
+
+/// The OVH API steps.
+async fn ovh_step(
+    shared: &Shared,
+    kind: StepKind,
+    account: Option<usize>,
+    domain: Option<&str>,
+) -> Result<StepResult, StepError> {
+    let Some(ovh_side) = &shared.ovh else {
+        return Ok(StepResult::Failed("no OVH API client".to_owned()));
+    };
+    let (plan, mode, stop) = (&shared.plan, shared.mode, shared.stop.as_ref());
+    let a = account.map(|i| &plan.accounts[i]);
+    let result = match (kind, a) {
+        (StepKind::AddDomain, _) => {
+            ovh::add_domain(ovh_side, plan, domain.unwrap_or_default(), mode, stop).await
+        }
+        (StepKind::CheckDns, _) => {
+            ovh::check_dns(ovh_side, plan, domain.unwrap_or_default(), mode).await
+        }
+        (StepKind::RenameSource, Some(a)) => {
+            ovh::rename_source(ovh_side, plan, a, mode, stop).await
+        }
+        (StepKind::ConfigureTarget, Some(a)) => {
+            let password = &shared.credentials[account.unwrap_or_default()].target_password;
+            ovh::configure_target(ovh_side, plan, a, password, mode, stop).await
+        }
+        (StepKind::Preflight, Some(a)) => ovh::preflight(ovh_side, plan, a, stop).await,
+        (StepKind::MigrateLegacy, Some(a)) => {
+            let i = account.unwrap_or_default();
+            let counts = if mode == RunMode::Real {
+                source_counts(shared, i).await
+            } else {
+                None
+            };
+            // Kept apart from the step's output: a re-run after the migration (the source is
+            // gone then) must not lose what the source held.
+            if let (Some(counts), Some(store)) = (&counts, &shared.store)
+                && let Ok(g) = store.lock()
+            {
+                let key = format!("source-counts {}", a.address);
+                if g.meta(&key).ok().flatten().is_none() {
+                    let _ = g.set_meta(&key, &serde_json::json!(counts).to_string());
+                }
+            }
+            let password = &shared.credentials[i].source_password;
+            ovh::migrate_legacy(ovh_side, plan, a, password, counts, mode, stop).await
+        }
+        (StepKind::ResetSource, Some(a)) => ovh::reset_source(ovh_side, plan, a, mode, stop).await,
+        (other, _) => {
+            return Ok(StepResult::Failed(format!(
+                "{} cannot run here",
+                other.name()
+            )));
+        }
+    };
+    match result {
+        Ok(d) => Ok(done(d.summary, d.output.to_string())),
+        Err(ovh::Failure::Interrupted) => Err(StepError::Interrupted),
+        Err(ovh::Failure::Ovh(e)) => Ok(StepResult::Failed(e.to_string())),
+        Err(ovh::Failure::Blocked(why)) => Ok(StepResult::Failed(why)),
+    }
+}
+
+/// Messages per folder of a historical MX Plan mailbox, read over IMAP before OVH migrates it
+/// (the source is gone afterwards); `None` when the plan gives no IMAP server for it.
+async fn source_counts(
+    shared: &Shared,
+    account: usize,
+) -> Option<std::collections::BTreeMap<String, u32>> {
+    let a = &shared.plan.accounts[account];
+    let source = server(shared, &a.from)?;
+    let c = &shared.credentials[account];
+    let mut s = imap::connect(source, &c.source_login, &c.source_password)
+        .await
+        .ok()?;
+    let name = server_name(source);
+    let folders = imap::folders::list(&mut s, &name).await.ok()?;
+    let mut counts = std::collections::BTreeMap::new();
+    for f in folders.iter().filter(|f| f.selectable) {
+        let n = s.status(&f.wire, "(MESSAGES)").await.ok()?.exists;
+        counts.insert(f.path.clone(), n);
+    }
+    let _ = s.logout().await;
+    Some(counts)
+}
+
+/// `verify` of a historical MX Plan account: the Exchange mailbox holds at least what the
+/// source held, folder by folder (counts read before the migration).
+async fn verify_migrated(
+    shared: &Shared,
+    account: usize,
+    target: &ImapServer,
+) -> Result<StepResult, StepError> {
+    let a = &shared.plan.accounts[account];
+    let key = format!("source-counts {}", a.address);
+    let before: Option<std::collections::BTreeMap<String, u32>> = shared
+        .store
+        .as_ref()
+        .and_then(|s| s.lock().ok().and_then(|g| g.meta(&key).ok().flatten()))
+        .and_then(|o| serde_json::from_str(&o).ok());
+    let c = &shared.credentials[account];
+    let _slot = slot(shared, target).await?;
+    let mut t = imap::connect(target, &c.target_login, &c.target_password).await?;
+    let name = server_name(target);
+    let folders = imap::folders::list(&mut t, &name).await?;
+    let mut after = std::collections::BTreeMap::new();
+    for f in folders.iter().filter(|f| f.selectable) {
+        let n = t
+            .status(&f.wire, "(MESSAGES)")
+            .await
+            .map_err(|e| ImapError::from_imap(&name, format!("counting {}", f.path), e))?
+            .exists;
+        after.insert(f.path.clone(), n);
+    }
+    let _ = t.logout().await;
+    let total: u32 = after.values().sum();
+    let output = serde_json::json!({"before": before, "after": after}).to_string();
+    let Some(before) = before else {
+        return Ok(done(
+            format!(
+                "{total} message(s) in {} folder(s) on the target (no source counts to compare:                  the plan gives no IMAP server for the source)",
+                after.len()
+            ),
+            output,
+        ));
+    };
+    let short: Vec<String> = before
+        .iter()
+        .filter(|(f, n)| after.get(*f).copied().unwrap_or(0) < **n)
+        .map(|(f, n)| {
+            format!(
+                "{f}: {n} before, {} after",
+                after.get(f).copied().unwrap_or(0)
+            )
+        })
+        .collect();
+    if short.is_empty() {
+        Ok(done(
+            format!(
+                "all {} message(s) of {} folder(s) are on the target",
+                before.values().sum::<u32>(),
+                before.len()
+            ),
+            output,
+        ))
+    } else {
+        Ok(StepResult::Failed(format!(
+            "the migrated mailbox holds fewer messages than the source did: {}",
+            short.join("; ")
+        )))
+    }
+}
+
+/// A login refused right after OVH renamed or configured the account: the mail servers take a
+/// moment to know the new name or password, so this is retried like a network error.
+fn fresh_login(shared: &Shared, kind: StepKind, account: Option<usize>, e: &ImapError) -> bool {
+    e.kind == crate::providers::imap::ImapErrorKind::Auth
+        && matches!(kind, StepKind::CopyMail | StepKind::Verify)
+        && account.is_some_and(|i| shared.plan.accounts[i].flow != Flow::ImapToImap)
 }
 
 /// Exponential backoff with jitter: about 1, 2, 4, 8, 16 s, at most 60 s.

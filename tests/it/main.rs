@@ -4,6 +4,7 @@
 mod apply;
 mod codes;
 mod harness;
+mod ovh;
 mod schema;
 mod snapshots;
 mod support;

@@ -227,7 +227,8 @@ pub async fn wait(
     let path = task.path();
     let call = format!("GET {path}");
     let legacy = matches!(task, TaskRef::Legacy { .. });
-    let missing = std::cell::Cell::new(0u32);
+    // Atomic rather than a Cell so the waiting future stays Send (the runner spawns it).
+    let missing = std::sync::atomic::AtomicU32::new(0);
     let (path, call_name, missing) = (&path, &call, &missing);
     poll(activity, &call, options, cancel, move || async move {
         if legacy {
@@ -235,12 +236,12 @@ pub async fn wait(
         }
         match client.get::<Task>(activity, path, &[]).await {
             Ok(found) => {
-                missing.set(0);
+                missing.store(0, std::sync::atomic::Ordering::Relaxed);
                 judge_status(found, activity, call_name)
             }
             Err(e) if e.kind == OvhErrorKind::NotFound => {
-                missing.set(missing.get() + 1);
-                if missing.get() >= options.lost_after {
+                let seen = missing.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if seen >= options.lost_after {
                     let mut lost = e;
                     lost.kind = OvhErrorKind::TaskLost;
                     lost.message = format!(

@@ -1,0 +1,837 @@
+//! The `OVHcloud` steps of a plan, as the guide describes them (`../shared/seed/`): attach the
+//! domain to Exchange, rename the new-MX-Plan source, configure a free `@configureme.me` Exchange
+//! account, the historical MX Plan's preflight and server-side migration, the opt-in reset of
+//! the source, and the DNS check.
+//!
+//! Every step first reads the remote state and does nothing when its work is already done, so
+//! a crash between an API call and the state store's write is harmless on the next run. In a dry
+//! run only GET calls are made. Placeholders are claimed under one lock, so two steps never
+//! configure the same one.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use crate::plan::model::{Account, Plan, PlatformKind};
+use crate::plan::secret::Secret;
+use crate::providers::RunMode;
+use crate::providers::ovh::api::{exchange, legacy, mxplan};
+use crate::providers::ovh::{
+    Client, ClientOptions, ConfigSources, OvhError, OvhErrorKind, PollOptions,
+};
+
+/// What a finished OVH step says and records.
+#[derive(Debug, Clone)]
+pub(crate) struct Done {
+    pub summary: String,
+    pub output: serde_json::Value,
+}
+
+/// Why an OVH step stopped.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Ovh(OvhError),
+    /// A prerequisite or a state the step cannot fix; the text says what to do.
+    Blocked(String),
+    Interrupted,
+}
+
+impl From<OvhError> for Failure {
+    fn from(e: OvhError) -> Self {
+        if e.kind == OvhErrorKind::Cancelled {
+            Failure::Interrupted
+        } else {
+            Failure::Ovh(e)
+        }
+    }
+}
+
+type StepResult = Result<Done, Failure>;
+
+/// The OVH side of a run: the API client and the placeholders claimed so far.
+#[derive(Debug)]
+pub(crate) struct Ovh {
+    pub client: Client,
+    claimed: Mutex<HashSet<String>>,
+    poll: PollOptions,
+}
+
+impl Ovh {
+    /// The client from the environment and `ovh.conf` files, the plan's endpoint first.
+    pub fn connect(plan: &Plan, requests_per_minute: u32) -> Result<Ovh, OvhError> {
+        let endpoint = plan.ovh.as_ref().map(|o| o.endpoint.as_str());
+        let credentials = crate::providers::ovh::config::load(&ConfigSources::system(), endpoint)?;
+        let options = ClientOptions {
+            requests_per_minute,
+            ..ClientOptions::default()
+        };
+        Ok(Ovh {
+            client: Client::new(credentials, options)?,
+            claimed: Mutex::new(HashSet::new()),
+            poll: PollOptions {
+                initial_interval: Duration::from_millis(200),
+                ..PollOptions::default()
+            },
+        })
+    }
+}
+
+#[allow(clippy::unnecessary_wraps)] // the steps' common last expression
+fn done(summary: impl Into<String>, output: serde_json::Value) -> StepResult {
+    Ok(Done {
+        summary: summary.into(),
+        output,
+    })
+}
+
+fn exchange_service(plan: &Plan, platform: &str) -> Option<exchange::Service> {
+    match &plan.platforms.get(platform)?.kind {
+        PlatformKind::OvhExchange {
+            organization,
+            service,
+        } => Some(exchange::Service {
+            organization: organization.clone(),
+            service: service.clone(),
+        }),
+        _ => None,
+    }
+}
+
+fn not_found(e: &OvhError) -> bool {
+    e.kind == OvhErrorKind::NotFound
+}
+
+/// Poll `check` until it returns `Some`, every `interval`, at most `timeout`.
+async fn until<T, F, Fut>(stop: &AtomicBool, timeout: Duration, mut check: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, Failure>>,
+{
+    let start = Instant::now();
+    let mut interval = Duration::from_millis(100);
+    loop {
+        if let Some(t) = check().await? {
+            return Ok(t);
+        }
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Failure::Interrupted);
+        }
+        if start.elapsed() > timeout {
+            return Err(Failure::Blocked(format!(
+                "still not ready after {} s",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 3 / 2).min(Duration::from_secs(10));
+    }
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// `add-domain`: attach the domain to the Exchange service and wait until its state is ok.
+pub(crate) async fn add_domain(
+    ovh: &Ovh,
+    plan: &Plan,
+    domain: &str,
+    mode: RunMode,
+    stop: &AtomicBool,
+) -> StepResult {
+    let Some(attachment) = plan.domains.iter().find(|d| d.name == domain) else {
+        return Err(Failure::Blocked(format!(
+            "{domain} is not in the plan's domains"
+        )));
+    };
+    let Some(service) = exchange_service(plan, &attachment.platform) else {
+        return Err(Failure::Blocked(format!(
+            "{} is not an Exchange platform",
+            attachment.platform
+        )));
+    };
+    let activity = format!("attaching {domain} to {}", service.service);
+    let c = &ovh.client;
+    match exchange::get_domain(c, &activity, &service, domain).await {
+        Ok(d) if d.is_ready() => {
+            return done(
+                format!("{domain} is already attached"),
+                serde_json::json!({"already": true}),
+            );
+        }
+        Ok(_) if mode == RunMode::DryRun => {
+            return done(
+                format!("{domain} is being attached; would wait"),
+                serde_json::json!({}),
+            );
+        }
+        Ok(_) => {}
+        Err(e) if not_found(&e) => {
+            if mode == RunMode::DryRun {
+                return done(
+                    format!(
+                        "would attach {domain} as {}",
+                        attachment.domain_type.api_name()
+                    ),
+                    serde_json::json!({}),
+                );
+            }
+            let task = exchange::add_domain(
+                c,
+                &activity,
+                &service,
+                &exchange::NewDomain::new(domain, attachment.domain_type),
+            )
+            .await?;
+            crate::providers::ovh::tasks::wait(
+                c,
+                &activity,
+                &service.task(task.id),
+                &ovh.poll,
+                stop,
+            )
+            .await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    until(stop, READY_TIMEOUT, || async {
+        let d = exchange::get_domain(c, &activity, &service, domain).await?;
+        Ok(d.is_ready().then_some(()))
+    })
+    .await?;
+    done(
+        format!("{domain} attached, state ok"),
+        serde_json::json!({"already": false}),
+    )
+}
+
+fn mxplan_service<'a>(plan: &'a Plan, a: &Account) -> Option<&'a str> {
+    match &plan.platforms.get(&a.from)?.kind {
+        PlatformKind::OvhMxplan { service } => Some(service),
+        _ => None,
+    }
+}
+
+/// `rename-source`: the new MX Plan account takes its provisional name, freeing the address.
+pub(crate) async fn rename_source(
+    ovh: &Ovh,
+    plan: &Plan,
+    a: &Account,
+    mode: RunMode,
+    stop: &AtomicBool,
+) -> StepResult {
+    let (Some(service), Some(provisional)) =
+        (mxplan_service(plan, a), a.provisional_address.as_deref())
+    else {
+        return Err(Failure::Blocked(
+            "not a new MX Plan account with a provisional name".to_owned(),
+        ));
+    };
+    let activity = format!("renaming {} to {provisional}", a.address);
+    let c = &ovh.client;
+    // A rename started by a run that was killed: wait for its task instead of sending another.
+    if mode == RunMode::Real
+        && let Ok(acc) = mxplan::get_account(c, &activity, service, &a.address).await
+        && let Some(task) = acc.task_pending_id.filter(|id| *id != 0)
+    {
+        crate::providers::ovh::tasks::wait(
+            c,
+            &activity,
+            &mxplan::task(service, task),
+            &ovh.poll,
+            stop,
+        )
+        .await?;
+    }
+    let at_provisional = mxplan::get_account(c, &activity, service, provisional).await;
+    let at_address = mxplan::get_account(c, &activity, service, &a.address).await;
+    match (&at_provisional, &at_address) {
+        (Ok(_), Err(e)) if not_found(e) => {
+            return done(
+                format!("already renamed to {provisional}"),
+                serde_json::json!({"already": true}),
+            );
+        }
+        (Ok(_), Ok(_)) => {
+            return Err(Failure::Blocked(format!(
+                "the provisional name {provisional} is taken by another account; choose another \
+                 `provisional-name`"
+            )));
+        }
+        (Err(e), _) if !not_found(e) => return Err(Failure::Ovh(e.clone())),
+        (_, Err(e)) if not_found(e) => {
+            return Err(Failure::Blocked(format!(
+                "neither {} nor {provisional} exists on {service}",
+                a.address
+            )));
+        }
+        (_, Err(e)) => return Err(Failure::Ovh(e.clone())),
+        _ => {}
+    }
+    if mode == RunMode::DryRun {
+        return done(
+            format!("would rename {} to {provisional}", a.address),
+            serde_json::json!({}),
+        );
+    }
+    let (login, domain) = provisional.split_once('@').unwrap_or((provisional, ""));
+    let rename = mxplan::AccountRename {
+        login: login.to_owned(),
+        domain: domain.to_owned(),
+    };
+    mxplan::rename_account(c, &activity, service, &a.address, &rename).await?;
+    let task = until(stop, Duration::from_secs(60), || async {
+        let acc = mxplan::get_account(c, &activity, service, &a.address).await;
+        match acc {
+            Ok(acc) => Ok(acc.task_pending_id.filter(|id| *id != 0)),
+            Err(e) if not_found(&e) => Ok(Some(0)),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await?;
+    if task != 0 {
+        crate::providers::ovh::tasks::wait(
+            c,
+            &activity,
+            &mxplan::task(service, task),
+            &ovh.poll,
+            stop,
+        )
+        .await?;
+    }
+    until(stop, READY_TIMEOUT, || async {
+        match mxplan::get_account(c, &activity, service, provisional).await {
+            Ok(acc) if acc.task_pending_id.unwrap_or(0) == 0 => Ok(Some(())),
+            Ok(_) => Ok(None),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await?;
+    done(
+        format!("renamed to {provisional}"),
+        serde_json::json!({"already": false}),
+    )
+}
+
+/// Claim a free placeholder of `service` that no other step of this run holds.
+async fn claim_placeholder(
+    ovh: &Ovh,
+    activity: &str,
+    service: &exchange::Service,
+) -> Result<String, Failure> {
+    let c = &ovh.client;
+    let candidates = exchange::placeholder_addresses(c, activity, service).await?;
+    for p in candidates {
+        {
+            let claimed = ovh
+                .claimed
+                .lock()
+                .map_err(|e| Failure::Blocked(e.to_string()))?;
+            if claimed.contains(&p) {
+                continue;
+            }
+        }
+        let acc = exchange::get_account(c, activity, service, &p).await?;
+        if acc.is_free_placeholder() {
+            let mut claimed = ovh
+                .claimed
+                .lock()
+                .map_err(|e| Failure::Blocked(e.to_string()))?;
+            if claimed.insert(p.clone()) {
+                return Ok(p);
+            }
+        }
+    }
+    Err(Failure::Blocked(format!(
+        "no free @configureme.me account is left on {}: order one more Exchange account",
+        service.service
+    )))
+}
+
+/// `configure-target`: a free `@configureme.me` account becomes the address, with its password.
+pub(crate) async fn configure_target(
+    ovh: &Ovh,
+    plan: &Plan,
+    a: &Account,
+    password: &Secret,
+    mode: RunMode,
+    stop: &AtomicBool,
+) -> StepResult {
+    let Some(service) = exchange_service(plan, &a.to) else {
+        return Err(Failure::Blocked(format!(
+            "{} is not an Exchange platform",
+            a.to
+        )));
+    };
+    let activity = format!("configuring {} on {}", a.address, service.service);
+    let c = &ovh.client;
+    let existing = exchange::get_account(c, &activity, &service, &a.address).await;
+    match existing {
+        Ok(acc) if acc.task_pending_id.unwrap_or(0) == 0 && mode == RunMode::DryRun => {
+            return done(
+                "already configured; would set its password again",
+                serde_json::json!({}),
+            );
+        }
+        Ok(_) if mode == RunMode::DryRun => {
+            return done("being configured; would wait", serde_json::json!({}));
+        }
+        Ok(_) => {
+            // Configured by an earlier run: make sure the password is the plan's.
+            wait_account_idle(ovh, &activity, &service, &a.address, stop).await?;
+            set_password(ovh, &activity, &service, &a.address, password, stop).await?;
+            return done(
+                "already configured; password set",
+                serde_json::json!({"already": true}),
+            );
+        }
+        Err(e) if not_found(&e) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let info = exchange::get_service(c, &activity, &service).await?;
+    let violations =
+        info.password_policy()
+            .violations(password, a.local_part(), a.display_name.as_deref());
+    if !violations.is_empty() {
+        return Err(Failure::Blocked(format!(
+            "the target password does not meet {}'s policy: {}",
+            service.service,
+            violations.join("; ")
+        )));
+    }
+    if mode == RunMode::DryRun {
+        let free = exchange::count_placeholders(c, &activity, &service).await?;
+        return done(
+            format!(
+                "would configure a @configureme.me account as {} ({free} on the service)",
+                a.address
+            ),
+            serde_json::json!({}),
+        );
+    }
+    // A configure started by a run that was killed shows as a placeholder with a task pending:
+    // let those finish, then look for the address again before claiming another one.
+    if wait_pending_placeholders(ovh, &activity, &service, stop).await?
+        && exchange::get_account(c, &activity, &service, &a.address)
+            .await
+            .is_ok()
+    {
+        wait_account_idle(ovh, &activity, &service, &a.address, stop).await?;
+        set_password(ovh, &activity, &service, &a.address, password, stop).await?;
+        return done(
+            "configured by an interrupted run; password set",
+            serde_json::json!({"already": true}),
+        );
+    }
+    let placeholder = claim_placeholder(ovh, &activity, &service).await?;
+    let update = exchange::AccountUpdate {
+        login: a.local_part().to_owned(),
+        domain: a.domain().to_owned(),
+        display_name: a.display_name.clone(),
+    };
+    exchange::configure_account(c, &activity, &service, &placeholder, &update).await?;
+    // The PUT answers at once; the account has its address once the setAccount task ends.
+    until(stop, READY_TIMEOUT, || async {
+        match exchange::get_account(c, &activity, &service, &a.address).await {
+            Ok(acc) if acc.task_pending_id.unwrap_or(0) == 0 => Ok(Some(())),
+            Ok(_) => Ok(None),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await?;
+    set_password(ovh, &activity, &service, &a.address, password, stop).await?;
+    done(
+        format!("{placeholder} configured as {}, password set", a.address),
+        serde_json::json!({"placeholder": placeholder}),
+    )
+}
+
+/// Wait until no placeholder of the service has a task pending; whether any had one.
+async fn wait_pending_placeholders(
+    ovh: &Ovh,
+    activity: &str,
+    service: &exchange::Service,
+    stop: &AtomicBool,
+) -> Result<bool, Failure> {
+    let mut waited = false;
+    for p in exchange::placeholder_addresses(&ovh.client, activity, service).await? {
+        let claimed = ovh
+            .claimed
+            .lock()
+            .map_err(|e| Failure::Blocked(e.to_string()))?
+            .contains(&p);
+        if claimed {
+            continue; // being configured by this run
+        }
+        match exchange::get_account(&ovh.client, activity, service, &p).await {
+            Ok(acc) if acc.task_pending_id.unwrap_or(0) != 0 => {
+                waited = true;
+                until(stop, READY_TIMEOUT, || async {
+                    match exchange::get_account(&ovh.client, activity, service, &p).await {
+                        Ok(acc) => Ok((acc.task_pending_id.unwrap_or(0) == 0).then_some(())),
+                        Err(e) if not_found(&e) => Ok(Some(())),
+                        Err(e) => Err(e.into()),
+                    }
+                })
+                .await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(waited)
+}
+
+async fn wait_account_idle(
+    ovh: &Ovh,
+    activity: &str,
+    service: &exchange::Service,
+    address: &str,
+    stop: &AtomicBool,
+) -> Result<(), Failure> {
+    until(stop, READY_TIMEOUT, || async {
+        let acc = exchange::get_account(&ovh.client, activity, service, address).await?;
+        Ok((acc.task_pending_id.unwrap_or(0) == 0).then_some(()))
+    })
+    .await
+}
+
+async fn set_password(
+    ovh: &Ovh,
+    activity: &str,
+    service: &exchange::Service,
+    address: &str,
+    password: &Secret,
+    stop: &AtomicBool,
+) -> Result<(), Failure> {
+    let task = exchange::change_password(&ovh.client, activity, service, address, password).await?;
+    crate::providers::ovh::tasks::wait(
+        &ovh.client,
+        activity,
+        &service.task(task.id),
+        &ovh.poll,
+        stop,
+    )
+    .await?;
+    Ok(())
+}
+
+fn legacy_domain<'a>(plan: &'a Plan, a: &Account) -> Option<&'a str> {
+    match &plan.platforms.get(&a.from)?.kind {
+        PlatformKind::OvhMxplanLegacy { domain } => Some(domain),
+        _ => None,
+    }
+}
+
+/// Where a legacy account would migrate: the Exchange service and a free placeholder.
+async fn legacy_destination(
+    ovh: &Ovh,
+    activity: &str,
+    domain: &str,
+    account: &str,
+    service: &exchange::Service,
+) -> Result<Vec<String>, Failure> {
+    let c = &ovh.client;
+    let services = legacy::migration_destinations(
+        c,
+        activity,
+        domain,
+        account,
+        legacy::MigrationServiceType::HostedExchange,
+    )
+    .await?;
+    if !services.contains(&service.service) {
+        return Err(Failure::Blocked(format!(
+            "{} is not offered as a migration destination for {account}@{domain} (offered: {})",
+            service.service,
+            if services.is_empty() {
+                "none".to_owned()
+            } else {
+                services.join(", ")
+            }
+        )));
+    }
+    Ok(legacy::destination_addresses(c, activity, domain, account, &service.service).await?)
+}
+
+/// `preflight` (historical MX Plan): no redirection from or to the account, no responder,
+/// `checkMigrate` clear, a free `@configureme.me` account. Read-only, so it runs in dry runs.
+pub(crate) async fn preflight(
+    ovh: &Ovh,
+    plan: &Plan,
+    a: &Account,
+    stop: &AtomicBool,
+) -> StepResult {
+    let (Some(domain), Some(service)) = (legacy_domain(plan, a), exchange_service(plan, &a.to))
+    else {
+        return Err(Failure::Blocked(
+            "not a historical MX Plan → Exchange account".to_owned(),
+        ));
+    };
+    let account = a.local_part();
+    let activity = format!("checking {} before its migration", a.address);
+    let c = &ovh.client;
+    if let Err(e) = legacy::get_account(c, &activity, domain, account).await {
+        if not_found(&e) {
+            // Migrated by an earlier run: the address now lives on Exchange.
+            if exchange::get_account(c, &activity, &service, &a.address)
+                .await
+                .is_ok()
+            {
+                return done("already migrated", serde_json::json!({"already": true}));
+            }
+        }
+        return Err(e.into());
+    }
+    let mut problems = Vec::new();
+    let from = legacy::redirections(c, &activity, domain, Some(&a.address), None).await?;
+    let to = legacy::redirections(c, &activity, domain, None, Some(&a.address)).await?;
+    if !from.is_empty() || !to.is_empty() {
+        problems.push(format!(
+            "{} redirection(s) from or to the account: remove them in the control panel first",
+            from.len() + to.len()
+        ));
+    }
+    if !legacy::responders(c, &activity, domain, Some(account))
+        .await?
+        .is_empty()
+    {
+        problems.push("an auto-responder is set: remove it first".to_owned());
+    }
+    let placeholders = legacy_destination(ovh, &activity, domain, account, &service).await?;
+    let Some(first) = placeholders.first() else {
+        problems.push(format!(
+            "no free @configureme.me account on {}: order one more Exchange account",
+            service.service
+        ));
+        return Err(Failure::Blocked(problems.join("; ")));
+    };
+    // checkMigrate answers 200 with a list of errors; the *_INPROGRESS ones pass with time.
+    let check = until(stop, Duration::from_secs(15 * 60), || async {
+        let check =
+            legacy::check_migrate(c, &activity, domain, account, &service.service, first).await?;
+        if check.is_retryable() && !check.is_clear() {
+            Ok(None)
+        } else {
+            Ok(Some(check))
+        }
+    })
+    .await?;
+    if !check.is_clear() {
+        problems.push(format!("checkMigrate: {}", check.describe()));
+    }
+    if !problems.is_empty() {
+        return Err(Failure::Blocked(problems.join("; ")));
+    }
+    done(
+        format!(
+            "ready: no redirection, no responder, checkMigrate clear, {} placeholder(s)",
+            placeholders.len()
+        ),
+        serde_json::json!({"placeholders": placeholders.len()}),
+    )
+}
+
+/// `migrate-legacy`: OVH's own migration with the source password; `counts` are the source's
+/// messages per folder read over IMAP before (for `verify`, since the source is gone after).
+pub(crate) async fn migrate_legacy(
+    ovh: &Ovh,
+    plan: &Plan,
+    a: &Account,
+    source_password: &Secret,
+    counts: Option<BTreeMap<String, u32>>,
+    mode: RunMode,
+    stop: &AtomicBool,
+) -> StepResult {
+    let (Some(domain), Some(service)) = (legacy_domain(plan, a), exchange_service(plan, &a.to))
+    else {
+        return Err(Failure::Blocked(
+            "not a historical MX Plan → Exchange account".to_owned(),
+        ));
+    };
+    let account = a.local_part();
+    let activity = format!("migrating {}", a.address);
+    let c = &ovh.client;
+    if let Err(e) = legacy::get_account(c, &activity, domain, account).await {
+        if not_found(&e)
+            && exchange::get_account(c, &activity, &service, &a.address)
+                .await
+                .is_ok()
+        {
+            return done("already migrated", serde_json::json!({"already": true}));
+        }
+        return Err(e.into());
+    }
+    if mode == RunMode::DryRun {
+        return done(
+            format!("would migrate {} to {}", a.address, service.service),
+            serde_json::json!({}),
+        );
+    }
+    // A migration started by a run that was killed: wait for its task, then look again.
+    if !legacy::account_tasks(c, &activity, domain, account)
+        .await?
+        .is_empty()
+    {
+        crate::providers::ovh::tasks::wait_legacy_account_idle(
+            c, &activity, domain, account, &ovh.poll, stop,
+        )
+        .await?;
+        if let Err(e) = legacy::get_account(c, &activity, domain, account).await {
+            if not_found(&e) {
+                return done(
+                    "migrated by an interrupted run",
+                    serde_json::json!({"already": true, "source_counts": counts}),
+                );
+            }
+            return Err(e.into());
+        }
+    }
+    let placeholder = {
+        let free = legacy_destination(ovh, &activity, domain, account, &service).await?;
+        let mut claimed = ovh
+            .claimed
+            .lock()
+            .map_err(|e| Failure::Blocked(e.to_string()))?;
+        let Some(p) = free.into_iter().find(|p| !claimed.contains(p)) else {
+            return Err(Failure::Blocked(format!(
+                "no free @configureme.me account on {}: order one more Exchange account",
+                service.service
+            )));
+        };
+        claimed.insert(p.clone());
+        p
+    };
+    let task = legacy::migrate(
+        c,
+        &activity,
+        domain,
+        account,
+        &service.service,
+        &placeholder,
+        source_password,
+    )
+    .await?;
+    crate::providers::ovh::tasks::wait(c, &activity, &task.task_ref(), &ovh.poll, stop).await?;
+    until(stop, READY_TIMEOUT, || async {
+        match exchange::get_account(c, &activity, &service, &a.address).await {
+            Ok(acc) if acc.task_pending_id.unwrap_or(0) == 0 => Ok(Some(())),
+            Ok(_) => Ok(None),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await?;
+    done(
+        format!("migrated by OVH into {placeholder}, now {}", a.address),
+        serde_json::json!({"placeholder": placeholder, "source_counts": counts}),
+    )
+}
+
+/// `reset-source` (opt-in, after `verify`): the renamed new-MX-Plan source is emptied and
+/// released.
+pub(crate) async fn reset_source(
+    ovh: &Ovh,
+    plan: &Plan,
+    a: &Account,
+    mode: RunMode,
+    stop: &AtomicBool,
+) -> StepResult {
+    let (Some(service), Some(provisional)) =
+        (mxplan_service(plan, a), a.provisional_address.as_deref())
+    else {
+        return Err(Failure::Blocked("not a new MX Plan account".to_owned()));
+    };
+    let activity = format!("resetting {provisional}");
+    let c = &ovh.client;
+    match mxplan::get_account(c, &activity, service, provisional).await {
+        Err(e) if not_found(&e) => {
+            return done("already reset", serde_json::json!({"already": true}));
+        }
+        Err(e) => return Err(e.into()),
+        Ok(_) if mode == RunMode::DryRun => {
+            return done(
+                format!("would reset {provisional} (destructive)"),
+                serde_json::json!({}),
+            );
+        }
+        Ok(_) => {}
+    }
+    let task = mxplan::reset_account(c, &activity, service, provisional).await?;
+    crate::providers::ovh::tasks::wait(
+        c,
+        &activity,
+        &mxplan::task(service, task.id),
+        &ovh.poll,
+        stop,
+    )
+    .await?;
+    done(
+        format!("{provisional} reset"),
+        serde_json::json!({"already": false}),
+    )
+}
+
+/// `check-dns`: the destination domain's MX, SRV and SPF diagnostics and what to change.
+pub(crate) async fn check_dns(ovh: &Ovh, plan: &Plan, domain: &str, mode: RunMode) -> StepResult {
+    let Some(attachment) = plan.domains.iter().find(|d| d.name == domain) else {
+        return Err(Failure::Blocked(format!(
+            "{domain} is not in the plan's domains"
+        )));
+    };
+    let Some(service) = exchange_service(plan, &attachment.platform) else {
+        return Err(Failure::Blocked(format!(
+            "{} is not an Exchange platform",
+            attachment.platform
+        )));
+    };
+    let activity = format!("checking the DNS of {domain}");
+    let d = match exchange::get_domain(&ovh.client, &activity, &service, domain).await {
+        Err(e) if not_found(&e) && mode == RunMode::DryRun => {
+            return done(
+                format!("would check the DNS of {domain} once it is attached"),
+                serde_json::json!({}),
+            );
+        }
+        other => other?,
+    };
+    let advice = d.dns_advice();
+    let summary = if advice.is_empty() {
+        "MX, SRV and SPF are valid".to_owned()
+    } else {
+        format!("to change: {}", advice.join("; "))
+    };
+    done(summary, serde_json::json!({"advice": advice}))
+}
+
+/// The capacity check: free placeholders per Exchange service against the accounts that still
+/// need one. Returns what is missing, per service.
+pub(crate) async fn capacity(
+    ovh: &Ovh,
+    plan: &Plan,
+    needing: &[&Account],
+) -> Result<Vec<String>, OvhError> {
+    let mut per_service: BTreeMap<String, (exchange::Service, usize)> = BTreeMap::new();
+    for a in needing {
+        if let Some(s) = exchange_service(plan, &a.to) {
+            per_service.entry(s.path()).or_insert((s, 0)).1 += 1;
+        }
+    }
+    let mut missing = Vec::new();
+    for (service, needed) in per_service.values() {
+        let activity = format!(
+            "counting the free @configureme.me accounts of {}",
+            service.service
+        );
+        let have = exchange::count_placeholders(&ovh.client, &activity, service).await?;
+        if have < *needed {
+            missing.push(format!(
+                "{}: {needed} account(s) need a free @configureme.me account, {have} available: \
+                 order {} more",
+                service.service,
+                needed - have
+            ));
+        }
+    }
+    Ok(missing)
+}

@@ -1,0 +1,408 @@
+//! The `OVHcloud` flows end to end: `mailplan apply` against the OVH API simulator (`ovh-sim`)
+//! whose mailboxes live in a real Dovecot, so a renamed, configured or migrated account really
+//! holds its mail over IMAP.
+
+use std::process::{Command, Output};
+
+use ovh_sim::{Fault, Fixture, Simulator};
+
+use crate::support::dovecot::Dovecot;
+use crate::support::mailbox::snapshot;
+
+const AK: &str = "test-ak";
+const AS: &str = "test-application-secret";
+const CK: &str = "test-ck";
+const MARY_OLD: &str = "Mary-old-secret-1";
+const MARY_NEW: &str = "Spring-Tulip-2026x";
+const JOHN: &str = "John-secret-12";
+
+/// Dovecot, the simulator over its mail, and a plan mixing both MX Plan flows and IMAP.
+struct World {
+    dovecot: Dovecot,
+    sim: Simulator,
+    dir: tempfile::TempDir,
+}
+
+fn fixture(dovecot: &Dovecot, extra_legacy: &str) -> Fixture {
+    let dir = dovecot.dir.path().display();
+    let yaml = format!(
+        r#"
+auth:
+  application_key: {AK}
+  application_secret: {AS}
+  consumer_keys:
+    - key: {CK}
+      rules:
+        - {{ method: GET, path: "/email/*" }}
+        - {{ method: POST, path: "/email/*" }}
+        - {{ method: PUT, path: "/email/*" }}
+        - {{ method: DELETE, path: "/email/*" }}
+timing: {{ todo_ms: 20, doing_ms: 30 }}
+legacy_domains:
+  - domain: legacy.test
+    accounts:
+      - name: john
+        password: "{JOHN}"
+        messages: {{ INBOX: 4, Archive: 2 }}
+{extra_legacy}
+mxplan_services:
+  - service: mxplan-test-1
+    domains:
+      - {{ name: acme.test }}
+    accounts:
+      - {{ login: mary, domain: acme.test, password: "{MARY_OLD}", display_name: Mary,
+          messages: {{ INBOX: 5, Sent: 2 }} }}
+exchange_services:
+  - organization: hosted-test-1
+    placeholders: 3
+dns:
+  acme.test:
+    mx: ["1 mx1.old-provider.example."]
+    ovh_zone: true
+mail:
+  users_file: {dir}/users
+  mail_root: {dir}/mail
+  owner: dovecot
+"#
+    );
+    Fixture::from_yaml(&yaml).expect("the fixture parses")
+}
+
+impl World {
+    fn new(extra_legacy: &str) -> World {
+        let dovecot = Dovecot::start();
+        let sim = Simulator::start(fixture(&dovecot, extra_legacy));
+        // The IMAP → IMAP account lives on the same Dovecot.
+        dovecot.add_user("alice@old.example", "alice-old");
+        dovecot.add_user("alice@new.example", "alice-new");
+        World {
+            dovecot,
+            sim,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn plan(&self, extra_accounts: &str) -> std::path::PathBuf {
+        let imap = format!(
+            "{{ host: localhost, port: {}, tls: implicit }}",
+            self.dovecot.imaps_port
+        );
+        let text = format!(
+            r#"version: 1
+name: ovh-e2e
+ovh: {{ endpoint: "{base}" }}
+platforms:
+  old-mxplan: {{ type: ovh-mxplan, service: mxplan-test-1, imap: {imap} }}
+  old-legacy: {{ type: ovh-mxplan-legacy, domain: legacy.test, imap: {imap} }}
+  exchange: {{ type: ovh-exchange, organization: hosted-test-1, imap: {imap} }}
+  old-isp: {{ type: imap, imap: {imap} }}
+  new-isp: {{ type: imap, imap: {imap} }}
+domains:
+  - {{ name: acme.test, platform: exchange, type: non-authoritative }}
+  - {{ name: legacy.test, platform: exchange, type: non-authoritative }}
+accounts:
+  - address: mary@acme.test
+    from: old-mxplan
+    to: exchange
+    display-name: Mary
+    source-password: {{ env: MARY_OLD }}
+    target-password: {{ env: MARY_NEW }}
+  - address: john@legacy.test
+    from: old-legacy
+    to: exchange
+    source-password: {{ env: JOHN }}
+  - address: alice@old.example
+    from: old-isp
+    to: new-isp
+    target-login: alice@new.example
+    source-password: {{ env: ALICE_OLD }}
+    target-password: {{ env: ALICE_NEW }}
+{extra_accounts}"#,
+            base = self.sim.base_url()
+        );
+        let path = self.dir.path().join("ovh-e2e.yaml");
+        std::fs::write(&path, text).expect("write the plan");
+        path
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("mailplan runs")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mailplan"));
+        c.args(args);
+        if args.first() == Some(&"apply") {
+            c.args(["--ovh-requests-per-minute", "100000"]);
+        }
+        c.env("NO_COLOR", "1")
+            .env("SSL_CERT_FILE", self.dovecot.ca_cert_path())
+            .env("OVH_APPLICATION_KEY", AK)
+            .env("OVH_APPLICATION_SECRET", AS)
+            .env("OVH_CONSUMER_KEY", CK)
+            .env("MARY_OLD", MARY_OLD)
+            .env("MARY_NEW", MARY_NEW)
+            .env("JOHN", JOHN)
+            .env("ALICE_OLD", "alice-old")
+            .env("ALICE_NEW", "alice-new")
+            .env("HOME", self.dir.path())
+            .current_dir(self.dir.path());
+        c
+    }
+
+    fn mutating(&self) -> Vec<String> {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|r| r.is_mutating())
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn both_mx_plan_flows_and_an_imap_account_migrate_end_to_end() {
+    let w = World::new("");
+    let plan = w.plan("");
+    let plan = plan.to_str().expect("utf-8");
+
+    // The dry run reads (GET only) and changes nothing.
+    let out = w.run(&["apply", plan, "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(w.mutating().is_empty(), "a dry run sent {:?}", w.mutating());
+    let out = w.run(&["plan", plan, "--refresh"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        w.mutating().is_empty(),
+        "plan --refresh sent {:?}",
+        w.mutating()
+    );
+
+    let out = w.run(&["apply", plan]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n--- users\n{}\n--- dovecot log\n{}",
+        text(&out),
+        std::fs::read_to_string(w.dovecot.dir.path().join("users")).unwrap_or_default(),
+        w.dovecot.log()
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    for step in [
+        "done    add-domain acme.test",
+        "done    add-domain legacy.test",
+        "done    rename-source mary@acme.test",
+        "done    configure-target mary@acme.test",
+        "done    copy-mail mary@acme.test",
+        "done    verify mary@acme.test",
+        "done    preflight john@legacy.test",
+        "done    migrate-legacy john@legacy.test",
+        "done    verify john@legacy.test",
+        "done    check-dns acme.test",
+        "done    verify alice@old.example",
+    ] {
+        assert!(err.contains(step), "missing `{step}`:\n{err}");
+    }
+    assert!(
+        err.contains("MX: found"),
+        "check-dns says what to change: {err}"
+    );
+
+    // The order in the recorded requests: domain and rename before configure.
+    let calls = w.mutating();
+    let at = |needle: &str| {
+        calls
+            .iter()
+            .position(|c| c.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in {calls:?}"))
+    };
+    let configure = calls
+        .iter()
+        .position(|c| c.starts_with("PUT /email/exchange/") && c.contains("configureme.me"))
+        .expect("a placeholder was configured");
+    assert!(at("POST /email/exchange/hosted-test-1/service/hosted-test-1/domain") < configure);
+    assert!(at("PUT /email/mxplan/mxplan-test-1/account/mary@acme.test") < configure);
+    assert!(at("changePassword") > configure);
+    assert!(at("/migrate") > 0 || calls.iter().any(|c| c.ends_with("/migrate")));
+
+    // Mail arrived: Mary's on Exchange with her new password, the renamed source kept its
+    // copy; John's migrated mailbox on Exchange with his password.
+    let mary = snapshot(&w.dovecot, "mary@acme.test", MARY_NEW);
+    assert_eq!(mary.message_total(), 7);
+    let old = snapshot(&w.dovecot, "mary-old@acme.test", MARY_OLD);
+    assert_eq!(
+        old.message_total(),
+        7,
+        "the copy is additive: the source keeps its mail"
+    );
+    let john = snapshot(&w.dovecot, "john@legacy.test", JOHN);
+    assert_eq!(john.message_total(), 6);
+
+    // A re-run does nothing twice: no POST, PUT or DELETE.
+    w.sim.clear_requests();
+    let out = w.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        w.mutating().is_empty(),
+        "the re-run sent {:?}",
+        w.mutating()
+    );
+    assert_eq!(
+        snapshot(&w.dovecot, "mary@acme.test", MARY_NEW).message_total(),
+        7
+    );
+}
+
+#[test]
+fn injected_429_409_and_500_are_survived() {
+    let w = World::new("");
+    let plan = w.plan("");
+    w.sim.inject(
+        Fault::too_many_requests(1)
+            .on("GET", "/email/exchange")
+            .times(2),
+    );
+    w.sim
+        .inject(Fault::server_error().on("GET", "/email/mxplan").times(2));
+    w.sim.inject(
+        Fault::already_processing()
+            .on("PUT", "/email/mxplan")
+            .times(1),
+    );
+    let out = w.run(&["apply", plan.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let statuses: Vec<u16> = w.sim.requests().iter().map(|r| r.status).collect();
+    for code in [429, 500, 409] {
+        assert!(
+            statuses.contains(&code),
+            "no {code} was injected: {statuses:?}"
+        );
+    }
+    assert_eq!(
+        snapshot(&w.dovecot, "mary@acme.test", MARY_NEW).message_total(),
+        7
+    );
+}
+
+#[test]
+fn a_redirection_on_a_legacy_account_fails_it_alone_with_what_to_do() {
+    let w = World::new(
+        "    redirections:\n      - { from: john@legacy.test, to: john@elsewhere.example }\n",
+    );
+    let plan = w.plan("");
+    let out = w.run(&["apply", plan.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FAILED  preflight john@legacy.test") && err.contains("redirection"),
+        "{err}"
+    );
+    assert!(
+        err.contains("skipped migrate-legacy john@legacy.test"),
+        "{err}"
+    );
+    assert!(err.contains("done    verify mary@acme.test"), "{err}");
+    assert!(err.contains("done    verify alice@old.example"), "{err}");
+    assert!(
+        !w.mutating().iter().any(|c| c.contains("/migrate")),
+        "nothing was migrated"
+    );
+}
+
+#[test]
+fn a_bad_application_secret_stops_everything_before_it_starts_with_a_clear_error() {
+    let w = World::new("");
+    let plan = w.plan("");
+    let out = w
+        .command(&["apply", plan.to_str().expect("utf-8")])
+        .env("OVH_APPLICATION_SECRET", "not-the-secret")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ovh::invalid_signature") && err.contains("Invalid signature"),
+        "{err}"
+    );
+    assert!(
+        err.contains("EU.ext-sim."),
+        "the X-Ovh-QueryID is named: {err}"
+    );
+    assert!(!err.contains("not-the-secret"), "the secret was printed");
+    assert!(w.mutating().is_empty(), "something ran: {:?}", w.mutating());
+    assert!(
+        !w.dir.path().join(".mailplan").exists(),
+        "a state store was written"
+    );
+}
+
+#[test]
+fn a_run_killed_during_a_task_poll_resumes_without_doing_anything_twice() {
+    let w = World::new("");
+    let plan = w.plan("");
+    let plan = plan.to_str().expect("utf-8");
+    // Slow tasks, so the kill lands while mailplan polls the rename's and the configure's tasks.
+    w.sim
+        .inject(Fault::slow_tasks(1500, 1500).on_path("/email/").times(20));
+    let mut child = w
+        .command(&["apply", plan])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    while !w
+        .mutating()
+        .iter()
+        .any(|c| c.starts_with("PUT /email/mxplan/"))
+        && start.elapsed() < std::time::Duration::from_secs(30)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    assert!(
+        w.mutating()
+            .iter()
+            .any(|c| c.starts_with("PUT /email/mxplan/")),
+        "the kill came before the rename"
+    );
+
+    let out = w.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let calls = w.mutating();
+    let count = |prefix: &str| calls.iter().filter(|c| c.starts_with(prefix)).count();
+    assert_eq!(count("PUT /email/mxplan/"), 1, "renamed twice: {calls:?}");
+    assert_eq!(
+        count("POST /email/exchange/hosted-test-1/service/hosted-test-1/domain"),
+        2,
+        "each domain attached once: {calls:?}"
+    );
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("PUT /email/exchange/") && c.contains("configureme.me"))
+            .count(),
+        1,
+        "one placeholder configured for Mary: {calls:?}"
+    );
+    assert_eq!(count("POST /email/domain/"), 1, "migrated once: {calls:?}");
+    assert_eq!(
+        snapshot(&w.dovecot, "mary@acme.test", MARY_NEW).message_total(),
+        7
+    );
+    assert_eq!(
+        snapshot(&w.dovecot, "john@legacy.test", JOHN).message_total(),
+        6
+    );
+}
