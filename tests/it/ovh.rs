@@ -24,8 +24,12 @@ struct World {
 }
 
 fn fixture(dovecot: &Dovecot, extra_legacy: &str) -> Fixture {
-    let dir = dovecot.dir.path().display();
-    let yaml = format!(
+    let dir = dovecot.dir.path().display().to_string();
+    Fixture::from_yaml(&fixture_yaml(&dir, extra_legacy)).expect("the fixture parses")
+}
+
+fn fixture_yaml(dir: &str, extra_legacy: &str) -> String {
+    format!(
         r#"
 auth:
   application_key: {AK}
@@ -64,8 +68,7 @@ mail:
   mail_root: {dir}/mail
   owner: dovecot
 "#
-    );
-    Fixture::from_yaml(&yaml).expect("the fixture parses")
+    )
 }
 
 impl World {
@@ -405,4 +408,101 @@ fn a_run_killed_during_a_task_poll_resumes_without_doing_anything_twice() {
         snapshot(&w.dovecot, "john@legacy.test", JOHN).message_total(),
         6
     );
+}
+
+/// [`fixture`] with text replaced, for scenarios the main one does not have.
+fn world_with(edit: impl Fn(String) -> String) -> World {
+    let dovecot = Dovecot::start();
+    let dir = dovecot.dir.path().display().to_string();
+    let yaml = edit(fixture_yaml(&dir, ""));
+    let sim = Simulator::start(Fixture::from_yaml(&yaml).expect("the edited fixture parses"));
+    dovecot.add_user("alice@old.example", "alice-old");
+    dovecot.add_user("alice@new.example", "alice-new");
+    World {
+        dovecot,
+        sim,
+        dir: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+#[test]
+fn without_enough_placeholders_nothing_runs_and_the_error_says_how_many_to_order() {
+    let w = world_with(|y| y.replace("placeholders: 3", "placeholders: 1"));
+    let plan = w.plan("");
+    let out = w.run(&["apply", plan.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exec::capacity")
+            && err.contains(
+                "2 account(s) need a free @configureme.me account, 1 available: order 1 more"
+            ),
+        "{err}"
+    );
+    assert!(w.mutating().is_empty(), "something ran: {:?}", w.mutating());
+}
+
+#[test]
+fn a_wrong_legacy_password_and_a_domain_attached_elsewhere_fail_only_their_accounts() {
+    let w = world_with(|y| y.replace("dns:", "foreign_domains: [acme.test]\ndns:"));
+    let plan = w.plan("");
+    let out = w
+        .command(&["apply", plan.to_str().expect("utf-8")])
+        .env("JOHN", "Wrong-password-99")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FAILED  add-domain acme.test") && err.contains("detach it there first"),
+        "the UPN-suffix refusal says what to do: {err}"
+    );
+    assert!(
+        err.contains("skipped configure-target mary@acme.test"),
+        "{err}"
+    );
+    assert!(
+        err.contains("FAILED  migrate-legacy john@legacy.test"),
+        "{err}"
+    );
+    assert!(!err.contains("Wrong-password-99"), "a password was printed");
+    assert!(err.contains("done    verify alice@old.example"), "{err}");
+    // Mary's source was renamed (that step does not need the domain) but nothing else.
+    assert!(
+        !w.mutating()
+            .iter()
+            .any(|c| c.starts_with("PUT /email/exchange/")),
+        "no Exchange account was configured: {:?}",
+        w.mutating()
+    );
+}
+
+#[test]
+fn ovh_login_asks_for_a_consumer_key_with_the_tools_rules() {
+    let w = World::new("");
+    let out = w
+        .command(&["ovh", "login", "--endpoint", &w.sim.base_url()])
+        .env_remove("OVH_CONSUMER_KEY")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let url = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("validation_url="))
+        .expect("a validation URL");
+    assert!(url.contains("credentialToken="), "{url}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PUT") && err.contains("/email/mxplan/"),
+        "{err}"
+    );
+    let request = w
+        .sim
+        .requests()
+        .into_iter()
+        .find(|r| r.path.starts_with("/auth/credential"))
+        .expect("POST /auth/credential was sent");
+    assert_eq!(request.method, "POST");
+    assert!(!request.body.is_empty());
 }
