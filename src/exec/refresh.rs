@@ -1,11 +1,17 @@
 //! `mailplan plan --refresh`: the live state of each account, read without changing anything —
-//! log in, list both sides' folders, show where each source folder goes and how many messages
-//! each side holds. Nothing is written to a server or to the state store.
+//! for IMAP → IMAP accounts, log in, list both sides' folders, show where each source folder goes
+//! and how many messages each side holds; for the OVH flows, what each step finds (already done,
+//! what would change, every failed prerequisite) with GET calls only. Nothing is written to a
+//! server or to the state store.
 
 use serde::Serialize;
 
+use std::sync::atomic::AtomicBool;
+
+use super::ovh::{self, Ovh};
 use super::runner::{ExecError, resolve_credentials};
 use crate::plan::model::{Flow, Plan};
+use crate::providers::RunMode;
 use crate::providers::imap::connect::server_name;
 use crate::providers::imap::copy::mapping;
 use crate::providers::imap::{self, ImapError};
@@ -22,6 +28,16 @@ pub struct FolderLine {
     pub target_messages: u32,
 }
 
+/// An OVH step as the live state shows it (GET calls only).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepLine {
+    pub step: &'static str,
+    /// What is already done, what would change, or the failed prerequisite.
+    pub state: String,
+    /// `false` when a prerequisite fails.
+    pub ok: bool,
+}
+
 /// What was found for one account.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccountRefresh {
@@ -29,21 +45,94 @@ pub struct AccountRefresh {
     /// Why the account could not be read (the server's words), if it could not.
     pub error: Option<String>,
     pub folders: Vec<FolderLine>,
+    /// The OVH steps, for the accounts of the OVH flows.
+    pub steps: Vec<StepLine>,
 }
 
-/// Read the live state of every IMAP → IMAP account of the plan.
+/// What the OVH API says of an account's steps, with GET calls only.
+async fn ovh_steps(
+    ovh_side: &Ovh,
+    plan: &Plan,
+    a: &crate::plan::model::Account,
+    password: &crate::plan::secret::Secret,
+) -> Vec<StepLine> {
+    let stop = AtomicBool::new(false);
+    let mode = RunMode::DryRun;
+    let mut lines = Vec::new();
+    let mut push = |step: &'static str, r: Result<ovh::Done, ovh::Failure>| {
+        let (state, ok) = match r {
+            Ok(d) => (d.summary, true),
+            Err(ovh::Failure::Ovh(e)) => (e.to_string(), false),
+            Err(ovh::Failure::Blocked(why)) => (why, false),
+            Err(ovh::Failure::Interrupted) => ("interrupted".to_owned(), false),
+        };
+        lines.push(StepLine { step, state, ok });
+    };
+    if plan
+        .domains
+        .iter()
+        .any(|d| d.name == a.domain() && d.platform == a.to)
+    {
+        push(
+            "add-domain",
+            ovh::add_domain(ovh_side, plan, a.domain(), mode, &stop).await,
+        );
+    }
+    match a.flow {
+        Flow::MxplanToExchange => {
+            push(
+                "rename-source",
+                ovh::rename_source(ovh_side, plan, a, mode, &stop).await,
+            );
+            push(
+                "configure-target",
+                ovh::configure_target(ovh_side, plan, a, password, mode, &stop).await,
+            );
+        }
+        Flow::ImapToExchange => push(
+            "configure-target",
+            ovh::configure_target(ovh_side, plan, a, password, mode, &stop).await,
+        ),
+        Flow::LegacyToExchange => {
+            push("preflight", ovh::preflight(ovh_side, plan, a, &stop).await);
+            push(
+                "migrate-legacy",
+                ovh::migrate_legacy(ovh_side, plan, a, password, None, mode, &stop).await,
+            );
+        }
+        Flow::ImapToImap => {}
+    }
+    lines
+}
+
+/// Read the live state of every account of the plan: folders and counts over IMAP for
+/// IMAP → IMAP accounts, the OVH steps' state (GET calls only) for the others.
 pub async fn refresh(plan: &Plan) -> Result<Vec<AccountRefresh>, ExecError> {
     let credentials = resolve_credentials(plan)?;
+    let ovh_side = if plan.accounts.iter().any(|a| a.flow != Flow::ImapToImap) {
+        Some(Ovh::connect(plan, 600)?)
+    } else {
+        None
+    };
     let mut out = Vec::with_capacity(plan.accounts.len());
     for (a, c) in plan.accounts.iter().zip(&credentials) {
         if a.flow != Flow::ImapToImap {
+            let steps = match &ovh_side {
+                Some(o) => {
+                    let password = if a.flow == Flow::LegacyToExchange {
+                        &c.source_password
+                    } else {
+                        &c.target_password
+                    };
+                    ovh_steps(o, plan, a, password).await
+                }
+                None => Vec::new(),
+            };
             out.push(AccountRefresh {
                 address: a.address.clone(),
-                error: Some(format!(
-                    "{}: reading it needs the OVH API (not yet)",
-                    a.flow
-                )),
+                error: None,
                 folders: Vec::new(),
+                steps,
             });
             continue;
         }
@@ -97,6 +186,7 @@ pub async fn refresh(plan: &Plan) -> Result<Vec<AccountRefresh>, ExecError> {
             address: a.address.clone(),
             error,
             folders,
+            steps: Vec::new(),
         });
     }
     Ok(out)

@@ -208,6 +208,10 @@ fn render_live_text(live: &[AccountRefresh], out: &mut dyn Write) -> io::Result<
             writeln!(out, "  cannot read: {e}")?;
             continue;
         }
+        for st in &a.steps {
+            let mark = if st.ok { "" } else { "PROBLEM: " };
+            writeln!(out, "  {:<17} {mark}{}", st.step, st.state)?;
+        }
         for f in &a.folders {
             let target = if f.target_exists {
                 format!("{} ({} messages)", f.target, f.target_messages)

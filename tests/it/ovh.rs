@@ -189,6 +189,18 @@ fn both_mx_plan_flows_and_an_imap_account_migrate_end_to_end() {
         "plan --refresh sent {:?}",
         w.mutating()
     );
+    let live = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "would attach acme.test as nonAuthoritative",
+        "would rename mary@acme.test to mary-old@acme.test",
+        "ready: no redirection, no responder, checkMigrate clear",
+        "would migrate john@legacy.test to hosted-test-1",
+    ] {
+        assert!(
+            live.contains(line),
+            "plan --refresh lacks `{line}`:\n{live}"
+        );
+    }
 
     let out = w.run(&["apply", plan]);
     assert_eq!(
