@@ -37,7 +37,7 @@ const BATCH_BYTES: u64 = 8 << 20;
 const MULTIAPPEND_MESSAGES: usize = 50;
 const MULTIAPPEND_BYTES: usize = 4 << 20;
 /// Bytes held between the fetching and the appending connection, at most (plus one message).
-const BUFFER_KIB: u32 = 16 << 10;
+const BUFFER_KIB: u32 = 8 << 10;
 
 /// What the state store remembers of a folder.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -491,6 +491,7 @@ async fn transfer(
         let mut batch = FolderCounts::default();
         let mut group: Vec<Fetched> = Vec::new();
         let mut group_bytes = 0usize;
+        let mut pipeline = Pipeline::default();
         while let Some(item) = rx.recv().await {
             match item {
                 Item::Message(msg) => {
@@ -504,7 +505,13 @@ async fn transfer(
                     group.push(msg);
                     let full =
                         group.len() >= MULTIAPPEND_MESSAGES || group_bytes >= MULTIAPPEND_BYTES;
-                    if full || !multi {
+                    if multi && full {
+                        let sending = std::mem::take(&mut group);
+                        pipeline
+                            .push(target, ts, m, sending, &mut batch, observer)
+                            .await?;
+                        group_bytes = 0;
+                    } else if !multi {
                         send_group(
                             target, ts, m, multi, &mut group, &mut batch, ledger, observer,
                         )
@@ -513,10 +520,22 @@ async fn transfer(
                     }
                 }
                 Item::BatchEnd { max_uid } => {
-                    send_group(
-                        target, ts, m, multi, &mut group, &mut batch, ledger, observer,
-                    )
-                    .await?;
+                    if multi {
+                        if !group.is_empty() {
+                            let sending = std::mem::take(&mut group);
+                            pipeline
+                                .push(target, ts, m, sending, &mut batch, observer)
+                                .await?;
+                        }
+                        pipeline
+                            .drain(target, ts, m, &mut batch, ledger, observer)
+                            .await?;
+                    } else {
+                        send_group(
+                            target, ts, m, multi, &mut group, &mut batch, ledger, observer,
+                        )
+                        .await?;
+                    }
                     group_bytes = 0;
                     let record = FolderRecord {
                         uidvalidity,
@@ -666,7 +685,19 @@ async fn multiappend(
     activity: &str,
     messages: &[Fetched],
 ) -> Result<(), ImapError> {
-    use async_imap::imap_proto::{Response, Status};
+    let tag = send_append(target, server, mailbox, activity, messages).await?;
+    let total: usize = messages.iter().map(|f| f.body.len()).sum();
+    await_tag(target, server, activity, &tag, op_timeout(total)).await
+}
+
+/// Write a MULTIAPPEND without waiting for its answer; the tag to wait for.
+async fn send_append(
+    target: &mut Session,
+    server: &str,
+    mailbox: &str,
+    activity: &str,
+    messages: &[Fetched],
+) -> Result<async_imap::imap_proto::RequestId, ImapError> {
     use tokio::io::AsyncWriteExt;
 
     let total: usize = messages.iter().map(|f| f.body.len()).sum();
@@ -674,7 +705,6 @@ async fn multiappend(
     let net =
         |e: std::io::Error| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string());
     let work = async {
-        let mut first = true;
         let mut tag = None;
         for msg in messages {
             let mut opts = String::new();
@@ -685,7 +715,7 @@ async fn multiappend(
                 let _ = write!(opts, " {date}");
             }
             let head = format!("{opts} {{{}+}}", msg.body.len());
-            if first {
+            if tag.is_none() {
                 let command = format!("APPEND {}{head}", quote(mailbox));
                 tag = Some(
                     target
@@ -693,7 +723,6 @@ async fn multiappend(
                         .await
                         .map_err(|e| ImapError::from_imap(server, activity, e))?,
                 );
-                first = false;
             } else {
                 target
                     .get_mut()
@@ -705,7 +734,32 @@ async fn multiappend(
         }
         target.get_mut().write_all(b"\r\n").await.map_err(net)?;
         target.get_mut().flush().await.map_err(net)?;
-        let Some(tag) = tag else { return Ok(()) };
+        tag.ok_or_else(|| {
+            ImapError::new(
+                ImapErrorKind::Refused,
+                server,
+                activity,
+                "nothing to append",
+            )
+        })
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| ImapError::timeout(server, activity, limit))?
+}
+
+/// Read responses until the tagged answer to `tag`; its verdict.
+async fn await_tag(
+    target: &mut Session,
+    server: &str,
+    activity: &str,
+    tag: &async_imap::imap_proto::RequestId,
+    limit: Duration,
+) -> Result<(), ImapError> {
+    use async_imap::imap_proto::{Response, Status};
+    let net =
+        |e: std::io::Error| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string());
+    let work = async {
         loop {
             let Some(response) = target.read_response().await.map_err(net)? else {
                 return Err(ImapError::new(
@@ -720,7 +774,7 @@ async fn multiappend(
                 status,
                 outcome,
             } = response.parsed()
-                && *done == tag
+                && done == tag
             {
                 let text = outcome
                     .information
@@ -746,6 +800,92 @@ async fn multiappend(
     tokio::time::timeout(limit, work)
         .await
         .map_err(|_| ImapError::timeout(server, activity, limit))?
+}
+
+/// MULTIAPPEND groups sent and not yet answered: the next group is written while the server
+/// stores the previous one. Refused groups are set aside and retried message by message once
+/// nothing is in flight (their answers would otherwise interleave).
+#[derive(Default)]
+struct Pipeline {
+    inflight: std::collections::VecDeque<(async_imap::imap_proto::RequestId, Vec<Fetched>)>,
+    refused: Vec<Vec<Fetched>>,
+}
+
+/// Groups in flight at once on one connection.
+const PIPELINE_DEPTH: usize = 2;
+
+impl Pipeline {
+    async fn push(
+        &mut self,
+        target: &mut Session,
+        server: &str,
+        m: &FolderMapping,
+        group: Vec<Fetched>,
+        batch: &mut FolderCounts,
+        observer: &(dyn Fn(CopyEvent<'_>) + Send + Sync),
+    ) -> Result<(), CopyError> {
+        let activity = format!("appending to {}", m.target_path);
+        let tag = send_append(target, server, &m.target_wire, &activity, &group).await?;
+        self.inflight.push_back((tag, group));
+        while self.inflight.len() > PIPELINE_DEPTH {
+            self.complete_oldest(target, server, m, batch, observer)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn complete_oldest(
+        &mut self,
+        target: &mut Session,
+        server: &str,
+        m: &FolderMapping,
+        batch: &mut FolderCounts,
+        observer: &(dyn Fn(CopyEvent<'_>) + Send + Sync),
+    ) -> Result<(), CopyError> {
+        let Some((tag, group)) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        let activity = format!("appending to {}", m.target_path);
+        let total: usize = group.iter().map(|f| f.body.len()).sum();
+        match await_tag(target, server, &activity, &tag, op_timeout(total)).await {
+            Ok(()) => {
+                let bytes = total as u64;
+                batch.copied += group.len() as u64;
+                batch.bytes += bytes;
+                observer(CopyEvent::Copied {
+                    messages: group.len() as u64,
+                    bytes,
+                });
+                Ok(())
+            }
+            Err(e) if e.kind == ImapErrorKind::Refused => {
+                self.refused.push(group);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Wait for every answer, then retry the refused groups one message at a time.
+    #[allow(clippy::too_many_arguments)]
+    async fn drain(
+        &mut self,
+        target: &mut Session,
+        server: &str,
+        m: &FolderMapping,
+        batch: &mut FolderCounts,
+        ledger: &dyn Ledger,
+        observer: &(dyn Fn(CopyEvent<'_>) + Send + Sync),
+    ) -> Result<(), CopyError> {
+        while !self.inflight.is_empty() {
+            self.complete_oldest(target, server, m, batch, observer)
+                .await?;
+        }
+        for mut group in std::mem::take(&mut self.refused) {
+            send_group(target, server, m, true, &mut group, batch, ledger, observer).await?;
+        }
+        Ok(())
+    }
 }
 
 /// An IMAP quoted string.
