@@ -518,3 +518,31 @@ fn ovh_login_asks_for_a_consumer_key_with_the_tools_rules() {
     assert_eq!(request.method, "POST");
     assert!(!request.body.is_empty());
 }
+
+#[test]
+fn reset_source_runs_only_when_asked_and_only_after_verify() {
+    let w = World::new("");
+    let plan = w.plan("after:\n  reset-source: true\n");
+    let out = w.run(&["apply", plan.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let verify = err
+        .find("done    verify mary@acme.test")
+        .expect("Mary verified");
+    let reset = err
+        .find("done    reset-source mary@acme.test")
+        .expect("Mary's source reset");
+    assert!(verify < reset, "reset before verify:\n{err}");
+    assert!(
+        w.mutating()
+            .iter()
+            .any(|c| c == "DELETE /email/mxplan/mxplan-test-1/account/mary-old@acme.test"),
+        "{:?}",
+        w.mutating()
+    );
+    // The copy on Exchange is untouched.
+    assert_eq!(
+        snapshot(&w.dovecot, "mary@acme.test", MARY_NEW).message_total(),
+        7
+    );
+}
