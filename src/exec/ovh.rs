@@ -523,6 +523,40 @@ fn legacy_domain<'a>(plan: &'a Plan, a: &Account) -> Option<&'a str> {
     }
 }
 
+/// A historical MX Plan account's domain and its Exchange destination.
+fn legacy_parts<'a>(plan: &'a Plan, a: &Account) -> Result<(&'a str, exchange::Service), Failure> {
+    match (legacy_domain(plan, a), exchange_service(plan, &a.to)) {
+        (Some(domain), Some(service)) => Ok((domain, service)),
+        _ => Err(Failure::Blocked(
+            "not a historical MX Plan → Exchange account".to_owned(),
+        )),
+    }
+}
+
+/// Whether an earlier run migrated the account: gone from the historical MX Plan, present on
+/// Exchange. Any other error reading the source is the caller's.
+async fn migrated(
+    ovh: &Ovh,
+    activity: &str,
+    domain: &str,
+    service: &exchange::Service,
+    a: &Account,
+) -> Result<bool, Failure> {
+    let c = &ovh.client;
+    match legacy::get_account(c, activity, domain, a.local_part()).await {
+        Ok(_) => Ok(false),
+        Err(e)
+            if not_found(&e)
+                && exchange::get_account(c, activity, service, &a.address)
+                    .await
+                    .is_ok() =>
+        {
+            Ok(true)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Where a legacy account would migrate: the Exchange service and a free placeholder.
 async fn legacy_destination(
     ovh: &Ovh,
@@ -562,26 +596,12 @@ pub(crate) async fn preflight(
     a: &Account,
     stop: &AtomicBool,
 ) -> StepResult {
-    let (Some(domain), Some(service)) = (legacy_domain(plan, a), exchange_service(plan, &a.to))
-    else {
-        return Err(Failure::Blocked(
-            "not a historical MX Plan → Exchange account".to_owned(),
-        ));
-    };
+    let (domain, service) = legacy_parts(plan, a)?;
     let account = a.local_part();
     let activity = format!("checking {} before its migration", a.address);
     let c = &ovh.client;
-    if let Err(e) = legacy::get_account(c, &activity, domain, account).await {
-        if not_found(&e) {
-            // Migrated by an earlier run: the address now lives on Exchange.
-            if exchange::get_account(c, &activity, &service, &a.address)
-                .await
-                .is_ok()
-            {
-                return done("already migrated", serde_json::json!({"already": true}));
-            }
-        }
-        return Err(e.into());
+    if migrated(ovh, &activity, domain, &service, a).await? {
+        return done("already migrated", serde_json::json!({"already": true}));
     }
     let mut problems = Vec::new();
     let from = legacy::redirections(c, &activity, domain, Some(&a.address), None).await?;
@@ -643,24 +663,12 @@ pub(crate) async fn migrate_legacy(
     mode: RunMode,
     stop: &AtomicBool,
 ) -> StepResult {
-    let (Some(domain), Some(service)) = (legacy_domain(plan, a), exchange_service(plan, &a.to))
-    else {
-        return Err(Failure::Blocked(
-            "not a historical MX Plan → Exchange account".to_owned(),
-        ));
-    };
+    let (domain, service) = legacy_parts(plan, a)?;
     let account = a.local_part();
     let activity = format!("migrating {}", a.address);
     let c = &ovh.client;
-    if let Err(e) = legacy::get_account(c, &activity, domain, account).await {
-        if not_found(&e)
-            && exchange::get_account(c, &activity, &service, &a.address)
-                .await
-                .is_ok()
-        {
-            return done("already migrated", serde_json::json!({"already": true}));
-        }
-        return Err(e.into());
+    if migrated(ovh, &activity, domain, &service, a).await? {
+        return done("already migrated", serde_json::json!({"already": true}));
     }
     if mode == RunMode::DryRun {
         return done(
