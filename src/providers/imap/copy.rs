@@ -329,16 +329,16 @@ async fn copy_folder(
         outcome.counts.already = outcome.counts.found.saturating_sub(new.len() as u64);
         (new, max)
     } else {
-        let source_ids = identities(ctx.source, ss, src, status.exists).await?;
-        let target_ids = if m.target_exists {
-            let t =
-                ctx.target.examine(&m.target_wire).await.map_err(|e| {
-                    ImapError::from_imap(ts, format!("opening {}", m.target_path), e)
-                })?;
-            identities(ctx.target, ts, &m.target_path, t.exists).await?
-        } else {
-            Vec::new()
-        };
+        let (source_ids, target_ids) = tokio::try_join!(
+            identities(ctx.source, ss, src, status.exists),
+            folder_identities(
+                ctx.target,
+                ts,
+                &m.target_wire,
+                &m.target_path,
+                m.target_exists
+            ),
+        )?;
         let max = source_ids.iter().map(|(uid, _, _)| *uid).max().unwrap_or(0);
         let wanted = difference(&source_ids, &target_ids);
         outcome.counts.already = (source_ids.len() - wanted.len()) as u64;
@@ -1033,6 +1033,24 @@ async fn new_uids(
     Ok(out)
 }
 
+/// EXAMINE a folder and read its identities; none when it does not exist.
+async fn folder_identities(
+    session: &mut Session,
+    server: &str,
+    wire: &str,
+    path: &str,
+    exists: bool,
+) -> Result<Vec<(u32, u32, Identity)>, ImapError> {
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let mailbox = session
+        .examine(wire)
+        .await
+        .map_err(|e| ImapError::from_imap(server, format!("opening {path}"), e))?;
+    identities(session, server, path, mailbox.exists).await
+}
+
 /// Every message of the selected folder as (uid, size, identity), in UID order.
 pub async fn identities(
     session: &mut Session,
@@ -1133,18 +1151,17 @@ pub async fn verify_account(
     let limit = options.max_message_size;
     let mut checks = Vec::with_capacity(mappings.len());
     for m in &mappings {
-        let s = source.examine(&m.source.wire).await.map_err(|e| {
-            ImapError::from_imap(source_server, format!("opening {}", m.source.path), e)
-        })?;
-        let source_ids = identities(source, source_server, &m.source.path, s.exists).await?;
-        let target_ids = if m.target_exists {
-            let t = target.examine(&m.target_wire).await.map_err(|e| {
-                ImapError::from_imap(target_server, format!("opening {}", m.target_path), e)
-            })?;
-            identities(target, target_server, &m.target_path, t.exists).await?
-        } else {
-            Vec::new()
-        };
+        // Both sides at once: the two connections are independent.
+        let (source_ids, target_ids) = tokio::try_join!(
+            folder_identities(source, source_server, &m.source.wire, &m.source.path, true),
+            folder_identities(
+                target,
+                target_server,
+                &m.target_wire,
+                &m.target_path,
+                m.target_exists
+            ),
+        )?;
         let (expected, skipped): (Vec<_>, Vec<_>) = source_ids
             .iter()
             .cloned()
