@@ -32,12 +32,12 @@ use crate::providers::RunMode;
 /// Messages fetched per `UID FETCH` (and recorded per ledger batch).
 const BATCH_MESSAGES: usize = 200;
 /// Bytes fetched per batch, at most (a larger message is a batch of its own).
-const BATCH_BYTES: u64 = 8 << 20;
+const BATCH_BYTES: u64 = 4 << 20;
 /// Messages and bytes sent in one MULTIAPPEND.
 const MULTIAPPEND_MESSAGES: usize = 50;
-const MULTIAPPEND_BYTES: usize = 4 << 20;
+const MULTIAPPEND_BYTES: usize = 2 << 20;
 /// Bytes held between the fetching and the appending connection, at most (plus one message).
-const BUFFER_KIB: u32 = 8 << 10;
+const BUFFER_KIB: u32 = 4 << 10;
 
 /// What the state store remembers of a folder.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -410,9 +410,17 @@ struct Fetched {
     uid: u32,
     flags: String,
     date: Option<String>,
-    body: Vec<u8>,
+    /// The FETCH response itself: its buffer holds the message, which is never copied.
+    fetch: async_imap::types::Fetch,
     /// Released when the message is appended: bounds the bytes in flight.
     _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Fetched {
+    /// The message's bytes, exactly as the source served them.
+    fn body(&self) -> &[u8] {
+        self.fetch.body().unwrap_or_default()
+    }
 }
 
 enum Item {
@@ -456,8 +464,10 @@ async fn transfer(
                 .map_err(|e| ImapError::from_imap(ss, &activity, e))?;
             while let Some(fetch) = next_with_timeout(&mut stream, ss, &activity).await? {
                 let Some(uid) = fetch.uid else { continue };
-                let Some(body) = fetch.body() else { continue };
-                let kib = u32::try_from(body.len() >> 10)
+                let Some(len) = fetch.body().map(<[u8]>::len) else {
+                    continue;
+                };
+                let kib = u32::try_from(len >> 10)
                     .unwrap_or(u32::MAX)
                     .clamp(1, BUFFER_KIB);
                 let permit = Arc::clone(&budget)
@@ -470,7 +480,7 @@ async fn transfer(
                     date: fetch
                         .internal_date()
                         .map(|d| format!("\"{}\"", d.format("%d-%b-%Y %H:%M:%S %z"))),
-                    body: body.to_vec(),
+                    fetch,
                     _permit: permit,
                 };
                 if tx.send(Item::Message(message)).await.is_err() {
@@ -501,7 +511,7 @@ async fn transfer(
                             .map_err(CopyError::Ledger)?;
                         in_batch = true;
                     }
-                    group_bytes += msg.body.len();
+                    group_bytes += msg.body().len();
                     group.push(msg);
                     let full =
                         group.len() >= MULTIAPPEND_MESSAGES || group_bytes >= MULTIAPPEND_BYTES;
@@ -589,7 +599,7 @@ async fn send_group(
     if multi {
         match multiappend(target, server, &m.target_wire, &activity, &messages).await {
             Ok(()) => {
-                let bytes: u64 = messages.iter().map(|f| f.body.len() as u64).sum();
+                let bytes: u64 = messages.iter().map(|f| f.body().len() as u64).sum();
                 batch.copied += messages.len() as u64;
                 batch.bytes += bytes;
                 observer(CopyEvent::Copied {
@@ -630,10 +640,10 @@ async fn send_group(
         match sent {
             Ok(()) => {
                 batch.copied += 1;
-                batch.bytes += msg.body.len() as u64;
+                batch.bytes += msg.body().len() as u64;
                 observer(CopyEvent::Copied {
                     messages: 1,
-                    bytes: msg.body.len() as u64,
+                    bytes: msg.body().len() as u64,
                 });
             }
             Err(err) if err.kind == ImapErrorKind::Refused => {
@@ -656,10 +666,10 @@ async fn append_one(
     msg: &Fetched,
 ) -> Result<(), ImapError> {
     let flags = (!msg.flags.is_empty()).then(|| format!("({})", msg.flags));
-    let limit = op_timeout(msg.body.len());
+    let limit = op_timeout(msg.body().len());
     match tokio::time::timeout(
         limit,
-        target.append(mailbox, flags.as_deref(), msg.date.as_deref(), &msg.body),
+        target.append(mailbox, flags.as_deref(), msg.date.as_deref(), msg.body()),
     )
     .await
     {
@@ -686,7 +696,7 @@ async fn multiappend(
     messages: &[Fetched],
 ) -> Result<(), ImapError> {
     let tag = send_append(target, server, mailbox, activity, messages).await?;
-    let total: usize = messages.iter().map(|f| f.body.len()).sum();
+    let total: usize = messages.iter().map(|f| f.body().len()).sum();
     await_tag(target, server, activity, &tag, op_timeout(total)).await
 }
 
@@ -700,7 +710,7 @@ async fn send_append(
 ) -> Result<async_imap::imap_proto::RequestId, ImapError> {
     use tokio::io::AsyncWriteExt;
 
-    let total: usize = messages.iter().map(|f| f.body.len()).sum();
+    let total: usize = messages.iter().map(|f| f.body().len()).sum();
     let limit = op_timeout(total);
     let net =
         |e: std::io::Error| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string());
@@ -714,7 +724,7 @@ async fn send_append(
             if let Some(date) = &msg.date {
                 let _ = write!(opts, " {date}");
             }
-            let head = format!("{opts} {{{}+}}", msg.body.len());
+            let head = format!("{opts} {{{}+}}", msg.body().len());
             if tag.is_none() {
                 let command = format!("APPEND {}{head}", quote(mailbox));
                 tag = Some(
@@ -730,7 +740,7 @@ async fn send_append(
                     .await
                     .map_err(net)?;
             }
-            target.get_mut().write_all(&msg.body).await.map_err(net)?;
+            target.get_mut().write_all(msg.body()).await.map_err(net)?;
         }
         target.get_mut().write_all(b"\r\n").await.map_err(net)?;
         target.get_mut().flush().await.map_err(net)?;
@@ -846,7 +856,7 @@ impl Pipeline {
             return Ok(());
         };
         let activity = format!("appending to {}", m.target_path);
-        let total: usize = group.iter().map(|f| f.body.len()).sum();
+        let total: usize = group.iter().map(|f| f.body().len()).sum();
         match await_tag(target, server, &activity, &tag, op_timeout(total)).await {
             Ok(()) => {
                 let bytes = total as u64;
