@@ -980,19 +980,46 @@ fn server<'a>(shared: &'a Shared, platform: &str) -> Option<&'a ImapServer> {
 
 /// A connection slot on a server, held for the step's duration.
 async fn slot(shared: &Shared, server: &ImapServer) -> Result<OwnedSemaphorePermit, StepError> {
-    let sem = {
-        let mut map = shared
-            .servers
-            .lock()
-            .map_err(|e| StepError::Other(e.to_string()))?;
-        Arc::clone(
-            map.entry(server_name(server))
-                .or_insert_with(|| Arc::new(Semaphore::new(shared.per_server))),
-        )
-    };
-    sem.acquire_owned()
+    server_semaphore(shared, server)?
+        .acquire_owned()
         .await
         .map_err(|e| StepError::Other(e.to_string()))
+}
+
+fn server_semaphore(shared: &Shared, server: &ImapServer) -> Result<Arc<Semaphore>, StepError> {
+    let mut map = shared
+        .servers
+        .lock()
+        .map_err(|e| StepError::Other(e.to_string()))?;
+    Ok(Arc::clone(map.entry(server_name(server)).or_insert_with(
+        || Arc::new(Semaphore::new(shared.per_server)),
+    )))
+}
+
+/// A source and a target slot, without deadlock: both at once when it is the same server, else
+/// in the servers' name order (so two steps never each hold what the other waits for).
+async fn slot_pair(
+    shared: &Shared,
+    source: &ImapServer,
+    target: &ImapServer,
+) -> Result<Vec<OwnedSemaphorePermit>, StepError> {
+    let fail = |e: tokio::sync::AcquireError| StepError::Other(e.to_string());
+    let (s_name, t_name) = (server_name(source), server_name(target));
+    if s_name == t_name {
+        let both = server_semaphore(shared, source)?
+            .acquire_many_owned(2)
+            .await
+            .map_err(fail)?;
+        return Ok(vec![both]);
+    }
+    let (first, second) = if s_name < t_name {
+        (source, target)
+    } else {
+        (target, source)
+    };
+    let a = slot(shared, first).await?;
+    let b = slot(shared, second).await?;
+    Ok(vec![a, b])
 }
 
 async fn sessions(
@@ -1000,15 +1027,14 @@ async fn sessions(
     i: usize,
     source: &ImapServer,
     target: &ImapServer,
-) -> Result<(imap::Session, imap::Session, [OwnedSemaphorePermit; 2]), StepError> {
+) -> Result<(imap::Session, imap::Session, Vec<OwnedSemaphorePermit>), StepError> {
     let c = &shared.credentials[i];
-    let s_slot = slot(shared, source).await?;
-    let t_slot = slot(shared, target).await?;
+    let slots = slot_pair(shared, source, target).await?;
     let (s, t) = tokio::join!(
         imap::connect(source, &c.source_login, &c.source_password),
         imap::connect(target, &c.target_login, &c.target_password)
     );
-    Ok((s?, t?, [s_slot, t_slot]))
+    Ok((s?, t?, slots))
 }
 
 /// Up to `n` more connection pairs for an account, only on free server slots (never waiting:
@@ -1040,14 +1066,10 @@ async fn extra_sessions(
 }
 
 fn try_slot(shared: &Shared, server: &ImapServer) -> Option<OwnedSemaphorePermit> {
-    let sem = {
-        let mut map = shared.servers.lock().ok()?;
-        Arc::clone(
-            map.entry(server_name(server))
-                .or_insert_with(|| Arc::new(Semaphore::new(shared.per_server))),
-        )
-    };
-    sem.try_acquire_owned().ok()
+    server_semaphore(shared, server)
+        .ok()?
+        .try_acquire_owned()
+        .ok()
 }
 
 async fn copy_step(

@@ -684,3 +684,60 @@ fn a_changed_uidvalidity_falls_back_to_identities_and_copies_only_what_is_missin
     );
     assert_same(&s.source(), &s.target());
 }
+
+#[test]
+fn many_accounts_on_one_server_share_a_small_connection_cap_without_deadlock() {
+    let s = Sandbox::new();
+    let mut extra = String::new();
+    let names = ["bob", "carol", "dave"];
+    for name in names {
+        s.dovecot
+            .add_user(&format!("{name}@old.example"), &format!("{name}-old"));
+        s.dovecot
+            .add_user(&format!("{name}@new.example"), &format!("{name}-new"));
+    }
+    // Dovecot notices a changed passwd-file by its modification time, at a one-second
+    // resolution: rewrites within the same second as its last read may go unseen.
+    std::thread::sleep(Duration::from_millis(1100));
+    for name in names {
+        Corpus::with_seed(20, 40).seed(
+            &s.dovecot,
+            &format!("{name}@old.example"),
+            &format!("{name}-old"),
+        );
+        extra.push_str(&format!(
+            "  - address: {name}@old.example\n    from: old\n    to: new\n    target-login: \
+             {name}@new.example\n    source-password: {{ env: PW_{name} }}\n    \
+             target-password: {{ env: PW_NEW_{name} }}\n"
+        ));
+    }
+    Corpus::with_seed(20, 41).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let plan = s.plan("cap", None, &extra);
+    // Eight steps at once but two connections in all on the (one) server: without taking a
+    // step's source and target slots together, each step would hold one and wait for the other.
+    let mut child = s
+        .command(&[
+            "apply",
+            plan.to_str().expect("utf-8"),
+            "--parallelism",
+            "8",
+            "--max-connections-per-server",
+            "2",
+        ])
+        .envs(["bob", "carol", "dave"].iter().flat_map(|n| {
+            [
+                (format!("PW_{n}"), format!("{n}-old")),
+                (format!("PW_NEW_{n}"), format!("{n}-new")),
+            ]
+        }))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(90)),
+        Some(0),
+        "apply did not finish (deadlock?) or failed"
+    );
+    assert_same(&s.source(), &s.target());
+}
