@@ -2,6 +2,7 @@
 //! multisets of (folder, bytes digest, flags, date), no-op re-runs, delta passes, resume after
 //! SIGKILL, a connection cut mid-APPEND, the dry-run contract, the lock, a wrong password.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -705,11 +706,12 @@ fn many_accounts_on_one_server_share_a_small_connection_cap_without_deadlock() {
             &format!("{name}@old.example"),
             &format!("{name}-old"),
         );
-        extra.push_str(&format!(
+        let _ = write!(
+            extra,
             "  - address: {name}@old.example\n    from: old\n    to: new\n    target-login: \
              {name}@new.example\n    source-password: {{ env: PW_{name} }}\n    \
              target-password: {{ env: PW_NEW_{name} }}\n"
-        ));
+        );
     }
     Corpus::with_seed(20, 41).seed(&s.dovecot, SOURCE.0, SOURCE.1);
     let plan = s.plan("cap", None, &extra);
