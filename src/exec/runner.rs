@@ -57,9 +57,6 @@ pub struct ApplyOptions {
 /// Errors that stop `apply` before or around the run (not a step's failure).
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ExecError {
-    #[error("{0}")]
-    #[diagnostic(code(exec::unsupported))]
-    Unsupported(String),
     #[error("{count} secret(s) cannot be resolved; nothing was executed:\n{list}")]
     #[diagnostic(
         code(exec::unresolved_secret),
