@@ -129,6 +129,8 @@ struct Shared {
     connections: usize,
     /// The OVH API side, when the plan has OVH steps.
     ovh: Option<ovh::Ovh>,
+    /// Verification results computed by `copy-mail` on its connections, for `verify`.
+    verified: Mutex<HashMap<usize, Vec<copy::FolderCheck>>>,
 }
 
 /// The stable name of a step in the state store and the output: `copy-mail alice@x.example`.
@@ -364,6 +366,7 @@ pub async fn apply(
         per_server: options.per_server.max(1),
         connections: options.connections.max(1),
         ovh: ovh_side,
+        verified: Mutex::new(HashMap::new()),
     });
 
     let mut summary = RunSummary::default();
@@ -1138,6 +1141,25 @@ async fn copy_step(
         let _ = s.logout().await;
         let _ = t.logout().await;
     }
+    let copied: u64 = outcomes.iter().map(|o| o.counts.copied).sum();
+    let verified_before = shared.store.as_ref().is_some_and(|st| {
+        st.lock().ok().is_some_and(|g| {
+            g.step(&format!("verify {}", a.address))
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.status == "done")
+        })
+    });
+    if !dry && (copied > 0 || !verified_before) {
+        // The verify step comes next: check now, on these connections, and let it use the
+        // result instead of logging in again (with many small accounts, logins are the cost).
+        let (ss, ts) = (server_name(source), server_name(target));
+        if let Ok(checks) = copy::verify_account(&mut s, &ss, &mut t, &ts, &a.copy).await
+            && let Ok(mut cache) = shared.verified.lock()
+        {
+            cache.insert(i, checks);
+        }
+    }
     let _ = s.logout().await;
     let _ = t.logout().await;
     let total = outcomes.iter().fold(FolderCounts::default(), |mut acc, o| {
@@ -1185,11 +1207,19 @@ async fn verify_step(
     target: &ImapServer,
 ) -> Result<StepResult, StepError> {
     let a = &shared.plan.accounts[i];
-    let (mut s, mut t, _slots) = sessions(shared, i, source, target).await?;
-    let (ss, ts) = (server_name(source), server_name(target));
-    let checks = copy::verify_account(&mut s, &ss, &mut t, &ts, &a.copy).await?;
-    let _ = s.logout().await;
-    let _ = t.logout().await;
+    // Checked by copy-mail on its own connections just before, when it could.
+    let cached = shared.verified.lock().ok().and_then(|mut c| c.remove(&i));
+    let checks = match cached {
+        Some(checks) => checks,
+        None => {
+            let (mut s, mut t, _slots) = sessions(shared, i, source, target).await?;
+            let (ss, ts) = (server_name(source), server_name(target));
+            let checks = copy::verify_account(&mut s, &ss, &mut t, &ts, &a.copy).await?;
+            let _ = s.logout().await;
+            let _ = t.logout().await;
+            checks
+        }
+    };
     let missing: u64 = checks.iter().map(|c| c.missing_count).sum();
     let messages: u64 = checks.iter().map(|c| c.source_messages).sum();
     let skipped: u64 = checks.iter().map(|c| c.skipped).sum();
