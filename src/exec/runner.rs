@@ -36,6 +36,9 @@ use crate::providers::imap::copy::{
 };
 use crate::providers::imap::{self, ImapError};
 
+/// Source mailboxes smaller than this (messages) are copied on one connection pair.
+const EXTRA_PAIRS_FROM: u64 = 500;
+
 /// Retries of a step after a network error or a "try later" answer.
 const MAX_RETRIES: u32 = 5;
 
@@ -1124,7 +1127,14 @@ async fn copy_step(
         observer: &observer,
         stop: &shared.stop,
     };
-    let mut extra = if shared.mode == RunMode::Real {
+    // More connection pairs only pay off for a mailbox with several folders of some size: each
+    // pair costs two logins, which is most of the time of a small account.
+    let worth_more = shared.mode == RunMode::Real
+        && shared.connections > 1
+        && copy::source_size(ctx.source, &server_name(source), &a.copy)
+            .await
+            .is_ok_and(|(folders, messages)| folders > 1 && messages >= EXTRA_PAIRS_FROM);
+    let mut extra = if worth_more {
         extra_sessions(shared, i, source, target, shared.connections - 1).await
     } else {
         Vec::new()

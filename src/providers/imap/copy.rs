@@ -186,6 +186,33 @@ pub async fn mapping(
     ))
 }
 
+/// How much mail the source holds among the folders the plan takes: (folders with mail,
+/// messages). One LIST and one STATUS per folder; read-only.
+pub async fn source_size(
+    source: &mut Session,
+    server: &str,
+    options: &CopyOptions,
+) -> Result<(usize, u64), ImapError> {
+    let filter = folders::Filter::new(options);
+    let mut with_mail = 0;
+    let mut messages = 0u64;
+    for f in folders::list(source, server).await? {
+        if !f.selectable || !filter.takes(&f.path) {
+            continue;
+        }
+        let n = source
+            .status(&f.wire, "(MESSAGES)")
+            .await
+            .map_err(|e| ImapError::from_imap(server, format!("counting {}", f.path), e))?
+            .exists;
+        if n > 0 {
+            with_mail += 1;
+            messages += u64::from(n);
+        }
+    }
+    Ok((with_mail, messages))
+}
+
 /// More connections for the same account: folders are shared out among all pairs.
 #[derive(Debug)]
 pub struct Pair<'a> {
