@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crate::plan::model::{Account, Plan, PlatformKind};
+use crate::plan::model::{Account, DomainAttachment, Plan, PlatformKind};
 use crate::plan::secret::Secret;
 use crate::providers::RunMode;
 use crate::providers::ovh::api::{exchange, legacy, mxplan};
@@ -128,16 +128,11 @@ where
     }
 }
 
-const READY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-
-/// `add-domain`: attach the domain to the Exchange service and wait until its state is ok.
-pub(crate) async fn add_domain(
-    ovh: &Ovh,
-    plan: &Plan,
+/// A plan domain's attachment and the Exchange service it goes to.
+fn domain_parts<'a>(
+    plan: &'a Plan,
     domain: &str,
-    mode: RunMode,
-    stop: &AtomicBool,
-) -> StepResult {
+) -> Result<(&'a DomainAttachment, exchange::Service), Failure> {
     let Some(attachment) = plan.domains.iter().find(|d| d.name == domain) else {
         return Err(Failure::Blocked(format!(
             "{domain} is not in the plan's domains"
@@ -149,6 +144,20 @@ pub(crate) async fn add_domain(
             attachment.platform
         )));
     };
+    Ok((attachment, service))
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// `add-domain`: attach the domain to the Exchange service and wait until its state is ok.
+pub(crate) async fn add_domain(
+    ovh: &Ovh,
+    plan: &Plan,
+    domain: &str,
+    mode: RunMode,
+    stop: &AtomicBool,
+) -> StepResult {
+    let (attachment, service) = domain_parts(plan, domain)?;
     let activity = format!("attaching {domain} to {}", service.service);
     let c = &ovh.client;
     match exchange::get_domain(c, &activity, &service, domain).await {
@@ -782,17 +791,7 @@ pub(crate) async fn reset_source(
 
 /// `check-dns`: the destination domain's MX, SRV and SPF diagnostics and what to change.
 pub(crate) async fn check_dns(ovh: &Ovh, plan: &Plan, domain: &str, mode: RunMode) -> StepResult {
-    let Some(attachment) = plan.domains.iter().find(|d| d.name == domain) else {
-        return Err(Failure::Blocked(format!(
-            "{domain} is not in the plan's domains"
-        )));
-    };
-    let Some(service) = exchange_service(plan, &attachment.platform) else {
-        return Err(Failure::Blocked(format!(
-            "{} is not an Exchange platform",
-            attachment.platform
-        )));
-    };
+    let (_, service) = domain_parts(plan, domain)?;
     let activity = format!("checking the DNS of {domain}");
     let d = match exchange::get_domain(&ovh.client, &activity, &service, domain).await {
         Err(e) if not_found(&e) && mode == RunMode::DryRun => {
