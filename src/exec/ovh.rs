@@ -220,6 +220,16 @@ fn mxplan_service<'a>(plan: &'a Plan, a: &Account) -> Option<&'a str> {
     }
 }
 
+/// A new MX Plan account's service and provisional address.
+fn mxplan_parts<'a>(plan: &'a Plan, a: &'a Account) -> Result<(&'a str, &'a str), Failure> {
+    match (mxplan_service(plan, a), a.provisional_address.as_deref()) {
+        (Some(service), Some(provisional)) => Ok((service, provisional)),
+        _ => Err(Failure::Blocked(
+            "not a new MX Plan account with a provisional name".to_owned(),
+        )),
+    }
+}
+
 /// `rename-source`: the new MX Plan account takes its provisional name, freeing the address.
 pub(crate) async fn rename_source(
     ovh: &Ovh,
@@ -228,13 +238,7 @@ pub(crate) async fn rename_source(
     mode: RunMode,
     stop: &AtomicBool,
 ) -> StepResult {
-    let (Some(service), Some(provisional)) =
-        (mxplan_service(plan, a), a.provisional_address.as_deref())
-    else {
-        return Err(Failure::Blocked(
-            "not a new MX Plan account with a provisional name".to_owned(),
-        ));
-    };
+    let (service, provisional) = mxplan_parts(plan, a)?;
     let activity = format!("renaming {} to {provisional}", a.address);
     let c = &ovh.client;
     // A rename started by a run that was killed: wait for its task instead of sending another.
@@ -440,15 +444,7 @@ pub(crate) async fn configure_target(
     };
     exchange::configure_account(c, &activity, &service, &placeholder, &update).await?;
     // The PUT answers at once; the account has its address once the setAccount task ends.
-    until(stop, READY_TIMEOUT, || async {
-        match exchange::get_account(c, &activity, &service, &a.address).await {
-            Ok(acc) if acc.task_pending_id.unwrap_or(0) == 0 => Ok(Some(())),
-            Ok(_) => Ok(None),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    })
-    .await?;
+    wait_account_ready(ovh, &activity, &service, &a.address, stop).await?;
     set_password(ovh, &activity, &service, &a.address, password, stop).await?;
     done(
         format!("{placeholder} configured as {}, password set", a.address),
@@ -489,6 +485,26 @@ async fn wait_pending_placeholders(
         }
     }
     Ok(waited)
+}
+
+/// Wait until the Exchange account exists at `address` with no task pending (a configure or a
+/// migration gives it the address only when its task ends).
+async fn wait_account_ready(
+    ovh: &Ovh,
+    activity: &str,
+    service: &exchange::Service,
+    address: &str,
+    stop: &AtomicBool,
+) -> Result<(), Failure> {
+    until(stop, READY_TIMEOUT, || async {
+        match exchange::get_account(&ovh.client, activity, service, address).await {
+            Ok(acc) if acc.task_pending_id.unwrap_or(0) == 0 => Ok(Some(())),
+            Ok(_) => Ok(None),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
 }
 
 async fn wait_account_idle(
@@ -730,15 +746,7 @@ pub(crate) async fn migrate_legacy(
     )
     .await?;
     crate::providers::ovh::tasks::wait(c, &activity, &task.task_ref(), &ovh.poll, stop).await?;
-    until(stop, READY_TIMEOUT, || async {
-        match exchange::get_account(c, &activity, &service, &a.address).await {
-            Ok(acc) if acc.task_pending_id.unwrap_or(0) == 0 => Ok(Some(())),
-            Ok(_) => Ok(None),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    })
-    .await?;
+    wait_account_ready(ovh, &activity, &service, &a.address, stop).await?;
     done(
         format!("migrated by OVH into {placeholder}, now {}", a.address),
         serde_json::json!({"placeholder": placeholder, "source_counts": counts}),
@@ -754,11 +762,7 @@ pub(crate) async fn reset_source(
     mode: RunMode,
     stop: &AtomicBool,
 ) -> StepResult {
-    let (Some(service), Some(provisional)) =
-        (mxplan_service(plan, a), a.provisional_address.as_deref())
-    else {
-        return Err(Failure::Blocked("not a new MX Plan account".to_owned()));
-    };
+    let (service, provisional) = mxplan_parts(plan, a)?;
     let activity = format!("resetting {provisional}");
     let c = &ovh.client;
     match mxplan::get_account(c, &activity, service, provisional).await {

@@ -1129,8 +1129,17 @@ async fn copy_step(
     };
     // More connection pairs only pay off for a mailbox with several folders of some size: each
     // pair costs two logins, which is most of the time of a small account.
+    // Later passes carry only what is new: the first pass is the one worth splitting (and
+    // skipping the count keeps a no-op re-run at one STATUS per folder).
+    let first_pass = shared.store.as_ref().is_none_or(|st| {
+        st.lock()
+            .ok()
+            .and_then(|g| g.folders(&a.address).ok())
+            .is_none_or(|rows| rows.is_empty())
+    });
     let worth_more = shared.mode == RunMode::Real
         && shared.connections > 1
+        && first_pass
         && copy::source_size(ctx.source, &server_name(source), &a.copy)
             .await
             .is_ok_and(|(folders, messages)| folders > 1 && messages >= EXTRA_PAIRS_FROM);

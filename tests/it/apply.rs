@@ -81,6 +81,18 @@ impl Sandbox {
         path
     }
 
+    /// A proxy to Dovecot's clear-text port capped at `bytes_per_s` each way, so that a copy
+    /// lasts long enough to be interrupted in its middle.
+    fn throttled(&self, bytes_per_s: u64) -> Proxy {
+        Proxy::start(
+            self.dovecot.imap_addr(),
+            Faults {
+                bandwidth: Some(bytes_per_s),
+                ..Faults::default()
+            },
+        )
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mailplan"));
         c.args(args)
@@ -248,13 +260,7 @@ fn a_run_killed_with_sigkill_resumes_without_loss_or_duplicate() {
     let corpus = Corpus::with_seed(900, 7);
     corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
     // A slow link to the target so the kills land in the middle of the copy.
-    let proxy = Proxy::start(
-        s.dovecot.imap_addr(),
-        Faults {
-            bandwidth: Some(2_000_000),
-            ..Faults::default()
-        },
-    );
+    let proxy = s.throttled(2_000_000);
     let plan = s.plan("killed", Some(proxy.addr()), "");
     let plan = plan.to_str().expect("utf-8");
     let total = u32::try_from(corpus.expected().message_total()).expect("a small corpus");
@@ -454,13 +460,7 @@ fn an_interrupt_stops_at_a_safe_point_with_130_and_the_next_run_resumes() {
     let s = Sandbox::new();
     let corpus = Corpus::with_seed(600, 5);
     corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
-    let proxy = Proxy::start(
-        s.dovecot.imap_addr(),
-        Faults {
-            bandwidth: Some(1_500_000),
-            ..Faults::default()
-        },
-    );
+    let proxy = s.throttled(1_500_000);
     let plan = s.plan("interrupted", Some(proxy.addr()), "");
     let plan = plan.to_str().expect("utf-8");
     let total = u32::try_from(corpus.expected().message_total()).expect("small");

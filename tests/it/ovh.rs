@@ -23,11 +23,6 @@ struct World {
     dir: tempfile::TempDir,
 }
 
-fn fixture(dovecot: &Dovecot, extra_legacy: &str) -> Fixture {
-    let dir = dovecot.dir.path().display().to_string();
-    Fixture::from_yaml(&fixture_yaml(&dir, extra_legacy)).expect("the fixture parses")
-}
-
 fn fixture_yaml(dir: &str, extra_legacy: &str) -> String {
     format!(
         r#"
@@ -73,8 +68,15 @@ mail:
 
 impl World {
     fn new(extra_legacy: &str) -> World {
+        World::edited(extra_legacy, |yaml| yaml)
+    }
+
+    /// The scenario with `extra_legacy` in the legacy domain and `edit` applied to the YAML.
+    fn edited(extra_legacy: &str, edit: impl Fn(String) -> String) -> World {
         let dovecot = Dovecot::start();
-        let sim = Simulator::start(fixture(&dovecot, extra_legacy));
+        let dir = dovecot.dir.path().display().to_string();
+        let yaml = edit(fixture_yaml(&dir, extra_legacy));
+        let sim = Simulator::start(Fixture::from_yaml(&yaml).expect("the fixture parses"));
         // The IMAP → IMAP account lives on the same Dovecot.
         dovecot.add_user("alice@old.example", "alice-old");
         dovecot.add_user("alice@new.example", "alice-new");
@@ -422,19 +424,8 @@ fn a_run_killed_during_a_task_poll_resumes_without_doing_anything_twice() {
     );
 }
 
-/// [`fixture`] with text replaced, for scenarios the main one does not have.
 fn world_with(edit: impl Fn(String) -> String) -> World {
-    let dovecot = Dovecot::start();
-    let dir = dovecot.dir.path().display().to_string();
-    let yaml = edit(fixture_yaml(&dir, ""));
-    let sim = Simulator::start(Fixture::from_yaml(&yaml).expect("the edited fixture parses"));
-    dovecot.add_user("alice@old.example", "alice-old");
-    dovecot.add_user("alice@new.example", "alice-new");
-    World {
-        dovecot,
-        sim,
-        dir: tempfile::tempdir().expect("tempdir"),
-    }
+    World::edited("", edit)
 }
 
 #[test]
