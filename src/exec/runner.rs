@@ -1127,22 +1127,15 @@ async fn copy_step(
         observer: &observer,
         stop: &shared.stop,
     };
-    // More connection pairs only pay off for a mailbox with several folders of some size: each
-    // pair costs two logins, which is most of the time of a small account.
-    // Later passes carry only what is new: the first pass is the one worth splitting (and
-    // skipping the count keeps a no-op re-run at one STATUS per folder).
-    let first_pass = shared.store.as_ref().is_none_or(|st| {
-        st.lock()
-            .ok()
-            .and_then(|g| g.folders(&a.address).ok())
-            .is_none_or(|rows| rows.is_empty())
-    });
+    // Both folder lists and every source folder's STATUS first: they say what this pass has
+    // to carry, and so whether more connection pairs pay off. They only do for several folders
+    // of some size: each pair costs two logins, which is most of the time of a small account.
+    let mut survey = copy::survey(&mut ctx).await?;
+    let (busy_folders, messages) = survey.work(&ledger);
     let worth_more = shared.mode == RunMode::Real
         && shared.connections > 1
-        && first_pass
-        && copy::source_size(ctx.source, &server_name(source), &a.copy)
-            .await
-            .is_ok_and(|(folders, messages)| folders > 1 && messages >= EXTRA_PAIRS_FROM);
+        && busy_folders > 1
+        && messages >= EXTRA_PAIRS_FROM;
     let mut extra = if worth_more {
         extra_sessions(shared, i, source, target, shared.connections - 1).await
     } else {
@@ -1155,7 +1148,7 @@ async fn copy_step(
             target: t,
         })
         .collect();
-    let outcomes = copy::copy_account(&mut ctx, pairs).await?;
+    let outcomes = copy::copy_account(&mut ctx, &mut survey, pairs).await?;
     for (mut s, mut t, _) in extra {
         let _ = s.logout().await;
         let _ = t.logout().await;
@@ -1173,7 +1166,8 @@ async fn copy_step(
         // The verify step comes next: check now, on these connections, and let it use the
         // result instead of logging in again (with many small accounts, logins are the cost).
         let (ss, ts) = (server_name(source), server_name(target));
-        if let Ok(checks) = copy::verify_account(&mut s, &ss, &mut t, &ts, &a.copy).await
+        if let Ok(checks) =
+            copy::verify_folders(&mut s, &ss, &mut t, &ts, &survey.mappings, &a.copy).await
             && let Ok(mut cache) = shared.verified.lock()
         {
             cache.insert(i, checks);

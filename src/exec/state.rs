@@ -413,9 +413,9 @@ impl StateStore {
             .execute(
                 "INSERT INTO folders (account, source, target, uidvalidity, last_uid, pending,
                    failed_now, copied, failed, bytes, updated_at)
-                 VALUES (?1, ?2, '', ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9)
+                 VALUES (?1, ?2, '', ?3, ?4, ?10, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (account, source) DO UPDATE SET uidvalidity = ?3, last_uid = ?4,
-                   pending = 0, failed_now = ?5, copied = copied + ?6, failed = failed + ?7,
+                   pending = ?10, failed_now = ?5, copied = copied + ?6, failed = failed + ?7,
                    bytes = bytes + ?8, updated_at = ?9",
                 params![
                     account,
@@ -426,7 +426,8 @@ impl StateStore {
                     counts.copied,
                     counts.failed,
                     counts.bytes,
-                    now()
+                    now(),
+                    record.pending
                 ],
             )
             .map_err(|e| self.error(&e))?;

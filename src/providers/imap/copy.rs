@@ -1,16 +1,23 @@
 //! The resumable, additive copy of a mailbox, and its verification.
 //!
-//! Per folder ([`copy_account`]):
+//! Per account ([`survey`], then [`copy_account`]): LIST on both sides at once, then the STATUS
+//! of every source folder in one pipelined round trip ([`pipelined`]), the missing target
+//! folders created in another. Per folder:
 //! - **Fast path**: the [`Ledger`] knows the folder's UIDVALIDITY and the highest UID done, and
-//!   no batch was left pending: `STATUS` says whether anything arrived; only UIDs above the mark
-//!   are fetched and appended. A no-op re-run costs one `STATUS` per folder.
+//!   no batch was left pending: the survey's STATUS says whether anything arrived; only UIDs
+//!   above the mark are fetched and appended. A no-op re-run costs nothing per folder beyond
+//!   that one pipelined STATUS.
 //! - **Reconcile**: no record, a changed UIDVALIDITY, a batch left pending by a crash, or
 //!   messages that failed last time: both folders' identities ([`Identity`]) are compared as
 //!   multisets and only the difference is sent. This is what makes a crash between an APPEND
 //!   and the ledger write harmless: the message is found on the target and not sent again.
 //!
-//! Fetching and appending overlap (two connections, a channel between them) while a byte budget
-//! bounds what is held in memory.
+//! Opening a folder and reading its identities is one round trip per side, both sides at once.
+//! Fetching and appending overlap (two connections, a channel between them; as few `UID FETCH`
+//! commands as the UID sets allow, MULTIAPPEND groups pipelined) while a byte budget bounds what
+//! is held in memory; batches are recorded as their last group is acknowledged, without
+//! stopping the flow. Verification reads every folder's identities on both sides, each side in
+//! one pipelined round trip.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Write as _};
@@ -18,14 +25,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::connect::Session;
 use super::error::{ImapError, ImapErrorKind};
 use super::folders::{self, FolderMapping, RemoteFolder};
-use super::identity::{IDENTITY_FIELDS, Identity};
+use super::identity::Identity;
+use super::pipelined::{self, FolderStatus, Listed, Open, Read, quote};
 use crate::plan::model::CopyOptions;
 use crate::providers::RunMode;
 
@@ -94,7 +102,8 @@ pub trait Ledger: Send + Sync {
     fn folder(&self, source: &str) -> Result<Option<FolderRecord>, String>;
     /// Before the first APPEND of a batch.
     fn begin_batch(&self, source: &str, target: &str, uidvalidity: u32) -> Result<(), String>;
-    /// After the last APPEND of a batch: the new mark and what this batch did.
+    /// After the last APPEND of a batch was acknowledged: the new mark and what this batch did.
+    /// `record.pending` stays true while later batches are already on the wire.
     fn end_batch(
         &self,
         source: &str,
@@ -170,7 +179,7 @@ pub struct FolderOutcome {
     pub counts: FolderCounts,
 }
 
-/// List and map the account's folders (also used by `plan --refresh`).
+/// List and map the account's folders (also used by `plan --refresh`); both sides at once.
 pub async fn mapping(
     source: &mut Session,
     source_server: &str,
@@ -178,39 +187,85 @@ pub async fn mapping(
     target_server: &str,
     options: &CopyOptions,
 ) -> Result<(Vec<FolderMapping>, Vec<RemoteFolder>), ImapError> {
-    let source_folders = folders::list(source, source_server).await?;
-    let target_folders = folders::list(target, target_server).await?;
+    let (source_folders, target_folders) = tokio::try_join!(
+        folders::list(source, source_server),
+        folders::list(target, target_server)
+    )?;
     Ok((
         folders::map_folders(&source_folders, &target_folders, options),
         target_folders,
     ))
 }
 
-/// How much mail the source holds among the folders the plan takes: (folders with mail,
-/// messages). One LIST and one STATUS per folder; read-only.
-pub async fn source_size(
-    source: &mut Session,
-    server: &str,
-    options: &CopyOptions,
-) -> Result<(usize, u64), ImapError> {
-    let filter = folders::Filter::new(options);
-    let mut with_mail = 0;
-    let mut messages = 0u64;
-    for f in folders::list(source, server).await? {
-        if !f.selectable || !filter.takes(&f.path) {
-            continue;
+/// What an account holds, read before anything is copied: both folder lists and their mapping,
+/// every source folder's `STATUS` (one pipelined round trip for all), and whether the target
+/// takes MULTIAPPEND.
+#[derive(Debug)]
+pub struct Survey {
+    pub mappings: Vec<FolderMapping>,
+    /// The source folders' STATUS, one per mapping.
+    statuses: Vec<FolderStatus>,
+    target_separator: Option<char>,
+    multi: bool,
+}
+
+/// Read what [`copy_account`] needs to know first: LIST on both sides at once (and the
+/// target's capabilities), then the STATUS of every mapped source folder at once.
+pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
+    let (ss, ts) = (ctx.source_server, ctx.target_server);
+    let target = &mut *ctx.target;
+    let (source_folders, (target_folders, multi)) =
+        tokio::try_join!(folders::list(ctx.source, ss), async move {
+            let list = folders::list(target, ts).await?;
+            Ok((list, multiappend_offered(target, ts).await?))
+        })?;
+    let mappings = folders::map_folders(&source_folders, &target_folders, ctx.options);
+    let names: Vec<(&str, &str)> = mappings
+        .iter()
+        .map(|m| (m.source.wire.as_str(), m.source.path.as_str()))
+        .collect();
+    let statuses = pipelined::statuses(ctx.source, ss, &names)
+        .await?
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Survey {
+        target_separator: target_folders
+            .iter()
+            .find_map(|f| f.separator)
+            .or(Some('/')),
+        mappings,
+        statuses,
+        multi,
+    })
+}
+
+impl Survey {
+    /// What this pass is likely to carry: (folders with something to send, messages), from the
+    /// STATUS and the ledger's marks (an upper bound: a folder to reconcile counts whole).
+    pub fn work(&self, ledger: &dyn Ledger) -> (usize, u64) {
+        let mut folders = 0;
+        let mut messages = 0u64;
+        for (m, status) in self.mappings.iter().zip(&self.statuses) {
+            let record = ledger.folder(&m.source.path).ok().flatten();
+            let n = match record.filter(|r| fast_path(r, status)) {
+                Some(r) => status
+                    .uid_next
+                    .map_or(0, |next| next.saturating_sub(r.last_uid.saturating_add(1))),
+                None => status.messages,
+            };
+            if n > 0 {
+                folders += 1;
+                messages += u64::from(n);
+            }
         }
-        let n = source
-            .status(&f.wire, "(MESSAGES)")
-            .await
-            .map_err(|e| ImapError::from_imap(server, format!("counting {}", f.path), e))?
-            .exists;
-        if n > 0 {
-            with_mail += 1;
-            messages += u64::from(n);
-        }
+        (folders, messages)
     }
-    Ok((with_mail, messages))
+}
+
+/// Whether a folder's record can be trusted for an incremental pass: the same UIDVALIDITY, no
+/// batch left pending, nothing refused or left out last time.
+fn fast_path(r: &FolderRecord, status: &FolderStatus) -> bool {
+    r.uidvalidity == status.uid_validity.unwrap_or(0) && !r.pending && r.failed == 0
 }
 
 /// More connections for the same account: folders are shared out among all pairs.
@@ -222,24 +277,30 @@ pub struct Pair<'a> {
 
 /// Copy every mapped folder of the account, on `ctx`'s connections and on each of `more`
 /// (folders are taken from a shared list, so a large folder does not hold the others back).
-/// Returns one outcome per folder, in listing order.
+/// The target folders that are missing are created first, all at once. Returns one outcome per
+/// folder, in listing order; afterwards every mapping's target exists (but in a dry run).
 pub async fn copy_account(
     ctx: &mut CopyContext<'_>,
+    survey: &mut Survey,
     more: Vec<Pair<'_>>,
 ) -> Result<Vec<FolderOutcome>, CopyError> {
-    let (mappings, target_folders) = mapping(
-        ctx.source,
-        ctx.source_server,
-        ctx.target,
-        ctx.target_server,
-        ctx.options,
-    )
-    .await?;
-    let target_separator = target_folders
-        .iter()
-        .find_map(|f| f.separator)
-        .or(Some('/'));
-    let multi = multiappend_offered(ctx.target, ctx.target_server).await?;
+    let missing: Vec<bool> = survey.mappings.iter().map(|m| !m.target_exists).collect();
+    if ctx.mode == RunMode::Real && missing.contains(&true) {
+        let mut seen = std::collections::HashSet::new();
+        let mut create = Vec::new();
+        for m in survey.mappings.iter().filter(|m| !m.target_exists) {
+            for wire in folders::with_parents(&m.target_path, survey.target_separator) {
+                if seen.insert(wire.clone()) {
+                    create.push((wire, m.target_path.clone()));
+                }
+            }
+        }
+        pipelined::create(ctx.target, ctx.target_server, &create).await?;
+        for m in &mut survey.mappings {
+            m.target_exists = true;
+        }
+    }
+    let multi = survey.multi;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut contexts = vec![CopyContext {
         source: &mut *ctx.source,
@@ -253,21 +314,22 @@ pub async fn copy_account(
             ..*ctx
         });
     }
-    let (mappings, next) = (&mappings, &next);
+    let (survey, next, missing) = (&*survey, &next, &missing);
     let workers = contexts.into_iter().map(|mut c| async move {
         let mut done = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::SeqCst);
-            let Some(m) = mappings.get(i) else {
+            let (Some(m), Some(status)) = (survey.mappings.get(i), survey.statuses.get(i)) else {
                 return Ok(done);
             };
             if c.stop.load(Ordering::SeqCst) {
                 return Err(CopyError::Interrupted);
             }
-            done.push((i, copy_folder(&mut c, m, target_separator, multi).await?));
+            let outcome = copy_folder(&mut c, m, *status, missing[i], multi).await?;
+            done.push((i, outcome));
         }
     });
-    let mut outcomes = Vec::with_capacity(mappings.len());
+    let mut outcomes = Vec::with_capacity(survey.mappings.len());
     let mut first_error = None;
     for result in futures::future::join_all(workers).await {
         match result {
@@ -304,39 +366,40 @@ async fn multiappend_offered(target: &mut Session, server: &str) -> Result<bool,
     Ok(caps.has_str("MULTIAPPEND") && caps.has_str("LITERAL+"))
 }
 
+/// The first folder of a pipelined read (there is exactly one).
+fn only(read: Vec<Result<Vec<Listed>, ImapError>>) -> Result<Vec<Listed>, ImapError> {
+    read.into_iter().next().unwrap_or(Ok(Vec::new()))
+}
+
 async fn copy_folder(
     ctx: &mut CopyContext<'_>,
     m: &FolderMapping,
-    target_separator: Option<char>,
+    status: FolderStatus,
+    missing: bool,
     multi: bool,
 ) -> Result<FolderOutcome, CopyError> {
     let src = &m.source.path;
     let (ss, ts) = (ctx.source_server, ctx.target_server);
     let record = ctx.ledger.folder(src).map_err(CopyError::Ledger)?;
-    let status = ctx
-        .source
-        .status(&m.source.wire, "(MESSAGES UIDNEXT UIDVALIDITY)")
-        .await
-        .map_err(|e| ImapError::from_imap(ss, format!("reading the status of {src}"), e))?;
     let uidvalidity = status.uid_validity.unwrap_or(0);
     let mut outcome = FolderOutcome {
         source: src.clone(),
         target: m.target_path.clone(),
         reason: m.reason,
-        created: false,
+        created: missing,
         counts: FolderCounts {
-            found: u64::from(status.exists),
+            found: u64::from(status.messages),
             ..FolderCounts::default()
         },
     };
 
-    let fast = record.filter(|r| r.uidvalidity == uidvalidity && !r.pending && r.failed == 0);
+    let fast = record.filter(|r| fast_path(r, &status));
     if let Some(r) = fast
         && status
             .uid_next
             .is_some_and(|next| next <= r.last_uid.saturating_add(1))
     {
-        // Nothing arrived since the last pass: one STATUS was the whole cost.
+        // Nothing arrived since the last pass: the survey's STATUS was the whole cost.
         outcome.counts.already = outcome.counts.found;
         (ctx.observer)(CopyEvent::Folder {
             source: src,
@@ -346,34 +409,57 @@ async fn copy_folder(
         return Ok(outcome);
     }
 
-    ctx.source
-        .examine(&m.source.wire)
-        .await
-        .map_err(|e| ImapError::from_imap(ss, format!("opening {src}"), e))?;
-    let (wanted, max_uid) = if let Some(r) = fast {
-        let new = new_uids(ctx.source, ss, src, r.last_uid).await?;
-        let max = new.iter().map(|w| w.uid).max().unwrap_or(r.last_uid);
-        outcome.counts.already = outcome.counts.found.saturating_sub(new.len() as u64);
-        (new, max)
-    } else {
-        let (source_ids, target_ids) = tokio::try_join!(
-            identities(ctx.source, ss, src, status.exists),
-            folder_identities(
-                ctx.target,
-                ts,
-                &m.target_wire,
-                &m.target_path,
-                m.target_exists
-            ),
-        )?;
-        let max = source_ids.iter().map(|(uid, _, _)| *uid).max().unwrap_or(0);
-        let wanted = difference(&source_ids, &target_ids);
-        outcome.counts.already = (source_ids.len() - wanted.len()) as u64;
-        if ctx.mode == RunMode::Real {
-            ctx.ledger.clear_issues(src).map_err(CopyError::Ledger)?;
+    // Open both folders and read what is needed, each side in one round trip: the source's
+    // messages (from the mark up on the fast path), the target's identities to reconcile
+    // against. The target is SELECTed (appended to next), but only EXAMINEd in a dry run.
+    let real = ctx.mode == RunMode::Real;
+    let open = if real { Open::Select } else { Open::Examine };
+    let from = fast.map_or(1, |r| r.last_uid.saturating_add(1));
+    let source_read = [Read {
+        wire: &m.source.wire,
+        path: src,
+        from,
+    }];
+    let target_read = [Read {
+        wire: &m.target_wire,
+        path: &m.target_path,
+        from: 1,
+    }];
+    let source = &mut *ctx.source;
+    let target = &mut *ctx.target;
+    let (source_ids, target_ids) = tokio::try_join!(
+        async { only(pipelined::identities(source, ss, Open::Examine, &source_read).await?) },
+        async {
+            if !m.target_exists {
+                Ok(Vec::new()) // a dry run: it would be created
+            } else if fast.is_some() {
+                // Only new mail to add: no need for the target's identities.
+                if real {
+                    target.select(&m.target_wire).await.map_err(|e| {
+                        ImapError::from_imap(ts, format!("opening {}", m.target_path), e)
+                    })?;
+                }
+                Ok(Vec::new())
+            } else {
+                only(pipelined::identities(target, ts, open, &target_read).await?)
+            }
         }
-        (wanted, max)
-    };
+    )?;
+    let max_uid = source_ids
+        .iter()
+        .map(|(uid, _, _)| *uid)
+        .max()
+        .unwrap_or(from.saturating_sub(1));
+    let wanted = difference(&source_ids, &target_ids);
+    if fast.is_some() {
+        outcome.counts.already = outcome.counts.found.saturating_sub(wanted.len() as u64);
+    } else {
+        outcome.counts.found = source_ids.len() as u64;
+        outcome.counts.already = (source_ids.len() - wanted.len()) as u64;
+    }
+    if fast.is_none() && real {
+        ctx.ledger.clear_issues(src).map_err(CopyError::Ledger)?;
+    }
 
     // Leave out what the plan says is too large.
     let limit = ctx.options.max_message_size;
@@ -388,8 +474,7 @@ async fn copy_folder(
         target: &m.target_path,
         counts: &outcome.counts,
     });
-    if ctx.mode == RunMode::DryRun {
-        outcome.created = !m.target_exists;
+    if !real {
         return Ok(outcome);
     }
 
@@ -404,18 +489,7 @@ async fn copy_folder(
             .map_err(CopyError::Ledger)?;
     }
 
-    if !m.target_exists {
-        create_folder(ctx.target, ts, &m.target_path, target_separator).await?;
-        outcome.created = true;
-    }
-
     if !wanted.is_empty() {
-        // APPEND to the selected folder: Dovecot (and others) then keep it open between
-        // messages instead of reopening it for each one.
-        ctx.target
-            .select(&m.target_wire)
-            .await
-            .map_err(|e| ImapError::from_imap(ts, format!("opening {}", m.target_path), e))?;
         transfer(ctx, m, uidvalidity, &wanted, multi, &mut outcome.counts).await?;
     }
 
@@ -458,7 +532,13 @@ enum Item {
     },
 }
 
-/// Fetch on the source and append on the target at the same time.
+/// Longest UID set put in one `UID FETCH` (servers accept command lines of 8 kB at least).
+const MAX_SET_CHARS: usize = 4000;
+
+/// Fetch on the source and append on the target at the same time. The source streams the
+/// wanted messages with as few `UID FETCH` commands as the UID sets allow (one for a contiguous
+/// folder), the target takes them in pipelined groups, and batches are recorded in the ledger
+/// as their last group is acknowledged: neither side waits for a round trip between batches.
 async fn transfer(
     ctx: &mut CopyContext<'_>,
     m: &FolderMapping,
@@ -474,16 +554,48 @@ async fn transfer(
     let (tx, mut rx) = mpsc::channel::<Item>(BATCH_MESSAGES);
     let stop = ctx.stop;
     let source = &mut *ctx.source;
-    let target = &mut *ctx.target;
-    let ledger = ctx.ledger;
-    let observer = ctx.observer;
+    let mut appender = Appender {
+        target: &mut *ctx.target,
+        server: ts,
+        m,
+        multi,
+        uidvalidity,
+        ledger: ctx.ledger,
+        observer: ctx.observer,
+        inflight: std::collections::VecDeque::new(),
+        groups: 0,
+        refused: Vec::new(),
+        batch: FolderCounts::default(),
+        counts,
+        recorded_pending: false,
+        last_mark: None,
+        sent_since_mark: false,
+    };
 
     let producer = async move {
-        for batch in &batches {
-            if stop.load(Ordering::SeqCst) {
-                break;
+        // Batches go into commands whole; a batch ends once all its messages passed (or, for a
+        // message expunged meanwhile, once its command ended).
+        let mut batch_of: HashMap<u32, usize> = HashMap::new();
+        let mut left: Vec<usize> = Vec::with_capacity(batches.len());
+        for (i, b) in batches.iter().enumerate() {
+            left.push(b.len());
+            batch_of.extend(b.iter().map(|w| (w.uid, i)));
+        }
+        let max_of = |i: usize| batches[i].iter().map(|w| w.uid).max().unwrap_or(0);
+        let mut closed = 0;
+        let mut first = 0;
+        while first < batches.len() {
+            let mut last = first;
+            let mut set = uid_set(batches[first].iter().map(|w| w.uid));
+            while let Some(b) = batches.get(last + 1) {
+                let more = uid_set(b.iter().map(|w| w.uid));
+                if set.len() + more.len() + 1 > MAX_SET_CHARS {
+                    break;
+                }
+                set.push(',');
+                set.push_str(&more);
+                last += 1;
             }
-            let set = uid_set(batch.iter().map(|w| w.uid));
             let activity = format!("fetching messages of {src}");
             let mut stream = source
                 .uid_fetch(&set, "(UID FLAGS INTERNALDATE BODY.PEEK[])")
@@ -494,13 +606,16 @@ async fn transfer(
                 let Some(len) = fetch.body().map(<[u8]>::len) else {
                     continue;
                 };
+                let Some(&i) = batch_of.get(&uid) else {
+                    continue;
+                };
                 let kib = u32::try_from(len >> 10)
                     .unwrap_or(u32::MAX)
                     .clamp(1, BUFFER_KIB);
                 let permit = Arc::clone(&budget)
                     .acquire_many_owned(kib)
                     .await
-                    .map_err(|_| closed(ss))?;
+                    .map_err(|_| closed_copy(ss))?;
                 let message = Fetched {
                     uid,
                     flags: flag_list(fetch.flags()),
@@ -513,86 +628,71 @@ async fn transfer(
                 if tx.send(Item::Message(message)).await.is_err() {
                     return Ok(()); // the appender stopped; it says why
                 }
+                left[i] = left[i].saturating_sub(1);
+                while closed <= last && left[closed] == 0 {
+                    if tx
+                        .send(Item::BatchEnd {
+                            max_uid: max_of(closed),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                    closed += 1;
+                }
+                if stop.load(Ordering::SeqCst) && closed > 0 && left[closed - 1] == 0 {
+                    // At a batch boundary: what was sent gets recorded, nothing more is read.
+                    return Ok(());
+                }
             }
             drop(stream);
-            let max_uid = batch.iter().map(|w| w.uid).max().unwrap_or(0);
-            if tx.send(Item::BatchEnd { max_uid }).await.is_err() {
-                return Ok(());
+            while closed <= last {
+                if tx
+                    .send(Item::BatchEnd {
+                        max_uid: max_of(closed),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                closed += 1;
             }
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            first = last + 1;
         }
         Ok::<(), ImapError>(())
     };
 
     let consumer = async {
-        let mut in_batch = false;
-        let mut batch = FolderCounts::default();
         let mut group: Vec<Fetched> = Vec::new();
         let mut group_bytes = 0usize;
-        let mut pipeline = Pipeline::default();
         while let Some(item) = rx.recv().await {
             match item {
                 Item::Message(msg) => {
-                    if !in_batch {
-                        ledger
-                            .begin_batch(src, &m.target_path, uidvalidity)
-                            .map_err(CopyError::Ledger)?;
-                        in_batch = true;
-                    }
                     group_bytes += msg.body().len();
                     group.push(msg);
-                    let full =
-                        group.len() >= MULTIAPPEND_MESSAGES || group_bytes >= MULTIAPPEND_BYTES;
-                    if multi && full {
-                        let sending = std::mem::take(&mut group);
-                        pipeline
-                            .push(target, ts, m, sending, &mut batch, observer)
-                            .await?;
-                        group_bytes = 0;
-                    } else if !multi {
-                        send_group(
-                            target, ts, m, multi, &mut group, &mut batch, ledger, observer,
-                        )
-                        .await?;
+                    if !multi
+                        || group.len() >= MULTIAPPEND_MESSAGES
+                        || group_bytes >= MULTIAPPEND_BYTES
+                    {
+                        appender.send(std::mem::take(&mut group)).await?;
                         group_bytes = 0;
                     }
                 }
                 Item::BatchEnd { max_uid } => {
-                    if multi {
-                        if !group.is_empty() {
-                            let sending = std::mem::take(&mut group);
-                            pipeline
-                                .push(target, ts, m, sending, &mut batch, observer)
-                                .await?;
-                        }
-                        pipeline
-                            .drain(target, ts, m, &mut batch, ledger, observer)
-                            .await?;
-                    } else {
-                        send_group(
-                            target, ts, m, multi, &mut group, &mut batch, ledger, observer,
-                        )
-                        .await?;
-                    }
+                    appender.send(std::mem::take(&mut group)).await?;
                     group_bytes = 0;
-                    let record = FolderRecord {
-                        uidvalidity,
-                        last_uid: max_uid,
-                        pending: false,
-                        failed: counts.failed + counts.skipped + batch.failed,
-                    };
-                    ledger
-                        .end_batch(src, record, &batch)
-                        .map_err(CopyError::Ledger)?;
-                    add(counts, &batch);
-                    batch = FolderCounts::default();
-                    in_batch = false;
-                    if stop.load(Ordering::SeqCst) {
-                        return Err(CopyError::Interrupted);
-                    }
+                    appender.mark(max_uid)?;
                 }
             }
         }
-        Ok(())
+        // The producer ended (all sent, an interruption, or an error it returns).
+        appender.send(std::mem::take(&mut group)).await?;
+        appender.finish().await
     };
 
     let (fetching, appending) = tokio::join!(producer, consumer);
@@ -793,7 +893,7 @@ async fn await_tag(
     tag: &async_imap::imap_proto::RequestId,
     limit: Duration,
 ) -> Result<(), ImapError> {
-    use async_imap::imap_proto::{Response, Status};
+    use async_imap::imap_proto::Response;
     let net =
         |e: std::io::Error| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string());
     let work = async {
@@ -813,24 +913,8 @@ async fn await_tag(
             } = response.parsed()
                 && done == tag
             {
-                let text = outcome
-                    .information
-                    .as_deref()
-                    .unwrap_or_default()
-                    .to_owned();
-                return match status {
-                    Status::Ok => Ok(()),
-                    Status::No => Err(ImapError::from_imap(
-                        server,
-                        activity,
-                        async_imap::error::Error::No(text),
-                    )),
-                    _ => Err(ImapError::from_imap(
-                        server,
-                        activity,
-                        async_imap::error::Error::Bad(text),
-                    )),
-                };
+                let text = outcome.information.as_deref().unwrap_or_default();
+                return verdict(server, activity, status, text);
             }
         }
     };
@@ -839,95 +923,218 @@ async fn await_tag(
         .map_err(|_| ImapError::timeout(server, activity, limit))?
 }
 
-/// MULTIAPPEND groups sent and not yet answered: the next group is written while the server
-/// stores the previous one. Refused groups are set aside and retried message by message once
-/// nothing is in flight (their answers would otherwise interleave).
-#[derive(Default)]
-struct Pipeline {
-    inflight: std::collections::VecDeque<(async_imap::imap_proto::RequestId, Vec<Fetched>)>,
+/// A tagged answer as a result: OK, or the server's words.
+pub(super) fn verdict(
+    server: &str,
+    activity: &str,
+    status: &async_imap::imap_proto::Status,
+    text: &str,
+) -> Result<(), ImapError> {
+    use async_imap::imap_proto::Status;
+    let text = text.to_owned();
+    match status {
+        Status::Ok => Ok(()),
+        Status::No => Err(ImapError::from_imap(
+            server,
+            activity,
+            async_imap::error::Error::No(text),
+        )),
+        _ => Err(ImapError::from_imap(
+            server,
+            activity,
+            async_imap::error::Error::Bad(text),
+        )),
+    }
+}
+
+/// The appending side of a folder's transfer: MULTIAPPEND groups sent and not yet answered
+/// (the next group is written while the server stores the previous one), with the batch marks
+/// between them, recorded in the ledger in order as the groups before them are acknowledged.
+/// The ledger says *pending* whenever anything sent is not yet recorded, so a crash at any point
+/// leads to a reconcile by identity, never to a message sent twice or skipped. Refused groups
+/// are set aside and retried message by message once nothing is in flight (their answers would
+/// otherwise interleave).
+struct Appender<'a, 'c> {
+    target: &'a mut Session,
+    server: &'a str,
+    m: &'a FolderMapping,
+    multi: bool,
+    uidvalidity: u32,
+    ledger: &'a dyn Ledger,
+    observer: &'a (dyn Fn(CopyEvent<'_>) + Send + Sync),
+    inflight: std::collections::VecDeque<InFlight>,
+    /// Groups in `inflight`.
+    groups: usize,
     refused: Vec<Vec<Fetched>>,
+    /// Done since the last record.
+    batch: FolderCounts,
+    /// Done and recorded, this pass.
+    counts: &'c mut FolderCounts,
+    /// What the ledger says now.
+    recorded_pending: bool,
+    /// The last mark recorded.
+    last_mark: Option<u32>,
+    /// Something was sent after the last mark: not covered by any record yet.
+    sent_since_mark: bool,
+}
+
+enum InFlight {
+    Group(async_imap::imap_proto::RequestId, Vec<Fetched>),
+    /// Every source UID up to this one is sent (by the groups before it).
+    Mark(u32),
 }
 
 /// Groups in flight at once on one connection.
 const PIPELINE_DEPTH: usize = 2;
 
-impl Pipeline {
-    async fn push(
-        &mut self,
-        target: &mut Session,
-        server: &str,
-        m: &FolderMapping,
-        group: Vec<Fetched>,
-        batch: &mut FolderCounts,
-        observer: &(dyn Fn(CopyEvent<'_>) + Send + Sync),
-    ) -> Result<(), CopyError> {
-        let activity = format!("appending to {}", m.target_path);
-        let tag = send_append(target, server, &m.target_wire, &activity, &group).await?;
-        self.inflight.push_back((tag, group));
-        while self.inflight.len() > PIPELINE_DEPTH {
-            self.complete_oldest(target, server, m, batch, observer)
-                .await?;
-        }
-        Ok(())
+impl Appender<'_, '_> {
+    fn activity(&self) -> String {
+        format!("appending to {}", self.m.target_path)
     }
 
-    async fn complete_oldest(
-        &mut self,
-        target: &mut Session,
-        server: &str,
-        m: &FolderMapping,
-        batch: &mut FolderCounts,
-        observer: &(dyn Fn(CopyEvent<'_>) + Send + Sync),
-    ) -> Result<(), CopyError> {
-        let Some((tag, group)) = self.inflight.pop_front() else {
+    /// Send a group (nothing for an empty one): pipelined with MULTIAPPEND, else one APPEND
+    /// per message, waited for.
+    async fn send(&mut self, group: Vec<Fetched>) -> Result<(), CopyError> {
+        if group.is_empty() {
             return Ok(());
-        };
-        let activity = format!("appending to {}", m.target_path);
-        let total: usize = group.iter().map(|f| f.body().len()).sum();
-        match await_tag(target, server, &activity, &tag, op_timeout(total)).await {
-            Ok(()) => {
-                let bytes = total as u64;
-                batch.copied += group.len() as u64;
-                batch.bytes += bytes;
-                observer(CopyEvent::Copied {
-                    messages: group.len() as u64,
-                    bytes,
-                });
-                Ok(())
-            }
-            Err(e) if e.kind == ImapErrorKind::Refused => {
-                self.refused.push(group);
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
         }
+        if !self.recorded_pending {
+            self.ledger
+                .begin_batch(&self.m.source.path, &self.m.target_path, self.uidvalidity)
+                .map_err(CopyError::Ledger)?;
+            self.recorded_pending = true;
+        }
+        self.sent_since_mark = true;
+        if !self.multi {
+            let mut group = group;
+            return send_group(
+                self.target,
+                self.server,
+                self.m,
+                false,
+                &mut group,
+                &mut self.batch,
+                self.ledger,
+                self.observer,
+            )
+            .await;
+        }
+        let activity = self.activity();
+        let tag = send_append(
+            self.target,
+            self.server,
+            &self.m.target_wire,
+            &activity,
+            &group,
+        )
+        .await?;
+        self.inflight.push_back(InFlight::Group(tag, group));
+        self.groups += 1;
+        while self.groups > PIPELINE_DEPTH {
+            self.complete_oldest().await?;
+        }
+        self.settle_marks()
     }
 
-    /// Wait for every answer, then retry the refused groups one message at a time.
-    #[allow(clippy::too_many_arguments)]
-    async fn drain(
-        &mut self,
-        target: &mut Session,
-        server: &str,
-        m: &FolderMapping,
-        batch: &mut FolderCounts,
-        ledger: &dyn Ledger,
-        observer: &(dyn Fn(CopyEvent<'_>) + Send + Sync),
-    ) -> Result<(), CopyError> {
-        while !self.inflight.is_empty() {
-            self.complete_oldest(target, server, m, batch, observer)
-                .await?;
-        }
-        for mut group in std::mem::take(&mut self.refused) {
-            send_group(target, server, m, true, &mut group, batch, ledger, observer).await?;
+    /// Everything up to `max_uid` was sent: recorded once the groups before it are answered.
+    fn mark(&mut self, max_uid: u32) -> Result<(), CopyError> {
+        self.inflight.push_back(InFlight::Mark(max_uid));
+        self.sent_since_mark = false;
+        self.settle_marks()
+    }
+
+    /// Record the marks no group is waited for before.
+    fn settle_marks(&mut self) -> Result<(), CopyError> {
+        while let Some(InFlight::Mark(max_uid)) = self.inflight.front() {
+            let max_uid = *max_uid;
+            self.inflight.pop_front();
+            self.record_mark(max_uid)?;
         }
         Ok(())
     }
-}
 
-/// An IMAP quoted string.
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    fn record_mark(&mut self, max_uid: u32) -> Result<(), CopyError> {
+        // Still pending while later groups are out or refused ones wait for a retry.
+        let pending = self.groups > 0 || !self.refused.is_empty();
+        self.record(max_uid, pending)
+    }
+
+    async fn complete_oldest(&mut self) -> Result<(), CopyError> {
+        match self.inflight.pop_front() {
+            None => Ok(()),
+            Some(InFlight::Mark(max_uid)) => self.record_mark(max_uid),
+            Some(InFlight::Group(tag, group)) => {
+                self.groups -= 1;
+                let activity = self.activity();
+                let total: usize = group.iter().map(|f| f.body().len()).sum();
+                match await_tag(self.target, self.server, &activity, &tag, op_timeout(total)).await
+                {
+                    Ok(()) => {
+                        let bytes = total as u64;
+                        self.batch.copied += group.len() as u64;
+                        self.batch.bytes += bytes;
+                        (self.observer)(CopyEvent::Copied {
+                            messages: group.len() as u64,
+                            bytes,
+                        });
+                        Ok(())
+                    }
+                    Err(e) if e.kind == ImapErrorKind::Refused => {
+                        self.refused.push(group);
+                        Ok(())
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, max_uid: u32, pending: bool) -> Result<(), CopyError> {
+        let record = FolderRecord {
+            uidvalidity: self.uidvalidity,
+            last_uid: max_uid,
+            pending,
+            failed: self.counts.failed + self.counts.skipped + self.batch.failed,
+        };
+        self.ledger
+            .end_batch(&self.m.source.path, record, &self.batch)
+            .map_err(CopyError::Ledger)?;
+        add(self.counts, &self.batch);
+        self.batch = FolderCounts::default();
+        self.recorded_pending = pending;
+        self.last_mark = Some(max_uid);
+        Ok(())
+    }
+
+    /// Wait for every answer, retry the refused groups one message at a time, record.
+    async fn finish(&mut self) -> Result<(), CopyError> {
+        while !self.inflight.is_empty() {
+            self.complete_oldest().await?;
+        }
+        let refused = std::mem::take(&mut self.refused);
+        for mut group in refused {
+            send_group(
+                self.target,
+                self.server,
+                self.m,
+                true,
+                &mut group,
+                &mut self.batch,
+                self.ledger,
+                self.observer,
+            )
+            .await?;
+        }
+        // Messages sent after the last mark (the fetch failed mid-batch) stay pending: the next
+        // run reconciles them by identity.
+        if self.recorded_pending
+            && !self.sent_since_mark
+            && let Some(mark) = self.last_mark
+        {
+            self.record(mark, false)?;
+        }
+        Ok(())
+    }
 }
 
 fn add(total: &mut FolderCounts, batch: &FolderCounts) {
@@ -936,7 +1143,7 @@ fn add(total: &mut FolderCounts, batch: &FolderCounts) {
     total.bytes += batch.bytes;
 }
 
-fn closed(server: &str) -> ImapError {
+fn closed_copy(server: &str) -> ImapError {
     ImapError::new(
         ImapErrorKind::Network,
         server,
@@ -1037,87 +1244,6 @@ pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
     out
 }
 
-/// UIDs above `last_uid` with their sizes, in the selected folder.
-async fn new_uids(
-    session: &mut Session,
-    server: &str,
-    folder: &str,
-    last_uid: u32,
-) -> Result<Vec<Wanted>, ImapError> {
-    let activity = format!("listing new messages of {folder}");
-    let fetches: Vec<async_imap::types::Fetch> = session
-        .uid_fetch(
-            format!("{}:*", last_uid.saturating_add(1)),
-            "(UID RFC822.SIZE)",
-        )
-        .await
-        .map_err(|e| ImapError::from_imap(server, &activity, e))?
-        .try_collect()
-        .await
-        .map_err(|e| ImapError::from_imap(server, &activity, e))?;
-    let mut out: Vec<Wanted> = fetches
-        .iter()
-        .filter_map(|f| {
-            Some(Wanted {
-                uid: f.uid?,
-                size: f.size.unwrap_or(0),
-            })
-        })
-        // `N:*` always returns the last message, even below N.
-        .filter(|w| w.uid > last_uid)
-        .collect();
-    out.sort_by_key(|w| w.uid);
-    Ok(out)
-}
-
-/// EXAMINE a folder and read its identities; none when it does not exist.
-async fn folder_identities(
-    session: &mut Session,
-    server: &str,
-    wire: &str,
-    path: &str,
-    exists: bool,
-) -> Result<Vec<(u32, u32, Identity)>, ImapError> {
-    if !exists {
-        return Ok(Vec::new());
-    }
-    let mailbox = session
-        .examine(wire)
-        .await
-        .map_err(|e| ImapError::from_imap(server, format!("opening {path}"), e))?;
-    identities(session, server, path, mailbox.exists).await
-}
-
-/// Every message of the selected folder as (uid, size, identity), in UID order.
-pub async fn identities(
-    session: &mut Session,
-    server: &str,
-    folder: &str,
-    exists: u32,
-) -> Result<Vec<(u32, u32, Identity)>, ImapError> {
-    if exists == 0 {
-        return Ok(Vec::new());
-    }
-    let activity = format!("reading the message identities of {folder}");
-    let query = format!("(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({IDENTITY_FIELDS})])");
-    let mut stream = session
-        .uid_fetch("1:*", &query)
-        .await
-        .map_err(|e| ImapError::from_imap(server, &activity, e))?;
-    let mut out = Vec::with_capacity(exists as usize);
-    while let Some(f) = next_with_timeout(&mut stream, server, &activity).await? {
-        let Some(uid) = f.uid else { continue };
-        let size = f.size.unwrap_or(0);
-        out.push((
-            uid,
-            size,
-            Identity::new(f.header().unwrap_or_default(), size),
-        ));
-    }
-    out.sort_by_key(|(uid, _, _)| *uid);
-    Ok(out)
-}
-
 /// The source messages missing from the target, counting identities as multisets: for an
 /// identity the source has `k` times and the target `t` times, the last `k - t` source UIDs.
 fn difference(source: &[(u32, u32, Identity)], target: &[(u32, u32, Identity)]) -> Vec<Wanted> {
@@ -1138,30 +1264,6 @@ fn difference(source: &[(u32, u32, Identity)], target: &[(u32, u32, Identity)]) 
     wanted
 }
 
-async fn create_folder(
-    target: &mut Session,
-    server: &str,
-    path: &str,
-    separator: Option<char>,
-) -> Result<(), ImapError> {
-    for wire in folders::with_parents(path, separator) {
-        let activity = format!("creating folder {path}");
-        if let Err(e) = target.create(&wire).await {
-            let e = ImapError::from_imap(server, &activity, e);
-            let exists = e.message.to_ascii_uppercase().contains("ALREADYEXISTS")
-                || e.message.to_ascii_lowercase().contains("already exists");
-            if !exists {
-                return Err(e);
-            }
-        }
-        target
-            .subscribe(&wire)
-            .await
-            .map_err(|e| ImapError::from_imap(server, format!("subscribing to {path}"), e))?;
-    }
-    Ok(())
-}
-
 /// Per-folder result of a verification.
 #[derive(Debug, Clone, Serialize)]
 pub struct FolderCheck {
@@ -1176,7 +1278,8 @@ pub struct FolderCheck {
     pub missing_count: u64,
 }
 
-/// Check that every source message is on the target, per folder, by identity.
+/// Check that every source message is on the target, per folder, by identity: LIST both sides,
+/// then [`verify_folders`].
 pub async fn verify_account(
     source: &mut Session,
     source_server: &str,
@@ -1185,20 +1288,58 @@ pub async fn verify_account(
     options: &CopyOptions,
 ) -> Result<Vec<FolderCheck>, ImapError> {
     let (mappings, _) = mapping(source, source_server, target, target_server, options).await?;
+    verify_folders(
+        source,
+        source_server,
+        target,
+        target_server,
+        &mappings,
+        options,
+    )
+    .await
+}
+
+/// Check the given folders: every folder's identities read on both sides at once, each side in
+/// one pipelined round trip for all its folders.
+pub async fn verify_folders(
+    source: &mut Session,
+    source_server: &str,
+    target: &mut Session,
+    target_server: &str,
+    mappings: &[FolderMapping],
+    options: &CopyOptions,
+) -> Result<Vec<FolderCheck>, ImapError> {
+    let source_reads: Vec<Read<'_>> = mappings
+        .iter()
+        .map(|m| Read {
+            wire: &m.source.wire,
+            path: &m.source.path,
+            from: 1,
+        })
+        .collect();
+    let target_reads: Vec<Read<'_>> = mappings
+        .iter()
+        .filter(|m| m.target_exists)
+        .map(|m| Read {
+            wire: &m.target_wire,
+            path: &m.target_path,
+            from: 1,
+        })
+        .collect();
+    let (source_ids, target_ids) = tokio::try_join!(
+        pipelined::identities(source, source_server, Open::Examine, &source_reads),
+        pipelined::identities(target, target_server, Open::Examine, &target_reads),
+    )?;
+    let mut target_ids = target_ids.into_iter();
     let limit = options.max_message_size;
     let mut checks = Vec::with_capacity(mappings.len());
-    for m in &mappings {
-        // Both sides at once: the two connections are independent.
-        let (source_ids, target_ids) = tokio::try_join!(
-            folder_identities(source, source_server, &m.source.wire, &m.source.path, true),
-            folder_identities(
-                target,
-                target_server,
-                &m.target_wire,
-                &m.target_path,
-                m.target_exists
-            ),
-        )?;
+    for (m, source_ids) in mappings.iter().zip(source_ids) {
+        let source_ids = source_ids?;
+        let target_ids = if m.target_exists {
+            target_ids.next().unwrap_or(Ok(Vec::new()))?
+        } else {
+            Vec::new()
+        };
         let (expected, skipped): (Vec<_>, Vec<_>) = source_ids
             .iter()
             .cloned()

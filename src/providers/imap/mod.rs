@@ -14,6 +14,7 @@ pub mod copy;
 pub mod error;
 pub mod folders;
 pub mod identity;
+pub mod pipelined;
 
 pub use connect::{Session, connect};
 pub use error::{ImapError, ImapErrorKind};

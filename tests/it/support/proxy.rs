@@ -6,7 +6,9 @@
 //!
 //! The proxy owns its tokio runtime, so it keeps forwarding while a synchronous test blocks on
 //! a child process; dropping the [`Proxy`] stops it and closes every connection. Memory is
-//! bounded: each direction holds at most [`QUEUE_CHUNKS`] chunks of [`CHUNK`] bytes in flight.
+//! bounded: each direction holds at most [`WINDOW`] bytes in flight, like a TCP window: the
+//! delay line stays full whatever the sizes of the peers' writes, so throughput is limited by
+//! the delay only as far as a real network of that latency would limit it.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -16,13 +18,15 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 /// The largest chunk read and forwarded at once.
-const CHUNK: usize = 16 * 1024;
-/// Chunks in flight per direction before the reader waits (backpressure, bounded memory).
-const QUEUE_CHUNKS: usize = 64;
+const CHUNK: usize = 64 * 1024;
+/// Bytes in flight per direction before the reader waits (backpressure, bounded memory): Linux's
+/// default largest TCP send buffer (`net.ipv4.tcp_wmem`), so a long delay costs what it costs
+/// over a real network and no more.
+const WINDOW: usize = 4 * 1024 * 1024;
 
 /// The faults to inject; `Faults::default()` forwards faithfully.
 #[derive(Debug, Clone, Copy, Default)]
@@ -195,8 +199,9 @@ async fn relay(
     }
 }
 
-/// One direction: a reader stamps chunks with their due time into a bounded queue, a writer
-/// sends each when due (then waits out the bandwidth cap), so order is kept under any delay.
+/// One direction: a reader stamps chunks with their due time into a queue bounded by [`WINDOW`]
+/// bytes, a writer sends each when due (then waits out the bandwidth cap), so order is kept
+/// under any delay.
 /// Returns whether it stopped because `cut_after` bytes were forwarded.
 async fn pump(
     mut from: OwnedReadHalf,
@@ -206,7 +211,8 @@ async fn pump(
     cut_after: Option<u64>,
     counter: &AtomicU64,
 ) -> bool {
-    let (queue, mut due) = mpsc::channel::<(Instant, Vec<u8>)>(QUEUE_CHUNKS);
+    let (queue, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>, OwnedSemaphorePermit)>();
+    let window = Arc::new(Semaphore::new(WINDOW));
     let chunk = match faults.bandwidth {
         // Small chunks under a cap, so the rate is smooth rather than one burst per second.
         Some(rate) => usize::try_from(rate / 20).unwrap_or(CHUNK).clamp(1, CHUNK),
@@ -216,15 +222,22 @@ async fn pump(
         let mut buf = vec![0; chunk];
         let mut left = cut_after.unwrap_or(u64::MAX);
         while left > 0 {
+            // Room in the window first, then read: bytes wait in the socket (the sender's
+            // buffer) while the window is full, and their delay starts when they get in.
+            let want = u32::try_from(chunk).unwrap_or(u32::MAX);
+            let Ok(mut room) = Arc::clone(&window).acquire_many_owned(want).await else {
+                break;
+            };
             let n = match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
             let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
             left -= n as u64;
+            let Some(used) = room.split(n) else { break };
+            drop(room);
             if queue
-                .send((Instant::now() + delay, buf[..n].to_vec()))
-                .await
+                .send((Instant::now() + delay, buf[..n].to_vec(), used))
                 .is_err()
             {
                 break;
@@ -233,7 +246,7 @@ async fn pump(
         cut_after.is_some() && left == 0
     };
     let writer = async move {
-        while let Some((when, bytes)) = due.recv().await {
+        while let Some((when, bytes, _room)) = due.recv().await {
             tokio::time::sleep_until(when).await;
             if to.write_all(&bytes).await.is_err() {
                 return;

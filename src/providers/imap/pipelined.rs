@@ -1,0 +1,264 @@
+//! Several commands on the wire at once (RFC 3501 §5.5): a whole list of folders costs one round
+//! trip instead of one or two per folder. Used where the commands' answers can be told apart:
+//! `STATUS` answers name their folder, and the answers of pipelined `EXAMINE`/`SELECT` and
+//! `UID FETCH` commands come in order, each command's untagged answers before its tagged one
+//! (a command that depends on the selected folder is never run ahead of the previous one).
+
+use std::time::Duration;
+
+use async_imap::imap_proto::{AttributeValue, MailboxDatum, Response, StatusAttribute};
+
+use super::connect::Session;
+use super::error::{ImapError, ImapErrorKind};
+use super::identity::{IDENTITY_FIELDS, Identity};
+
+/// How long to wait for the next answer before calling the connection dead.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Send every command, then read the answers; `each(i, response)` sees every untagged response
+/// with the index of the command it answers. One verdict per command: a NO or BAD to one does
+/// not stop the others (a failed `EXAMINE` leaves no folder selected, so the `FETCH` after it
+/// fails too rather than reading another folder).
+pub async fn run(
+    session: &mut Session,
+    server: &str,
+    commands: &[(String, String)],
+    mut each: impl FnMut(usize, &Response<'_>),
+) -> Result<Vec<Result<(), ImapError>>, ImapError> {
+    let mut tags = Vec::with_capacity(commands.len());
+    for (command, activity) in commands {
+        tags.push(
+            session
+                .run_command(command)
+                .await
+                .map_err(|e| ImapError::from_imap(server, activity, e))?,
+        );
+    }
+    let mut verdicts: Vec<Result<(), ImapError>> = Vec::with_capacity(commands.len());
+    while verdicts.len() < tags.len() {
+        let current = verdicts.len();
+        let activity = commands[current].1.as_str();
+        let response = tokio::time::timeout(ANSWER_TIMEOUT, session.read_response())
+            .await
+            .map_err(|_| ImapError::timeout(server, activity, ANSWER_TIMEOUT))?
+            .map_err(|e| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string()))?
+            .ok_or_else(|| {
+                ImapError::new(
+                    ImapErrorKind::Network,
+                    server,
+                    activity,
+                    "the server closed the connection",
+                )
+            })?;
+        match response.parsed() {
+            Response::Done {
+                tag,
+                status,
+                outcome,
+            } => {
+                // A tag we did not send is not ours to judge; skipped commands (never seen
+                // when the server answers in order) count as unanswered.
+                let Some(ahead) = tags[current..].iter().position(|t| t == tag) else {
+                    continue;
+                };
+                for (_, activity) in &commands[current..current + ahead] {
+                    verdicts.push(Err(ImapError::new(
+                        ImapErrorKind::Network,
+                        server,
+                        activity,
+                        "the server answered a later command first",
+                    )));
+                }
+                let text = outcome.information.as_deref().unwrap_or_default();
+                verdicts.push(super::copy::verdict(
+                    server,
+                    &commands[current + ahead].1,
+                    status,
+                    text,
+                ));
+            }
+            other => each(current, other),
+        }
+    }
+    Ok(verdicts)
+}
+
+/// What `STATUS` says of a folder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FolderStatus {
+    pub messages: u32,
+    pub uid_next: Option<u32>,
+    pub uid_validity: Option<u32>,
+}
+
+/// `STATUS (MESSAGES UIDNEXT UIDVALIDITY)` of every folder (wire name, logical path) at once.
+pub async fn statuses(
+    session: &mut Session,
+    server: &str,
+    folders: &[(&str, &str)],
+) -> Result<Vec<Result<FolderStatus, ImapError>>, ImapError> {
+    let commands: Vec<(String, String)> = folders
+        .iter()
+        .map(|(wire, path)| {
+            (
+                format!("STATUS {} (MESSAGES UIDNEXT UIDVALIDITY)", quote(wire)),
+                format!("reading the status of {path}"),
+            )
+        })
+        .collect();
+    let mut found = vec![FolderStatus::default(); folders.len()];
+    let verdicts = run(session, server, &commands, |i, response| {
+        if let Response::MailboxData(MailboxDatum::Status { status, .. }) = response {
+            for attribute in status {
+                match attribute {
+                    StatusAttribute::Messages(n) => found[i].messages = *n,
+                    StatusAttribute::UidNext(n) => found[i].uid_next = Some(*n),
+                    StatusAttribute::UidValidity(n) => found[i].uid_validity = Some(*n),
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await?;
+    Ok(verdicts
+        .into_iter()
+        .zip(found)
+        .map(|(verdict, status)| verdict.map(|()| status))
+        .collect())
+}
+
+/// How a folder is opened before it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// Read-only (`EXAMINE`): the source, and verification.
+    Examine,
+    /// Read-write (`SELECT`): the target, which is appended to next (Dovecot and others keep
+    /// a selected folder open between APPENDs instead of reopening it for each message).
+    Select,
+}
+
+/// One folder to open and read the identities of, from UID `from` up.
+#[derive(Debug, Clone, Copy)]
+pub struct Read<'a> {
+    pub wire: &'a str,
+    pub path: &'a str,
+    pub from: u32,
+}
+
+/// A message as its identity: (UID, RFC822.SIZE, identity).
+pub type Listed = (u32, u32, Identity);
+
+/// Open each folder and read (UID, size, identity) of its messages from `from` up, every folder
+/// at once: `EXAMINE`/`SELECT` then `UID FETCH from:*` per folder, all pipelined. The last
+/// folder stays selected. Per folder, in UID order, only UIDs at or above `from` (`N:*` always
+/// answers the highest message, even below N).
+pub async fn identities(
+    session: &mut Session,
+    server: &str,
+    open: Open,
+    folders: &[Read<'_>],
+) -> Result<Vec<Result<Vec<Listed>, ImapError>>, ImapError> {
+    let verb = match open {
+        Open::Examine => "EXAMINE",
+        Open::Select => "SELECT",
+    };
+    let query = format!("(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({IDENTITY_FIELDS})])");
+    let mut commands = Vec::with_capacity(folders.len() * 2);
+    for f in folders {
+        commands.push((
+            format!("{verb} {}", quote(f.wire)),
+            format!("opening {}", f.path),
+        ));
+        commands.push((
+            format!("UID FETCH {}:* {query}", f.from.max(1)),
+            format!("reading the message identities of {}", f.path),
+        ));
+    }
+    let mut exists = vec![0u32; folders.len()];
+    let mut listed: Vec<Vec<Listed>> = vec![Vec::new(); folders.len()];
+    let verdicts = run(session, server, &commands, |i, response| match response {
+        Response::MailboxData(MailboxDatum::Exists(n)) if i % 2 == 0 => exists[i / 2] = *n,
+        Response::Fetch(_, attributes) if i % 2 == 1 => {
+            let (mut uid, mut size, mut header) = (None, None, None);
+            for a in attributes {
+                match a {
+                    AttributeValue::Uid(u) => uid = Some(*u),
+                    AttributeValue::Rfc822Size(s) => size = Some(*s),
+                    AttributeValue::BodySection {
+                        section: Some(_),
+                        data,
+                        ..
+                    } => header = Some(data.as_deref().unwrap_or_default()),
+                    _ => {}
+                }
+            }
+            // A FETCH without the header is a flag update from another session, not an answer.
+            if let (Some(uid), Some(header)) = (uid, header)
+                && uid >= folders[i / 2].from
+            {
+                let size = size.unwrap_or(0);
+                listed[i / 2].push((uid, size, Identity::new(header, size)));
+            }
+        }
+        _ => {}
+    })
+    .await?;
+    let mut verdicts = verdicts.into_iter();
+    let mut out = Vec::with_capacity(folders.len());
+    for (i, mut messages) in listed.into_iter().enumerate() {
+        let opened = verdicts.next().unwrap_or(Ok(()));
+        let fetched = verdicts.next().unwrap_or(Ok(()));
+        out.push(match (opened, fetched) {
+            // An empty folder has no `1:*` to answer; some servers say BAD to it.
+            (Ok(()), _) if exists[i] == 0 => Ok(Vec::new()),
+            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => {
+                messages.sort_by_key(|(uid, _, _)| *uid);
+                Ok(messages)
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// Create folders (with their parents, in order) and subscribe to them, all at once. A folder
+/// that already exists is not an error.
+pub async fn create(
+    session: &mut Session,
+    server: &str,
+    folders: &[(String, String)],
+) -> Result<(), ImapError> {
+    let mut commands = Vec::new();
+    for (wire, path) in folders {
+        commands.push((
+            format!("CREATE {}", quote(wire)),
+            format!("creating folder {path}"),
+        ));
+        commands.push((
+            format!("SUBSCRIBE {}", quote(wire)),
+            format!("subscribing to {path}"),
+        ));
+    }
+    for (i, verdict) in run(session, server, &commands, |_, _| {})
+        .await?
+        .into_iter()
+        .enumerate()
+    {
+        match verdict {
+            Ok(()) => {}
+            Err(e) if i % 2 == 0 && already_exists(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn already_exists(e: &ImapError) -> bool {
+    e.message.to_ascii_uppercase().contains("ALREADYEXISTS")
+        || e.message.to_ascii_lowercase().contains("already exists")
+}
+
+/// An IMAP quoted string.
+pub fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
