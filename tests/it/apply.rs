@@ -514,6 +514,33 @@ fn an_interrupt_stops_at_a_safe_point_with_130_and_the_next_run_resumes() {
 }
 
 #[test]
+fn a_folder_larger_than_the_memory_budget_streams_through_pipelined_groups() {
+    // 60 messages of ~150 kB in one folder: 9 MB, more than the 4 MB a connection pair may
+    // hold, in MULTIAPPEND groups filled by size. A regression test: groups in flight held the
+    // whole budget while the appender waited for the next message, and the copy hung.
+    let s = Sandbox::new();
+    let corpus = Corpus::with_seed(20, 12).with_bulky("Archive", 60, 150_000);
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let plan = s.plan("bulky", None, "");
+    let plan = plan.to_str().expect("utf-8");
+    let mut child = s
+        .command(&["apply", plan])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let code = wait_exit(&mut child, Duration::from_secs(90));
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err).ok();
+    assert_eq!(code, Some(0), "the copy did not finish in 90 s: {err}");
+    assert_eq!(
+        s.source().message_total(),
+        corpus.expected().message_total()
+    );
+    assert_same(&s.source(), &s.target());
+}
+
+#[test]
 fn a_message_over_max_message_size_is_skipped_with_a_reason_and_copied_once_the_limit_goes() {
     let s = Sandbox::new();
     let corpus = Corpus::with_seed(30, 8).with_large_message();

@@ -670,7 +670,22 @@ async fn transfer(
     let consumer = async {
         let mut group: Vec<Fetched> = Vec::new();
         let mut group_bytes = 0usize;
-        while let Some(item) = rx.recv().await {
+        loop {
+            // Nothing to send yet: take the oldest answer meanwhile. The groups in flight hold
+            // the byte budget, so the fetching side may be waiting for exactly that.
+            let item = match rx.try_recv() {
+                Ok(item) => item,
+                Err(mpsc::error::TryRecvError::Empty) if appender.groups > 0 => {
+                    appender.complete_oldest().await?;
+                    appender.settle_marks()?;
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => match rx.recv().await {
+                    Some(item) => item,
+                    None => break,
+                },
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
             match item {
                 Item::Message(msg) => {
                     group_bytes += msg.body().len();

@@ -165,6 +165,36 @@ impl Corpus {
         self
     }
 
+    /// Adds `count` messages of about `bytes` each (a base64 attachment) to `folder`: enough of
+    /// them fill the copy's pipelined groups by size rather than by count, and outgrow its
+    /// memory budget.
+    #[must_use]
+    pub fn with_bulky(mut self, folder: &str, count: usize, bytes: usize) -> Corpus {
+        let mut rng = XorShift::new(bytes as u64 ^ count as u64);
+        for n in 0..count {
+            let mut message = format!(
+                "From: Bulk Sender <bulk@example.org>\r\nTo: alice@example.org\r\n\
+                 Subject: bulky #{n}\r\nDate: Tue, 04 Jun 2024 10:00:00 +0200\r\n\
+                 Message-ID: <bulky-{n}@corpus.mailplan.test>\r\nMIME-Version: 1.0\r\n\
+                 Content-Type: application/octet-stream\r\n\
+                 Content-Transfer-Encoding: base64\r\n\r\n"
+            )
+            .into_bytes();
+            let raw: Vec<u8> = (0..bytes * 3 / 32)
+                .flat_map(|_| rng.next().to_le_bytes())
+                .collect();
+            base64_lines(&raw, &mut message);
+            self.messages.push(Message {
+                folder: folder.to_owned(),
+                bytes: message,
+                flags: Vec::new(),
+                internal_date: 1_717_488_000 + n as i64,
+                utc_offset_minutes: 120,
+            });
+        }
+        self
+    }
+
     /// The snapshot a server holding exactly this corpus gives.
     pub fn expected(&self) -> Multiset {
         let mut set = Multiset {
