@@ -188,7 +188,7 @@ impl Corpus {
                 folder: folder.to_owned(),
                 bytes: message,
                 flags: Vec::new(),
-                internal_date: 1_717_488_000 + n as i64,
+                internal_date: 1_717_488_000 + i64::try_from(n).unwrap_or(0),
                 utc_offset_minutes: 120,
             });
         }
