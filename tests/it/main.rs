@@ -5,6 +5,7 @@ mod apply;
 mod codes;
 mod harness;
 mod ovh;
+mod pipelined;
 mod schema;
 mod snapshots;
 mod support;

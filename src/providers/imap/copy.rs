@@ -415,15 +415,19 @@ async fn copy_folder(
     let real = ctx.mode == RunMode::Real;
     let open = if real { Open::Select } else { Open::Examine };
     let from = fast.map_or(1, |r| r.last_uid.saturating_add(1));
+    // A target folder created by this pass is empty: nothing to compare, so the source's
+    // UIDs and sizes are enough (the server need not open every message for its headers).
     let source_read = [Read {
         wire: &m.source.wire,
         path: src,
         from,
+        headers: !missing && fast.is_none(),
     }];
     let target_read = [Read {
         wire: &m.target_wire,
         path: &m.target_path,
         from: 1,
+        headers: true,
     }];
     let source = &mut *ctx.source;
     let target = &mut *ctx.target;
@@ -432,8 +436,8 @@ async fn copy_folder(
         async {
             if !m.target_exists {
                 Ok(Vec::new()) // a dry run: it would be created
-            } else if fast.is_some() {
-                // Only new mail to add: no need for the target's identities.
+            } else if fast.is_some() || missing {
+                // Only new mail to add, or an empty new folder: no target identities needed.
                 if real {
                     target.select(&m.target_wire).await.map_err(|e| {
                         ImapError::from_imap(ts, format!("opening {}", m.target_path), e)
@@ -1330,6 +1334,7 @@ pub async fn verify_folders(
             wire: &m.source.wire,
             path: &m.source.path,
             from: 1,
+            headers: true,
         })
         .collect();
     let target_reads: Vec<Read<'_>> = mappings
@@ -1339,6 +1344,7 @@ pub async fn verify_folders(
             wire: &m.target_wire,
             path: &m.target_path,
             from: 1,
+            headers: true,
         })
         .collect();
     let (source_ids, target_ids) = tokio::try_join!(

@@ -143,6 +143,10 @@ pub struct Read<'a> {
     pub wire: &'a str,
     pub path: &'a str,
     pub from: u32,
+    /// Read the identity headers; without them only UIDs and sizes are read (cheaper for the
+    /// server: no message is opened) and every identity is blank. For a source folder whose
+    /// target is new and empty, where nothing is compared.
+    pub headers: bool,
 }
 
 /// A message as its identity: (UID, RFC822.SIZE, identity).
@@ -162,13 +166,18 @@ pub async fn identities(
         Open::Examine => "EXAMINE",
         Open::Select => "SELECT",
     };
-    let query = format!("(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({IDENTITY_FIELDS})])");
+    let with_headers = format!("(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({IDENTITY_FIELDS})])");
     let mut commands = Vec::with_capacity(folders.len() * 2);
     for f in folders {
         commands.push((
             format!("{verb} {}", quote(f.wire)),
             format!("opening {}", f.path),
         ));
+        let query = if f.headers {
+            with_headers.as_str()
+        } else {
+            "(UID RFC822.SIZE)"
+        };
         commands.push((
             format!("UID FETCH {}:* {query}", f.from.max(1)),
             format!("reading the message identities of {}", f.path),
@@ -192,9 +201,11 @@ pub async fn identities(
                     _ => {}
                 }
             }
-            // A FETCH without the header is a flag update from another session, not an answer.
-            if let (Some(uid), Some(header)) = (uid, header)
-                && uid >= folders[i / 2].from
+            // A FETCH without what was asked is a flag update from another session.
+            let f = &folders[i / 2];
+            let header = if f.headers { header } else { Some(&[][..]) };
+            if let (Some(uid), Some(header), Some(_)) = (uid, header, size)
+                && uid >= f.from
             {
                 let size = size.unwrap_or(0);
                 listed[i / 2].push((uid, size, Identity::new(header, size)));
