@@ -19,7 +19,7 @@
 //! stopping the flow. Verification reads every folder's identities on both sides, each side in
 //! one pipelined round trip.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -461,6 +461,8 @@ async fn copy_folder(
         outcome.counts.found = source_ids.len() as u64;
         outcome.counts.already = (source_ids.len() - wanted.len()) as u64;
     }
+    // Only what is to be sent is kept while it is sent.
+    drop((source_ids, target_ids));
     if fast.is_none() && real {
         ctx.ledger.clear_issues(src).map_err(CopyError::Ledger)?;
     }
@@ -1265,7 +1267,7 @@ pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
 
 /// The source messages missing from the target, counting identities as multisets: for an
 /// identity the source has `k` times and the target `t` times, the last `k - t` source UIDs.
-fn difference(source: &[(u32, u32, Identity)], target: &[(u32, u32, Identity)]) -> Vec<Wanted> {
+fn difference<'a>(source: impl IntoIterator<Item = &'a Listed>, target: &[Listed]) -> Vec<Wanted> {
     let mut on_target: HashMap<&Identity, usize> = HashMap::new();
     for (_, _, id) in target {
         *on_target.entry(id).or_default() += 1;
@@ -1361,29 +1363,34 @@ pub async fn verify_folders(
         } else {
             Vec::new()
         };
-        let (expected, skipped): (Vec<_>, Vec<_>) = source_ids
+        let fits = |size: u32| limit.is_none_or(|l| u64::from(size) <= l);
+        let wanted = difference(
+            source_ids.iter().filter(|(_, size, _)| fits(*size)),
+            &target_ids,
+        );
+        let skipped = source_ids
             .iter()
-            .cloned()
-            .partition(|(_, size, _)| limit.is_none_or(|l| u64::from(*size) <= l));
-        let wanted = difference(&expected, &target_ids);
-        let by_uid: BTreeMap<u32, &Identity> =
-            expected.iter().map(|(uid, _, id)| (*uid, id)).collect();
+            .filter(|(_, size, _)| !fits(*size))
+            .count();
+        // Source lists are in UID order: the missing ones are found by binary search.
+        let missing = wanted
+            .iter()
+            .take(100)
+            .filter_map(|w| {
+                let at = source_ids
+                    .binary_search_by_key(&w.uid, |(uid, _, _)| *uid)
+                    .ok()?;
+                Some(format!("uid {}: {}", w.uid, source_ids[at].2.as_str()))
+            })
+            .collect();
         checks.push(FolderCheck {
             source: m.source.path.clone(),
             target: m.target_path.clone(),
             source_messages: source_ids.len() as u64,
             target_messages: target_ids.len() as u64,
-            skipped: skipped.len() as u64,
+            skipped: skipped as u64,
             missing_count: wanted.len() as u64,
-            missing: wanted
-                .iter()
-                .take(100)
-                .filter_map(|w| {
-                    by_uid
-                        .get(&w.uid)
-                        .map(|id| format!("uid {}: {}", w.uid, id.as_str()))
-                })
-                .collect(),
+            missing,
         });
     }
     Ok(checks)

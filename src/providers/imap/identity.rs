@@ -30,6 +30,12 @@ impl Identity {
         }
     }
 
+    /// No identity (nothing read to compute one); takes no memory. Only for messages that are
+    /// not compared, e.g. those of a source folder whose target is new.
+    pub fn blank() -> Identity {
+        Identity(String::new())
+    }
+
     /// Printable form for reports (`<id@host> 1234` or `headers:… 1234`).
     pub fn as_str(&self) -> &str {
         &self.0

@@ -208,7 +208,12 @@ pub async fn identities(
                 && uid >= f.from
             {
                 let size = size.unwrap_or(0);
-                listed[i / 2].push((uid, size, Identity::new(header, size)));
+                let identity = if f.headers {
+                    Identity::new(header, size)
+                } else {
+                    Identity::blank()
+                };
+                listed[i / 2].push((uid, size, identity));
             }
         }
         _ => {}
