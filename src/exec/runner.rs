@@ -1050,22 +1050,30 @@ async fn extra_sessions(
     count: usize,
 ) -> Vec<(imap::Session, imap::Session, [OwnedSemaphorePermit; 2])> {
     let c = &shared.credentials[account];
-    let mut out = Vec::new();
+    let mut slots = Vec::new();
     for _ in 0..count {
         let (Some(s_slot), Some(t_slot)) = (try_slot(shared, source), try_slot(shared, target))
         else {
             break;
         };
+        slots.push([s_slot, t_slot]);
+    }
+    // All pairs log in at once; one that fails is simply not used.
+    let logins = slots.into_iter().map(|slots| async move {
         let (s, t) = tokio::join!(
             imap::connect(source, &c.source_login, &c.source_password),
             imap::connect(target, &c.target_login, &c.target_password)
         );
         match (s, t) {
-            (Ok(s), Ok(t)) => out.push((s, t, [s_slot, t_slot])),
-            _ => break,
+            (Ok(s), Ok(t)) => Some((s, t, slots)),
+            _ => None,
         }
-    }
-    out
+    });
+    futures::future::join_all(logins)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 fn try_slot(shared: &Shared, server: &ImapServer) -> Option<OwnedSemaphorePermit> {
@@ -1136,23 +1144,22 @@ async fn copy_step(
         && shared.connections > 1
         && busy_folders > 1
         && messages >= EXTRA_PAIRS_FROM;
-    let mut extra = if worth_more {
-        extra_sessions(shared, i, source, target, shared.connections - 1).await
-    } else {
-        Vec::new()
+    // The extra pairs log in while the first pair copies; they take what is left.
+    let more = async {
+        if !worth_more {
+            return Vec::new();
+        }
+        extra_sessions(shared, i, source, target, shared.connections - 1)
+            .await
+            .into_iter()
+            .map(|(source, target, hold)| copy::Pair {
+                source,
+                target,
+                hold,
+            })
+            .collect()
     };
-    let pairs = extra
-        .iter_mut()
-        .map(|(s, t, _)| copy::Pair {
-            source: s,
-            target: t,
-        })
-        .collect();
-    let outcomes = copy::copy_account(&mut ctx, &mut survey, pairs).await?;
-    for (mut s, mut t, _) in extra {
-        let _ = s.logout().await;
-        let _ = t.logout().await;
-    }
+    let outcomes = copy::copy_account(&mut ctx, &mut survey, more).await?;
     let copied: u64 = outcomes.iter().map(|o| o.counts.copied).sum();
     let verified_before = shared.store.as_ref().is_some_and(|st| {
         st.lock().ok().is_some_and(|g| {

@@ -209,25 +209,39 @@ pub struct Survey {
     multi: bool,
 }
 
-/// Read what [`copy_account`] needs to know first: LIST on both sides at once (and the
-/// target's capabilities), then the STATUS of every mapped source folder at once.
+/// Read what [`copy_account`] needs to know first, two round trips on each side at once: the
+/// source lists its folders then asks the STATUS of every folder the plan takes (pipelined),
+/// while the target lists its folders and says its capabilities.
 pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
     let (ss, ts) = (ctx.source_server, ctx.target_server);
-    let target = &mut *ctx.target;
-    let (source_folders, (target_folders, multi)) =
-        tokio::try_join!(folders::list(ctx.source, ss), async move {
+    let options = ctx.options;
+    let (source, target) = (&mut *ctx.source, &mut *ctx.target);
+    let ((source_folders, mut by_path), (target_folders, multi)) = tokio::try_join!(
+        async move {
+            let list = folders::list(source, ss).await?;
+            let filter = folders::Filter::new(options);
+            let taken: Vec<(&str, &str)> = list
+                .iter()
+                .filter(|f| f.selectable && filter.takes(&f.path))
+                .map(|f| (f.wire.as_str(), f.path.as_str()))
+                .collect();
+            let statuses = pipelined::statuses(source, ss, &taken).await?;
+            let mut by_path = HashMap::new();
+            for ((_, path), status) in taken.iter().zip(statuses) {
+                by_path.insert((*path).to_owned(), status?);
+            }
+            Ok((list, by_path))
+        },
+        async move {
             let list = folders::list(target, ts).await?;
             Ok((list, multiappend_offered(target, ts).await?))
-        })?;
-    let mappings = folders::map_folders(&source_folders, &target_folders, ctx.options);
-    let names: Vec<(&str, &str)> = mappings
+        }
+    )?;
+    let mappings = folders::map_folders(&source_folders, &target_folders, options);
+    let statuses = mappings
         .iter()
-        .map(|m| (m.source.wire.as_str(), m.source.path.as_str()))
+        .map(|m| by_path.remove(&m.source.path).unwrap_or_default())
         .collect();
-    let statuses = pipelined::statuses(ctx.source, ss, &names)
-        .await?
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
     Ok(Survey {
         target_separator: target_folders
             .iter()
@@ -268,21 +282,25 @@ fn fast_path(r: &FolderRecord, status: &FolderStatus) -> bool {
     r.uidvalidity == status.uid_validity.unwrap_or(0) && !r.pending && r.failed == 0
 }
 
-/// More connections for the same account: folders are shared out among all pairs.
+/// More connections for the same account (folders are shared out among all pairs), with what
+/// must live as long as they do (`hold`, e.g. the server slots they take).
 #[derive(Debug)]
-pub struct Pair<'a> {
-    pub source: &'a mut Session,
-    pub target: &'a mut Session,
+pub struct Pair<H> {
+    pub source: Session,
+    pub target: Session,
+    pub hold: H,
 }
 
-/// Copy every mapped folder of the account, on `ctx`'s connections and on each of `more`
-/// (folders are taken from a shared list, so a large folder does not hold the others back).
-/// The target folders that are missing are created first, all at once. Returns one outcome per
-/// folder, in listing order; afterwards every mapping's target exists (but in a dry run).
-pub async fn copy_account(
+/// Copy every mapped folder of the account, on `ctx`'s connections and on each pair `extra_pairs`
+/// yields (folders are taken from a shared list, so a large folder does not hold the others
+/// back; the extra pairs log in while the first pair already copies, and take what is left when
+/// they are ready; they are logged out at the end). The target folders that are missing are
+/// created first, all at once. Returns one outcome per folder, in listing order; afterwards every
+/// mapping's target exists (but in a dry run).
+pub async fn copy_account<H>(
     ctx: &mut CopyContext<'_>,
     survey: &mut Survey,
-    more: Vec<Pair<'_>>,
+    extra_pairs: impl Future<Output = Vec<Pair<H>>>,
 ) -> Result<Vec<FolderOutcome>, CopyError> {
     let missing: Vec<bool> = survey.mappings.iter().map(|m| !m.target_exists).collect();
     if ctx.mode == RunMode::Real && missing.contains(&true) {
@@ -300,38 +318,48 @@ pub async fn copy_account(
             m.target_exists = true;
         }
     }
-    let multi = survey.multi;
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut contexts = vec![CopyContext {
+    let shared = Shared {
+        survey: &*survey,
+        next: std::sync::atomic::AtomicUsize::new(0),
+        missing,
+    };
+    let (options, ledger, observer, stop) = (ctx.options, ctx.ledger, ctx.observer, ctx.stop);
+    let (source_server, target_server, mode) = (ctx.source_server, ctx.target_server, ctx.mode);
+    let first = CopyContext {
         source: &mut *ctx.source,
         target: &mut *ctx.target,
         ..*ctx
-    }];
-    for pair in more {
-        contexts.push(CopyContext {
-            source: pair.source,
-            target: pair.target,
-            ..*ctx
-        });
-    }
-    let (survey, next, missing) = (&*survey, &next, &missing);
-    let workers = contexts.into_iter().map(|mut c| async move {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::SeqCst);
-            let (Some(m), Some(status)) = (survey.mappings.get(i), survey.statuses.get(i)) else {
-                return Ok(done);
-            };
-            if c.stop.load(Ordering::SeqCst) {
-                return Err(CopyError::Interrupted);
-            }
-            let outcome = copy_folder(&mut c, m, *status, missing[i], multi).await?;
-            done.push((i, outcome));
+    };
+    let shared = &shared;
+    let extra = async move {
+        let mut pairs = extra_pairs.await;
+        let results = futures::future::join_all(pairs.iter_mut().map(|p| {
+            worker(
+                CopyContext {
+                    source: &mut p.source,
+                    source_server,
+                    target: &mut p.target,
+                    target_server,
+                    options,
+                    ledger,
+                    mode,
+                    observer,
+                    stop,
+                },
+                shared,
+            )
+        }))
+        .await;
+        for mut p in pairs {
+            let _ = p.source.logout().await;
+            let _ = p.target.logout().await;
         }
-    });
+        results
+    };
+    let (main, extra) = tokio::join!(worker(first, shared), extra);
     let mut outcomes = Vec::with_capacity(survey.mappings.len());
     let mut first_error = None;
-    for result in futures::future::join_all(workers).await {
+    for result in std::iter::once(main).chain(extra) {
         match result {
             Ok(done) => outcomes.extend(done),
             Err(e) => {
@@ -347,6 +375,36 @@ pub async fn copy_account(
     }
     outcomes.sort_by_key(|(i, _)| *i);
     Ok(outcomes.into_iter().map(|(_, o)| o).collect())
+}
+
+/// What the connection pairs of one account share: the folders and the next one to take.
+struct Shared<'a> {
+    survey: &'a Survey,
+    next: std::sync::atomic::AtomicUsize,
+    /// Per mapping: the target folder was missing before this pass.
+    missing: Vec<bool>,
+}
+
+/// One connection pair's share of the copy: folders taken one at a time until none is left.
+async fn worker(
+    mut c: CopyContext<'_>,
+    shared: &Shared<'_>,
+) -> Result<Vec<(usize, FolderOutcome)>, CopyError> {
+    let mut done = Vec::new();
+    loop {
+        let i = shared.next.fetch_add(1, Ordering::SeqCst);
+        let (Some(m), Some(status)) =
+            (shared.survey.mappings.get(i), shared.survey.statuses.get(i))
+        else {
+            return Ok(done);
+        };
+        if c.stop.load(Ordering::SeqCst) {
+            return Err(CopyError::Interrupted);
+        }
+        let outcome =
+            copy_folder(&mut c, m, *status, shared.missing[i], shared.survey.multi).await?;
+        done.push((i, outcome));
+    }
 }
 
 /// One source message to send.
