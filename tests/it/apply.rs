@@ -289,6 +289,14 @@ fn a_run_killed_with_sigkill_resumes_without_loss_or_duplicate() {
             kills += 1;
         }
         child.wait().expect("reap");
+        // What the killed run had written is still on its way through the slow link (the
+        // server may yet commit a whole MULTIAPPEND): resume once that has landed, as a person
+        // or a CI retry would, seconds later. A resume racing those bytes could find the
+        // messages missing and send them again; see the README's note on resuming after a kill.
+        assert!(
+            proxy.wait_idle(Duration::from_secs(30)),
+            "the killed run's connections did not drain"
+        );
     }
     assert!(kills >= 2, "the copy finished before it could be killed");
     let out = s.run(&["apply", plan]);

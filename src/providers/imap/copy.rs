@@ -670,7 +670,9 @@ async fn transfer(
                 let Some(len) = fetch.body().map(<[u8]>::len) else {
                     continue;
                 };
-                let Some(&i) = batch_of.get(&uid) else {
+                // Each wanted UID once (a server repeating one would otherwise end its batch
+                // early).
+                let Some(i) = batch_of.remove(&uid) else {
                     continue;
                 };
                 let kib = u32::try_from(len >> 10)
@@ -693,6 +695,7 @@ async fn transfer(
                     return Ok(()); // the appender stopped; it says why
                 }
                 left[i] = left[i].saturating_sub(1);
+                let before = closed;
                 while closed <= last && left[closed] == 0 {
                     if tx
                         .send(Item::BatchEnd {
@@ -705,8 +708,9 @@ async fn transfer(
                     }
                     closed += 1;
                 }
-                if stop.load(Ordering::SeqCst) && closed > 0 && left[closed - 1] == 0 {
-                    // At a batch boundary: what was sent gets recorded, nothing more is read.
+                if closed > before && stop.load(Ordering::SeqCst) {
+                    // This message ended a batch: what was sent gets recorded, nothing more is
+                    // read.
                     return Ok(());
                 }
             }

@@ -56,6 +56,8 @@ impl Faults {
 #[derive(Debug, Default)]
 struct Counters {
     connections: AtomicU64,
+    /// Connections still relaying (their bytes in flight not yet all delivered).
+    open: AtomicU64,
     client_to_server: AtomicU64,
     server_to_client: AtomicU64,
 }
@@ -97,10 +99,12 @@ impl Proxy {
                 accept_counters.connections.fetch_add(1, Ordering::Relaxed);
                 let counters = Arc::clone(&accept_counters);
                 let cut = accept_cuts.subscribe();
+                counters.open.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
                         relay(client, server, faults, &counters, cut).await;
                     }
+                    counters.open.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         });
@@ -130,6 +134,24 @@ impl Proxy {
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.counters.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections still open: a client that went away (even killed) may still have bytes on
+    /// their way to the server, as over a real network, until its connection closes here.
+    pub fn open_connections(&self) -> u64 {
+        self.counters.open.load(Ordering::Relaxed)
+    }
+
+    /// Wait (at most `limit`) until every connection has closed and delivered what it carried.
+    pub fn wait_idle(&self, limit: std::time::Duration) -> bool {
+        let start = std::time::Instant::now();
+        while self.open_connections() > 0 {
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        true
     }
 
     /// Bytes forwarded client → server so far, all connections together.
