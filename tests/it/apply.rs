@@ -549,6 +549,37 @@ fn a_folder_larger_than_the_memory_budget_streams_through_pipelined_groups() {
 }
 
 #[test]
+fn a_target_far_away_gets_the_wider_flow_and_the_copy_stays_exact() {
+    // 8 ms each way: the target's first round trip is over 10 ms, so the copy runs with the
+    // wider byte budget and three MULTIAPPEND groups in flight. A re-run then copies nothing.
+    let s = Sandbox::new();
+    let corpus = Corpus::with_seed(120, 14).with_bulky("Archive", 50, 150_000);
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let proxy = Proxy::start(
+        s.dovecot.imap_addr(),
+        Faults::latency(Duration::from_millis(8)),
+    );
+    let plan = s.plan("far", Some(proxy.addr()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = s.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        s.source().message_total(),
+        corpus.expected().message_total()
+    );
+    assert_same(&s.source(), &s.target());
+    let out = s.run(&["apply", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let last: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .expect("a finished event");
+    assert_eq!(last["messages"], 0, "{}", text(&out));
+    assert_same(&s.source(), &s.target());
+}
+
+#[test]
 fn a_message_over_max_message_size_is_skipped_with_a_reason_and_copied_once_the_limit_goes() {
     let s = Sandbox::new();
     let corpus = Corpus::with_seed(30, 8).with_large_message();

@@ -46,6 +46,38 @@ const MULTIAPPEND_MESSAGES: usize = 50;
 const MULTIAPPEND_BYTES: usize = 2 << 20;
 /// Bytes held between the fetching and the appending connection, at most (plus one message).
 const BUFFER_KIB: u32 = 4 << 10;
+/// The same for a target far away (a round trip of [`FAR_RTT`] or more): more bytes must be in
+/// flight to keep the link busy.
+const FAR_BUFFER_KIB: u32 = 6 << 10;
+/// A target this far away (its first answered command's round trip) gets the wider flow.
+const FAR_RTT: Duration = Duration::from_millis(10);
+
+/// How a transfer flows: MULTIAPPEND or not, the byte budget between fetch and append, the
+/// MULTIAPPEND groups in flight.
+#[derive(Debug, Clone, Copy)]
+struct Flow {
+    multi: bool,
+    budget_kib: u32,
+    depth: usize,
+}
+
+impl Flow {
+    fn new(multi: bool, rtt: Duration) -> Flow {
+        if rtt >= FAR_RTT {
+            Flow {
+                multi,
+                budget_kib: FAR_BUFFER_KIB,
+                depth: 3,
+            }
+        } else {
+            Flow {
+                multi,
+                budget_kib: BUFFER_KIB,
+                depth: 2,
+            }
+        }
+    }
+}
 
 /// What the state store remembers of a folder.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -206,7 +238,7 @@ pub struct Survey {
     /// The source folders' STATUS, one per mapping.
     statuses: Vec<FolderStatus>,
     target_separator: Option<char>,
-    multi: bool,
+    flow: Flow,
 }
 
 /// Read what [`copy_account`] needs to know first, two round trips on each side at once: the
@@ -216,7 +248,7 @@ pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
     let (ss, ts) = (ctx.source_server, ctx.target_server);
     let options = ctx.options;
     let (source, target) = (&mut *ctx.source, &mut *ctx.target);
-    let ((source_folders, mut by_path), (target_folders, multi)) = tokio::try_join!(
+    let ((source_folders, mut by_path), (target_folders, flow)) = tokio::try_join!(
         async move {
             let list = folders::list(source, ss).await?;
             let filter = folders::Filter::new(options);
@@ -234,7 +266,10 @@ pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
         },
         async move {
             let list = folders::list(target, ts).await?;
-            Ok((list, multiappend_offered(target, ts).await?))
+            // CAPABILITY is answered at once: its round trip is the distance to the target.
+            let asked = std::time::Instant::now();
+            let multi = multiappend_offered(target, ts).await?;
+            Ok((list, Flow::new(multi, asked.elapsed())))
         }
     )?;
     let mappings = folders::map_folders(&source_folders, &target_folders, options);
@@ -249,7 +284,7 @@ pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
             .or(Some('/')),
         mappings,
         statuses,
-        multi,
+        flow,
     })
 }
 
@@ -402,7 +437,7 @@ async fn worker(
             return Err(CopyError::Interrupted);
         }
         let outcome =
-            copy_folder(&mut c, m, *status, shared.missing[i], shared.survey.multi).await?;
+            copy_folder(&mut c, m, *status, shared.missing[i], shared.survey.flow).await?;
         done.push((i, outcome));
     }
 }
@@ -434,7 +469,7 @@ async fn copy_folder(
     m: &FolderMapping,
     status: FolderStatus,
     missing: bool,
-    multi: bool,
+    flow: Flow,
 ) -> Result<FolderOutcome, CopyError> {
     let src = &m.source.path;
     let (ss, ts) = (ctx.source_server, ctx.target_server);
@@ -554,7 +589,7 @@ async fn copy_folder(
     }
 
     if !wanted.is_empty() {
-        transfer(ctx, m, uidvalidity, &wanted, multi, &mut outcome.counts).await?;
+        transfer(ctx, m, uidvalidity, &wanted, flow, &mut outcome.counts).await?;
     }
 
     let record = FolderRecord {
@@ -608,13 +643,14 @@ async fn transfer(
     m: &FolderMapping,
     uidvalidity: u32,
     wanted: &[Wanted],
-    multi: bool,
+    flow: Flow,
     counts: &mut FolderCounts,
 ) -> Result<(), CopyError> {
     let (ss, ts) = (ctx.source_server, ctx.target_server);
     let src = m.source.path.as_str();
     let batches = batches(wanted);
-    let budget = Arc::new(Semaphore::new(BUFFER_KIB as usize));
+    let multi = flow.multi;
+    let budget = Arc::new(Semaphore::new(flow.budget_kib as usize));
     let (tx, mut rx) = mpsc::channel::<Item>(BATCH_MESSAGES);
     let stop = ctx.stop;
     let source = &mut *ctx.source;
@@ -623,6 +659,7 @@ async fn transfer(
         server: ts,
         m,
         multi,
+        depth: flow.depth,
         uidvalidity,
         ledger: ctx.ledger,
         observer: ctx.observer,
@@ -677,7 +714,7 @@ async fn transfer(
                 };
                 let kib = u32::try_from(len >> 10)
                     .unwrap_or(u32::MAX)
-                    .clamp(1, BUFFER_KIB);
+                    .clamp(1, flow.budget_kib);
                 let permit = Arc::clone(&budget)
                     .acquire_many_owned(kib)
                     .await
@@ -1042,6 +1079,8 @@ struct Appender<'a, 'c> {
     server: &'a str,
     m: &'a FolderMapping,
     multi: bool,
+    /// Groups in flight at once on the connection.
+    depth: usize,
     uidvalidity: u32,
     ledger: &'a dyn Ledger,
     observer: &'a (dyn Fn(CopyEvent<'_>) + Send + Sync),
@@ -1066,9 +1105,6 @@ enum InFlight {
     /// Every source UID up to this one is sent (by the groups before it).
     Mark(u32),
 }
-
-/// Groups in flight at once on one connection.
-const PIPELINE_DEPTH: usize = 2;
 
 impl Appender<'_, '_> {
     fn activity(&self) -> String {
@@ -1113,7 +1149,7 @@ impl Appender<'_, '_> {
         .await?;
         self.inflight.push_back(InFlight::Group(tag, group));
         self.groups += 1;
-        while self.groups > PIPELINE_DEPTH {
+        while self.groups > self.depth {
             self.complete_oldest().await?;
         }
         self.settle_marks()
@@ -1481,6 +1517,19 @@ mod tests {
             vec![2, 3],
             "one <a> is there, the second is not; <b> is new"
         );
+    }
+
+    #[test]
+    fn a_far_target_gets_more_bytes_and_groups_in_flight() {
+        let near = Flow::new(true, Duration::from_micros(300));
+        let far = Flow::new(true, Duration::from_millis(26));
+        assert_eq!((near.budget_kib, near.depth), (BUFFER_KIB, 2));
+        assert_eq!((far.budget_kib, far.depth), (FAR_BUFFER_KIB, 3));
+        assert!(far.multi && near.multi);
+        // Every group in flight fits in the budget, so the fetching side is never starved by
+        // groups waiting for their answers alone.
+        let group_kib = u32::try_from(MULTIAPPEND_BYTES >> 10).expect("small");
+        assert!(u32::try_from(far.depth).expect("small") * group_kib <= far.budget_kib);
     }
 
     #[test]
