@@ -36,7 +36,7 @@ use crate::providers::imap::copy::{
 };
 use crate::providers::imap::{self, ImapError};
 
-/// Source mailboxes smaller than this (messages) are copied on one connection pair.
+/// A pass carrying fewer messages than this (or all in one folder) runs on one connection pair.
 const EXTRA_PAIRS_FROM: u64 = 500;
 
 /// Retries of a step after a network error or a "try later" answer.
@@ -1211,7 +1211,8 @@ async fn copy_step(
             outcomes.len()
         )
     };
-    let output = serde_json::json!({ "folders": outcomes, "total": total }).to_string();
+    let output = serde_json::json!({ "folders": outcomes, "total": total, "flow": survey.flow() })
+        .to_string();
     Ok(StepResult::Done {
         summary,
         output,

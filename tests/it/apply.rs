@@ -568,6 +568,20 @@ fn a_target_far_away_gets_the_wider_flow_and_the_copy_stays_exact() {
         corpus.expected().message_total()
     );
     assert_same(&s.source(), &s.target());
+    // The copy measured the distance and took the wider flow (the step's recorded output).
+    let db = rusqlite::Connection::open(s.state("far")).expect("state store");
+    let output: String = db
+        .query_row(
+            "SELECT output FROM steps WHERE key = ?1",
+            [format!("copy-mail {}", SOURCE.0)],
+            |row| row.get(0),
+        )
+        .expect("the copy-mail step's output");
+    let flow = &serde_json::from_str::<serde_json::Value>(&output).expect("JSON")["flow"];
+    assert!(flow["target_round_trip_ms"].as_u64() >= Some(10), "{flow}");
+    assert_eq!(flow["groups_in_flight"], 3, "{flow}");
+    drop(db);
+
     let out = s.run(&["apply", plan, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let last: serde_json::Value = String::from_utf8_lossy(&out.stdout)

@@ -53,28 +53,27 @@ const FAR_BUFFER_KIB: u32 = 6 << 10;
 const FAR_RTT: Duration = Duration::from_millis(10);
 
 /// How a transfer flows: MULTIAPPEND or not, the byte budget between fetch and append, the
-/// MULTIAPPEND groups in flight.
-#[derive(Debug, Clone, Copy)]
-struct Flow {
+/// MULTIAPPEND groups in flight; chosen from the target's round trip, and recorded in the
+/// `copy-mail` step's output.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Flow {
+    #[serde(rename = "multiappend")]
     multi: bool,
+    #[serde(rename = "buffer_kib")]
     budget_kib: u32,
+    #[serde(rename = "groups_in_flight")]
     depth: usize,
+    target_round_trip_ms: u64,
 }
 
 impl Flow {
     fn new(multi: bool, rtt: Duration) -> Flow {
-        if rtt >= FAR_RTT {
-            Flow {
-                multi,
-                budget_kib: FAR_BUFFER_KIB,
-                depth: 3,
-            }
-        } else {
-            Flow {
-                multi,
-                budget_kib: BUFFER_KIB,
-                depth: 2,
-            }
+        let far = rtt >= FAR_RTT;
+        Flow {
+            multi,
+            budget_kib: if far { FAR_BUFFER_KIB } else { BUFFER_KIB },
+            depth: if far { 3 } else { 2 },
+            target_round_trip_ms: u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX),
         }
     }
 }
@@ -265,11 +264,14 @@ pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
             Ok((list, by_path))
         },
         async move {
-            let list = folders::list(target, ts).await?;
-            // CAPABILITY is answered at once: its round trip is the distance to the target.
+            // The distance to the target: the shorter of two round trips (LIST, CAPABILITY);
+            // a busy server or client only ever adds to it.
             let asked = std::time::Instant::now();
+            let list = folders::list(target, ts).await?;
+            let listed = std::time::Instant::now();
             let multi = multiappend_offered(target, ts).await?;
-            Ok((list, Flow::new(multi, asked.elapsed())))
+            let rtt = (listed - asked).min(listed.elapsed());
+            Ok((list, Flow::new(multi, rtt)))
         }
     )?;
     let mappings = folders::map_folders(&source_folders, &target_folders, options);
@@ -289,6 +291,11 @@ pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
 }
 
 impl Survey {
+    /// How the transfers of this account flow.
+    pub fn flow(&self) -> Flow {
+        self.flow
+    }
+
     /// What this pass is likely to carry: (folders with something to send, messages), from the
     /// STATUS and the ledger's marks (an upper bound: a folder to reconcile counts whole).
     pub fn work(&self, ledger: &dyn Ledger) -> (usize, u64) {

@@ -143,13 +143,13 @@ impl Proxy {
     }
 
     /// Wait (at most `limit`) until every connection has closed and delivered what it carried.
-    pub fn wait_idle(&self, limit: std::time::Duration) -> bool {
+    pub fn wait_idle(&self, limit: Duration) -> bool {
         let start = std::time::Instant::now();
         while self.open_connections() > 0 {
             if start.elapsed() > limit {
                 return false;
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(20));
         }
         true
     }
