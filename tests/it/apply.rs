@@ -11,6 +11,7 @@ use crate::support::corpus::Corpus;
 use crate::support::dovecot::Dovecot;
 use crate::support::mailbox::{Multiset, diff, message_count, snapshot};
 use crate::support::proxy::{Faults, Proxy};
+use crate::support::wire;
 
 const SOURCE: (&str, &str) = ("alice@old.example", "source-secret");
 const TARGET: (&str, &str) = ("alice@new.example", "target-secret");
@@ -23,7 +24,12 @@ struct Sandbox {
 
 impl Sandbox {
     fn new() -> Sandbox {
-        let dovecot = Dovecot::start();
+        Sandbox::with_config("")
+    }
+
+    /// A sandbox whose Dovecot has settings appended to its configuration.
+    fn with_config(extra: &str) -> Sandbox {
+        let dovecot = Dovecot::start_with(extra);
         dovecot.add_user(SOURCE.0, SOURCE.1);
         dovecot.add_user(TARGET.0, TARGET.1);
         Sandbox {
@@ -548,6 +554,129 @@ fn a_folder_larger_than_the_memory_budget_streams_through_pipelined_groups() {
     assert_same(&s.source(), &s.target());
 }
 
+/// The flow the `copy-mail` step recorded in the state store (how it appended, its budget).
+fn recorded_flow(s: &Sandbox, plan_name: &str) -> serde_json::Value {
+    let db = rusqlite::Connection::open(s.state(plan_name)).expect("state store");
+    let output: String = db
+        .query_row(
+            "SELECT output FROM steps WHERE key = ?1",
+            [format!("copy-mail {}", SOURCE.0)],
+            |row| row.get(0),
+        )
+        .expect("the copy-mail step's output");
+    serde_json::from_str::<serde_json::Value>(&output).expect("JSON")["flow"].clone()
+}
+
+/// The APPEND commands of every recorded connection: (messages per APPEND, most in flight at
+/// once) per connection that sent any.
+fn appends_on_the_wire(proxy: &Proxy) -> Vec<(Vec<usize>, usize)> {
+    proxy
+        .transcripts()
+        .iter()
+        .filter_map(|t| {
+            let literals: Vec<usize> = wire::commands(t)
+                .iter()
+                .filter(|c| c.name == "APPEND")
+                .map(|c| c.literals)
+                .collect();
+            (!literals.is_empty()).then(|| (literals, wire::most_in_flight(t, "APPEND")))
+        })
+        .collect()
+}
+
+#[test]
+fn a_target_with_literal_plus_and_no_multiappend_gets_pipelined_appends_and_per_message_refusals() {
+    // Exchange and Outlook.com advertise LITERAL+ without MULTIAPPEND (their CAPABILITY, less
+    // the AUTH= items): one APPEND per message, several written before the first answer. The
+    // target refuses messages over 2 kB: each refusal is that message's alone.
+    let s = Sandbox::with_config(
+        "imap_capability = IMAP4rev1 SASL-IR UIDPLUS MOVE ID UNSELECT CHILDREN IDLE NAMESPACE \
+         LITERAL+\n",
+    );
+    s.dovecot
+        .add_user_with(TARGET.0, TARGET.1, "userdb_quota_max_mail_size=2k");
+    let corpus = Corpus::with_seed(150, 43);
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let proxy = Proxy::start(
+        s.dovecot.imap_addr(),
+        Faults {
+            record: true,
+            ..Faults::latency(Duration::from_millis(2))
+        },
+    );
+    let plan = s.plan("literal-plus", Some(proxy.addr()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = s.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(1), "verify fails: {}", text(&out));
+    assert_eq!(recorded_flow(&s, "literal-plus")["append"], "literal-plus");
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&s.run(&["report", plan, "--format", "json"]).stdout).expect("JSON");
+    let account = &report["accounts"][0];
+    let refused = account["refused"].as_u64().expect("refused");
+    assert!(refused > 0, "nothing was refused: {report}");
+    let (source, target) = (s.source(), s.target());
+    assert_eq!(
+        target.message_total() as u64 + refused,
+        source.message_total() as u64,
+        "everything but the refused messages is on the target: {report}"
+    );
+    for key in target.messages.keys() {
+        assert!(source.messages.contains_key(key), "unexpected: {key:?}");
+    }
+    let appends = appends_on_the_wire(&proxy);
+    let sent: usize = appends.iter().map(|(l, _)| l.len()).sum();
+    assert_eq!(
+        sent as u64,
+        source.message_total() as u64,
+        "one APPEND per message, each sent once"
+    );
+    assert!(
+        appends.iter().all(|(l, _)| l.iter().all(|n| *n == 1)),
+        "MULTIAPPEND sent to a server that does not offer it: {appends:?}"
+    );
+    assert!(
+        appends.iter().any(|(_, most)| *most > 1),
+        "the APPENDs were not pipelined: {appends:?}"
+    );
+}
+
+#[test]
+fn a_target_without_literal_plus_gets_one_append_at_a_time_and_an_exact_copy() {
+    let s = Sandbox::with_config(
+        "imap_capability = IMAP4rev1 SASL-IR UIDPLUS ID UNSELECT CHILDREN IDLE NAMESPACE\n",
+    );
+    let corpus = Corpus::with_seed(60, 44).with_bulky("Archive", 8, 150_000);
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let proxy = Proxy::start(
+        s.dovecot.imap_addr(),
+        Faults {
+            record: true,
+            ..Faults::default()
+        },
+    );
+    let plan = s.plan("synchronising", Some(proxy.addr()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = s.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        recorded_flow(&s, "synchronising")["append"],
+        "synchronising"
+    );
+    assert_eq!(
+        s.source().message_total(),
+        corpus.expected().message_total()
+    );
+    assert_same(&s.source(), &s.target());
+    let appends = appends_on_the_wire(&proxy);
+    assert!(
+        appends
+            .iter()
+            .all(|(l, most)| *most == 1 && l.iter().all(|n| *n == 1)),
+        "{appends:?}"
+    );
+}
+
 #[test]
 fn a_target_far_away_gets_the_wider_flow_and_the_copy_stays_exact() {
     // 8 ms each way: the target's first round trip is over 10 ms, so the copy runs with the
@@ -569,18 +698,10 @@ fn a_target_far_away_gets_the_wider_flow_and_the_copy_stays_exact() {
     );
     assert_same(&s.source(), &s.target());
     // The copy measured the distance and took the wider flow (the step's recorded output).
-    let db = rusqlite::Connection::open(s.state("far")).expect("state store");
-    let output: String = db
-        .query_row(
-            "SELECT output FROM steps WHERE key = ?1",
-            [format!("copy-mail {}", SOURCE.0)],
-            |row| row.get(0),
-        )
-        .expect("the copy-mail step's output");
-    let flow = &serde_json::from_str::<serde_json::Value>(&output).expect("JSON")["flow"];
+    let flow = recorded_flow(&s, "far");
     assert!(flow["target_round_trip_ms"].as_u64() >= Some(10), "{flow}");
     assert_eq!(flow["groups_in_flight"], 3, "{flow}");
-    drop(db);
+    assert_eq!(flow["append"], "multiappend", "{flow}");
 
     let out = s.run(&["apply", plan, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

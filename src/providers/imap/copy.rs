@@ -14,8 +14,9 @@
 //!
 //! Opening a folder and reading its identities is one round trip per side, both sides at once.
 //! Fetching and appending overlap (two connections, a channel between them; as few `UID FETCH`
-//! commands as the UID sets allow, MULTIAPPEND groups pipelined) while a byte budget bounds what
-//! is held in memory; batches are recorded as their last group is acknowledged, without
+//! commands as the UID sets allow, groups of messages appended pipelined: one MULTIAPPEND each,
+//! or one APPEND per message with LITERAL+ alone, see [`AppendMode`]) while a byte budget bounds
+//! what is held in memory; batches are recorded as their last group is acknowledged, without
 //! stopping the flow. Verification reads every folder's identities on both sides, each side in
 //! one pipelined round trip.
 
@@ -52,13 +53,41 @@ const FAR_BUFFER_KIB: u32 = 6 << 10;
 /// A target this far away (its first answered command's round trip) gets the wider flow.
 const FAR_RTT: Duration = Duration::from_millis(10);
 
-/// How a transfer flows: MULTIAPPEND or not, the byte budget between fetch and append, the
-/// MULTIAPPEND groups in flight; chosen from the target's round trip, and recorded in the
-/// `copy-mail` step's output.
+/// How messages reach the target, from what it advertises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AppendMode {
+    /// MULTIAPPEND (RFC 3502) with LITERAL+ (RFC 7888): a group of messages per command, the
+    /// groups pipelined (Dovecot, Cyrus).
+    Multiappend,
+    /// LITERAL+ alone: one APPEND per message, written without waiting for any answer, so a
+    /// group is still one round trip (Exchange and Outlook.com advertise this).
+    LiteralPlus,
+    /// Neither: one APPEND at a time, its literal sent once the server says go ahead.
+    Synchronising,
+}
+
+impl AppendMode {
+    fn from_capabilities(multiappend: bool, literal_plus: bool) -> AppendMode {
+        match (multiappend, literal_plus) {
+            (true, true) => AppendMode::Multiappend,
+            (false, true) => AppendMode::LiteralPlus,
+            _ => AppendMode::Synchronising,
+        }
+    }
+
+    /// Whether groups are written without waiting for answers.
+    fn pipelined(self) -> bool {
+        self != AppendMode::Synchronising
+    }
+}
+
+/// How a transfer flows: how messages are appended, the byte budget between fetch and append,
+/// the groups in flight; chosen from the target's capabilities and round trip, and recorded in
+/// the `copy-mail` step's output.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Flow {
-    #[serde(rename = "multiappend")]
-    multi: bool,
+    append: AppendMode,
     #[serde(rename = "buffer_kib")]
     budget_kib: u32,
     #[serde(rename = "groups_in_flight")]
@@ -67,10 +96,10 @@ pub struct Flow {
 }
 
 impl Flow {
-    fn new(multi: bool, rtt: Duration) -> Flow {
+    fn new(append: AppendMode, rtt: Duration) -> Flow {
         let far = rtt >= FAR_RTT;
         Flow {
-            multi,
+            append,
             budget_kib: if far { FAR_BUFFER_KIB } else { BUFFER_KIB },
             depth: if far { 3 } else { 2 },
             target_round_trip_ms: u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX),
@@ -269,9 +298,9 @@ pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
             let asked = std::time::Instant::now();
             let list = folders::list(target, ts).await?;
             let listed = std::time::Instant::now();
-            let multi = multiappend_offered(target, ts).await?;
+            let append = append_mode(target, ts).await?;
             let rtt = (listed - asked).min(listed.elapsed());
-            Ok((list, Flow::new(multi, rtt)))
+            Ok((list, Flow::new(append, rtt)))
         }
     )?;
     let mappings = folders::map_folders(&source_folders, &target_folders, options);
@@ -456,14 +485,16 @@ struct Wanted {
     size: u32,
 }
 
-/// Whether the target takes several messages per APPEND without waiting between them
-/// (MULTIAPPEND with LITERAL+).
-async fn multiappend_offered(target: &mut Session, server: &str) -> Result<bool, ImapError> {
+/// How the target takes messages, from its capabilities.
+async fn append_mode(target: &mut Session, server: &str) -> Result<AppendMode, ImapError> {
     let caps = target
         .capabilities()
         .await
         .map_err(|e| ImapError::from_imap(server, "reading the capabilities", e))?;
-    Ok(caps.has_str("MULTIAPPEND") && caps.has_str("LITERAL+"))
+    Ok(AppendMode::from_capabilities(
+        caps.has_str("MULTIAPPEND"),
+        caps.has_str("LITERAL+"),
+    ))
 }
 
 /// The first folder of a pipelined read (there is exactly one).
@@ -656,7 +687,7 @@ async fn transfer(
     let (ss, ts) = (ctx.source_server, ctx.target_server);
     let src = m.source.path.as_str();
     let batches = batches(wanted);
-    let multi = flow.multi;
+    let append = flow.append;
     let budget = Arc::new(Semaphore::new(flow.budget_kib as usize));
     let (tx, mut rx) = mpsc::channel::<Item>(BATCH_MESSAGES);
     let stop = ctx.stop;
@@ -665,7 +696,7 @@ async fn transfer(
         target: &mut *ctx.target,
         server: ts,
         m,
-        multi,
+        append,
         depth: flow.depth,
         uidvalidity,
         ledger: ctx.ledger,
@@ -802,7 +833,7 @@ async fn transfer(
                 Item::Message(msg) => {
                     group_bytes += msg.body().len();
                     group.push(msg);
-                    if !multi
+                    if !append.pipelined()
                         || group.len() >= MULTIAPPEND_MESSAGES
                         || group_bytes >= MULTIAPPEND_BYTES
                     {
@@ -1020,11 +1051,27 @@ async fn await_tag(
     tag: &async_imap::imap_proto::RequestId,
     limit: Duration,
 ) -> Result<(), ImapError> {
+    let verdicts = await_tags(target, server, activity, std::slice::from_ref(tag), limit).await?;
+    verdicts.into_iter().next().unwrap_or(Ok(()))
+}
+
+/// Read responses until every tag in `tags` is answered: one verdict per tag, in the order of
+/// `tags` whatever the order of the answers; the outer error is the connection's (network,
+/// time limit), after which nothing more can be read.
+async fn await_tags(
+    target: &mut Session,
+    server: &str,
+    activity: &str,
+    tags: &[async_imap::imap_proto::RequestId],
+    limit: Duration,
+) -> Result<Vec<Result<(), ImapError>>, ImapError> {
     use async_imap::imap_proto::Response;
     let net =
         |e: std::io::Error| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string());
+    let mut verdicts: Vec<Option<Result<(), ImapError>>> = tags.iter().map(|_| None).collect();
     let work = async {
-        loop {
+        let mut left = tags.len();
+        while left > 0 {
             let Some(response) = target.read_response().await.map_err(net)? else {
                 return Err(ImapError::new(
                     ImapErrorKind::Network,
@@ -1038,16 +1085,20 @@ async fn await_tag(
                 status,
                 outcome,
             } = response.parsed()
-                && done == tag
+                && let Some(i) = tags.iter().position(|t| t == done)
+                && verdicts[i].is_none()
             {
                 let text = outcome.information.as_deref().unwrap_or_default();
-                return verdict(server, activity, status, text);
+                verdicts[i] = Some(verdict(server, activity, status, text));
+                left -= 1;
             }
         }
+        Ok(())
     };
     tokio::time::timeout(limit, work)
         .await
-        .map_err(|_| ImapError::timeout(server, activity, limit))?
+        .map_err(|_| ImapError::timeout(server, activity, limit))??;
+    Ok(verdicts.into_iter().map(|v| v.unwrap_or(Ok(()))).collect())
 }
 
 /// A tagged answer as a result: OK, or the server's words.
@@ -1074,8 +1125,9 @@ pub(super) fn verdict(
     }
 }
 
-/// The appending side of a folder's transfer: MULTIAPPEND groups sent and not yet answered
-/// (the next group is written while the server stores the previous one), with the batch marks
+/// The appending side of a folder's transfer: groups sent and not yet answered (the next group
+/// is written while the server stores the previous one; a group is one MULTIAPPEND, or one
+/// APPEND per message with LITERAL+ alone), with the batch marks
 /// between them, recorded in the ledger in order as the groups before them are acknowledged.
 /// The ledger says *pending* whenever anything sent is not yet recorded, so a crash at any point
 /// leads to a reconcile by identity, never to a message sent twice or skipped. Refused groups
@@ -1085,7 +1137,7 @@ struct Appender<'a, 'c> {
     target: &'a mut Session,
     server: &'a str,
     m: &'a FolderMapping,
-    multi: bool,
+    append: AppendMode,
     /// Groups in flight at once on the connection.
     depth: usize,
     uidvalidity: u32,
@@ -1108,7 +1160,9 @@ struct Appender<'a, 'c> {
 }
 
 enum InFlight {
-    Group(async_imap::imap_proto::RequestId, Vec<Fetched>),
+    /// A group and the tags of its commands: one for a MULTIAPPEND, one per message with
+    /// LITERAL+ alone.
+    Group(Vec<async_imap::imap_proto::RequestId>, Vec<Fetched>),
     /// Every source UID up to this one is sent (by the groups before it).
     Mark(u32),
 }
@@ -1118,8 +1172,8 @@ impl Appender<'_, '_> {
         format!("appending to {}", self.m.target_path)
     }
 
-    /// Send a group (nothing for an empty one): pipelined with MULTIAPPEND, else one APPEND
-    /// per message, waited for.
+    /// Send a group (nothing for an empty one): pipelined, as one MULTIAPPEND or as one APPEND
+    /// per message with LITERAL+; without LITERAL+, one APPEND per message, each waited for.
     async fn send(&mut self, group: Vec<Fetched>) -> Result<(), CopyError> {
         if group.is_empty() {
             return Ok(());
@@ -1131,7 +1185,7 @@ impl Appender<'_, '_> {
             self.recorded_pending = true;
         }
         self.sent_since_mark = true;
-        if !self.multi {
+        if !self.append.pipelined() {
             let mut group = group;
             return send_group(
                 self.target,
@@ -1146,15 +1200,18 @@ impl Appender<'_, '_> {
             .await;
         }
         let activity = self.activity();
-        let tag = send_append(
-            self.target,
-            self.server,
-            &self.m.target_wire,
-            &activity,
-            &group,
-        )
-        .await?;
-        self.inflight.push_back(InFlight::Group(tag, group));
+        let (target, server, mailbox) = (&mut *self.target, self.server, &self.m.target_wire);
+        let tags = if self.append == AppendMode::Multiappend {
+            vec![send_append(target, server, mailbox, &activity, &group).await?]
+        } else {
+            let mut tags = Vec::with_capacity(group.len());
+            for msg in &group {
+                let one = std::slice::from_ref(msg);
+                tags.push(send_append(target, server, mailbox, &activity, one).await?);
+            }
+            tags
+        };
+        self.inflight.push_back(InFlight::Group(tags, group));
         self.groups += 1;
         while self.groups > self.depth {
             self.complete_oldest().await?;
@@ -1189,30 +1246,56 @@ impl Appender<'_, '_> {
         match self.inflight.pop_front() {
             None => Ok(()),
             Some(InFlight::Mark(max_uid)) => self.record_mark(max_uid),
-            Some(InFlight::Group(tag, group)) => {
+            Some(InFlight::Group(tags, group)) => {
                 self.groups -= 1;
                 let activity = self.activity();
                 let total: usize = group.iter().map(|f| f.body().len()).sum();
-                match await_tag(self.target, self.server, &activity, &tag, op_timeout(total)).await
+                let limit = op_timeout(total);
+                let verdicts =
+                    await_tags(self.target, self.server, &activity, &tags, limit).await?;
+                if let [verdict] = verdicts.as_slice()
+                    && tags.len() < group.len()
                 {
-                    Ok(()) => {
-                        let bytes = total as u64;
-                        self.batch.copied += group.len() as u64;
-                        self.batch.bytes += bytes;
-                        (self.observer)(CopyEvent::Copied {
-                            messages: group.len() as u64,
-                            bytes,
-                        });
-                        Ok(())
-                    }
-                    Err(e) if e.kind == ImapErrorKind::Refused => {
-                        self.refused.push(group);
-                        Ok(())
-                    }
-                    Err(e) => Err(e.into()),
+                    // One MULTIAPPEND: all or nothing.
+                    return match verdict {
+                        Ok(()) => {
+                            self.copied(&group);
+                            Ok(())
+                        }
+                        Err(e) if e.kind == ImapErrorKind::Refused => {
+                            self.refused.push(group);
+                            Ok(())
+                        }
+                        Err(e) => Err(e.clone().into()),
+                    };
                 }
+                // One APPEND per message: each has its own answer, a refusal its own reason.
+                for (msg, verdict) in group.iter().zip(verdicts) {
+                    match verdict {
+                        Ok(()) => self.copied(std::slice::from_ref(msg)),
+                        Err(e) if e.kind == ImapErrorKind::Refused => {
+                            self.batch.failed += 1;
+                            self.ledger
+                                .issue(&self.m.source.path, msg.uid, IssueKind::Refused, &e.message)
+                                .map_err(CopyError::Ledger)?;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(())
             }
         }
+    }
+
+    /// Count messages the target acknowledged.
+    fn copied(&mut self, messages: &[Fetched]) {
+        let bytes: u64 = messages.iter().map(|f| f.body().len() as u64).sum();
+        self.batch.copied += messages.len() as u64;
+        self.batch.bytes += bytes;
+        (self.observer)(CopyEvent::Copied {
+            messages: messages.len() as u64,
+            bytes,
+        });
     }
 
     fn record(&mut self, max_uid: u32, pending: bool) -> Result<(), CopyError> {
@@ -1528,15 +1611,28 @@ mod tests {
 
     #[test]
     fn a_far_target_gets_more_bytes_and_groups_in_flight() {
-        let near = Flow::new(true, Duration::from_micros(300));
-        let far = Flow::new(true, Duration::from_millis(26));
+        let near = Flow::new(AppendMode::Multiappend, Duration::from_micros(300));
+        let far = Flow::new(AppendMode::Multiappend, Duration::from_millis(26));
         assert_eq!((near.budget_kib, near.depth), (BUFFER_KIB, 2));
         assert_eq!((far.budget_kib, far.depth), (FAR_BUFFER_KIB, 3));
-        assert!(far.multi && near.multi);
+        assert!(far.append.pipelined() && near.append.pipelined());
         // Every group in flight fits in the budget, so the fetching side is never starved by
         // groups waiting for their answers alone.
         let group_kib = u32::try_from(MULTIAPPEND_BYTES >> 10).expect("small");
         assert!(u32::try_from(far.depth).expect("small") * group_kib <= far.budget_kib);
+    }
+
+    #[test]
+    fn the_append_mode_follows_what_the_target_advertises() {
+        use AppendMode::{LiteralPlus, Multiappend, Synchronising};
+        // Dovecot, Cyrus: both. Exchange, Outlook.com: LITERAL+ only. Others: neither.
+        assert_eq!(AppendMode::from_capabilities(true, true), Multiappend);
+        assert_eq!(AppendMode::from_capabilities(false, true), LiteralPlus);
+        assert_eq!(AppendMode::from_capabilities(false, false), Synchronising);
+        // MULTIAPPEND without LITERAL+ would wait for the server between messages anyway.
+        assert_eq!(AppendMode::from_capabilities(true, false), Synchronising);
+        assert!(Multiappend.pipelined() && LiteralPlus.pipelined());
+        assert!(!Synchronising.pipelined());
     }
 
     #[test]

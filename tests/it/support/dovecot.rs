@@ -35,9 +35,15 @@ pub struct Dovecot {
 impl Dovecot {
     /// Starts a new instance with no users.
     pub fn start() -> Dovecot {
+        Dovecot::start_with("")
+    }
+
+    /// [`Dovecot::start`] with settings appended to the configuration, e.g. an
+    /// `imap_capability` line that makes it advertise what another server advertises.
+    pub fn start_with(extra_config: &str) -> Dovecot {
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start() {
+            match Self::try_start(extra_config) {
                 Ok(dovecot) => return dovecot,
                 Err(failure) => last_failure = failure,
             }
@@ -45,13 +51,13 @@ impl Dovecot {
         panic!("Dovecot did not start in {START_ATTEMPTS} attempts; last: {last_failure}");
     }
 
-    fn try_start() -> Result<Dovecot, String> {
+    fn try_start(extra_config: &str) -> Result<Dovecot, String> {
         let dir = tempfile::Builder::new()
             .prefix("mailplan-dovecot-")
             .tempdir()
             .expect("create the Dovecot temp dir");
         let (imap_port, tls_port) = free_ports();
-        render(dir.path(), imap_port, tls_port);
+        render(dir.path(), imap_port, tls_port, extra_config);
         let mut watchdog = Command::new("sh")
             // Dovecot runs in the background of this shell with stdin from /dev/null; a second
             // background job blocks reading our pipe (fd 3) and kills Dovecot at EOF, i.e. when
@@ -181,14 +187,16 @@ impl Drop for Dovecot {
 }
 
 /// Writes the config, the certificates, an empty passwd-file and the mail dirs into `dir`.
-fn render(dir: &Path, imap_port: u16, tls_port: u16) {
+fn render(dir: &Path, imap_port: u16, tls_port: u16, extra_config: &str) {
     let template_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dovecot");
     let template = std::fs::read_to_string(template_dir.join("dovecot.conf.in"))
         .expect("read tests/dovecot/dovecot.conf.in");
     let config = template
         .replace("@DIR@", dir.to_str().expect("UTF-8 temp dir"))
         .replace("@IMAP_PORT@", &imap_port.to_string())
-        .replace("@IMAPS_PORT@", &tls_port.to_string());
+        .replace("@IMAPS_PORT@", &tls_port.to_string())
+        + "\n"
+        + extra_config;
     std::fs::write(dir.join("dovecot.conf"), config).expect("write dovecot.conf");
     std::fs::write(dir.join("users"), "").expect("write the passwd-file");
     let certs = Command::new("bash")

@@ -1,7 +1,7 @@
 //! Test support for real-server integration tests: throw-away Dovecot instances ([`dovecot`]),
 //! a deterministic mailbox generator ([`corpus`]), whole-mailbox snapshots compared as multisets
-//! ([`mailbox`]), a fault-injecting TCP proxy ([`proxy`]) and the small IMAP client they share
-//! ([`imap`]).
+//! ([`mailbox`]), a fault-injecting TCP proxy ([`proxy`]), the IMAP conversation read back from
+//! its transcripts ([`wire`]) and the small IMAP client they share ([`imap`]).
 //!
 //! Everything here is synchronous from the caller's side (each call runs its own small tokio
 //! runtime on a helper thread, the proxy owns one), so tests that run the `mailplan` binary with
@@ -16,3 +16,4 @@ pub mod dovecot;
 pub mod imap;
 pub mod mailbox;
 pub mod proxy;
+pub mod wire;

@@ -2,7 +2,8 @@
 //! [`Proxy::start`] listens on a free port and forwards each connection to `upstream`, applying
 //! [`Faults`]: a delay per direction (every chunk is held that long, order preserved), a
 //! bandwidth cap, a cut after N client→server bytes (a drop mid-APPEND), and [`Proxy::cut_now`].
-//! It counts connections and bytes.
+//! It counts connections and bytes and, when asked ([`Faults::record`]), keeps a transcript of
+//! each connection: what each side sent, in the order the proxy received it.
 //!
 //! The proxy owns its tokio runtime, so it keeps forwarding while a synchronous test blocks on
 //! a child process; dropping the [`Proxy`] stops it and closes every connection. Memory is
@@ -11,8 +12,8 @@
 //! the delay only as far as a real network of that latency would limit it.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,7 +41,19 @@ pub struct Faults {
     /// Close a connection once this many client → server bytes were forwarded on it (those
     /// bytes reach the server, nothing after them does).
     pub cut_after_client_bytes: Option<u64>,
+    /// Keep every connection's bytes for [`Proxy::transcripts`] (small tests only).
+    pub record: bool,
 }
+
+/// Which side sent a transcript's chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// One connection's chunks, in the order the proxy read them from either side.
+pub type Transcript = Vec<(Side, Vec<u8>)>;
 
 impl Faults {
     /// The same delay in both directions: a round trip takes at least twice `one_way`.
@@ -69,6 +82,7 @@ pub struct Proxy {
     counters: Arc<Counters>,
     /// Bumped by [`Proxy::cut_now`]; every live connection watches it.
     cuts: watch::Sender<u64>,
+    transcripts: Arc<Mutex<Vec<Arc<Mutex<Transcript>>>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -94,15 +108,24 @@ impl Proxy {
         let (cuts, _) = watch::channel(0);
         let accept_counters = Arc::clone(&counters);
         let accept_cuts = cuts.clone();
+        let transcripts: Arc<Mutex<Vec<Arc<Mutex<Transcript>>>>> = Arc::default();
+        let accept_transcripts = Arc::clone(&transcripts);
         runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 accept_counters.connections.fetch_add(1, Ordering::Relaxed);
                 let counters = Arc::clone(&accept_counters);
                 let cut = accept_cuts.subscribe();
+                let transcript = faults.record.then(|| {
+                    let t = Arc::new(Mutex::new(Transcript::new()));
+                    if let Ok(mut all) = accept_transcripts.lock() {
+                        all.push(Arc::clone(&t));
+                    }
+                    t
+                });
                 counters.open.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
-                        relay(client, server, faults, &counters, cut).await;
+                        relay(client, server, faults, &counters, cut, transcript).await;
                     }
                     counters.open.fetch_sub(1, Ordering::Relaxed);
                 });
@@ -112,6 +135,7 @@ impl Proxy {
             addr,
             counters,
             cuts,
+            transcripts,
             runtime: Some(runtime),
         }
     }
@@ -154,6 +178,15 @@ impl Proxy {
         true
     }
 
+    /// Each connection's transcript so far, in the order of connection (empty unless
+    /// [`Faults::record`]).
+    pub fn transcripts(&self) -> Vec<Transcript> {
+        let all = self.transcripts.lock().expect("transcripts");
+        all.iter()
+            .map(|t| t.lock().expect("transcript").clone())
+            .collect()
+    }
+
     /// Bytes forwarded client → server so far, all connections together.
     pub fn client_to_server_bytes(&self) -> u64 {
         self.counters.client_to_server.load(Ordering::Relaxed)
@@ -182,6 +215,7 @@ async fn relay(
     faults: Faults,
     counters: &Counters,
     mut cut: watch::Receiver<u64>,
+    transcript: Option<Arc<Mutex<Transcript>>>,
 ) {
     client.set_nodelay(true).ok();
     server.set_nodelay(true).ok();
@@ -194,6 +228,7 @@ async fn relay(
         faults,
         faults.cut_after_client_bytes,
         &counters.client_to_server,
+        transcript.clone().map(|t| (Side::Client, t)),
     );
     let downstream = pump(
         server_read,
@@ -202,6 +237,7 @@ async fn relay(
         faults,
         None,
         &counters.server_to_client,
+        transcript.map(|t| (Side::Server, t)),
     );
     tokio::pin!(upstream, downstream);
     let (mut upstream_done, mut downstream_done) = (false, false);
@@ -232,6 +268,7 @@ async fn pump(
     faults: Faults,
     cut_after: Option<u64>,
     counter: &AtomicU64,
+    transcript: Option<(Side, Arc<Mutex<Transcript>>)>,
 ) -> bool {
     let (queue, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>, OwnedSemaphorePermit)>();
     let window = Arc::new(Semaphore::new(WINDOW));
@@ -256,6 +293,11 @@ async fn pump(
             };
             let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
             left -= n as u64;
+            if let Some((side, t)) = &transcript
+                && let Ok(mut t) = t.lock()
+            {
+                t.push((*side, buf[..n].to_vec()));
+            }
             let Some(used) = room.split(n) else { break };
             drop(room);
             if queue
