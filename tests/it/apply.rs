@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::support::corpus::Corpus;
 use crate::support::dovecot::Dovecot;
 use crate::support::mailbox::{Multiset, diff, message_count, snapshot};
-use crate::support::proxy::{Faults, Proxy};
+use crate::support::proxy::{Faults, Proxy, Side};
 use crate::support::wire;
 
 const SOURCE: (&str, &str) = ("alice@old.example", "source-secret");
@@ -38,8 +38,19 @@ impl Sandbox {
         }
     }
 
-    /// A plan copying SOURCE to TARGET; `source_port`/`target_port` let a proxy stand between.
+    /// A plan copying SOURCE to TARGET; `target_addr` lets a proxy stand between.
     fn plan(&self, name: &str, target_addr: Option<std::net::SocketAddr>, extra: &str) -> PathBuf {
+        self.plan_via(name, None, target_addr, extra)
+    }
+
+    /// [`Sandbox::plan`] with a proxy before the source too.
+    fn plan_via(
+        &self,
+        name: &str,
+        source_addr: Option<std::net::SocketAddr>,
+        target_addr: Option<std::net::SocketAddr>,
+        extra: &str,
+    ) -> PathBuf {
         let tls = |addr: Option<std::net::SocketAddr>| match addr {
             // Through a proxy: clear text on loopback, said explicitly.
             Some(a) => format!(
@@ -56,7 +67,7 @@ impl Sandbox {
              type: imap\n    imap: {}\naccounts:\n  - address: {}\n    from: old\n    to: new\n    \
              target-login: {}\n    source-password: {{ env: SOURCE_PW }}\n    target-password: \
              {{ file: target.pw }}\n{extra}",
-            tls(None),
+            tls(source_addr),
             tls(target_addr),
             SOURCE.0,
             TARGET.0,
@@ -646,7 +657,10 @@ fn a_target_without_literal_plus_gets_one_append_at_a_time_and_an_exact_copy() {
     let s = Sandbox::with_config(
         "imap_capability = IMAP4rev1 SASL-IR UIDPLUS ID UNSELECT CHILDREN IDLE NAMESPACE\n",
     );
-    let corpus = Corpus::with_seed(60, 44).with_bulky("Archive", 8, 150_000);
+    // Two messages over 2 MB: streamed, each literal sent once the server says go ahead.
+    let corpus = Corpus::with_seed(60, 44)
+        .with_bulky("Archive", 8, 150_000)
+        .with_bulky("Sent", 2, 2_600_000);
     corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
     let proxy = Proxy::start(
         s.dovecot.imap_addr(),
@@ -675,6 +689,54 @@ fn a_target_without_literal_plus_gets_one_append_at_a_time_and_an_exact_copy() {
             .all(|(l, most)| *most == 1 && l.iter().all(|n| *n == 1)),
         "{appends:?}"
     );
+}
+
+#[test]
+fn messages_over_two_megabytes_are_read_in_pieces_and_arrive_byte_for_byte() {
+    // Memory stays bounded whatever the sizes: a large message is never read whole. Through a
+    // recording proxy before the source, no answer carries more than a 1 MB piece.
+    let s = Sandbox::new();
+    let corpus = Corpus::with_seed(40, 45)
+        .with_bulky("Archive", 3, 3_500_000)
+        .with_bulky("Work", 1, 2_200_000);
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let proxy = Proxy::start(
+        s.dovecot.imap_addr(),
+        Faults {
+            record: true,
+            ..Faults::latency(Duration::from_millis(1))
+        },
+    );
+    let plan = s.plan_via("pieces", Some(proxy.addr()), None, "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = s.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        s.source().message_total(),
+        corpus.expected().message_total()
+    );
+    assert_same(&s.source(), &s.target());
+    let transcripts = proxy.transcripts();
+    let largest = transcripts
+        .iter()
+        .map(|t| wire::largest_literal(t, Side::Server))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        largest > 0 && largest <= 1 << 20,
+        "the source sent {largest} bytes in one answer"
+    );
+    let pieces = transcripts
+        .iter()
+        .flat_map(wire::command_lines)
+        .filter(|l| l.contains("BODY.PEEK[]<"))
+        .count();
+    // 3 × 3.5 MB and 2.2 MB: at least 4 + 4 + 4 + 3 pieces, and a probe of each last byte.
+    assert!(pieces >= 15 + 4, "{pieces} partial reads");
+
+    let out = s.run(&["apply", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_same(&s.source(), &s.target());
 }
 
 #[test]

@@ -42,6 +42,11 @@ use crate::providers::RunMode;
 const BATCH_MESSAGES: usize = 200;
 /// Bytes fetched per batch, at most (a larger message is a batch of its own).
 const BATCH_BYTES: u64 = 4 << 20;
+/// Messages this large or larger are streamed: read in pieces of [`PIECE`] (`BODY.PEEK[]<…>`)
+/// and written into their APPEND's literal as the pieces come, so that no message is ever held
+/// whole, whatever its size.
+const STREAM_FROM: u32 = 2 << 20;
+const PIECE: u32 = 1 << 20;
 /// Messages and bytes sent in one MULTIAPPEND.
 const MULTIAPPEND_MESSAGES: usize = 50;
 const MULTIAPPEND_BYTES: usize = 2 << 20;
@@ -663,10 +668,191 @@ impl Fetched {
 
 enum Item {
     Message(Fetched),
+    /// A streamed message begins: its pieces follow, in order, nothing between them.
+    Start(StreamHead),
+    Piece(Piece),
     /// Every message of the batch up to this UID has been sent to the channel.
     BatchEnd {
         max_uid: u32,
     },
+}
+
+/// What the target needs to know before a streamed message's first byte.
+struct StreamHead {
+    uid: u32,
+    flags: String,
+    date: Option<String>,
+    size: u32,
+}
+
+/// A piece of a streamed message, with its share of the byte budget.
+struct Piece {
+    bytes: Vec<u8>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// How a streamed message went, from the fetching side.
+enum Streamed {
+    /// Every piece is in the channel.
+    Sent,
+    /// Not on the source any more (expunged meanwhile).
+    Gone,
+    /// Its body is not exactly RFC822.SIZE long: read it whole instead (the literal's size must
+    /// be known before its first byte).
+    Whole,
+    /// The appending side stopped (it says why).
+    Stopped,
+}
+
+/// Stream one large message: its flags, date and a probe of its last byte (`BODY.PEEK[]<size-1.2>`
+/// returns exactly one byte if and only if the body is RFC822.SIZE long), then its pieces, a few
+/// `UID FETCH` commands in flight at once, each piece taking its share of the byte budget before
+/// it is asked for.
+async fn stream_message(
+    source: &mut Session,
+    server: &str,
+    folder: &str,
+    w: Wanted,
+    budget: &Arc<Semaphore>,
+    budget_kib: u32,
+    tx: &mpsc::Sender<Item>,
+) -> Result<Streamed, ImapError> {
+    use async_imap::imap_proto::{AttributeValue, Response};
+
+    let activity = format!("fetching message {} of {folder}", w.uid);
+    let probe = format!(
+        "(UID FLAGS INTERNALDATE BODY.PEEK[]<{}.2>)",
+        w.size.saturating_sub(1)
+    );
+    let mut stream = source
+        .uid_fetch(w.uid.to_string(), &probe)
+        .await
+        .map_err(|e| ImapError::from_imap(server, &activity, e))?;
+    let mut head = None;
+    while let Some(fetch) = next_with_timeout(&mut stream, server, &activity).await? {
+        if fetch.uid == Some(w.uid) && head.is_none() {
+            let last = fetch.body().map_or(0, <[u8]>::len);
+            head = Some((
+                StreamHead {
+                    uid: w.uid,
+                    flags: flag_list(fetch.flags()),
+                    date: fetch
+                        .internal_date()
+                        .map(|d| format!("\"{}\"", d.format("%d-%b-%Y %H:%M:%S %z"))),
+                    size: w.size,
+                },
+                last,
+            ));
+        }
+    }
+    drop(stream);
+    let Some((head, last)) = head else {
+        return Ok(Streamed::Gone);
+    };
+    if last != 1 || w.size == 0 {
+        return Ok(Streamed::Whole);
+    }
+    if tx.send(Item::Start(head)).await.is_err() {
+        return Ok(Streamed::Stopped);
+    }
+
+    let piece_kib = PIECE >> 10;
+    let ahead = (budget_kib / piece_kib).clamp(1, 4) as usize;
+    let mut asked: std::collections::VecDeque<_> = std::collections::VecDeque::new();
+    let mut received: HashMap<u32, Vec<u8>> = HashMap::new();
+    let mut answered: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut offset = 0u32;
+    loop {
+        while asked.len() < ahead && offset < w.size {
+            let len = PIECE.min(w.size - offset);
+            let permit = Arc::clone(budget)
+                .acquire_many_owned((len >> 10).clamp(1, budget_kib))
+                .await
+                .map_err(|_| closed_copy(server))?;
+            let tag = source
+                .run_command(&format!(
+                    "UID FETCH {} (BODY.PEEK[]<{offset}.{len}>)",
+                    w.uid
+                ))
+                .await
+                .map_err(|e| ImapError::from_imap(server, &activity, e))?;
+            asked.push_back((tag, offset, len, permit));
+            offset += len;
+        }
+        let Some((tag, at, len, permit)) = asked.pop_front() else {
+            break;
+        };
+        // Dovecot runs pipelined FETCH commands side by side: a piece's data may come before
+        // the answer to the command ahead of it. Pieces are told apart by their offset.
+        let asked_at = |i: u32| i == at || asked.iter().any(|(_, o, _, _)| *o == i);
+        while !(received.contains_key(&at) && answered.contains(&tag.0)) {
+            let limit = op_timeout(len as usize);
+            let response = tokio::time::timeout(limit, source.read_response())
+                .await
+                .map_err(|_| ImapError::timeout(server, &activity, limit))?
+                .map_err(|e| {
+                    ImapError::new(ImapErrorKind::Network, server, &activity, e.to_string())
+                })?
+                .ok_or_else(|| closed_connection(server, &activity))?;
+            match response.parsed() {
+                Response::Fetch(_, attributes) => {
+                    for a in attributes {
+                        if let AttributeValue::BodySection {
+                            section: None,
+                            index: Some(i),
+                            data,
+                        } = a
+                            && asked_at(*i)
+                        {
+                            received
+                                .entry(*i)
+                                .or_insert_with(|| data.as_deref().unwrap_or_default().to_vec());
+                        }
+                    }
+                }
+                Response::Done {
+                    tag: done,
+                    status,
+                    outcome,
+                } => {
+                    let text = outcome.information.as_deref().unwrap_or_default();
+                    verdict(server, &activity, status, text)?;
+                    answered.insert(done.0.clone());
+                    if *done == tag && !received.contains_key(&at) {
+                        break; // answered without the piece: an error below
+                    }
+                }
+                _ => {}
+            }
+        }
+        answered.remove(&tag.0);
+        let bytes = received.remove(&at).unwrap_or_default();
+        if bytes.len() != len as usize {
+            return Err(ImapError::new(
+                ImapErrorKind::Network,
+                server,
+                &activity,
+                format!(
+                    "asked for {len} bytes at {at} of a {}-byte message, the server sent {}",
+                    w.size,
+                    bytes.len()
+                ),
+            ));
+        }
+        let piece = Piece {
+            bytes,
+            _permit: permit,
+        };
+        if tx.send(Item::Piece(piece)).await.is_err() {
+            return Ok(Streamed::Stopped);
+        }
+    }
+    Ok(Streamed::Sent)
+}
+
+/// Whether a batch is one message to stream.
+fn streamed(batch: &[Wanted]) -> bool {
+    matches!(batch, [one] if one.size >= STREAM_FROM)
 }
 
 /// Longest UID set put in one `UID FETCH` (servers accept command lines of 8 kB at least).
@@ -709,6 +895,7 @@ async fn transfer(
         recorded_pending: false,
         last_mark: None,
         sent_since_mark: false,
+        streaming: None,
     };
 
     let producer = async move {
@@ -724,9 +911,32 @@ async fn transfer(
         let mut closed = 0;
         let mut first = 0;
         while first < batches.len() {
+            if streamed(&batches[first]) {
+                let w = batches[first][0];
+                let streamed =
+                    stream_message(source, ss, src, w, &budget, flow.budget_kib, &tx).await?;
+                match streamed {
+                    Streamed::Stopped => return Ok(()),
+                    Streamed::Sent | Streamed::Gone => {
+                        batch_of.remove(&w.uid);
+                        if tx.send(Item::BatchEnd { max_uid: w.uid }).await.is_err() {
+                            return Ok(());
+                        }
+                        closed += 1;
+                        first += 1;
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        continue;
+                    }
+                    Streamed::Whole => {} // read whole, below
+                }
+            }
             let mut last = first;
             let mut set = uid_set(batches[first].iter().map(|w| w.uid));
-            while let Some(b) = batches.get(last + 1) {
+            while let Some(b) = batches.get(last + 1)
+                && !streamed(b)
+            {
                 let more = uid_set(b.iter().map(|w| w.uid));
                 if set.len() + more.len() + 1 > MAX_SET_CHARS {
                     break;
@@ -846,6 +1056,12 @@ async fn transfer(
                     group_bytes = 0;
                     appender.mark(max_uid)?;
                 }
+                Item::Start(head) => {
+                    appender.send(std::mem::take(&mut group)).await?;
+                    group_bytes = 0;
+                    appender.begin_streamed(head).await?;
+                }
+                Item::Piece(piece) => appender.stream_piece(piece).await?,
             }
         }
         // The producer ended (all sent, an interruption, or an error it returns).
@@ -854,6 +1070,11 @@ async fn transfer(
     };
 
     let (fetching, appending) = tokio::join!(producer, consumer);
+    // Both fail when the fetching side failed in the middle of a streamed message: its error
+    // is the cause.
+    if let (Err(e), Err(_)) = (&fetching, &appending) {
+        return Err(e.clone().into());
+    }
     appending?;
     fetching?;
     if stop.load(Ordering::SeqCst) {
@@ -1157,12 +1378,31 @@ struct Appender<'a, 'c> {
     last_mark: Option<u32>,
     /// Something was sent after the last mark: not covered by any record yet.
     sent_since_mark: bool,
+    /// A streamed message whose literal is being written.
+    streaming: Option<Streaming>,
+}
+
+/// A streamed message on its way: the literal's bytes still to write.
+struct Streaming {
+    uid: u32,
+    size: u32,
+    left: u32,
+    tag: async_imap::imap_proto::RequestId,
+    /// The target refused it before its literal (synchronising literals only): its pieces are
+    /// read and dropped.
+    refused: Option<ImapError>,
 }
 
 enum InFlight {
     /// A group and the tags of its commands: one for a MULTIAPPEND, one per message with
     /// LITERAL+ alone.
     Group(Vec<async_imap::imap_proto::RequestId>, Vec<Fetched>),
+    /// A streamed message, written whole, its answer awaited.
+    Streamed {
+        tag: async_imap::imap_proto::RequestId,
+        uid: u32,
+        size: u32,
+    },
     /// Every source UID up to this one is sent (by the groups before it).
     Mark(u32),
 }
@@ -1178,13 +1418,7 @@ impl Appender<'_, '_> {
         if group.is_empty() {
             return Ok(());
         }
-        if !self.recorded_pending {
-            self.ledger
-                .begin_batch(&self.m.source.path, &self.m.target_path, self.uidvalidity)
-                .map_err(CopyError::Ledger)?;
-            self.recorded_pending = true;
-        }
-        self.sent_since_mark = true;
+        self.sending()?;
         if !self.append.pipelined() {
             let mut group = group;
             return send_group(
@@ -1219,6 +1453,164 @@ impl Appender<'_, '_> {
         self.settle_marks()
     }
 
+    /// Something is about to be written: the ledger says *pending* first.
+    fn sending(&mut self) -> Result<(), CopyError> {
+        if !self.recorded_pending {
+            self.ledger
+                .begin_batch(&self.m.source.path, &self.m.target_path, self.uidvalidity)
+                .map_err(CopyError::Ledger)?;
+            self.recorded_pending = true;
+        }
+        self.sent_since_mark = true;
+        Ok(())
+    }
+
+    /// Write a streamed message's APPEND up to its literal: with LITERAL+ its pieces follow at
+    /// once; without, once the server says go ahead (or refuses it then and there).
+    async fn begin_streamed(&mut self, head: StreamHead) -> Result<(), CopyError> {
+        use async_imap::imap_proto::Response;
+        self.sending()?;
+        let activity = self.activity();
+        let (server, size) = (self.server, head.size);
+        let mut opts = String::new();
+        if !head.flags.is_empty() {
+            let _ = write!(opts, " ({})", head.flags);
+        }
+        if let Some(date) = &head.date {
+            let _ = write!(opts, " {date}");
+        }
+        let plus = if self.append.pipelined() { "+" } else { "" };
+        let command = format!(
+            "APPEND {}{opts} {{{size}{plus}}}",
+            quote(&self.m.target_wire)
+        );
+        let tag = self
+            .target
+            .run_command(&command)
+            .await
+            .map_err(|e| ImapError::from_imap(server, &activity, e))?;
+        let mut refused = None;
+        if !self.append.pipelined() {
+            let limit = op_timeout(0);
+            loop {
+                let response = tokio::time::timeout(limit, self.target.read_response())
+                    .await
+                    .map_err(|_| ImapError::timeout(server, &activity, limit))?
+                    .map_err(|e| {
+                        ImapError::new(ImapErrorKind::Network, server, &activity, e.to_string())
+                    })?
+                    .ok_or_else(|| closed_connection(server, &activity))?;
+                match response.parsed() {
+                    Response::Continue { .. } => break,
+                    Response::Done {
+                        tag: done,
+                        status,
+                        outcome,
+                    } if *done == tag => {
+                        let text = outcome.information.as_deref().unwrap_or_default();
+                        match verdict(server, &activity, status, text) {
+                            Err(e) if e.kind == ImapErrorKind::Refused => {
+                                refused = Some(e);
+                                break;
+                            }
+                            Err(e) => return Err(e.into()),
+                            Ok(()) => {
+                                return Err(ImapError::new(
+                                    ImapErrorKind::Network,
+                                    server,
+                                    &activity,
+                                    "the server ended an APPEND before its message",
+                                )
+                                .into());
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.streaming = Some(Streaming {
+            uid: head.uid,
+            size,
+            left: size,
+            tag,
+            refused,
+        });
+        Ok(())
+    }
+
+    /// Write a piece of the streamed message; after its last, the APPEND is on the wire, its
+    /// answer awaited like a group's.
+    async fn stream_piece(&mut self, piece: Piece) -> Result<(), CopyError> {
+        use tokio::io::AsyncWriteExt;
+        let activity = self.activity();
+        let server = self.server;
+        let Some(streaming) = self.streaming.as_mut() else {
+            return Err(ImapError::new(
+                ImapErrorKind::Network,
+                server,
+                &activity,
+                "a piece of a message arrived outside any message",
+            )
+            .into());
+        };
+        let n = u32::try_from(piece.bytes.len()).unwrap_or(u32::MAX);
+        streaming.left = streaming.left.saturating_sub(n);
+        let done = streaming.left == 0;
+        if streaming.refused.is_none() {
+            let net = |e: std::io::Error| {
+                ImapError::new(ImapErrorKind::Network, server, &activity, e.to_string())
+            };
+            let limit = op_timeout(piece.bytes.len());
+            let target = self.target.get_mut();
+            let work = async {
+                target.write_all(&piece.bytes).await.map_err(net)?;
+                if done {
+                    target.write_all(b"\r\n").await.map_err(net)?;
+                    target.flush().await.map_err(net)?;
+                }
+                Ok::<(), ImapError>(())
+            };
+            tokio::time::timeout(limit, work)
+                .await
+                .map_err(|_| ImapError::timeout(server, &activity, limit))??;
+        }
+        drop(piece);
+        if !done {
+            return Ok(());
+        }
+        let Some(streaming) = self.streaming.take() else {
+            return Ok(());
+        };
+        if let Some(e) = streaming.refused {
+            self.batch.failed += 1;
+            return self
+                .ledger
+                .issue(
+                    &self.m.source.path,
+                    streaming.uid,
+                    IssueKind::Refused,
+                    &e.message,
+                )
+                .map_err(CopyError::Ledger);
+        }
+        self.inflight.push_back(InFlight::Streamed {
+            tag: streaming.tag,
+            uid: streaming.uid,
+            size: streaming.size,
+        });
+        self.groups += 1;
+        let depth = if self.append.pipelined() {
+            self.depth
+        } else {
+            0
+        };
+        while self.groups > depth {
+            self.complete_oldest().await?;
+        }
+        self.settle_marks()
+    }
+
     /// Everything up to `max_uid` was sent: recorded once the groups before it are answered.
     fn mark(&mut self, max_uid: u32) -> Result<(), CopyError> {
         self.inflight.push_back(InFlight::Mark(max_uid));
@@ -1246,6 +1638,29 @@ impl Appender<'_, '_> {
         match self.inflight.pop_front() {
             None => Ok(()),
             Some(InFlight::Mark(max_uid)) => self.record_mark(max_uid),
+            Some(InFlight::Streamed { tag, uid, size }) => {
+                self.groups -= 1;
+                let activity = self.activity();
+                let limit = op_timeout(size as usize);
+                match await_tag(self.target, self.server, &activity, &tag, limit).await {
+                    Ok(()) => {
+                        self.batch.copied += 1;
+                        self.batch.bytes += u64::from(size);
+                        (self.observer)(CopyEvent::Copied {
+                            messages: 1,
+                            bytes: u64::from(size),
+                        });
+                        Ok(())
+                    }
+                    Err(e) if e.kind == ImapErrorKind::Refused => {
+                        self.batch.failed += 1;
+                        self.ledger
+                            .issue(&self.m.source.path, uid, IssueKind::Refused, &e.message)
+                            .map_err(CopyError::Ledger)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
             Some(InFlight::Group(tags, group)) => {
                 self.groups -= 1;
                 let activity = self.activity();
@@ -1317,6 +1732,23 @@ impl Appender<'_, '_> {
 
     /// Wait for every answer, retry the refused groups one message at a time, record.
     async fn finish(&mut self) -> Result<(), CopyError> {
+        if let Some(streaming) = self.streaming.take() {
+            // The fetching side stopped in the middle of a message: its APPEND cannot be
+            // completed, and the connection is closed so that the server drops it (and nothing
+            // else is sent on it).
+            use tokio::io::AsyncWriteExt;
+            self.target.get_mut().shutdown().await.ok();
+            return Err(ImapError::new(
+                ImapErrorKind::Network,
+                self.server,
+                self.activity(),
+                format!(
+                    "message {} ended {} bytes short; the target's connection was closed",
+                    streaming.uid, streaming.left
+                ),
+            )
+            .into());
+        }
         while !self.inflight.is_empty() {
             self.complete_oldest().await?;
         }
@@ -1350,6 +1782,15 @@ fn add(total: &mut FolderCounts, batch: &FolderCounts) {
     total.copied += batch.copied;
     total.failed += batch.failed;
     total.bytes += batch.bytes;
+}
+
+fn closed_connection(server: &str, activity: &str) -> ImapError {
+    ImapError::new(
+        ImapErrorKind::Network,
+        server,
+        activity,
+        "the server closed the connection",
+    )
 }
 
 fn closed_copy(server: &str) -> ImapError {
@@ -1409,7 +1850,10 @@ fn batches(wanted: &[Wanted]) -> Vec<Vec<Wanted>> {
     let mut bytes = 0u64;
     for w in wanted {
         if !current.is_empty()
-            && (current.len() >= BATCH_MESSAGES || bytes + u64::from(w.size) > BATCH_BYTES)
+            && (current.len() >= BATCH_MESSAGES
+                || bytes + u64::from(w.size) > BATCH_BYTES
+                || w.size >= STREAM_FROM
+                || current[0].size >= STREAM_FROM)
         {
             out.push(std::mem::take(&mut current));
             bytes = 0;
@@ -1657,5 +2101,17 @@ mod tests {
         ];
         let sizes: Vec<usize> = batches(&big).iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![1, 2], "a large message is a batch of its own");
+        let streamed_alone = vec![
+            Wanted { uid: 1, size: 100 },
+            Wanted {
+                uid: 2,
+                size: STREAM_FROM,
+            },
+            Wanted { uid: 3, size: 100 },
+        ];
+        let sizes: Vec<usize> = batches(&streamed_alone).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![1, 1, 1], "a message to stream is a batch alone");
+        assert!(streamed(&batches(&streamed_alone)[1]));
+        assert!(!streamed(&batches(&streamed_alone)[0]));
     }
 }

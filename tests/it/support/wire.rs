@@ -38,7 +38,7 @@ pub fn commands(t: &Transcript) -> Vec<Command> {
             Some(Command {
                 tag,
                 name,
-                literals,
+                literals: literals.len(),
                 at,
             })
         })
@@ -64,6 +64,25 @@ pub fn answers(t: &Transcript) -> Vec<Answer> {
                     at,
                 })
         })
+        .collect()
+}
+
+/// The largest literal one side sent (for the server: the most bytes of a message it sent in one
+/// answer).
+pub fn largest_literal(t: &Transcript, side: Side) -> usize {
+    logical_lines(t, side)
+        .iter()
+        .flat_map(|(_, literals, _)| literals.iter().copied())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The client's commands with their text (literals left out), e.g. to look for a command's
+/// arguments.
+pub fn command_lines(t: &Transcript) -> Vec<String> {
+    logical_lines(t, Side::Client)
+        .into_iter()
+        .map(|(line, _, _)| line)
         .collect()
 }
 
@@ -99,8 +118,8 @@ pub fn most_in_flight(t: &Transcript, name: &str) -> usize {
 }
 
 /// One side's stream cut into logical lines (a line continued after each literal it announces):
-/// the text with literals left out, how many literals, and the chunk where the line ended.
-fn logical_lines(t: &Transcript, side: Side) -> Vec<(String, usize, usize)> {
+/// the text with literals left out, the literals' sizes, and the chunk where the line ended.
+fn logical_lines(t: &Transcript, side: Side) -> Vec<(String, Vec<usize>, usize)> {
     let mut stream = Vec::new();
     // (end offset in `stream`, transcript chunk index), in order.
     let mut ends = Vec::new();
@@ -115,7 +134,7 @@ fn logical_lines(t: &Transcript, side: Side) -> Vec<(String, usize, usize)> {
         ends.get(at).map_or(usize::MAX, |(_, i)| *i)
     };
     let mut lines = Vec::new();
-    let (mut pos, mut text, mut literals) = (0, String::new(), 0);
+    let (mut pos, mut text, mut literals) = (0, String::new(), Vec::new());
     while let Some(nl) = find_crlf(&stream[pos..]) {
         let segment = &stream[pos..pos + nl];
         pos += nl + 2;
@@ -123,11 +142,14 @@ fn logical_lines(t: &Transcript, side: Side) -> Vec<(String, usize, usize)> {
         if let Some(n) = literal_size(segment) {
             // The literal's bytes follow the line end; the line goes on after them.
             pos = (pos + n).min(stream.len());
-            literals += 1;
+            literals.push(n);
             continue;
         }
-        lines.push((std::mem::take(&mut text), literals, chunk_of(pos - 1)));
-        literals = 0;
+        lines.push((
+            std::mem::take(&mut text),
+            std::mem::take(&mut literals),
+            chunk_of(pos - 1),
+        ));
     }
     lines
 }
@@ -177,5 +199,8 @@ mod tests {
             vec![("a1", "OK", 2), ("a2", "OK", 4), ("a3", "NO", 6)]
         );
         assert_eq!(most_in_flight(&t, "APPEND"), 2);
+        assert_eq!(largest_literal(&t, Side::Client), 3);
+        assert_eq!(largest_literal(&t, Side::Server), 0);
+        assert_eq!(command_lines(&t)[1], "a2 APPEND INBOX {1+}");
     }
 }
