@@ -1244,6 +1244,7 @@ async fn verify_step(
     let missing: u64 = checks.iter().map(|c| c.missing_count).sum();
     let messages: u64 = checks.iter().map(|c| c.source_messages).sum();
     let skipped: u64 = checks.iter().map(|c| c.skipped).sum();
+    let resized: u64 = checks.iter().map(|c| c.resized).sum();
     let output = serde_json::json!({ "folders": checks, "missing": missing }).to_string();
     if missing > 0 {
         let detail: Vec<String> = checks
@@ -1272,11 +1273,19 @@ async fn verify_step(
     }
     Ok(StepResult::Done {
         summary: format!(
-            "all {} message(s) of {} folder(s) are on the target{}",
+            "all {} message(s) of {} folder(s) are on the target{}{}",
             messages - skipped,
             checks.len(),
             if skipped > 0 {
                 format!(" ({skipped} left out on purpose)")
+            } else {
+                String::new()
+            },
+            if resized > 0 {
+                format!(
+                    "; {resized} of them at another size than the source's (the target \
+                     re-renders messages or estimates sizes, as Exchange does)"
+                )
             } else {
                 String::new()
             }

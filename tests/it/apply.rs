@@ -903,6 +903,53 @@ fn messages_the_target_refuses_are_recorded_with_its_words_and_the_rest_is_copie
 }
 
 #[test]
+fn messages_already_on_the_target_at_another_size_are_found_not_copied_again() {
+    // The target already holds every message, each a little larger (a header added, as a
+    // server that re-renders what it stores, e.g. Exchange with its estimated RFC822.SIZE, or
+    // an earlier mbsync run, reports other sizes). mailplan finds them by identity and copies
+    // nothing; verify passes and says how many were found at another size.
+    let s = Sandbox::new();
+    let corpus = Corpus::with_seed(90, 52);
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    corpus
+        .altered("X-TUID: bP1QfNpa6Y2S\r\n")
+        .seed(&s.dovecot, TARGET.0, TARGET.1);
+    let before = s.target();
+    let plan = s.plan("resized", None, "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = s.run(&["apply", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let last = events.last().expect("a finished event");
+    assert_eq!(last["messages"], 0, "nothing copied: {}", text(&out));
+    let after = s.target();
+    assert!(diff(&before, &after).is_empty(), "the target changed");
+    assert_eq!(
+        after.message_total(),
+        s.source().message_total(),
+        "no message doubled"
+    );
+    let verify = events
+        .iter()
+        .find(|e| {
+            e["event"] == "step-done" && e["step"].as_str().is_some_and(|k| k.starts_with("verify"))
+        })
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(
+        verify.contains(&format!(
+            "{} of them at another size",
+            s.source().message_total()
+        )),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn a_changed_uidvalidity_falls_back_to_identities_and_copies_only_what_is_missing() {
     let s = Sandbox::new();
     Corpus::with_seed(80, 31).seed(&s.dovecot, SOURCE.0, SOURCE.1);

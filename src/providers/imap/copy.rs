@@ -484,7 +484,7 @@ async fn worker(
 }
 
 /// One source message to send.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Wanted {
     uid: u32,
     size: u32,
@@ -1900,21 +1900,44 @@ pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
 /// The source messages missing from the target, counting identities as multisets: for an
 /// identity the source has `k` times and the target `t` times, the last `k - t` source UIDs.
 fn difference<'a>(source: impl IntoIterator<Item = &'a Listed>, target: &[Listed]) -> Vec<Wanted> {
-    let mut on_target: HashMap<&Identity, usize> = HashMap::new();
-    for (_, _, id) in target {
-        *on_target.entry(id).or_default() += 1;
+    matching(source, target).0
+}
+
+/// [`difference`], and how many source messages were found on the target at another size.
+/// Identity and size are matched first; what is left is matched by identity alone, so a server
+/// that reports other sizes for what it was given (Exchange's estimated RFC822.SIZE, a copy
+/// with a header added) is not sent everything again, while exact pairs are never taken by a
+/// resized one.
+fn matching<'a>(
+    source: impl IntoIterator<Item = &'a Listed>,
+    target: &[Listed],
+) -> (Vec<Wanted>, u64) {
+    let mut exact: HashMap<(&Identity, u32), usize> = HashMap::new();
+    for (_, size, id) in target {
+        *exact.entry((id, *size)).or_default() += 1;
     }
-    let mut wanted = Vec::new();
+    let mut left = Vec::new();
     for (uid, size, id) in source {
-        match on_target.get_mut(id) {
+        match exact.get_mut(&(id, *size)) {
             Some(n) if *n > 0 => *n -= 1,
-            _ => wanted.push(Wanted {
-                uid: *uid,
-                size: *size,
-            }),
+            _ => left.push((*uid, *size, id)),
         }
     }
-    wanted
+    let mut loose: HashMap<&Identity, usize> = HashMap::new();
+    for ((id, _), n) in exact {
+        *loose.entry(id).or_default() += n;
+    }
+    let (mut wanted, mut resized) = (Vec::new(), 0);
+    for (uid, size, id) in left {
+        match loose.get_mut(id) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                resized += 1;
+            }
+            _ => wanted.push(Wanted { uid, size }),
+        }
+    }
+    (wanted, resized)
 }
 
 /// Per-folder result of a verification.
@@ -1926,6 +1949,9 @@ pub struct FolderCheck {
     pub target_messages: u64,
     /// Left out on purpose (too large), not counted as missing.
     pub skipped: u64,
+    /// On the target with another size than the source's (a server that re-renders messages
+    /// or estimates their sizes, as Exchange does): found, not missing.
+    pub resized: u64,
     /// Identities missing on the target (at most 100 listed).
     pub missing: Vec<String>,
     pub missing_count: u64,
@@ -1996,7 +2022,7 @@ pub async fn verify_folders(
             Vec::new()
         };
         let fits = |size: u32| limit.is_none_or(|l| u64::from(size) <= l);
-        let wanted = difference(
+        let (wanted, resized) = matching(
             source_ids.iter().filter(|(_, size, _)| fits(*size)),
             &target_ids,
         );
@@ -2012,7 +2038,12 @@ pub async fn verify_folders(
                 let at = source_ids
                     .binary_search_by_key(&w.uid, |(uid, _, _)| *uid)
                     .ok()?;
-                Some(format!("uid {}: {}", w.uid, source_ids[at].2.as_str()))
+                Some(format!(
+                    "uid {}: {} {}",
+                    w.uid,
+                    source_ids[at].2.as_str(),
+                    w.size
+                ))
             })
             .collect();
         checks.push(FolderCheck {
@@ -2021,6 +2052,7 @@ pub async fn verify_folders(
             source_messages: source_ids.len() as u64,
             target_messages: target_ids.len() as u64,
             skipped: skipped as u64,
+            resized,
             missing_count: wanted.len() as u64,
             missing,
         });
@@ -2033,7 +2065,7 @@ mod tests {
     use super::*;
 
     fn id(s: &str) -> Identity {
-        Identity::new(format!("Message-ID: {s}\r\n\r\n").as_bytes(), 10)
+        Identity::new(format!("Message-ID: {s}\r\n\r\n").as_bytes())
     }
 
     #[test]
@@ -2050,6 +2082,28 @@ mod tests {
             uids,
             vec![2, 3],
             "one <a> is there, the second is not; <b> is new"
+        );
+    }
+
+    #[test]
+    fn a_message_found_at_another_size_is_there_and_exact_pairs_come_first() {
+        // Exchange reports estimated sizes: <a> and <b> are there, at other sizes.
+        let source = vec![(1, 10, id("<a>")), (2, 12, id("<b>")), (3, 10, id("<c>"))];
+        let target = vec![(7, 11, id("<a>")), (8, 40, id("<b>"))];
+        assert_eq!(
+            matching(&source, &target),
+            (vec![Wanted { uid: 3, size: 10 }], 2)
+        );
+        // Two messages share an id: the exact pair is matched first, whatever the order, and
+        // the other one is found at another size.
+        let source = vec![(1, 10, id("<d>")), (2, 20, id("<d>"))];
+        let target = vec![(5, 25, id("<d>")), (6, 10, id("<d>"))];
+        assert_eq!(matching(&source, &target), (vec![], 1));
+        // Counts still hold: one <d> on the target is one <d> found.
+        let target = vec![(5, 10, id("<d>"))];
+        assert_eq!(
+            matching(&source, &target),
+            (vec![Wanted { uid: 2, size: 20 }], 0)
         );
     }
 

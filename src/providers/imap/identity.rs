@@ -1,7 +1,9 @@
-//! A message's identity across servers: its Message-ID and size, or — without a Message-ID — a
-//! digest of a few header fields and the size. Identities are compared as multisets, so two
-//! distinct messages that share a Message-ID are both copied, and two identical copies of one
-//! message stay two.
+//! A message's identity across servers: its Message-ID or — without one — a digest of a few
+//! header fields. Identities are compared as multisets, so two distinct messages that share a
+//! Message-ID are both copied, and two identical copies of one message stay two. The size is
+//! not part of it but compared beside it (see `copy::difference`): a server may report another
+//! size for the very message it was given (Exchange gives estimated RFC822.SIZEs unless its
+//! `EnableExactRFC822Size` is set; a copy made by mbsync carries an added `X-TUID` header).
 
 use std::fmt::Write as _;
 
@@ -15,17 +17,17 @@ pub const IDENTITY_FIELDS: &str = "MESSAGE-ID DATE FROM TO SUBJECT";
 pub struct Identity(String);
 
 impl Identity {
-    /// From the returned header fields and the RFC822.SIZE.
-    pub fn new(header_fields: &[u8], size: u32) -> Identity {
+    /// From the returned header fields.
+    pub fn new(header_fields: &[u8]) -> Identity {
         match message_id(header_fields) {
-            Some(id) => Identity(format!("{id} {size}")),
+            Some(id) => Identity(id),
             None => {
                 let digest = Sha256::digest(header_fields);
                 let hex = digest[..8].iter().fold(String::new(), |mut s, b| {
                     let _ = write!(s, "{b:02x}");
                     s
                 });
-                Identity(format!("headers:{hex} {size}"))
+                Identity(format!("headers:{hex}"))
             }
         }
     }
@@ -36,7 +38,7 @@ impl Identity {
         Identity(String::new())
     }
 
-    /// Printable form for reports (`<id@host> 1234` or `headers:… 1234`).
+    /// Printable form for reports (`<id@host>` or `headers:…`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -75,26 +77,16 @@ mod tests {
     fn message_id_is_found_case_insensitively_and_unfolded() {
         let h = b"Subject: x\r\nmessage-id:\r\n <abc@host>\r\nDate: y\r\n\r\n";
         assert_eq!(message_id(h).as_deref(), Some("<abc@host>"));
-        assert_eq!(
-            Identity::new(h, 42).as_str(),
-            "<abc@host> 42",
-            "identity is the id plus the size"
-        );
+        assert_eq!(Identity::new(h).as_str(), "<abc@host>", "the id, unfolded");
     }
 
     #[test]
     fn without_message_id_the_identity_digests_the_headers() {
-        let a = Identity::new(b"From: a\r\nSubject: one\r\n\r\n", 10);
-        let b = Identity::new(b"From: a\r\nSubject: two\r\n\r\n", 10);
+        let a = Identity::new(b"From: a\r\nSubject: one\r\n\r\n");
+        let b = Identity::new(b"From: a\r\nSubject: two\r\n\r\n");
         assert!(a.as_str().starts_with("headers:"));
         assert_ne!(a, b);
-        assert_eq!(a, Identity::new(b"From: a\r\nSubject: one\r\n\r\n", 10));
+        assert_eq!(a, Identity::new(b"From: a\r\nSubject: one\r\n\r\n"));
         assert_eq!(message_id(b"Message-ID: \r\n\r\n"), None);
-    }
-
-    #[test]
-    fn same_id_different_size_are_different_messages() {
-        let h = b"Message-ID: <same@x>\r\n\r\n";
-        assert_ne!(Identity::new(h, 10), Identity::new(h, 11));
     }
 }

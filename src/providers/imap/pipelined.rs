@@ -209,7 +209,7 @@ pub async fn identities(
             {
                 let size = size.unwrap_or(0);
                 let identity = if f.headers {
-                    Identity::new(header, size)
+                    Identity::new(header)
                 } else {
                     Identity::blank()
                 };

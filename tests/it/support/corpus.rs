@@ -195,6 +195,18 @@ impl Corpus {
         self
     }
 
+    /// The same messages, each with `header` (a whole line, CRLF included) put first: what a
+    /// server that rewrites what it stores, or another tool that marks what it copies (mbsync's
+    /// `X-TUID`), leaves on a target. Same Message-IDs and header fields, other sizes.
+    #[must_use]
+    pub fn altered(&self, header: &str) -> Corpus {
+        let mut altered = self.clone();
+        for m in &mut altered.messages {
+            m.bytes.splice(0..0, header.bytes());
+        }
+        altered
+    }
+
     /// The snapshot a server holding exactly this corpus gives.
     pub fn expected(&self) -> Multiset {
         let mut set = Multiset {
