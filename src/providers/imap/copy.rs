@@ -50,11 +50,12 @@ const PIECE: u32 = 1 << 20;
 /// Messages and bytes sent in one MULTIAPPEND.
 const MULTIAPPEND_MESSAGES: usize = 50;
 const MULTIAPPEND_BYTES: usize = 2 << 20;
-/// Bytes held between the fetching and the appending connection, at most (plus one message).
+/// Bytes held between the fetching and the appending connection, at most (a message of
+/// [`STREAM_FROM`] or more passes in pieces, each taking its share).
 const BUFFER_KIB: u32 = 4 << 10;
 /// The same for a target far away (a round trip of [`FAR_RTT`] or more): more bytes must be in
 /// flight to keep the link busy.
-const FAR_BUFFER_KIB: u32 = 6 << 10;
+const FAR_BUFFER_KIB: u32 = 8 << 10;
 /// A target this far away (its first answered command's round trip) gets the wider flow.
 const FAR_RTT: Duration = Duration::from_millis(10);
 
@@ -101,12 +102,17 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// Whether the target is far away (its round trip [`FAR_RTT`] or more).
+    pub fn far(&self) -> bool {
+        self.target_round_trip_ms >= u64::try_from(FAR_RTT.as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn new(append: AppendMode, rtt: Duration) -> Flow {
         let far = rtt >= FAR_RTT;
         Flow {
             append,
             budget_kib: if far { FAR_BUFFER_KIB } else { BUFFER_KIB },
-            depth: if far { 3 } else { 2 },
+            depth: if far { 4 } else { 2 },
             target_round_trip_ms: u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX),
         }
     }
@@ -2112,7 +2118,8 @@ mod tests {
         let near = Flow::new(AppendMode::Multiappend, Duration::from_micros(300));
         let far = Flow::new(AppendMode::Multiappend, Duration::from_millis(26));
         assert_eq!((near.budget_kib, near.depth), (BUFFER_KIB, 2));
-        assert_eq!((far.budget_kib, far.depth), (FAR_BUFFER_KIB, 3));
+        assert_eq!((far.budget_kib, far.depth), (FAR_BUFFER_KIB, 4));
+        assert!(far.far() && !near.far());
         assert!(far.append.pipelined() && near.append.pipelined());
         // Every group in flight fits in the budget, so the fetching side is never starved by
         // groups waiting for their answers alone.
