@@ -710,10 +710,12 @@ enum Streamed {
     Stopped,
 }
 
-/// Stream one large message: its flags, date and a probe of its last byte (`BODY.PEEK[]<size-1.2>`
-/// returns exactly one byte if and only if the body is RFC822.SIZE long), then its pieces, a few
-/// `UID FETCH` commands in flight at once, each piece taking its share of the byte budget before
-/// it is asked for.
+/// Stream one large message. Its flags, date and a probe of its last byte (`BODY.PEEK[]<size-1.2>`
+/// returns exactly one byte if and only if the body is RFC822.SIZE long) are asked together with
+/// its first pieces; then the pieces follow, a few `UID FETCH` commands in flight at once, each
+/// piece taking its share of the byte budget before it is asked for. Pieces are told apart by
+/// their offset (Dovecot runs pipelined FETCH commands side by side: a piece's data may come
+/// before the answer to the command ahead of it), the probe by its INTERNALDATE.
 async fn stream_message(
     source: &mut Session,
     server: &str,
@@ -726,48 +728,25 @@ async fn stream_message(
     use async_imap::imap_proto::{AttributeValue, Response};
 
     let activity = format!("fetching message {} of {folder}", w.uid);
-    let probe = format!(
-        "(UID FLAGS INTERNALDATE BODY.PEEK[]<{}.2>)",
-        w.size.saturating_sub(1)
-    );
-    let mut stream = source
-        .uid_fetch(w.uid.to_string(), &probe)
+    let run = |e| ImapError::from_imap(server, &activity, e);
+    let probe_tag = source
+        .run_command(&format!(
+            "UID FETCH {} (UID FLAGS INTERNALDATE BODY.PEEK[]<{}.2>)",
+            w.uid,
+            w.size.saturating_sub(1)
+        ))
         .await
-        .map_err(|e| ImapError::from_imap(server, &activity, e))?;
-    let mut head = None;
-    while let Some(fetch) = next_with_timeout(&mut stream, server, &activity).await? {
-        if fetch.uid == Some(w.uid) && head.is_none() {
-            let last = fetch.body().map_or(0, <[u8]>::len);
-            head = Some((
-                StreamHead {
-                    uid: w.uid,
-                    flags: flag_list(fetch.flags()),
-                    date: fetch
-                        .internal_date()
-                        .map(|d| format!("\"{}\"", d.format("%d-%b-%Y %H:%M:%S %z"))),
-                    size: w.size,
-                },
-                last,
-            ));
-        }
-    }
-    drop(stream);
-    let Some((head, last)) = head else {
-        return Ok(Streamed::Gone);
-    };
-    if last != 1 || w.size == 0 {
-        return Ok(Streamed::Whole);
-    }
-    if tx.send(Item::Start(head)).await.is_err() {
-        return Ok(Streamed::Stopped);
-    }
-
+        .map_err(run)?;
     let piece_kib = PIECE >> 10;
     let ahead = (budget_kib / piece_kib).clamp(1, 4) as usize;
+    // (tag, offset, length, budget share) of the pieces asked and not yet passed on.
     let mut asked: std::collections::VecDeque<_> = std::collections::VecDeque::new();
     let mut received: HashMap<u32, Vec<u8>> = HashMap::new();
     let mut answered: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // (flags, INTERNALDATE, bytes at size-1) once the probe's answer is in.
+    let mut probe: Option<(String, Option<String>, usize)> = None;
     let mut offset = 0u32;
+    let mut started = false;
     loop {
         while asked.len() < ahead && offset < w.size {
             let len = PIECE.min(w.size - offset);
@@ -781,18 +760,25 @@ async fn stream_message(
                     w.uid
                 ))
                 .await
-                .map_err(|e| ImapError::from_imap(server, &activity, e))?;
+                .map_err(run)?;
             asked.push_back((tag, offset, len, permit));
             offset += len;
         }
-        let Some((tag, at, len, permit)) = asked.pop_front() else {
-            break;
+        // What is waited for now: the probe's answer first, then the oldest piece.
+        let waiting = if started {
+            asked
+                .front()
+                .map(|(tag, at, _, _)| (tag.0.clone(), Some(*at)))
+        } else {
+            Some((probe_tag.0.clone(), None))
         };
-        // Dovecot runs pipelined FETCH commands side by side: a piece's data may come before
-        // the answer to the command ahead of it. Pieces are told apart by their offset.
-        let asked_at = |i: u32| i == at || asked.iter().any(|(_, o, _, _)| *o == i);
-        while !(received.contains_key(&at) && answered.contains(&tag.0)) {
-            let limit = op_timeout(len as usize);
+        let Some((tag, at)) = waiting else { break };
+        let ready = |received: &HashMap<u32, Vec<u8>>,
+                     answered: &std::collections::HashSet<String>| {
+            answered.contains(&tag) && at.is_none_or(|at| received.contains_key(&at))
+        };
+        while !ready(&received, &answered) {
+            let limit = op_timeout(PIECE as usize);
             let response = tokio::time::timeout(limit, source.read_response())
                 .await
                 .map_err(|_| ImapError::timeout(server, &activity, limit))?
@@ -802,18 +788,41 @@ async fn stream_message(
                 .ok_or_else(|| closed_connection(server, &activity))?;
             match response.parsed() {
                 Response::Fetch(_, attributes) => {
+                    let is_probe = attributes
+                        .iter()
+                        .any(|a| matches!(a, AttributeValue::InternalDate(_)));
+                    let mut flags = String::new();
+                    let mut internal_date = None;
+                    let mut last = 0;
                     for a in attributes {
-                        if let AttributeValue::BodySection {
-                            section: None,
-                            index: Some(i),
-                            data,
-                        } = a
-                            && asked_at(*i)
-                        {
-                            received
-                                .entry(*i)
-                                .or_insert_with(|| data.as_deref().unwrap_or_default().to_vec());
+                        match a {
+                            AttributeValue::Flags(names) => {
+                                flags = flag_list(
+                                    names
+                                        .iter()
+                                        .map(|f| async_imap::types::Flag::from(f.as_ref())),
+                                );
+                            }
+                            AttributeValue::InternalDate(d) => {
+                                internal_date = Some(format!("\"{d}\""));
+                            }
+                            AttributeValue::BodySection {
+                                section: None,
+                                index: Some(i),
+                                data,
+                            } => {
+                                let bytes = data.as_deref().unwrap_or_default();
+                                if is_probe {
+                                    last = bytes.len();
+                                } else if asked.iter().any(|(_, o, _, _)| o == i) {
+                                    received.entry(*i).or_insert_with(|| bytes.to_vec());
+                                }
+                            }
+                            _ => {}
                         }
+                    }
+                    if is_probe && probe.is_none() {
+                        probe = Some((flags, internal_date, last));
                     }
                 }
                 Response::Done {
@@ -824,14 +833,39 @@ async fn stream_message(
                     let text = outcome.information.as_deref().unwrap_or_default();
                     verdict(server, &activity, status, text)?;
                     answered.insert(done.0.clone());
-                    if *done == tag && !received.contains_key(&at) {
+                    if done.0 == tag && at.is_some_and(|at| !received.contains_key(&at)) {
                         break; // answered without the piece: an error below
                     }
                 }
                 _ => {}
             }
         }
-        answered.remove(&tag.0);
+        answered.remove(&tag);
+        let Some(at) = at else {
+            // The probe is answered: stream, or say why not once the pieces asked are read.
+            let verdict = match probe.take() {
+                None => Streamed::Gone,
+                Some((_, _, last)) if last != 1 || w.size == 0 => Streamed::Whole,
+                Some((flags, date, _)) => {
+                    let head = StreamHead {
+                        uid: w.uid,
+                        flags,
+                        date,
+                        size: w.size,
+                    };
+                    if tx.send(Item::Start(head)).await.is_err() {
+                        return Ok(Streamed::Stopped);
+                    }
+                    started = true;
+                    continue;
+                }
+            };
+            drain(source, server, &activity, &asked, &mut answered).await?;
+            return Ok(verdict);
+        };
+        let Some((_, _, len, permit)) = asked.pop_front() else {
+            break;
+        };
         let bytes = received.remove(&at).unwrap_or_default();
         if bytes.len() != len as usize {
             return Err(ImapError::new(
@@ -854,6 +888,37 @@ async fn stream_message(
         }
     }
     Ok(Streamed::Sent)
+}
+
+/// Read (and drop) what is left of commands already sent, until each is answered.
+async fn drain(
+    source: &mut Session,
+    server: &str,
+    activity: &str,
+    asked: &std::collections::VecDeque<(
+        async_imap::imap_proto::RequestId,
+        u32,
+        u32,
+        tokio::sync::OwnedSemaphorePermit,
+    )>,
+    answered: &mut std::collections::HashSet<String>,
+) -> Result<(), ImapError> {
+    use async_imap::imap_proto::Response;
+    let limit = op_timeout(PIECE as usize);
+    while asked
+        .iter()
+        .any(|(tag, _, _, _)| !answered.contains(&tag.0))
+    {
+        let response = tokio::time::timeout(limit, source.read_response())
+            .await
+            .map_err(|_| ImapError::timeout(server, activity, limit))?
+            .map_err(|e| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string()))?
+            .ok_or_else(|| closed_connection(server, activity))?;
+        if let Response::Done { tag, .. } = response.parsed() {
+            answered.insert(tag.0.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Whether a batch is one message to stream.
