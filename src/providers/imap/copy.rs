@@ -854,6 +854,8 @@ async fn stream_message(
                         size: w.size,
                     };
                     if tx.send(Item::Start(head)).await.is_err() {
+                        // The pieces asked are read off, so the session stays usable.
+                        drain(source, server, &activity, &asked, &mut answered).await?;
                         return Ok(Streamed::Stopped);
                     }
                     started = true;
@@ -884,6 +886,7 @@ async fn stream_message(
             _permit: permit,
         };
         if tx.send(Item::Piece(piece)).await.is_err() {
+            drain(source, server, &activity, &asked, &mut answered).await?;
             return Ok(Streamed::Stopped);
         }
     }
