@@ -620,21 +620,8 @@ fn a_target_with_literal_plus_and_no_multiappend_gets_pipelined_appends_and_per_
     let out = s.run(&["apply", plan]);
     assert_eq!(out.status.code(), Some(1), "verify fails: {}", text(&out));
     assert_eq!(recorded_flow(&s, "literal-plus")["append"], "literal-plus");
-
-    let report: serde_json::Value =
-        serde_json::from_slice(&s.run(&["report", plan, "--format", "json"]).stdout).expect("JSON");
-    let account = &report["accounts"][0];
-    let refused = account["refused"].as_u64().expect("refused");
-    assert!(refused > 0, "nothing was refused: {report}");
-    let (source, target) = (s.source(), s.target());
-    assert_eq!(
-        target.message_total() as u64 + refused,
-        source.message_total() as u64,
-        "everything but the refused messages is on the target: {report}"
-    );
-    for key in target.messages.keys() {
-        assert!(source.messages.contains_key(key), "unexpected: {key:?}");
-    }
+    assert_refusals_recorded(&s, plan);
+    let source = s.source();
     let appends = appends_on_the_wire(&proxy);
     let sent: usize = appends.iter().map(|(l, _)| l.len()).sum();
     assert_eq!(
@@ -653,10 +640,11 @@ fn a_target_with_literal_plus_and_no_multiappend_gets_pipelined_appends_and_per_
 }
 
 #[test]
-fn a_target_without_literal_plus_gets_one_append_at_a_time_and_an_exact_copy() {
-    let s = Sandbox::with_config(
-        "imap_capability = IMAP4rev1 SASL-IR UIDPLUS ID UNSELECT CHILDREN IDLE NAMESPACE\n",
-    );
+fn a_target_without_literal_plus_gets_each_literal_after_its_go_ahead_and_an_exact_copy() {
+    // Each literal waits for the server's go-ahead, but the next APPEND is written as soon as a
+    // literal is: the answer to one and the go-ahead of the next come back together (at most
+    // two APPENDs in flight: one round trip per message, not two).
+    let s = Sandbox::with_config(SYNCHRONISING);
     // Two messages over 2 MB: streamed, each literal sent once the server says go ahead.
     let corpus = Corpus::with_seed(60, 44)
         .with_bulky("Archive", 8, 150_000)
@@ -666,7 +654,7 @@ fn a_target_without_literal_plus_gets_one_append_at_a_time_and_an_exact_copy() {
         s.dovecot.imap_addr(),
         Faults {
             record: true,
-            ..Faults::default()
+            ..Faults::latency(Duration::from_millis(1))
         },
     );
     let plan = s.plan("synchronising", Some(proxy.addr()), "");
@@ -686,9 +674,61 @@ fn a_target_without_literal_plus_gets_one_append_at_a_time_and_an_exact_copy() {
     assert!(
         appends
             .iter()
-            .all(|(l, most)| *most == 1 && l.iter().all(|n| *n == 1)),
+            .all(|(l, most)| *most <= 2 && l.iter().all(|n| *n == 1)),
         "{appends:?}"
     );
+    assert!(appends.iter().any(|(_, most)| *most == 2), "{appends:?}");
+    let non_synchronising = proxy
+        .transcripts()
+        .iter()
+        .flat_map(wire::command_lines)
+        .filter(|l| l.contains(" APPEND ") && l.ends_with("+}"))
+        .count();
+    assert_eq!(non_synchronising, 0, "LITERAL+ used where not offered");
+}
+
+/// What a server offering neither MULTIAPPEND nor LITERAL+ says after login.
+const SYNCHRONISING: &str =
+    "imap_capability = IMAP4rev1 SASL-IR UIDPLUS ID UNSELECT CHILDREN IDLE NAMESPACE\n";
+
+#[test]
+fn without_literal_plus_a_refused_message_is_recorded_alone_and_the_rest_is_copied() {
+    let s = Sandbox::with_config(SYNCHRONISING);
+    s.dovecot
+        .add_user_with(TARGET.0, TARGET.1, "userdb_quota_max_mail_size=2k");
+    Corpus::with_seed(60, 46).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let plan = s.plan("sync-refused", None, "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = s.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(1), "verify fails: {}", text(&out));
+    assert_refusals_recorded(&s, plan);
+}
+
+/// After a copy to a target refusing some messages: each refusal is in the report with the
+/// server's words, everything else is on the target, nothing unexpected is.
+fn assert_refusals_recorded(s: &Sandbox, plan: &str) {
+    let report: serde_json::Value =
+        serde_json::from_slice(&s.run(&["report", plan, "--format", "json"]).stdout).expect("JSON");
+    let account = &report["accounts"][0];
+    let refused = account["refused"].as_u64().expect("refused");
+    assert!(refused > 0, "nothing was refused: {report}");
+    let issues = account["issues"].as_array().expect("issues");
+    assert!(
+        issues.iter().all(|i| i["kind"] == "refused"
+            && i["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("[LIMIT] Mail size is larger"))),
+        "{report}"
+    );
+    let (source, target) = (s.source(), s.target());
+    assert_eq!(
+        target.message_total() as u64 + refused,
+        source.message_total() as u64,
+        "everything but the refused messages is on the target: {report}"
+    );
+    for key in target.messages.keys() {
+        assert!(source.messages.contains_key(key), "unexpected: {key:?}");
+    }
 }
 
 #[test]

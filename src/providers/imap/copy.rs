@@ -1099,10 +1099,14 @@ async fn transfer(
         let mut group_bytes = 0usize;
         loop {
             // Nothing to send yet: take the oldest answer meanwhile. The groups in flight hold
-            // the byte budget, so the fetching side may be waiting for exactly that.
+            // the byte budget, so the fetching side may be waiting for exactly that. Without
+            // LITERAL+ only one message is in flight, smaller than half the budget (larger
+            // ones are streamed): its answer is read with the next message's go-ahead.
             let item = match rx.try_recv() {
                 Ok(item) => item,
-                Err(mpsc::error::TryRecvError::Empty) if appender.groups > 0 => {
+                Err(mpsc::error::TryRecvError::Empty)
+                    if appender.groups > 0 && append.pipelined() =>
+                {
                     appender.complete_oldest().await?;
                     appender.settle_marks()?;
                     continue;
@@ -1157,67 +1161,21 @@ async fn transfer(
     Ok(())
 }
 
-/// Append a group of messages: one MULTIAPPEND with LITERAL+ when the server offers them, else
-/// one APPEND each. A refused MULTIAPPEND (atomic: nothing was added) is retried message by
-/// message, so that only the messages the server refuses are recorded, with its words.
-#[allow(clippy::too_many_arguments)]
-async fn send_group(
+/// Append a refused MULTIAPPEND group again (atomic: nothing of it was added), one message per
+/// command, so that only the messages the server refuses are recorded, with its words.
+async fn retry_one_by_one(
     target: &mut Session,
     server: &str,
     m: &FolderMapping,
-    multi: bool,
-    group: &mut Vec<Fetched>,
+    messages: Vec<Fetched>,
     batch: &mut FolderCounts,
     ledger: &dyn Ledger,
     observer: &(dyn Fn(CopyEvent<'_>) + Send + Sync),
 ) -> Result<(), CopyError> {
-    if group.is_empty() {
-        return Ok(());
-    }
-    let messages = std::mem::take(group);
     let activity = format!("appending to {}", m.target_path);
-    if multi {
-        match multiappend(target, server, &m.target_wire, &activity, &messages).await {
-            Ok(()) => {
-                let bytes: u64 = messages.iter().map(|f| f.body().len() as u64).sum();
-                batch.copied += messages.len() as u64;
-                batch.bytes += bytes;
-                observer(CopyEvent::Copied {
-                    messages: messages.len() as u64,
-                    bytes,
-                });
-                return Ok(());
-            }
-            Err(e) if e.kind == ImapErrorKind::Refused && messages.len() == 1 => {
-                batch.failed += 1;
-                ledger
-                    .issue(
-                        &m.source.path,
-                        messages[0].uid,
-                        IssueKind::Refused,
-                        &e.message,
-                    )
-                    .map_err(CopyError::Ledger)?;
-                return Ok(());
-            }
-            Err(e) if e.kind == ImapErrorKind::Refused => {} // one by one below
-            Err(e) => return Err(e.into()),
-        }
-    }
     for msg in &messages {
-        let sent = if multi {
-            multiappend(
-                target,
-                server,
-                &m.target_wire,
-                &activity,
-                std::slice::from_ref(msg),
-            )
-            .await
-        } else {
-            append_one(target, server, &m.target_wire, &activity, msg).await
-        };
-        match sent {
+        let one = std::slice::from_ref(msg);
+        match multiappend(target, server, &m.target_wire, &activity, one).await {
             Ok(()) => {
                 batch.copied += 1;
                 batch.bytes += msg.body().len() as u64;
@@ -1236,33 +1194,6 @@ async fn send_group(
         }
     }
     Ok(())
-}
-
-async fn append_one(
-    target: &mut Session,
-    server: &str,
-    mailbox: &str,
-    activity: &str,
-    msg: &Fetched,
-) -> Result<(), ImapError> {
-    let flags = (!msg.flags.is_empty()).then(|| format!("({})", msg.flags));
-    let limit = op_timeout(msg.body().len());
-    match tokio::time::timeout(
-        limit,
-        target.append(mailbox, flags.as_deref(), msg.date.as_deref(), msg.body()),
-    )
-    .await
-    {
-        Err(_) => Err(ImapError::timeout(server, activity, limit)),
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(async_imap::error::Error::Append)) => Err(ImapError::new(
-            ImapErrorKind::Refused,
-            server,
-            activity,
-            "the server refused the message before receiving it",
-        )),
-        Ok(Err(e)) => Err(ImapError::from_imap(server, activity, e)),
-    }
 }
 
 /// One APPEND command carrying every message (RFC 3502 MULTIAPPEND) as non-synchronising
@@ -1494,18 +1425,7 @@ impl Appender<'_, '_> {
         }
         self.sending()?;
         if !self.append.pipelined() {
-            let mut group = group;
-            return send_group(
-                self.target,
-                self.server,
-                self.m,
-                false,
-                &mut group,
-                &mut self.batch,
-                self.ledger,
-                self.observer,
-            )
-            .await;
+            return self.send_synchronising(group).await;
         }
         let activity = self.activity();
         let (target, server, mailbox) = (&mut *self.target, self.server, &self.m.target_wire);
@@ -1539,10 +1459,135 @@ impl Appender<'_, '_> {
         Ok(())
     }
 
+    /// Without LITERAL+: each message's APPEND command, then its literal once the server says go
+    /// ahead, then the next command at once: the previous message's answer comes back while the
+    /// next one waits for its go-ahead, one round trip per message instead of two.
+    async fn send_synchronising(&mut self, group: Vec<Fetched>) -> Result<(), CopyError> {
+        use tokio::io::AsyncWriteExt;
+        let activity = self.activity();
+        let server = self.server;
+        for msg in group {
+            let mut opts = String::new();
+            if !msg.flags.is_empty() {
+                let _ = write!(opts, " ({})", msg.flags);
+            }
+            if let Some(date) = &msg.date {
+                let _ = write!(opts, " {date}");
+            }
+            let command = format!(
+                "APPEND {}{opts} {{{}}}",
+                quote(&self.m.target_wire),
+                msg.body().len()
+            );
+            let tag = self
+                .target
+                .run_command(&command)
+                .await
+                .map_err(|e| ImapError::from_imap(server, &activity, e))?;
+            if let Some(e) = self.go_ahead(&tag).await? {
+                self.batch.failed += 1;
+                self.ledger
+                    .issue(&self.m.source.path, msg.uid, IssueKind::Refused, &e.message)
+                    .map_err(CopyError::Ledger)?;
+                continue;
+            }
+            let net = |e: std::io::Error| {
+                ImapError::new(ImapErrorKind::Network, server, &activity, e.to_string())
+            };
+            let limit = op_timeout(msg.body().len());
+            let target = self.target.get_mut();
+            let work = async {
+                target.write_all(msg.body()).await.map_err(net)?;
+                target.write_all(b"\r\n").await.map_err(net)?;
+                target.flush().await.map_err(net)
+            };
+            tokio::time::timeout(limit, work)
+                .await
+                .map_err(|_| ImapError::timeout(server, &activity, limit))??;
+            self.inflight
+                .push_back(InFlight::Group(vec![tag], vec![msg]));
+            self.groups += 1;
+            // Normally the answer came with the next go-ahead; one at most stays unread.
+            while self.groups > 1 {
+                self.complete_oldest().await?;
+            }
+            self.settle_marks()?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the server's go-ahead for the literal of the APPEND tagged `tag`: `None` to send
+    /// it, or the server's refusal (it may refuse before the message, e.g. for its size). The
+    /// answer to the previous APPEND, still in flight, is taken as it comes.
+    async fn go_ahead(
+        &mut self,
+        tag: &async_imap::imap_proto::RequestId,
+    ) -> Result<Option<ImapError>, CopyError> {
+        use async_imap::imap_proto::Response;
+        let activity = self.activity();
+        let server = self.server;
+        let limit = op_timeout(0);
+        loop {
+            let response = tokio::time::timeout(limit, self.target.read_response())
+                .await
+                .map_err(|_| ImapError::timeout(server, &activity, limit))?
+                .map_err(|e| {
+                    ImapError::new(ImapErrorKind::Network, server, &activity, e.to_string())
+                })?
+                .ok_or_else(|| closed_connection(server, &activity))?;
+            let (done, verdict) = match response.parsed() {
+                Response::Continue { .. } => return Ok(None),
+                Response::Done {
+                    tag: done,
+                    status,
+                    outcome,
+                } => {
+                    let text = outcome.information.as_deref().unwrap_or_default();
+                    (done.clone(), verdict(server, &activity, status, text))
+                }
+                _ => continue,
+            };
+            if done == *tag {
+                return match verdict {
+                    Err(e) if e.kind == ImapErrorKind::Refused => Ok(Some(e)),
+                    Err(e) => Err(e.into()),
+                    Ok(()) => Err(ImapError::new(
+                        ImapErrorKind::Network,
+                        server,
+                        &activity,
+                        "the server ended an APPEND before its message",
+                    )
+                    .into()),
+                };
+            }
+            // The previous message's answer.
+            self.settle_marks()?;
+            let previous = matches!(
+                self.inflight.front(),
+                Some(InFlight::Group(tags, _)) if tags.len() == 1 && tags[0] == done
+            );
+            if previous && let Some(InFlight::Group(_, group)) = self.inflight.pop_front() {
+                self.groups -= 1;
+                match verdict {
+                    Ok(()) => self.copied(&group),
+                    Err(e) if e.kind == ImapErrorKind::Refused => {
+                        for msg in &group {
+                            self.batch.failed += 1;
+                            self.ledger
+                                .issue(&self.m.source.path, msg.uid, IssueKind::Refused, &e.message)
+                                .map_err(CopyError::Ledger)?;
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                self.settle_marks()?;
+            }
+        }
+    }
+
     /// Write a streamed message's APPEND up to its literal: with LITERAL+ its pieces follow at
     /// once; without, once the server says go ahead (or refuses it then and there).
     async fn begin_streamed(&mut self, head: StreamHead) -> Result<(), CopyError> {
-        use async_imap::imap_proto::Response;
         self.sending()?;
         let activity = self.activity();
         let (server, size) = (self.server, head.size);
@@ -1563,46 +1608,11 @@ impl Appender<'_, '_> {
             .run_command(&command)
             .await
             .map_err(|e| ImapError::from_imap(server, &activity, e))?;
-        let mut refused = None;
-        if !self.append.pipelined() {
-            let limit = op_timeout(0);
-            loop {
-                let response = tokio::time::timeout(limit, self.target.read_response())
-                    .await
-                    .map_err(|_| ImapError::timeout(server, &activity, limit))?
-                    .map_err(|e| {
-                        ImapError::new(ImapErrorKind::Network, server, &activity, e.to_string())
-                    })?
-                    .ok_or_else(|| closed_connection(server, &activity))?;
-                match response.parsed() {
-                    Response::Continue { .. } => break,
-                    Response::Done {
-                        tag: done,
-                        status,
-                        outcome,
-                    } if *done == tag => {
-                        let text = outcome.information.as_deref().unwrap_or_default();
-                        match verdict(server, &activity, status, text) {
-                            Err(e) if e.kind == ImapErrorKind::Refused => {
-                                refused = Some(e);
-                                break;
-                            }
-                            Err(e) => return Err(e.into()),
-                            Ok(()) => {
-                                return Err(ImapError::new(
-                                    ImapErrorKind::Network,
-                                    server,
-                                    &activity,
-                                    "the server ended an APPEND before its message",
-                                )
-                                .into());
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let refused = if self.append.pipelined() {
+            None
+        } else {
+            self.go_ahead(&tag).await?
+        };
         self.streaming = Some(Streaming {
             uid: head.uid,
             size,
@@ -1827,13 +1837,12 @@ impl Appender<'_, '_> {
             self.complete_oldest().await?;
         }
         let refused = std::mem::take(&mut self.refused);
-        for mut group in refused {
-            send_group(
+        for group in refused {
+            retry_one_by_one(
                 self.target,
                 self.server,
                 self.m,
-                true,
-                &mut group,
+                group,
                 &mut self.batch,
                 self.ledger,
                 self.observer,

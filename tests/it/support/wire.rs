@@ -14,6 +14,9 @@ pub struct Command {
     pub name: String,
     /// Literals in the command (a MULTIAPPEND has one per message).
     pub literals: usize,
+    /// The transcript chunk holding its first line's end: from there it is in flight (its
+    /// literals may follow later, each after the server's go-ahead).
+    pub started: usize,
     /// The transcript chunk holding its last byte.
     pub at: usize,
 }
@@ -31,7 +34,7 @@ pub struct Answer {
 pub fn commands(t: &Transcript) -> Vec<Command> {
     logical_lines(t, Side::Client)
         .into_iter()
-        .filter_map(|(line, literals, at)| {
+        .filter_map(|(line, literals, started, at)| {
             let mut words = line.split(' ');
             let tag = words.next()?.to_owned();
             let name = words.next()?.to_ascii_uppercase();
@@ -39,6 +42,7 @@ pub fn commands(t: &Transcript) -> Vec<Command> {
                 tag,
                 name,
                 literals: literals.len(),
+                started,
                 at,
             })
         })
@@ -49,7 +53,7 @@ pub fn commands(t: &Transcript) -> Vec<Command> {
 pub fn answers(t: &Transcript) -> Vec<Answer> {
     logical_lines(t, Side::Server)
         .into_iter()
-        .filter_map(|(line, _, at)| {
+        .filter_map(|(line, _, _, at)| {
             let mut words = line.split(' ');
             let tag = words.next()?;
             if tag == "*" || tag == "+" {
@@ -72,7 +76,7 @@ pub fn answers(t: &Transcript) -> Vec<Answer> {
 pub fn largest_literal(t: &Transcript, side: Side) -> usize {
     logical_lines(t, side)
         .iter()
-        .flat_map(|(_, literals, _)| literals.iter().copied())
+        .flat_map(|(_, literals, _, _)| literals.iter().copied())
         .max()
         .unwrap_or(0)
 }
@@ -82,12 +86,12 @@ pub fn largest_literal(t: &Transcript, side: Side) -> usize {
 pub fn command_lines(t: &Transcript) -> Vec<String> {
     logical_lines(t, Side::Client)
         .into_iter()
-        .map(|(line, _, _)| line)
+        .map(|(line, _, _, _)| line)
         .collect()
 }
 
-/// The most commands named `name` sent and not yet answered at any one time, as the proxy saw
-/// them (a client that waits for each answer before the next command scores 1).
+/// The most commands named `name` started and not yet answered at any one time, as the proxy
+/// saw them (a client that waits for each answer before the next command scores 1).
 pub fn most_in_flight(t: &Transcript, name: &str) -> usize {
     let sent = commands(t);
     let tags: std::collections::HashSet<&str> = sent
@@ -99,7 +103,7 @@ pub fn most_in_flight(t: &Transcript, name: &str) -> usize {
     let mut events: Vec<(usize, i64)> = sent
         .iter()
         .filter(|c| c.name == name)
-        .map(|c| (c.at, 1))
+        .map(|c| (c.started, 1))
         .chain(
             answered
                 .iter()
@@ -118,8 +122,9 @@ pub fn most_in_flight(t: &Transcript, name: &str) -> usize {
 }
 
 /// One side's stream cut into logical lines (a line continued after each literal it announces):
-/// the text with literals left out, the literals' sizes, and the chunk where the line ended.
-fn logical_lines(t: &Transcript, side: Side) -> Vec<(String, Vec<usize>, usize)> {
+/// the text with literals left out, the literals' sizes, and the chunks where its first line and
+/// the whole line ended.
+fn logical_lines(t: &Transcript, side: Side) -> Vec<(String, Vec<usize>, usize, usize)> {
     let mut stream = Vec::new();
     // (end offset in `stream`, transcript chunk index), in order.
     let mut ends = Vec::new();
@@ -135,9 +140,11 @@ fn logical_lines(t: &Transcript, side: Side) -> Vec<(String, Vec<usize>, usize)>
     };
     let mut lines = Vec::new();
     let (mut pos, mut text, mut literals) = (0, String::new(), Vec::new());
+    let mut started = None;
     while let Some(nl) = find_crlf(&stream[pos..]) {
         let segment = &stream[pos..pos + nl];
         pos += nl + 2;
+        let first = *started.get_or_insert(chunk_of(pos - 1));
         text.push_str(&String::from_utf8_lossy(segment));
         if let Some(n) = literal_size(segment) {
             // The literal's bytes follow the line end; the line goes on after them.
@@ -148,8 +155,10 @@ fn logical_lines(t: &Transcript, side: Side) -> Vec<(String, Vec<usize>, usize)>
         lines.push((
             std::mem::take(&mut text),
             std::mem::take(&mut literals),
+            first,
             chunk_of(pos - 1),
         ));
+        started = None;
     }
     lines
 }
@@ -187,9 +196,9 @@ mod tests {
         let sent = commands(&t);
         assert_eq!(
             sent.iter()
-                .map(|c| (c.tag.as_str(), c.literals, c.at))
+                .map(|c| (c.tag.as_str(), c.literals, c.started, c.at))
                 .collect::<Vec<_>>(),
-            vec![("a1", 2, 0), ("a2", 1, 1), ("a3", 1, 5)]
+            vec![("a1", 2, 0, 0), ("a2", 1, 1, 1), ("a3", 1, 3, 5)]
         );
         let got = answers(&t);
         assert_eq!(
