@@ -30,11 +30,12 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 
+use super::append::{AppendMode, Appender, verdict};
 use super::connect::Session;
 use super::error::{ImapError, ImapErrorKind};
 use super::folders::{self, FolderMapping, RemoteFolder};
 use super::identity::Identity;
-use super::pipelined::{self, FolderStatus, Listed, Open, Read, quote};
+use super::pipelined::{self, FolderStatus, Listed, Open, Read};
 use crate::plan::model::CopyOptions;
 use crate::providers::RunMode;
 
@@ -59,35 +60,6 @@ const FAR_BUFFER_KIB: u32 = 8 << 10;
 /// A target this far away (its first answered command's round trip) gets the wider flow.
 const FAR_RTT: Duration = Duration::from_millis(10);
 
-/// How messages reach the target, from what it advertises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AppendMode {
-    /// MULTIAPPEND (RFC 3502) with LITERAL+ (RFC 7888): a group of messages per command, the
-    /// groups pipelined (Dovecot, Cyrus).
-    Multiappend,
-    /// LITERAL+ alone: one APPEND per message, written without waiting for any answer, so a
-    /// group is still one round trip (Exchange and Outlook.com advertise this).
-    LiteralPlus,
-    /// Neither: one APPEND at a time, its literal sent once the server says go ahead.
-    Synchronising,
-}
-
-impl AppendMode {
-    fn from_capabilities(multiappend: bool, literal_plus: bool) -> AppendMode {
-        match (multiappend, literal_plus) {
-            (true, true) => AppendMode::Multiappend,
-            (false, true) => AppendMode::LiteralPlus,
-            _ => AppendMode::Synchronising,
-        }
-    }
-
-    /// Whether groups are written without waiting for answers.
-    fn pipelined(self) -> bool {
-        self != AppendMode::Synchronising
-    }
-}
-
 /// How a transfer flows: how messages are appended, the byte budget between fetch and append,
 /// the groups in flight; chosen from the target's capabilities and round trip, and recorded in
 /// the `copy-mail` step's output.
@@ -102,7 +74,7 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// Whether the target is far away (its round trip [`FAR_RTT`] or more).
+    /// Whether the target is far away (its round trip 10 ms or more).
     pub fn far(&self) -> bool {
         self.target_round_trip_ms >= u64::try_from(FAR_RTT.as_millis()).unwrap_or(u64::MAX)
     }
@@ -655,19 +627,19 @@ async fn copy_folder(
 }
 
 /// A fetched message on its way to the target.
-struct Fetched {
-    uid: u32,
-    flags: String,
-    date: Option<String>,
+pub(super) struct Fetched {
+    pub(super) uid: u32,
+    pub(super) flags: String,
+    pub(super) date: Option<String>,
     /// The FETCH response itself: its buffer holds the message, which is never copied.
-    fetch: async_imap::types::Fetch,
+    pub(super) fetch: async_imap::types::Fetch,
     /// Released when the message is appended: bounds the bytes in flight.
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    pub(super) _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Fetched {
     /// The message's bytes, exactly as the source served them.
-    fn body(&self) -> &[u8] {
+    pub(super) fn body(&self) -> &[u8] {
         self.fetch.body().unwrap_or_default()
     }
 }
@@ -684,17 +656,17 @@ enum Item {
 }
 
 /// What the target needs to know before a streamed message's first byte.
-struct StreamHead {
-    uid: u32,
-    flags: String,
-    date: Option<String>,
-    size: u32,
+pub(super) struct StreamHead {
+    pub(super) uid: u32,
+    pub(super) flags: String,
+    pub(super) date: Option<String>,
+    pub(super) size: u32,
 }
 
 /// A piece of a streamed message, with its share of the byte budget.
-struct Piece {
-    bytes: Vec<u8>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+pub(super) struct Piece {
+    pub(super) bytes: Vec<u8>,
+    pub(super) _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// How a streamed message went, from the fetching side.
@@ -952,25 +924,16 @@ async fn transfer(
     let (tx, mut rx) = mpsc::channel::<Item>(BATCH_MESSAGES);
     let stop = ctx.stop;
     let source = &mut *ctx.source;
-    let mut appender = Appender {
-        target: &mut *ctx.target,
-        server: ts,
+    let mut appender = Appender::new(
+        &mut *ctx.target,
+        ts,
         m,
-        append,
-        depth: flow.depth,
+        (append, flow.depth),
         uidvalidity,
-        ledger: ctx.ledger,
-        observer: ctx.observer,
-        inflight: std::collections::VecDeque::new(),
-        groups: 0,
-        refused: Vec::new(),
-        batch: FolderCounts::default(),
+        ctx.ledger,
+        ctx.observer,
         counts,
-        recorded_pending: false,
-        last_mark: None,
-        sent_since_mark: false,
-        streaming: None,
-    };
+    );
 
     let producer = async move {
         // Batches go into commands whole; a batch ends once all its messages passed (or, for a
@@ -1105,7 +1068,7 @@ async fn transfer(
             let item = match rx.try_recv() {
                 Ok(item) => item,
                 Err(mpsc::error::TryRecvError::Empty)
-                    if appender.groups > 0 && append.pipelined() =>
+                    if appender.in_flight() && append.pipelined() =>
                 {
                     appender.complete_oldest().await?;
                     appender.settle_marks()?;
@@ -1161,713 +1124,7 @@ async fn transfer(
     Ok(())
 }
 
-/// Append a refused MULTIAPPEND group again (atomic: nothing of it was added), one message per
-/// command, so that only the messages the server refuses are recorded, with its words.
-async fn retry_one_by_one(
-    target: &mut Session,
-    server: &str,
-    m: &FolderMapping,
-    messages: Vec<Fetched>,
-    batch: &mut FolderCounts,
-    ledger: &dyn Ledger,
-    observer: &(dyn Fn(CopyEvent<'_>) + Send + Sync),
-) -> Result<(), CopyError> {
-    let activity = format!("appending to {}", m.target_path);
-    for msg in &messages {
-        let one = std::slice::from_ref(msg);
-        match multiappend(target, server, &m.target_wire, &activity, one).await {
-            Ok(()) => {
-                batch.copied += 1;
-                batch.bytes += msg.body().len() as u64;
-                observer(CopyEvent::Copied {
-                    messages: 1,
-                    bytes: msg.body().len() as u64,
-                });
-            }
-            Err(err) if err.kind == ImapErrorKind::Refused => {
-                batch.failed += 1;
-                ledger
-                    .issue(&m.source.path, msg.uid, IssueKind::Refused, &err.message)
-                    .map_err(CopyError::Ledger)?;
-            }
-            Err(err) => return Err(err.into()),
-        }
-    }
-    Ok(())
-}
-
-/// One APPEND command carrying every message (RFC 3502 MULTIAPPEND) as non-synchronising
-/// literals (RFC 7888 LITERAL+): the whole group costs one round trip. Atomic on the server: a
-/// NO means none was added.
-async fn multiappend(
-    target: &mut Session,
-    server: &str,
-    mailbox: &str,
-    activity: &str,
-    messages: &[Fetched],
-) -> Result<(), ImapError> {
-    let tag = send_append(target, server, mailbox, activity, messages).await?;
-    let total: usize = messages.iter().map(|f| f.body().len()).sum();
-    await_tag(target, server, activity, &tag, op_timeout(total)).await
-}
-
-/// Write a MULTIAPPEND without waiting for its answer; the tag to wait for.
-async fn send_append(
-    target: &mut Session,
-    server: &str,
-    mailbox: &str,
-    activity: &str,
-    messages: &[Fetched],
-) -> Result<async_imap::imap_proto::RequestId, ImapError> {
-    use tokio::io::AsyncWriteExt;
-
-    let total: usize = messages.iter().map(|f| f.body().len()).sum();
-    let limit = op_timeout(total);
-    let net =
-        |e: std::io::Error| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string());
-    let work = async {
-        let mut tag = None;
-        for msg in messages {
-            let mut opts = String::new();
-            if !msg.flags.is_empty() {
-                let _ = write!(opts, " ({})", msg.flags);
-            }
-            if let Some(date) = &msg.date {
-                let _ = write!(opts, " {date}");
-            }
-            let head = format!("{opts} {{{}+}}", msg.body().len());
-            if tag.is_none() {
-                let command = format!("APPEND {}{head}", quote(mailbox));
-                tag = Some(
-                    target
-                        .run_command(&command)
-                        .await
-                        .map_err(|e| ImapError::from_imap(server, activity, e))?,
-                );
-            } else {
-                target
-                    .get_mut()
-                    .write_all(format!("{head}\r\n").as_bytes())
-                    .await
-                    .map_err(net)?;
-            }
-            target.get_mut().write_all(msg.body()).await.map_err(net)?;
-        }
-        target.get_mut().write_all(b"\r\n").await.map_err(net)?;
-        target.get_mut().flush().await.map_err(net)?;
-        tag.ok_or_else(|| {
-            ImapError::new(
-                ImapErrorKind::Refused,
-                server,
-                activity,
-                "nothing to append",
-            )
-        })
-    };
-    tokio::time::timeout(limit, work)
-        .await
-        .map_err(|_| ImapError::timeout(server, activity, limit))?
-}
-
-/// Read responses until the tagged answer to `tag`; its verdict.
-async fn await_tag(
-    target: &mut Session,
-    server: &str,
-    activity: &str,
-    tag: &async_imap::imap_proto::RequestId,
-    limit: Duration,
-) -> Result<(), ImapError> {
-    let verdicts = await_tags(target, server, activity, std::slice::from_ref(tag), limit).await?;
-    verdicts.into_iter().next().unwrap_or(Ok(()))
-}
-
-/// Read responses until every tag in `tags` is answered: one verdict per tag, in the order of
-/// `tags` whatever the order of the answers; the outer error is the connection's (network,
-/// time limit), after which nothing more can be read.
-async fn await_tags(
-    target: &mut Session,
-    server: &str,
-    activity: &str,
-    tags: &[async_imap::imap_proto::RequestId],
-    limit: Duration,
-) -> Result<Vec<Result<(), ImapError>>, ImapError> {
-    use async_imap::imap_proto::Response;
-    let net =
-        |e: std::io::Error| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string());
-    let mut verdicts: Vec<Option<Result<(), ImapError>>> = tags.iter().map(|_| None).collect();
-    let work = async {
-        let mut left = tags.len();
-        while left > 0 {
-            let Some(response) = target.read_response().await.map_err(net)? else {
-                return Err(ImapError::new(
-                    ImapErrorKind::Network,
-                    server,
-                    activity,
-                    "the server closed the connection",
-                ));
-            };
-            if let Response::Done {
-                tag: done,
-                status,
-                outcome,
-            } = response.parsed()
-                && let Some(i) = tags.iter().position(|t| t == done)
-                && verdicts[i].is_none()
-            {
-                let text = outcome.information.as_deref().unwrap_or_default();
-                verdicts[i] = Some(verdict(server, activity, status, text));
-                left -= 1;
-            }
-        }
-        Ok(())
-    };
-    tokio::time::timeout(limit, work)
-        .await
-        .map_err(|_| ImapError::timeout(server, activity, limit))??;
-    Ok(verdicts.into_iter().map(|v| v.unwrap_or(Ok(()))).collect())
-}
-
-/// A tagged answer as a result: OK, or the server's words.
-pub(super) fn verdict(
-    server: &str,
-    activity: &str,
-    status: &async_imap::imap_proto::Status,
-    text: &str,
-) -> Result<(), ImapError> {
-    use async_imap::imap_proto::Status;
-    let text = text.to_owned();
-    match status {
-        Status::Ok => Ok(()),
-        Status::No => Err(ImapError::from_imap(
-            server,
-            activity,
-            async_imap::error::Error::No(text),
-        )),
-        _ => Err(ImapError::from_imap(
-            server,
-            activity,
-            async_imap::error::Error::Bad(text),
-        )),
-    }
-}
-
-/// The appending side of a folder's transfer: groups sent and not yet answered (the next group
-/// is written while the server stores the previous one; a group is one MULTIAPPEND, or one
-/// APPEND per message with LITERAL+ alone), with the batch marks
-/// between them, recorded in the ledger in order as the groups before them are acknowledged.
-/// The ledger says *pending* whenever anything sent is not yet recorded, so a crash at any point
-/// leads to a reconcile by identity, never to a message sent twice or skipped. Refused groups
-/// are set aside and retried message by message once nothing is in flight (their answers would
-/// otherwise interleave).
-struct Appender<'a, 'c> {
-    target: &'a mut Session,
-    server: &'a str,
-    m: &'a FolderMapping,
-    append: AppendMode,
-    /// Groups in flight at once on the connection.
-    depth: usize,
-    uidvalidity: u32,
-    ledger: &'a dyn Ledger,
-    observer: &'a (dyn Fn(CopyEvent<'_>) + Send + Sync),
-    inflight: std::collections::VecDeque<InFlight>,
-    /// Groups in `inflight`.
-    groups: usize,
-    refused: Vec<Vec<Fetched>>,
-    /// Done since the last record.
-    batch: FolderCounts,
-    /// Done and recorded, this pass.
-    counts: &'c mut FolderCounts,
-    /// What the ledger says now.
-    recorded_pending: bool,
-    /// The last mark recorded.
-    last_mark: Option<u32>,
-    /// Something was sent after the last mark: not covered by any record yet.
-    sent_since_mark: bool,
-    /// A streamed message whose literal is being written.
-    streaming: Option<Streaming>,
-}
-
-/// A streamed message on its way: the literal's bytes still to write.
-struct Streaming {
-    uid: u32,
-    size: u32,
-    left: u32,
-    tag: async_imap::imap_proto::RequestId,
-    /// The target refused it before its literal (synchronising literals only): its pieces are
-    /// read and dropped.
-    refused: Option<ImapError>,
-}
-
-enum InFlight {
-    /// A group and the tags of its commands: one for a MULTIAPPEND, one per message with
-    /// LITERAL+ alone.
-    Group(Vec<async_imap::imap_proto::RequestId>, Vec<Fetched>),
-    /// A streamed message, written whole, its answer awaited.
-    Streamed {
-        tag: async_imap::imap_proto::RequestId,
-        uid: u32,
-        size: u32,
-    },
-    /// Every source UID up to this one is sent (by the groups before it).
-    Mark(u32),
-}
-
-impl Appender<'_, '_> {
-    fn activity(&self) -> String {
-        format!("appending to {}", self.m.target_path)
-    }
-
-    /// Send a group (nothing for an empty one): pipelined, as one MULTIAPPEND or as one APPEND
-    /// per message with LITERAL+; without LITERAL+, one APPEND per message, each waited for.
-    async fn send(&mut self, group: Vec<Fetched>) -> Result<(), CopyError> {
-        if group.is_empty() {
-            return Ok(());
-        }
-        self.sending()?;
-        if !self.append.pipelined() {
-            return self.send_synchronising(group).await;
-        }
-        let activity = self.activity();
-        let (target, server, mailbox) = (&mut *self.target, self.server, &self.m.target_wire);
-        let tags = if self.append == AppendMode::Multiappend {
-            vec![send_append(target, server, mailbox, &activity, &group).await?]
-        } else {
-            let mut tags = Vec::with_capacity(group.len());
-            for msg in &group {
-                let one = std::slice::from_ref(msg);
-                tags.push(send_append(target, server, mailbox, &activity, one).await?);
-            }
-            tags
-        };
-        self.inflight.push_back(InFlight::Group(tags, group));
-        self.groups += 1;
-        while self.groups > self.depth {
-            self.complete_oldest().await?;
-        }
-        self.settle_marks()
-    }
-
-    /// Something is about to be written: the ledger says *pending* first.
-    fn sending(&mut self) -> Result<(), CopyError> {
-        if !self.recorded_pending {
-            self.ledger
-                .begin_batch(&self.m.source.path, &self.m.target_path, self.uidvalidity)
-                .map_err(CopyError::Ledger)?;
-            self.recorded_pending = true;
-        }
-        self.sent_since_mark = true;
-        Ok(())
-    }
-
-    /// Without LITERAL+: each message's APPEND command, then its literal once the server says go
-    /// ahead, then the next command at once: the previous message's answer comes back while the
-    /// next one waits for its go-ahead, one round trip per message instead of two.
-    async fn send_synchronising(&mut self, group: Vec<Fetched>) -> Result<(), CopyError> {
-        use tokio::io::AsyncWriteExt;
-        let activity = self.activity();
-        let server = self.server;
-        for msg in group {
-            let mut opts = String::new();
-            if !msg.flags.is_empty() {
-                let _ = write!(opts, " ({})", msg.flags);
-            }
-            if let Some(date) = &msg.date {
-                let _ = write!(opts, " {date}");
-            }
-            let command = format!(
-                "APPEND {}{opts} {{{}}}",
-                quote(&self.m.target_wire),
-                msg.body().len()
-            );
-            let tag = self
-                .target
-                .run_command(&command)
-                .await
-                .map_err(|e| ImapError::from_imap(server, &activity, e))?;
-            if let Some(e) = self.go_ahead(&tag).await? {
-                self.batch.failed += 1;
-                self.ledger
-                    .issue(&self.m.source.path, msg.uid, IssueKind::Refused, &e.message)
-                    .map_err(CopyError::Ledger)?;
-                continue;
-            }
-            let net = |e: std::io::Error| {
-                ImapError::new(ImapErrorKind::Network, server, &activity, e.to_string())
-            };
-            let limit = op_timeout(msg.body().len());
-            let target = self.target.get_mut();
-            let work = async {
-                target.write_all(msg.body()).await.map_err(net)?;
-                target.write_all(b"\r\n").await.map_err(net)?;
-                target.flush().await.map_err(net)
-            };
-            tokio::time::timeout(limit, work)
-                .await
-                .map_err(|_| ImapError::timeout(server, &activity, limit))??;
-            self.inflight
-                .push_back(InFlight::Group(vec![tag], vec![msg]));
-            self.groups += 1;
-            // Normally the answer came with the next go-ahead; one at most stays unread.
-            while self.groups > 1 {
-                self.complete_oldest().await?;
-            }
-            self.settle_marks()?;
-        }
-        Ok(())
-    }
-
-    /// Wait for the server's go-ahead for the literal of the APPEND tagged `tag`: `None` to send
-    /// it, or the server's refusal (it may refuse before the message, e.g. for its size). The
-    /// answer to the previous APPEND, still in flight, is taken as it comes.
-    async fn go_ahead(
-        &mut self,
-        tag: &async_imap::imap_proto::RequestId,
-    ) -> Result<Option<ImapError>, CopyError> {
-        use async_imap::imap_proto::Response;
-        let activity = self.activity();
-        let server = self.server;
-        let limit = op_timeout(0);
-        loop {
-            let response = tokio::time::timeout(limit, self.target.read_response())
-                .await
-                .map_err(|_| ImapError::timeout(server, &activity, limit))?
-                .map_err(|e| {
-                    ImapError::new(ImapErrorKind::Network, server, &activity, e.to_string())
-                })?
-                .ok_or_else(|| closed_connection(server, &activity))?;
-            let (done, verdict) = match response.parsed() {
-                Response::Continue { .. } => return Ok(None),
-                Response::Done {
-                    tag: done,
-                    status,
-                    outcome,
-                } => {
-                    let text = outcome.information.as_deref().unwrap_or_default();
-                    (done.clone(), verdict(server, &activity, status, text))
-                }
-                _ => continue,
-            };
-            if done == *tag {
-                return match verdict {
-                    Err(e) if e.kind == ImapErrorKind::Refused => Ok(Some(e)),
-                    Err(e) => Err(e.into()),
-                    Ok(()) => Err(ImapError::new(
-                        ImapErrorKind::Network,
-                        server,
-                        &activity,
-                        "the server ended an APPEND before its message",
-                    )
-                    .into()),
-                };
-            }
-            // The previous message's answer.
-            self.settle_marks()?;
-            let previous = matches!(
-                self.inflight.front(),
-                Some(InFlight::Group(tags, _)) if tags.len() == 1 && tags[0] == done
-            );
-            if previous && let Some(InFlight::Group(_, group)) = self.inflight.pop_front() {
-                self.groups -= 1;
-                match verdict {
-                    Ok(()) => self.copied(&group),
-                    Err(e) if e.kind == ImapErrorKind::Refused => {
-                        for msg in &group {
-                            self.batch.failed += 1;
-                            self.ledger
-                                .issue(&self.m.source.path, msg.uid, IssueKind::Refused, &e.message)
-                                .map_err(CopyError::Ledger)?;
-                        }
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                self.settle_marks()?;
-            }
-        }
-    }
-
-    /// Write a streamed message's APPEND up to its literal: with LITERAL+ its pieces follow at
-    /// once; without, once the server says go ahead (or refuses it then and there).
-    async fn begin_streamed(&mut self, head: StreamHead) -> Result<(), CopyError> {
-        self.sending()?;
-        let activity = self.activity();
-        let (server, size) = (self.server, head.size);
-        let mut opts = String::new();
-        if !head.flags.is_empty() {
-            let _ = write!(opts, " ({})", head.flags);
-        }
-        if let Some(date) = &head.date {
-            let _ = write!(opts, " {date}");
-        }
-        let plus = if self.append.pipelined() { "+" } else { "" };
-        let command = format!(
-            "APPEND {}{opts} {{{size}{plus}}}",
-            quote(&self.m.target_wire)
-        );
-        let tag = self
-            .target
-            .run_command(&command)
-            .await
-            .map_err(|e| ImapError::from_imap(server, &activity, e))?;
-        let refused = if self.append.pipelined() {
-            None
-        } else {
-            self.go_ahead(&tag).await?
-        };
-        self.streaming = Some(Streaming {
-            uid: head.uid,
-            size,
-            left: size,
-            tag,
-            refused,
-        });
-        Ok(())
-    }
-
-    /// Write a piece of the streamed message; after its last, the APPEND is on the wire, its
-    /// answer awaited like a group's.
-    async fn stream_piece(&mut self, piece: Piece) -> Result<(), CopyError> {
-        use tokio::io::AsyncWriteExt;
-        let activity = self.activity();
-        let server = self.server;
-        let Some(streaming) = self.streaming.as_mut() else {
-            return Err(ImapError::new(
-                ImapErrorKind::Network,
-                server,
-                &activity,
-                "a piece of a message arrived outside any message",
-            )
-            .into());
-        };
-        let n = u32::try_from(piece.bytes.len()).unwrap_or(u32::MAX);
-        streaming.left = streaming.left.saturating_sub(n);
-        let done = streaming.left == 0;
-        if streaming.refused.is_none() {
-            let net = |e: std::io::Error| {
-                ImapError::new(ImapErrorKind::Network, server, &activity, e.to_string())
-            };
-            let limit = op_timeout(piece.bytes.len());
-            let target = self.target.get_mut();
-            let work = async {
-                target.write_all(&piece.bytes).await.map_err(net)?;
-                if done {
-                    target.write_all(b"\r\n").await.map_err(net)?;
-                    target.flush().await.map_err(net)?;
-                }
-                Ok::<(), ImapError>(())
-            };
-            tokio::time::timeout(limit, work)
-                .await
-                .map_err(|_| ImapError::timeout(server, &activity, limit))??;
-        }
-        drop(piece);
-        if !done {
-            return Ok(());
-        }
-        let Some(streaming) = self.streaming.take() else {
-            return Ok(());
-        };
-        if let Some(e) = streaming.refused {
-            self.batch.failed += 1;
-            return self
-                .ledger
-                .issue(
-                    &self.m.source.path,
-                    streaming.uid,
-                    IssueKind::Refused,
-                    &e.message,
-                )
-                .map_err(CopyError::Ledger);
-        }
-        self.inflight.push_back(InFlight::Streamed {
-            tag: streaming.tag,
-            uid: streaming.uid,
-            size: streaming.size,
-        });
-        self.groups += 1;
-        let depth = if self.append.pipelined() {
-            self.depth
-        } else {
-            0
-        };
-        while self.groups > depth {
-            self.complete_oldest().await?;
-        }
-        self.settle_marks()
-    }
-
-    /// Everything up to `max_uid` was sent: recorded once the groups before it are answered.
-    fn mark(&mut self, max_uid: u32) -> Result<(), CopyError> {
-        self.inflight.push_back(InFlight::Mark(max_uid));
-        self.sent_since_mark = false;
-        self.settle_marks()
-    }
-
-    /// Record the marks no group is waited for before.
-    fn settle_marks(&mut self) -> Result<(), CopyError> {
-        while let Some(InFlight::Mark(max_uid)) = self.inflight.front() {
-            let max_uid = *max_uid;
-            self.inflight.pop_front();
-            self.record_mark(max_uid)?;
-        }
-        Ok(())
-    }
-
-    fn record_mark(&mut self, max_uid: u32) -> Result<(), CopyError> {
-        // Still pending while later groups are out or refused ones wait for a retry.
-        let pending = self.groups > 0 || !self.refused.is_empty();
-        self.record(max_uid, pending)
-    }
-
-    async fn complete_oldest(&mut self) -> Result<(), CopyError> {
-        match self.inflight.pop_front() {
-            None => Ok(()),
-            Some(InFlight::Mark(max_uid)) => self.record_mark(max_uid),
-            Some(InFlight::Streamed { tag, uid, size }) => {
-                self.groups -= 1;
-                let activity = self.activity();
-                let limit = op_timeout(size as usize);
-                match await_tag(self.target, self.server, &activity, &tag, limit).await {
-                    Ok(()) => {
-                        self.batch.copied += 1;
-                        self.batch.bytes += u64::from(size);
-                        (self.observer)(CopyEvent::Copied {
-                            messages: 1,
-                            bytes: u64::from(size),
-                        });
-                        Ok(())
-                    }
-                    Err(e) if e.kind == ImapErrorKind::Refused => {
-                        self.batch.failed += 1;
-                        self.ledger
-                            .issue(&self.m.source.path, uid, IssueKind::Refused, &e.message)
-                            .map_err(CopyError::Ledger)
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            }
-            Some(InFlight::Group(tags, group)) => {
-                self.groups -= 1;
-                let activity = self.activity();
-                let total: usize = group.iter().map(|f| f.body().len()).sum();
-                let limit = op_timeout(total);
-                let verdicts =
-                    await_tags(self.target, self.server, &activity, &tags, limit).await?;
-                if let [verdict] = verdicts.as_slice()
-                    && tags.len() < group.len()
-                {
-                    // One MULTIAPPEND: all or nothing.
-                    return match verdict {
-                        Ok(()) => {
-                            self.copied(&group);
-                            Ok(())
-                        }
-                        Err(e) if e.kind == ImapErrorKind::Refused => {
-                            self.refused.push(group);
-                            Ok(())
-                        }
-                        Err(e) => Err(e.clone().into()),
-                    };
-                }
-                // One APPEND per message: each has its own answer, a refusal its own reason.
-                for (msg, verdict) in group.iter().zip(verdicts) {
-                    match verdict {
-                        Ok(()) => self.copied(std::slice::from_ref(msg)),
-                        Err(e) if e.kind == ImapErrorKind::Refused => {
-                            self.batch.failed += 1;
-                            self.ledger
-                                .issue(&self.m.source.path, msg.uid, IssueKind::Refused, &e.message)
-                                .map_err(CopyError::Ledger)?;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Count messages the target acknowledged.
-    fn copied(&mut self, messages: &[Fetched]) {
-        let bytes: u64 = messages.iter().map(|f| f.body().len() as u64).sum();
-        self.batch.copied += messages.len() as u64;
-        self.batch.bytes += bytes;
-        (self.observer)(CopyEvent::Copied {
-            messages: messages.len() as u64,
-            bytes,
-        });
-    }
-
-    fn record(&mut self, max_uid: u32, pending: bool) -> Result<(), CopyError> {
-        let record = FolderRecord {
-            uidvalidity: self.uidvalidity,
-            last_uid: max_uid,
-            pending,
-            failed: self.counts.failed + self.counts.skipped + self.batch.failed,
-        };
-        self.ledger
-            .end_batch(&self.m.source.path, record, &self.batch)
-            .map_err(CopyError::Ledger)?;
-        add(self.counts, &self.batch);
-        self.batch = FolderCounts::default();
-        self.recorded_pending = pending;
-        self.last_mark = Some(max_uid);
-        Ok(())
-    }
-
-    /// Wait for every answer, retry the refused groups one message at a time, record.
-    async fn finish(&mut self) -> Result<(), CopyError> {
-        if let Some(streaming) = self.streaming.take() {
-            // The fetching side stopped in the middle of a message: its APPEND cannot be
-            // completed, and the connection is closed so that the server drops it (and nothing
-            // else is sent on it).
-            use tokio::io::AsyncWriteExt;
-            self.target.get_mut().shutdown().await.ok();
-            return Err(ImapError::new(
-                ImapErrorKind::Network,
-                self.server,
-                self.activity(),
-                format!(
-                    "message {} ended {} bytes short; the target's connection was closed",
-                    streaming.uid, streaming.left
-                ),
-            )
-            .into());
-        }
-        while !self.inflight.is_empty() {
-            self.complete_oldest().await?;
-        }
-        let refused = std::mem::take(&mut self.refused);
-        for group in refused {
-            retry_one_by_one(
-                self.target,
-                self.server,
-                self.m,
-                group,
-                &mut self.batch,
-                self.ledger,
-                self.observer,
-            )
-            .await?;
-        }
-        // Messages sent after the last mark (the fetch failed mid-batch) stay pending: the next
-        // run reconciles them by identity.
-        if self.recorded_pending
-            && !self.sent_since_mark
-            && let Some(mark) = self.last_mark
-        {
-            self.record(mark, false)?;
-        }
-        Ok(())
-    }
-}
-
-fn add(total: &mut FolderCounts, batch: &FolderCounts) {
-    total.copied += batch.copied;
-    total.failed += batch.failed;
-    total.bytes += batch.bytes;
-}
-
-fn closed_connection(server: &str, activity: &str) -> ImapError {
+pub(super) fn closed_connection(server: &str, activity: &str) -> ImapError {
     ImapError::new(
         ImapErrorKind::Network,
         server,
@@ -1886,7 +1143,7 @@ fn closed_copy(server: &str) -> ImapError {
 }
 
 /// Generous per-command limit: two minutes plus one second per 100 kB.
-fn op_timeout(bytes: usize) -> Duration {
+pub(super) fn op_timeout(bytes: usize) -> Duration {
     Duration::from_secs(120 + (bytes / 100_000) as u64)
 }
 
@@ -1908,7 +1165,7 @@ where
 }
 
 /// Flags to keep on the copy: all but `\Recent` (which only a server may set).
-fn flag_list<'a>(flags: impl Iterator<Item = async_imap::types::Flag<'a>>) -> String {
+pub(super) fn flag_list<'a>(flags: impl Iterator<Item = async_imap::types::Flag<'a>>) -> String {
     use async_imap::types::Flag as F;
     let mut out: Vec<String> = Vec::new();
     for f in flags {
@@ -2202,19 +1459,6 @@ mod tests {
         // groups waiting for their answers alone.
         let group_kib = u32::try_from(MULTIAPPEND_BYTES >> 10).expect("small");
         assert!(u32::try_from(far.depth).expect("small") * group_kib <= far.budget_kib);
-    }
-
-    #[test]
-    fn the_append_mode_follows_what_the_target_advertises() {
-        use AppendMode::{LiteralPlus, Multiappend, Synchronising};
-        // Dovecot, Cyrus: both. Exchange, Outlook.com: LITERAL+ only. Others: neither.
-        assert_eq!(AppendMode::from_capabilities(true, true), Multiappend);
-        assert_eq!(AppendMode::from_capabilities(false, true), LiteralPlus);
-        assert_eq!(AppendMode::from_capabilities(false, false), Synchronising);
-        // MULTIAPPEND without LITERAL+ would wait for the server between messages anyway.
-        assert_eq!(AppendMode::from_capabilities(true, false), Synchronising);
-        assert!(Multiappend.pipelined() && LiteralPlus.pipelined());
-        assert!(!Synchronising.pipelined());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! IMAP: connect and log in ([`connect`]), list and map folders ([`folders`]), message
-//! identities ([`identity`]), the resumable copy and the verification ([`copy`]).
+//! identities ([`identity`]), pipelined reads ([`pipelined`]), the resumable copy and the
+//! verification ([`copy`]) and its target side, how messages are appended ([`append`]).
 //!
 //! Invariants kept here, whatever the caller does:
 //! - messages are appended byte for byte as the source served them, with their flags (except
@@ -7,8 +8,10 @@
 //! - a batch is recorded as *pending* in the [`copy::Ledger`] before its first APPEND and as done
 //!   after its last, so an interrupted batch is reconciled by identity on the next run instead of
 //!   being sent twice or forgotten;
-//! - memory is bounded by the batch size (a few MB) plus the largest message.
+//! - memory is bounded by the byte budget between fetching and appending (a few MB), whatever
+//!   the message sizes: messages of 2 MB and more pass in 1 MB pieces.
 
+pub mod append;
 pub mod connect;
 pub mod copy;
 pub mod error;

@@ -70,7 +70,7 @@ pub async fn run(
                     )));
                 }
                 let text = outcome.information.as_deref().unwrap_or_default();
-                verdicts.push(super::copy::verdict(
+                verdicts.push(super::append::verdict(
                     server,
                     &commands[current + ahead].1,
                     status,
