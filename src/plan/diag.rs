@@ -110,6 +110,9 @@ pub struct Label {
     pub source: Arc<SourceFile>,
     pub span: Span,
     pub text: String,
+    /// The span holds a secret written in clear: its text is masked in every snippet (see
+    /// [`Diagnostics::hide_secrets`]).
+    pub secret: bool,
 }
 
 /// One problem found in a plan.
@@ -152,8 +155,24 @@ impl Diagnostic {
             source: Arc::clone(source),
             span,
             text: text.into(),
+            secret: false,
         });
         self
+    }
+
+    /// [`Diagnostic::with_label`] on a secret written in clear: no snippet shows its text.
+    #[must_use]
+    pub fn with_secret_label(
+        self,
+        source: &Arc<SourceFile>,
+        span: Span,
+        text: impl Into<String>,
+    ) -> Self {
+        let mut d = self.with_label(source, span, text);
+        if let Some(l) = d.labels.last_mut() {
+            l.secret = true;
+        }
+        d
     }
 
     #[must_use]
@@ -287,6 +306,50 @@ pub struct Diagnostics {
 impl Diagnostics {
     pub fn push(&mut self, d: Diagnostic) {
         self.items.push(d);
+    }
+
+    /// Mask every secret written in clear (the spans of secret labels) in the files the
+    /// diagnostics show: each such file is replaced, in every label, by a copy whose secret
+    /// bytes are `*` (same length, so every span still points at the same place). A snippet
+    /// then never prints a password, not even as a context line of another problem.
+    pub fn hide_secrets(&mut self) {
+        let mut masked: Vec<(Arc<SourceFile>, Arc<SourceFile>)> = Vec::new();
+        let secrets: Vec<(Arc<SourceFile>, Span)> = self
+            .items
+            .iter()
+            .flat_map(|d| d.labels.iter())
+            .filter(|l| l.secret)
+            .map(|l| (Arc::clone(&l.source), l.span))
+            .collect();
+        for (source, _) in &secrets {
+            if masked
+                .iter()
+                .any(|(original, _)| Arc::ptr_eq(original, source))
+            {
+                continue;
+            }
+            let mut bytes = source.text.as_bytes().to_vec();
+            for (_, span) in secrets.iter().filter(|(s, _)| Arc::ptr_eq(s, source)) {
+                let end = (span.offset + span.len).min(bytes.len());
+                for b in &mut bytes[span.offset.min(end)..end] {
+                    *b = b'*';
+                }
+            }
+            // Spans hold whole characters, so the masked text stays UTF-8.
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            masked.push((
+                Arc::clone(source),
+                SourceFile::new(source.name.clone(), text),
+            ));
+        }
+        for label in self.items.iter_mut().flat_map(|d| d.labels.iter_mut()) {
+            if let Some((_, copy)) = masked
+                .iter()
+                .find(|(original, _)| Arc::ptr_eq(original, &label.source))
+            {
+                label.source = Arc::clone(copy);
+            }
+        }
     }
 
     pub fn has_errors(&self) -> bool {

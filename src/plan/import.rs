@@ -338,7 +338,7 @@ fn row_node(
                         Code::Insecure,
                         format!("`{key}` is written in the CSV file in clear"),
                     )
-                    .with_label(r.source, *span, "not a secret reference")
+                    .with_secret_label(r.source, *span, "not a secret reference")
                     .with_help("refer to it instead: `env:NAME`, `file:PATH` or `command:CMD`"),
                 );
                 continue;

@@ -49,5 +49,6 @@ pub fn load_with(
         }
     };
     diags.sort();
+    diags.hide_secrets();
     (plan, diags)
 }

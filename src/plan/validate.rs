@@ -233,6 +233,7 @@ fn label_imports(
                 source: Arc::clone(plan),
                 span: *span,
                 text: "imported here".to_owned(),
+                secret: false,
             });
         }
     }
@@ -552,7 +553,7 @@ fn read_secret(r: &mut Reader<'_>, node: &Node, what: &str) -> Option<SecretRef>
     if let Value::Str(_) = node.value {
         r.diags.push(
             Diagnostic::error(Code::Insecure, format!("{what} is written in the plan in clear"))
-                .with_label(r.source, node.span, "a password in a plan file")
+                .with_secret_label(r.source, node.span, "a password in a plan file")
                 .with_help("refer to it instead: `{ env: NAME }`, `{ file: PATH }` or `{ command: \"pass show …\" }`"),
         );
         return None;

@@ -378,3 +378,59 @@ fn unresolvable_secrets_are_warnings_and_no_secret_value_is_ever_printed() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_password_written_in_clear_is_refused_and_never_printed() {
+    // In the plan and in an imported CSV file: exit 2, the place named, and the value masked
+    // in every snippet (also where another problem's snippet shows its line as context).
+    const IN_PLAN: &str = "hunter2-plain-Kq4";
+    const IN_CSV: &str = "csv-plain-Zr8";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("p.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "version: 1\nplatforms:\n  a: {{ type: imap, imap: {{ host: a.example }} }}\n  b: {{ type: imap, imap: {{ host: b.example }} }}\naccounts:\n  - address: x@y.example\n    from: a\n    to: a\n    source-password: {IN_PLAN}\n    target-password: {{ env: X }}\n  - import: rows.csv\n"
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("rows.csv"),
+        format!(
+            "address,from,to,source-password,target-password\nz@y.example,a,b,{IN_CSV},env:Z\n"
+        ),
+    )
+    .expect("write");
+    let plan = plan.to_str().expect("path");
+    for format in ["human", "json", "github"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailplan"))
+            .args(["validate", plan, "--format", format])
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{format}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !all.contains(IN_PLAN) && !all.contains(IN_CSV),
+            "{format}: {all}"
+        );
+        assert!(
+            all.contains("written in the plan in clear"),
+            "{format}: {all}"
+        );
+        assert!(
+            all.contains("written in the CSV file in clear"),
+            "{format}: {all}"
+        );
+        if format == "human" {
+            // Both snippets show the line, masked: the `from`/`to` problem's context too.
+            assert!(all.contains(&"*".repeat(IN_PLAN.len())), "{all}");
+            assert!(all.contains(&"*".repeat(IN_CSV.len())), "{all}");
+            assert!(all.contains("same as `from`"), "{all}");
+        }
+    }
+}
