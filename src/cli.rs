@@ -159,6 +159,10 @@ pub enum OvhCommand {
         /// `[default] endpoint` in ovh.conf, then ovh-eu).
         #[arg(long)]
         endpoint: Option<String>,
+        /// Store the consumer key in this `ovh.conf` (under the endpoint's section, file mode
+        /// 0600) instead of printing it, e.g. `~/.ovh.conf` or `./ovh.conf`.
+        #[arg(long, value_name = "PATH")]
+        save: Option<PathBuf>,
     },
 }
 
@@ -321,8 +325,8 @@ pub fn run() -> u8 {
             Err(code) => code,
         },
         Command::Ovh {
-            command: OvhCommand::Login { endpoint },
-        } => ovh_login(endpoint.as_deref(), color),
+            command: OvhCommand::Login { endpoint, save },
+        } => ovh_login(endpoint.as_deref(), save.as_deref(), color),
         Command::Graph { plan, format } => match load_valid(&plan, color) {
             Ok(plan) => {
                 let graph = StepGraph::build(&plan);
@@ -362,8 +366,9 @@ fn apply(plan: Plan, options: &ApplyOptions, output: Output, color: bool) -> u8 
 }
 
 /// `mailplan ovh login`: request a consumer key with [`ovh::api::auth::ACCESS_RULES`]; the URL
-/// and the key go to stdout, the explanations to stderr.
-fn ovh_login(endpoint: Option<&str>, color: bool) -> u8 {
+/// and the key go to stdout (the key to the `--save` file instead, when given), the
+/// explanations to stderr.
+fn ovh_login(endpoint: Option<&str>, save: Option<&Path>, color: bool) -> u8 {
     use crate::providers::ovh::{self, api::auth};
     let credentials = match ovh::config::load(&ovh::ConfigSources::system(), endpoint) {
         Ok(c) => c,
@@ -406,12 +411,32 @@ fn ovh_login(endpoint: Option<&str>, color: bool) -> u8 {
     for rule in auth::ACCESS_RULES {
         let _ = writeln!(err, "  {:<6} {}", rule.method, rule.path);
     }
+    if let Some(path) = save {
+        if let Err(e) = ovh::config::save_consumer_key(path, &section, &pending.consumer_key) {
+            let _ = writeln!(
+                err,
+                "cannot store the consumer key in {}: {e}",
+                path.display()
+            );
+            return 1;
+        }
+        let _ = writeln!(
+            err,
+            "\nThe consumer key is stored in {} under [{section}] (mode 0600). Open the URL \
+             below, log in with the OVHcloud account that is admin and tech contact of the \
+             services, and choose a validity period.\n",
+            path.display()
+        );
+        let _ = writeln!(io::stdout(), "validation_url={}", pending.validation_url);
+        return 0;
+    }
     let _ = writeln!(
         err,
         "\n1. Open the URL below, log in with the OVHcloud account that is admin and tech \
          contact of the services, and choose a validity period.\n2. Store the key, either in \
          the environment (export OVH_CONSUMER_KEY=...) or in ovh.conf (./ovh.conf, \
-         ~/.ovh.conf or /etc/ovh.conf) under [{section}] as consumer_key=...\n"
+         ~/.ovh.conf or /etc/ovh.conf) under [{section}] as consumer_key=... (`--save PATH` \
+         does that instead of printing it)\n"
     );
     let stdout = io::stdout();
     let mut out = stdout.lock();

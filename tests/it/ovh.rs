@@ -511,6 +511,42 @@ fn ovh_login_asks_for_a_consumer_key_with_the_tools_rules() {
 }
 
 #[test]
+fn ovh_login_save_stores_the_key_in_ovh_conf_and_prints_no_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new("");
+    let conf = w.dir.path().join("ovh.conf");
+    std::fs::write(&conf, "[default]\nendpoint=ovh-eu\n").expect("write ovh.conf");
+    let out = w
+        .command(&[
+            "ovh",
+            "login",
+            "--endpoint",
+            &w.sim.base_url(),
+            "--save",
+            conf.to_str().expect("utf-8"),
+        ])
+        .env_remove("OVH_CONSUMER_KEY")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stored = std::fs::read_to_string(&conf).expect("ovh.conf");
+    assert!(
+        stored.starts_with("[default]\nendpoint=ovh-eu\n"),
+        "{stored}"
+    );
+    let key = stored
+        .lines()
+        .find_map(|l| l.strip_prefix("consumer_key="))
+        .expect("a consumer key stored");
+    assert!(!key.is_empty(), "{stored}");
+    let all = text(&out);
+    assert!(!all.contains(key), "the key was printed: {all}");
+    assert!(all.contains("validation_url="), "{all}");
+    let mode = std::fs::metadata(&conf).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
 fn reset_source_runs_only_when_asked_and_only_after_verify() {
     let w = World::new("");
     let plan = w.plan("after:\n  reset-source: true\n");

@@ -256,6 +256,81 @@ pub fn load(sources: &ConfigSources<'_>, endpoint: Option<&str>) -> Result<Crede
     }
 }
 
+/// `text` (an `ovh.conf`) with `key=value` in `[section]`: an existing `key` line of that section
+/// replaced, else the line added right after the section's header, else the section appended.
+/// Every other line is kept as it was.
+pub fn with_ini_key(text: &str, section: &str, key: &str, value: &str) -> String {
+    let line_key = |line: &str| {
+        let at = line.find(['=', ':'])?;
+        Some(line[..at].trim().to_ascii_lowercase())
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    let mut header_at = None;
+    let mut done = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = Some(name.trim().to_owned());
+            out.push(line.to_owned());
+            if name.trim() == section && header_at.is_none() {
+                header_at = Some(out.len());
+            }
+            continue;
+        }
+        let in_section = current.as_deref() == Some(section);
+        if in_section
+            && !done
+            && !line.starts_with([' ', '\t'])
+            && !trimmed.starts_with(['#', ';'])
+            && line_key(trimmed).as_deref() == Some(key)
+        {
+            out.push(format!("{key}={value}"));
+            done = true;
+            continue;
+        }
+        out.push(line.to_owned());
+    }
+    if !done {
+        match header_at {
+            Some(at) => out.insert(at, format!("{key}={value}")),
+            None => {
+                if out.last().is_some_and(|l| !l.trim().is_empty()) {
+                    out.push(String::new());
+                }
+                out.push(format!("[{section}]"));
+                out.push(format!("{key}={value}"));
+            }
+        }
+    }
+    out.join("\n") + "\n"
+}
+
+/// Store a consumer key in the `ovh.conf` at `path` under `[section]` (see [`with_ini_key`]): the
+/// file is written whole to a temporary file beside it, mode 0600, then renamed over it.
+pub fn save_consumer_key(path: &Path, section: &str, key: &Secret) -> Result<(), String> {
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    use std::io::Write as _;
+    let old = match fs_err::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e.to_string()),
+    };
+    let text = with_ini_key(&old, section, "consumer_key", key.expose());
+    let tmp = path.with_extension("conf.mailplan-tmp");
+    let mut file = fs_err::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| e.to_string())?;
+    file.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    file.sync_all().map_err(|e| e.to_string())?;
+    drop(file);
+    fs_err::rename(&tmp, path).map_err(|e| e.to_string())
+}
+
 /// A Python-`configparser`-like INI reader: `[section]`, `key = value` or `key: value`, keys
 /// lower-cased, values trimmed, whole-line comments with `#` or `;`. Indented continuation lines
 /// and lines outside a section are ignored.
@@ -290,6 +365,41 @@ fn parse_ini(text: &str) -> Vec<(String, String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_replaced_in_its_section_added_to_it_or_to_a_new_one() {
+        let text = "[default]\nendpoint=ovh-eu\n\n[ovh-eu]\napplication_key=ak\nconsumer_key = old\n[ovh-ca]\nconsumer_key=ca\n";
+        let replaced = with_ini_key(text, "ovh-eu", "consumer_key", "new");
+        assert_eq!(
+            replaced,
+            "[default]\nendpoint=ovh-eu\n\n[ovh-eu]\napplication_key=ak\nconsumer_key=new\n[ovh-ca]\nconsumer_key=ca\n"
+        );
+        let added = with_ini_key(
+            "[ovh-eu]\napplication_key=ak\n",
+            "ovh-eu",
+            "consumer_key",
+            "k",
+        );
+        assert_eq!(added, "[ovh-eu]\nconsumer_key=k\napplication_key=ak\n");
+        let new_section = with_ini_key(
+            "[default]\nendpoint=ovh-eu\n",
+            "ovh-eu",
+            "consumer_key",
+            "k",
+        );
+        assert_eq!(
+            new_section,
+            "[default]\nendpoint=ovh-eu\n\n[ovh-eu]\nconsumer_key=k\n"
+        );
+        assert_eq!(
+            with_ini_key("", "ovh-eu", "consumer_key", "k"),
+            "[ovh-eu]\nconsumer_key=k\n"
+        );
+        // What is written is what the reader finds.
+        let read = parse_ini(&replaced);
+        assert!(read.contains(&("ovh-eu".into(), "consumer_key".into(), "new".into())));
+        assert!(read.contains(&("ovh-ca".into(), "consumer_key".into(), "ca".into())));
+    }
 
     fn no_env(_: &str) -> Option<String> {
         None
