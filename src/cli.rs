@@ -125,8 +125,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
     },
-    /// The migration report: per account messages found, copied, already there, skipped and
-    /// refused (with the server's reason), bytes and durations.
+    /// The migration report: per account messages in the source, on the target, copied by
+    /// mailplan, skipped and refused (with the server's reason), bytes and durations.
     Report {
         /// The plan file (YAML).
         plan: PathBuf,

@@ -14,9 +14,12 @@ pub struct AccountState {
     pub steps: Vec<StepRecord>,
     pub folders: Vec<FolderRow>,
     pub issues: Vec<IssueRow>,
-    /// From the last `copy-mail`: messages in the source, already on the target.
+    /// From the last `copy-mail`: messages in the source, already on the target before that
+    /// pass, and on the target after it (already there plus copied by it). `None` for an account
+    /// whose flow copies no mail itself (a historical MX Plan account).
     pub found: u64,
     pub already: u64,
+    pub on_target: Option<u64>,
     /// Cumulated over every run.
     pub copied: u64,
     pub bytes: u64,
@@ -92,6 +95,7 @@ pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError>
             flow: a.flow.name().to_owned(),
             found: total("found"),
             already: total("already"),
+            on_target: copy.as_ref().map(|_| total("already") + total("copied")),
             copied: folders.iter().map(|f| f.copied).sum(),
             bytes: folders.iter().map(|f| f.bytes).sum(),
             too_large: issues.iter().filter(|i| i.kind == "too-large").count() as u64,

@@ -90,17 +90,15 @@ pub fn render_status(s: &Snapshot, format: StatusFormat, out: &mut dyn Write) ->
             }
             writeln!(out, "{}", line.trim_end())?;
         }
-        if a.found > 0 || a.copied > 0 {
-            let left = a.found.saturating_sub(a.already + a.copied.min(a.found));
+        if let Some(on_target) = a.on_target {
             writeln!(
                 out,
-                "  messages: {} in the source, {} copied ({}), {} already there, {} left, {} \
-                 refused, {} too large",
+                "  messages: {} in the source, {on_target} on the target ({} copied by mailplan, \
+                 {}), {} left, {} refused, {} too large",
                 a.found,
                 a.copied,
                 human_bytes(a.bytes),
-                a.already,
-                left,
+                left(a, on_target),
                 a.refused,
                 a.too_large
             )?;
@@ -132,6 +130,20 @@ pub fn render_report(s: &Snapshot, format: ReportFormat, out: &mut dyn Write) ->
     }
 }
 
+/// Source messages neither on the target nor left out with a reason (too large, refused).
+fn left(a: &AccountState, on_target: u64) -> u64 {
+    a.found.saturating_sub(on_target + a.too_large + a.refused)
+}
+
+/// A count that only a copy by mailplan gives, or `–` (a historical account: OVH copies it).
+fn copy_count(a: &AccountState, n: u64) -> String {
+    if a.on_target.is_some() {
+        n.to_string()
+    } else {
+        "–".to_owned()
+    }
+}
+
 fn step_ms(a: &AccountState, kind: &str) -> Option<i64> {
     a.steps
         .iter()
@@ -146,7 +158,7 @@ fn markdown(s: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
     }
     writeln!(
         out,
-        "| account | state | found | copied | already there | too large | refused | bytes | copy | verify |"
+        "| account | state | in the source | on the target | copied by mailplan | too large | refused | bytes | copy | verify |"
     )?;
     writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")?;
     for a in &s.accounts {
@@ -155,9 +167,9 @@ fn markdown(s: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             a.address,
             account_state(a),
-            a.found,
-            a.copied,
-            a.already,
+            copy_count(a, a.found),
+            copy_count(a, a.on_target.unwrap_or(0)),
+            copy_count(a, a.copied),
             a.too_large,
             a.refused,
             human_bytes(a.bytes),
@@ -213,8 +225,8 @@ fn html(s: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
     if s.exists {
         writeln!(
             out,
-            "<table><tr><th>account</th><th>state</th><th>found</th><th>copied</th><th>already \
-             there</th><th>too large</th><th>refused</th><th>bytes</th><th>copy</th><th>verify\
+            "<table><tr><th>account</th><th>state</th><th>in the source</th><th>on the target\
+             </th><th>copied by mailplan</th><th>too large</th><th>refused</th><th>bytes</th><th>copy</th><th>verify\
              </th></tr>"
         )?;
         for a in &s.accounts {
@@ -225,9 +237,9 @@ fn html(s: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
                  <td class=n>{}</td></tr>",
                 escape(&a.address),
                 account_state(a),
-                a.found,
-                a.copied,
-                a.already,
+                copy_count(a, a.found),
+                copy_count(a, a.on_target.unwrap_or(0)),
+                copy_count(a, a.copied),
                 a.too_large,
                 a.refused,
                 human_bytes(a.bytes),

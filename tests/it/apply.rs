@@ -218,10 +218,28 @@ fn a_full_copy_is_exact_a_rerun_copies_nothing_and_a_delta_pass_takes_only_new_m
         Some(source.message_total() as u64 + 12)
     );
     assert_eq!(account["missing"], 0);
+    // After the delta pass: every source message is on the target, all copied by mailplan over
+    // the runs (the report does not count them twice as "copied" and "already there").
+    let total = source.message_total() as u64 + 12;
+    assert_eq!(account["found"].as_u64(), Some(total), "{status}");
+    assert_eq!(account["on_target"].as_u64(), Some(total), "{status}");
     let out = s.run(&["report", plan, "--format", "markdown"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let md = String::from_utf8_lossy(&out.stdout);
-    assert!(md.contains("| alice@old.example | verified |"), "{md}");
+    assert!(
+        md.contains(&format!(
+            "| alice@old.example | verified | {total} | {total} | {total} | 0 | 0 |"
+        )),
+        "{md}"
+    );
+    let out = s.run(&["status", plan]);
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        human.contains(&format!(
+            "{total} in the source, {total} on the target ({total} copied by mailplan"
+        )),
+        "{human}"
+    );
     let out = s.run(&["report", plan, "--format", "html"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("<td>alice@old.example</td>"));
 
