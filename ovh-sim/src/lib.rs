@@ -85,6 +85,9 @@ pub enum FaultKind {
     AlreadyProcessing,
     /// 500 `{"class": "Server::InternalServerError", …}`.
     ServerError,
+    /// 404 `{"class": "Client::NotFound", …}` naming the path's last segment but one: the object
+    /// went away between a listing and this call (another admin, another step).
+    Gone,
     /// The tasks the matching calls make take this long in each state.
     SlowTasks {
         /// Milliseconds in `todo`.
@@ -103,6 +106,7 @@ impl FaultKind {
             FaultKind::TooManyRequests { .. }
                 | FaultKind::AlreadyProcessing
                 | FaultKind::ServerError
+                | FaultKind::Gone
         )
     }
 
@@ -117,6 +121,17 @@ impl FaultKind {
             FaultKind::AlreadyProcessing => {
                 let subject = path.rsplit('/').next().unwrap_or(path);
                 Reply::busy(subject)
+            }
+            FaultKind::Gone => {
+                let mut segments = path.trim_end_matches('/').rsplit('/');
+                let last = segments.next().unwrap_or(path);
+                let object = segments
+                    .next()
+                    .filter(|_| last.chars().all(char::is_alphabetic));
+                Reply::not_found(&format!(
+                    "The requested object ({}) does not exist",
+                    object.unwrap_or(last)
+                ))
             }
             _ => Reply::error(500, "Server::InternalServerError", "Internal server error"),
         }
@@ -160,6 +175,11 @@ impl Fault {
     /// 500.
     pub fn server_error() -> Fault {
         Fault::new(FaultKind::ServerError)
+    }
+
+    /// 404 Not Found, as for an object that went away meanwhile.
+    pub fn gone() -> Fault {
+        Fault::new(FaultKind::Gone)
     }
 
     /// Tasks made by the matching calls take `todo_ms` then `doing_ms`.

@@ -643,25 +643,41 @@ pub(crate) async fn preflight(
     {
         problems.push("an auto-responder is set: remove it first".to_owned());
     }
-    let placeholders = legacy_destination(ovh, &activity, domain, account, &service).await?;
-    let Some(first) = placeholders.first() else {
-        problems.push(format!(
-            "no free @configureme.me account on {}: order one more Exchange account",
-            service.service
-        ));
-        return Err(Failure::Blocked(problems.join("; ")));
-    };
-    // checkMigrate answers 200 with a list of errors; the *_INPROGRESS ones pass with time.
-    let check = until(stop, Duration::from_secs(15 * 60), || async {
-        let check =
-            legacy::check_migrate(c, &activity, domain, account, &service.service, first).await?;
-        if check.is_retryable() && !check.is_clear() {
-            Ok(None)
-        } else {
-            Ok(Some(check))
+    // A placeholder another step of this run claimed is no candidate; one can still be taken
+    // between the listing and the check (a `configure-target` running meanwhile turns it into
+    // a real address): the check then answers 404 and the list is read again.
+    let mut relisted = 0;
+    let (placeholders, check) = loop {
+        let placeholders: Vec<String> =
+            legacy_destination(ovh, &activity, domain, account, &service)
+                .await?
+                .into_iter()
+                .filter(|p| ovh.claimed.lock().map_or(true, |held| !held.contains(p)))
+                .collect();
+        let Some(first) = placeholders.first() else {
+            problems.push(format!(
+                "no free @configureme.me account on {}: order one more Exchange account",
+                service.service
+            ));
+            return Err(Failure::Blocked(problems.join("; ")));
+        };
+        // checkMigrate answers 200 with a list of errors; the *_INPROGRESS ones pass with time.
+        let check = until(stop, Duration::from_secs(15 * 60), || async {
+            match legacy::check_migrate(c, &activity, domain, account, &service.service, first)
+                .await
+            {
+                Err(e) if e.kind == OvhErrorKind::NotFound && relisted < 3 => Ok(Some(None)),
+                Err(e) => Err(e.into()),
+                Ok(check) if check.is_retryable() && !check.is_clear() => Ok(None),
+                Ok(check) => Ok(Some(Some(check))),
+            }
+        })
+        .await?;
+        match check {
+            Some(check) => break (placeholders, check),
+            None => relisted += 1, // the placeholder is gone: list again
         }
-    })
-    .await?;
+    };
     if !check.is_clear() {
         problems.push(format!("checkMigrate: {}", check.describe()));
     }

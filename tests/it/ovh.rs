@@ -311,6 +311,39 @@ fn injected_429_409_and_500_are_survived() {
 }
 
 #[test]
+fn a_placeholder_taken_between_the_listing_and_its_check_is_replaced_by_another() {
+    // Another step (or admin) turns the @configureme.me account the preflight listed into a
+    // real address before its checkMigrate: the API answers 404; the preflight lists again
+    // and the migration goes on (this race failed a run of the end-to-end test once).
+    let w = World::new("");
+    let plan = w.plan("");
+    w.sim.inject(
+        Fault::gone()
+            .on(
+                "GET",
+                "/email/domain/legacy.test/account/john/migrate/hosted-test-1/destinationEmailAddress/",
+            )
+            .times(1),
+    );
+    let out = w.run(&["apply", plan.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let checks: Vec<u16> = w
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/checkMigrate"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(checks.first(), Some(&404), "{checks:?}");
+    assert!(checks[1..].contains(&200), "{checks:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("done    migrate-legacy john@legacy.test"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_redirection_on_a_legacy_account_fails_it_alone_with_what_to_do() {
     let w = World::new(
         "    redirections:\n      - { from: john@legacy.test, to: john@elsewhere.example }\n",
