@@ -17,11 +17,11 @@ use serde::Serialize;
 use super::connect::Session;
 use super::copy::{
     CopyError, CopyEvent, Fetched, FolderCounts, FolderRecord, IssueKind, Ledger, Piece,
-    StreamHead, closed_connection, op_timeout,
+    StreamHead, op_timeout,
 };
 use super::error::{ImapError, ImapErrorKind};
 use super::folders::FolderMapping;
-use super::pipelined::quote;
+use super::pipelined::{next_response, quote};
 
 /// How messages reach the target, from what it advertises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,6 +102,19 @@ async fn multiappend(
     await_tag(target, server, activity, &tag, op_timeout(total)).await
 }
 
+/// What goes between an APPEND's mailbox and its literal: ` (FLAGS)` and ` "INTERNALDATE"`,
+/// each when there is one.
+fn append_options(flags: &str, date: Option<&str>) -> String {
+    let mut opts = String::new();
+    if !flags.is_empty() {
+        let _ = write!(opts, " ({flags})");
+    }
+    if let Some(date) = date {
+        let _ = write!(opts, " {date}");
+    }
+    opts
+}
+
 /// Write a MULTIAPPEND without waiting for its answer; the tag to wait for.
 async fn send_append(
     target: &mut Session,
@@ -119,13 +132,7 @@ async fn send_append(
     let work = async {
         let mut tag = None;
         for msg in messages {
-            let mut opts = String::new();
-            if !msg.flags.is_empty() {
-                let _ = write!(opts, " ({})", msg.flags);
-            }
-            if let Some(date) = &msg.date {
-                let _ = write!(opts, " {date}");
-            }
+            let opts = append_options(&msg.flags, msg.date.as_deref());
             let head = format!("{opts} {{{}+}}", msg.body().len());
             if tag.is_none() {
                 let command = format!("APPEND {}{head}", quote(mailbox));
@@ -183,34 +190,25 @@ async fn await_tags(
     limit: Duration,
 ) -> Result<Vec<Result<(), ImapError>>, ImapError> {
     use async_imap::imap_proto::Response;
-    let net =
-        |e: std::io::Error| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string());
     let mut verdicts: Vec<Option<Result<(), ImapError>>> = tags.iter().map(|_| None).collect();
     let work = async {
-        let mut left = tags.len();
-        while left > 0 {
-            let Some(response) = target.read_response().await.map_err(net)? else {
-                return Err(ImapError::new(
-                    ImapErrorKind::Network,
-                    server,
-                    activity,
-                    "the server closed the connection",
-                ));
-            };
-            if let Response::Done {
-                tag: done,
-                status,
-                outcome,
-            } = response.parsed()
-                && let Some(i) = tags.iter().position(|t| t == done)
-                && verdicts[i].is_none()
-            {
-                let text = outcome.information.as_deref().unwrap_or_default();
-                verdicts[i] = Some(verdict(server, activity, status, text));
-                left -= 1;
-            }
+        while verdicts.iter().any(Option::is_none) {
+            next_response(target, server, activity, limit, |response| {
+                if let Response::Done {
+                    tag: done,
+                    status,
+                    outcome,
+                } = response
+                    && let Some(i) = tags.iter().position(|t| t == done)
+                    && verdicts[i].is_none()
+                {
+                    let text = outcome.information.as_deref().unwrap_or_default();
+                    verdicts[i] = Some(verdict(server, activity, status, text));
+                }
+            })
+            .await?;
         }
-        Ok(())
+        Ok::<(), ImapError>(())
     };
     tokio::time::timeout(limit, work)
         .await
@@ -397,13 +395,7 @@ impl<'a, 'c> Appender<'a, 'c> {
         let activity = self.activity();
         let server = self.server;
         for msg in group {
-            let mut opts = String::new();
-            if !msg.flags.is_empty() {
-                let _ = write!(opts, " ({})", msg.flags);
-            }
-            if let Some(date) = &msg.date {
-                let _ = write!(opts, " {date}");
-            }
+            let opts = append_options(&msg.flags, msg.date.as_deref());
             let command = format!(
                 "APPEND {}{opts} {{{}}}",
                 quote(&self.m.target_wire),
@@ -458,24 +450,28 @@ impl<'a, 'c> Appender<'a, 'c> {
         let server = self.server;
         let limit = op_timeout(0);
         loop {
-            let response = tokio::time::timeout(limit, self.target.read_response())
-                .await
-                .map_err(|_| ImapError::timeout(server, &activity, limit))?
-                .map_err(|e| {
-                    ImapError::new(ImapErrorKind::Network, server, &activity, e.to_string())
-                })?
-                .ok_or_else(|| closed_connection(server, &activity))?;
-            let (done, verdict) = match response.parsed() {
-                Response::Continue { .. } => return Ok(None),
+            // (true, …) for the go-ahead, else a tagged answer, if any.
+            let (go, answer) = next_response(self.target, server, &activity, limit, |r| match r {
+                Response::Continue { .. } => (true, None),
                 Response::Done {
                     tag: done,
                     status,
                     outcome,
                 } => {
                     let text = outcome.information.as_deref().unwrap_or_default();
-                    (done.clone(), verdict(server, &activity, status, text))
+                    (
+                        false,
+                        Some((done.clone(), verdict(server, &activity, status, text))),
+                    )
                 }
-                _ => continue,
+                _ => (false, None),
+            })
+            .await?;
+            if go {
+                return Ok(None);
+            }
+            let Some((done, verdict)) = answer else {
+                continue;
             };
             if done == *tag {
                 return match verdict {
@@ -521,13 +517,7 @@ impl<'a, 'c> Appender<'a, 'c> {
         self.sending()?;
         let activity = self.activity();
         let (server, size) = (self.server, head.size);
-        let mut opts = String::new();
-        if !head.flags.is_empty() {
-            let _ = write!(opts, " ({})", head.flags);
-        }
-        if let Some(date) = &head.date {
-            let _ = write!(opts, " {date}");
-        }
+        let opts = append_options(&head.flags, head.date.as_deref());
         let plus = if self.append.pipelined() { "+" } else { "" };
         let command = format!(
             "APPEND {}{opts} {{{size}{plus}}}",

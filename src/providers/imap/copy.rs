@@ -697,7 +697,7 @@ async fn stream_message(
     budget_kib: u32,
     tx: &mpsc::Sender<Item>,
 ) -> Result<Streamed, ImapError> {
-    use async_imap::imap_proto::{AttributeValue, Response};
+    use async_imap::imap_proto::Response;
 
     let activity = format!("fetching message {} of {folder}", w.uid);
     let run = |e| ImapError::from_imap(server, &activity, e);
@@ -711,8 +711,7 @@ async fn stream_message(
         .map_err(run)?;
     let piece_kib = PIECE >> 10;
     let ahead = (budget_kib / piece_kib).clamp(1, 4) as usize;
-    // (tag, offset, length, budget share) of the pieces asked and not yet passed on.
-    let mut asked: std::collections::VecDeque<_> = std::collections::VecDeque::new();
+    let mut asked = Asked::new();
     let mut received: HashMap<u32, Vec<u8>> = HashMap::new();
     let mut answered: std::collections::HashSet<String> = std::collections::HashSet::new();
     // (flags, INTERNALDATE, bytes at size-1) once the probe's answer is in.
@@ -751,65 +750,36 @@ async fn stream_message(
         };
         while !ready(&received, &answered) {
             let limit = op_timeout(PIECE as usize);
-            let response = tokio::time::timeout(limit, source.read_response())
-                .await
-                .map_err(|_| ImapError::timeout(server, &activity, limit))?
-                .map_err(|e| {
-                    ImapError::new(ImapErrorKind::Network, server, &activity, e.to_string())
-                })?
-                .ok_or_else(|| closed_connection(server, &activity))?;
-            match response.parsed() {
-                Response::Fetch(_, attributes) => {
-                    let is_probe = attributes
-                        .iter()
-                        .any(|a| matches!(a, AttributeValue::InternalDate(_)));
-                    let mut flags = String::new();
-                    let mut internal_date = None;
-                    let mut last = 0;
-                    for a in attributes {
-                        match a {
-                            AttributeValue::Flags(names) => {
-                                flags = flag_list(
-                                    names
-                                        .iter()
-                                        .map(|f| async_imap::types::Flag::from(f.as_ref())),
-                                );
-                            }
-                            AttributeValue::InternalDate(d) => {
-                                internal_date = Some(format!("\"{d}\""));
-                            }
-                            AttributeValue::BodySection {
-                                section: None,
-                                index: Some(i),
-                                data,
-                            } => {
-                                let bytes = data.as_deref().unwrap_or_default();
-                                if is_probe {
-                                    last = bytes.len();
-                                } else if asked.iter().any(|(_, o, _, _)| o == i) {
-                                    received.entry(*i).or_insert_with(|| bytes.to_vec());
-                                }
-                            }
-                            _ => {}
+            let (received, answered, probe) = (&mut received, &mut answered, &mut probe);
+            let answered_without_piece = pipelined::next_response(
+                source,
+                server,
+                &activity,
+                limit,
+                |response| match response {
+                    Response::Fetch(_, attributes) => {
+                        let seen = read_piece_or_probe(attributes, &asked, received);
+                        if probe.is_none() {
+                            *probe = seen;
                         }
+                        Ok(false)
                     }
-                    if is_probe && probe.is_none() {
-                        probe = Some((flags, internal_date, last));
+                    Response::Done {
+                        tag: done,
+                        status,
+                        outcome,
+                    } => {
+                        let text = outcome.information.as_deref().unwrap_or_default();
+                        verdict(server, &activity, status, text)?;
+                        answered.insert(done.0.clone());
+                        Ok(done.0 == tag && at.is_some_and(|at| !received.contains_key(&at)))
                     }
-                }
-                Response::Done {
-                    tag: done,
-                    status,
-                    outcome,
-                } => {
-                    let text = outcome.information.as_deref().unwrap_or_default();
-                    verdict(server, &activity, status, text)?;
-                    answered.insert(done.0.clone());
-                    if done.0 == tag && at.is_some_and(|at| !received.contains_key(&at)) {
-                        break; // answered without the piece: an error below
-                    }
-                }
-                _ => {}
+                    _ => Ok(false),
+                },
+            )
+            .await??;
+            if answered_without_piece {
+                break; // an error below
             }
         }
         answered.remove(&tag);
@@ -865,17 +835,55 @@ async fn stream_message(
     Ok(Streamed::Sent)
 }
 
+/// A FETCH answer while a message streams: a piece asked (kept by its offset in `received`), or
+/// the probe (told by its INTERNALDATE): then its flags, INTERNALDATE and how many bytes it
+/// found at `size - 1`.
+fn read_piece_or_probe(
+    attributes: &[async_imap::imap_proto::AttributeValue<'_>],
+    asked: &Asked,
+    received: &mut HashMap<u32, Vec<u8>>,
+) -> Option<(String, Option<String>, usize)> {
+    use async_imap::imap_proto::AttributeValue;
+    let is_probe = attributes
+        .iter()
+        .any(|a| matches!(a, AttributeValue::InternalDate(_)));
+    let mut flags = String::new();
+    let mut internal_date = None;
+    let mut last = 0;
+    for a in attributes {
+        match a {
+            AttributeValue::Flags(names) => {
+                flags = flag_list(
+                    names
+                        .iter()
+                        .map(|f| async_imap::types::Flag::from(f.as_ref())),
+                );
+            }
+            AttributeValue::InternalDate(d) => internal_date = Some(format!("\"{d}\"")),
+            AttributeValue::BodySection {
+                section: None,
+                index: Some(i),
+                data,
+            } => {
+                let bytes = data.as_deref().unwrap_or_default();
+                if is_probe {
+                    last = bytes.len();
+                } else if asked.iter().any(|(_, o, _, _)| o == i) {
+                    received.entry(*i).or_insert_with(|| bytes.to_vec());
+                }
+            }
+            _ => {}
+        }
+    }
+    is_probe.then_some((flags, internal_date, last))
+}
+
 /// Read (and drop) what is left of commands already sent, until each is answered.
 async fn drain(
     source: &mut Session,
     server: &str,
     activity: &str,
-    asked: &std::collections::VecDeque<(
-        async_imap::imap_proto::RequestId,
-        u32,
-        u32,
-        tokio::sync::OwnedSemaphorePermit,
-    )>,
+    asked: &Asked,
     answered: &mut std::collections::HashSet<String>,
 ) -> Result<(), ImapError> {
     use async_imap::imap_proto::Response;
@@ -884,17 +892,24 @@ async fn drain(
         .iter()
         .any(|(tag, _, _, _)| !answered.contains(&tag.0))
     {
-        let response = tokio::time::timeout(limit, source.read_response())
-            .await
-            .map_err(|_| ImapError::timeout(server, activity, limit))?
-            .map_err(|e| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string()))?
-            .ok_or_else(|| closed_connection(server, activity))?;
-        if let Response::Done { tag, .. } = response.parsed() {
-            answered.insert(tag.0.clone());
-        }
+        pipelined::next_response(source, server, activity, limit, |response| {
+            if let Response::Done { tag, .. } = response {
+                answered.insert(tag.0.clone());
+            }
+        })
+        .await?;
     }
     Ok(())
 }
+
+/// The pieces of a streamed message asked and not yet passed on: the command's tag, the offset
+/// and length asked, and the share of the byte budget they hold.
+type Asked = std::collections::VecDeque<(
+    async_imap::imap_proto::RequestId,
+    u32,
+    u32,
+    tokio::sync::OwnedSemaphorePermit,
+)>;
 
 /// Whether a batch is one message to stream.
 fn streamed(batch: &[Wanted]) -> bool {
@@ -1122,15 +1137,6 @@ async fn transfer(
         return Err(CopyError::Interrupted);
     }
     Ok(())
-}
-
-pub(super) fn closed_connection(server: &str, activity: &str) -> ImapError {
-    ImapError::new(
-        ImapErrorKind::Network,
-        server,
-        activity,
-        "the server closed the connection",
-    )
 }
 
 fn closed_copy(server: &str) -> ImapError {

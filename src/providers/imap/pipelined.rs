@@ -15,6 +15,30 @@ use super::identity::{IDENTITY_FIELDS, Identity};
 /// How long to wait for the next answer before calling the connection dead.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Read the next response and hand it, parsed, to `f`. No answer within `limit`, a network
+/// error and the server closing the connection are errors of `activity`.
+pub(super) async fn next_response<T>(
+    session: &mut Session,
+    server: &str,
+    activity: &str,
+    limit: Duration,
+    f: impl FnOnce(&Response<'_>) -> T,
+) -> Result<T, ImapError> {
+    let response = tokio::time::timeout(limit, session.read_response())
+        .await
+        .map_err(|_| ImapError::timeout(server, activity, limit))?
+        .map_err(|e| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string()))?
+        .ok_or_else(|| {
+            ImapError::new(
+                ImapErrorKind::Network,
+                server,
+                activity,
+                "the server closed the connection",
+            )
+        })?;
+    Ok(f(response.parsed()))
+}
+
 /// Send every command, then read the answers; `each(i, response)` sees every untagged response
 /// with the index of the command it answers. One verdict per command: a NO or BAD to one does
 /// not stop the others (a failed `EXAMINE` leaves no folder selected, so the `FETCH` after it
@@ -38,47 +62,40 @@ pub async fn run(
     while verdicts.len() < tags.len() {
         let current = verdicts.len();
         let activity = commands[current].1.as_str();
-        let response = tokio::time::timeout(ANSWER_TIMEOUT, session.read_response())
-            .await
-            .map_err(|_| ImapError::timeout(server, activity, ANSWER_TIMEOUT))?
-            .map_err(|e| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string()))?
-            .ok_or_else(|| {
-                ImapError::new(
-                    ImapErrorKind::Network,
-                    server,
-                    activity,
-                    "the server closed the connection",
-                )
-            })?;
-        match response.parsed() {
-            Response::Done {
-                tag,
-                status,
-                outcome,
-            } => {
-                // A tag we did not send is not ours to judge; skipped commands (never seen
-                // when the server answers in order) count as unanswered.
-                let Some(ahead) = tags[current..].iter().position(|t| t == tag) else {
-                    continue;
-                };
-                for (_, activity) in &commands[current..current + ahead] {
-                    verdicts.push(Err(ImapError::new(
-                        ImapErrorKind::Network,
-                        server,
-                        activity,
-                        "the server answered a later command first",
-                    )));
-                }
-                let text = outcome.information.as_deref().unwrap_or_default();
-                verdicts.push(super::append::verdict(
-                    server,
-                    &commands[current + ahead].1,
+        let verdicts = &mut verdicts;
+        let (tags, each) = (&tags, &mut each);
+        next_response(session, server, activity, ANSWER_TIMEOUT, |response| {
+            match response {
+                Response::Done {
+                    tag,
                     status,
-                    text,
-                ));
+                    outcome,
+                } => {
+                    // A tag we did not send is not ours to judge; skipped commands (never seen
+                    // when the server answers in order) count as unanswered.
+                    let Some(ahead) = tags[current..].iter().position(|t| t == tag) else {
+                        return;
+                    };
+                    for (_, activity) in &commands[current..current + ahead] {
+                        verdicts.push(Err(ImapError::new(
+                            ImapErrorKind::Network,
+                            server,
+                            activity,
+                            "the server answered a later command first",
+                        )));
+                    }
+                    let text = outcome.information.as_deref().unwrap_or_default();
+                    verdicts.push(super::append::verdict(
+                        server,
+                        &commands[current + ahead].1,
+                        status,
+                        text,
+                    ));
+                }
+                other => each(current, other),
             }
-            other => each(current, other),
-        }
+        })
+        .await?;
     }
     Ok(verdicts)
 }
