@@ -124,38 +124,30 @@ fn pipelined_reads_answer_for_each_folder_and_a_missing_folder_fails_alone() {
 
         // From a UID up: only what is at or above it, even though `N:*` answers the last.
         let inbox = names.iter().find(|(_, p)| p == "INBOX").expect("INBOX");
-        let all = pipelined::identities(
-            &mut session,
-            &name,
-            Open::Examine,
-            &[Read {
-                wire: &inbox.0,
-                path: &inbox.1,
-                from: 1,
-                headers: false,
-            }],
-        )
-        .await
-        .expect("read")
-        .remove(0)
-        .expect("INBOX");
+        let all = uids_from(&mut session, &name, inbox, 1).await;
         let last = all.last().expect("INBOX has mail").0;
-        let above = pipelined::identities(
-            &mut session,
-            &name,
-            Open::Examine,
-            &[Read {
-                wire: &inbox.0,
-                path: &inbox.1,
-                from: last + 1,
-                headers: false,
-            }],
-        )
-        .await
-        .expect("read")
-        .remove(0)
-        .expect("INBOX");
+        let above = uids_from(&mut session, &name, inbox, last + 1).await;
         assert!(above.is_empty(), "{above:?}");
         session.logout().await.ok();
     });
+}
+
+/// A folder's messages from UID `from` up, without headers.
+async fn uids_from(
+    session: &mut mailplan::providers::imap::Session,
+    server: &str,
+    (wire, path): &(String, String),
+    from: u32,
+) -> Vec<pipelined::Listed> {
+    let read = Read {
+        wire,
+        path,
+        from,
+        headers: false,
+    };
+    pipelined::identities(session, server, Open::Examine, &[read])
+        .await
+        .expect("read")
+        .remove(0)
+        .expect("the folder")
 }

@@ -189,20 +189,14 @@ async fn await_tags(
     tags: &[async_imap::imap_proto::RequestId],
     limit: Duration,
 ) -> Result<Vec<Result<(), ImapError>>, ImapError> {
-    use async_imap::imap_proto::Response;
     let mut verdicts: Vec<Option<Result<(), ImapError>>> = tags.iter().map(|_| None).collect();
     let work = async {
         while verdicts.iter().any(Option::is_none) {
             next_response(target, server, activity, limit, |response| {
-                if let Response::Done {
-                    tag: done,
-                    status,
-                    outcome,
-                } = response
+                if let Some((done, status, text)) = tagged(response)
                     && let Some(i) = tags.iter().position(|t| t == done)
                     && verdicts[i].is_none()
                 {
-                    let text = outcome.information.as_deref().unwrap_or_default();
                     verdicts[i] = Some(verdict(server, activity, status, text));
                 }
             })
@@ -214,6 +208,28 @@ async fn await_tags(
         .await
         .map_err(|_| ImapError::timeout(server, activity, limit))??;
     Ok(verdicts.into_iter().map(|v| v.unwrap_or(Ok(()))).collect())
+}
+
+/// A tagged answer's tag, status and text; `None` for any other response.
+pub(super) fn tagged<'r>(
+    response: &'r async_imap::imap_proto::Response<'_>,
+) -> Option<(
+    &'r async_imap::imap_proto::RequestId,
+    &'r async_imap::imap_proto::Status,
+    &'r str,
+)> {
+    match response {
+        async_imap::imap_proto::Response::Done {
+            tag,
+            status,
+            outcome,
+        } => Some((
+            tag,
+            status,
+            outcome.information.as_deref().unwrap_or_default(),
+        )),
+        _ => None,
+    }
 }
 
 /// A tagged answer as a result: OK, or the server's words.
@@ -259,8 +275,6 @@ pub(super) struct Appender<'a, 'c> {
     ledger: &'a dyn Ledger,
     observer: &'a (dyn Fn(CopyEvent<'_>) + Send + Sync),
     inflight: std::collections::VecDeque<InFlight>,
-    /// Groups in `inflight`.
-    groups: usize,
     refused: Vec<Vec<Fetched>>,
     /// Done since the last record.
     batch: FolderCounts,
@@ -325,7 +339,6 @@ impl<'a, 'c> Appender<'a, 'c> {
             ledger,
             observer,
             inflight: std::collections::VecDeque::new(),
-            groups: 0,
             refused: Vec::new(),
             batch: FolderCounts::default(),
             counts,
@@ -336,9 +349,17 @@ impl<'a, 'c> Appender<'a, 'c> {
         }
     }
 
+    /// Groups (and streamed messages) in flight: written, their answers not read yet.
+    fn groups(&self) -> usize {
+        self.inflight
+            .iter()
+            .filter(|i| !matches!(i, InFlight::Mark(_)))
+            .count()
+    }
+
     /// Whether any group awaits its answer.
     pub(super) fn in_flight(&self) -> bool {
-        self.groups > 0
+        self.groups() > 0
     }
 
     fn activity(&self) -> String {
@@ -368,8 +389,7 @@ impl<'a, 'c> Appender<'a, 'c> {
             tags
         };
         self.inflight.push_back(InFlight::Group(tags, group));
-        self.groups += 1;
-        while self.groups > self.depth {
+        while self.groups() > self.depth {
             self.complete_oldest().await?;
         }
         self.settle_marks()
@@ -428,9 +448,8 @@ impl<'a, 'c> Appender<'a, 'c> {
                 .map_err(|_| ImapError::timeout(server, &activity, limit))??;
             self.inflight
                 .push_back(InFlight::Group(vec![tag], vec![msg]));
-            self.groups += 1;
             // Normally the answer came with the next go-ahead; one at most stays unread.
-            while self.groups > 1 {
+            while self.groups() > 1 {
                 self.complete_oldest().await?;
             }
             self.settle_marks()?;
@@ -451,20 +470,11 @@ impl<'a, 'c> Appender<'a, 'c> {
         let limit = op_timeout(0);
         loop {
             // (true, …) for the go-ahead, else a tagged answer, if any.
-            let (go, answer) = next_response(self.target, server, &activity, limit, |r| match r {
-                Response::Continue { .. } => (true, None),
-                Response::Done {
-                    tag: done,
-                    status,
-                    outcome,
-                } => {
-                    let text = outcome.information.as_deref().unwrap_or_default();
-                    (
-                        false,
-                        Some((done.clone(), verdict(server, &activity, status, text))),
-                    )
-                }
-                _ => (false, None),
+            let (go, answer) = next_response(self.target, server, &activity, limit, |r| {
+                let answer = tagged(r).map(|(done, status, text)| {
+                    (done.clone(), verdict(server, &activity, status, text))
+                });
+                (matches!(r, Response::Continue { .. }), answer)
             })
             .await?;
             if go {
@@ -493,7 +503,6 @@ impl<'a, 'c> Appender<'a, 'c> {
                 Some(InFlight::Group(tags, _)) if tags.len() == 1 && tags[0] == done
             );
             if previous && let Some(InFlight::Group(_, group)) = self.inflight.pop_front() {
-                self.groups -= 1;
                 match verdict {
                     Ok(()) => self.copied(&group),
                     Err(e) if e.kind == ImapErrorKind::Refused => {
@@ -603,13 +612,12 @@ impl<'a, 'c> Appender<'a, 'c> {
             uid: streaming.uid,
             size: streaming.size,
         });
-        self.groups += 1;
         let depth = if self.append.pipelined() {
             self.depth
         } else {
             0
         };
-        while self.groups > depth {
+        while self.groups() > depth {
             self.complete_oldest().await?;
         }
         self.settle_marks()
@@ -634,7 +642,7 @@ impl<'a, 'c> Appender<'a, 'c> {
 
     fn record_mark(&mut self, max_uid: u32) -> Result<(), CopyError> {
         // Still pending while later groups are out or refused ones wait for a retry.
-        let pending = self.groups > 0 || !self.refused.is_empty();
+        let pending = self.groups() > 0 || !self.refused.is_empty();
         self.record(max_uid, pending)
     }
 
@@ -643,7 +651,6 @@ impl<'a, 'c> Appender<'a, 'c> {
             None => Ok(()),
             Some(InFlight::Mark(max_uid)) => self.record_mark(max_uid),
             Some(InFlight::Streamed { tag, uid, size }) => {
-                self.groups -= 1;
                 let activity = self.activity();
                 let limit = op_timeout(size as usize);
                 match await_tag(self.target, self.server, &activity, &tag, limit).await {
@@ -666,7 +673,6 @@ impl<'a, 'c> Appender<'a, 'c> {
                 }
             }
             Some(InFlight::Group(tags, group)) => {
-                self.groups -= 1;
                 let activity = self.activity();
                 let total: usize = group.iter().map(|f| f.body().len()).sum();
                 let limit = op_timeout(total);

@@ -30,7 +30,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 
-use super::append::{AppendMode, Appender, verdict};
+use super::append::{AppendMode, Appender, tagged, verdict};
 use super::connect::Session;
 use super::error::{ImapError, ImapErrorKind};
 use super::folders::{self, FolderMapping, RemoteFolder};
@@ -764,17 +764,14 @@ async fn stream_message(
                         }
                         Ok(false)
                     }
-                    Response::Done {
-                        tag: done,
-                        status,
-                        outcome,
-                    } => {
-                        let text = outcome.information.as_deref().unwrap_or_default();
-                        verdict(server, &activity, status, text)?;
-                        answered.insert(done.0.clone());
-                        Ok(done.0 == tag && at.is_some_and(|at| !received.contains_key(&at)))
-                    }
-                    _ => Ok(false),
+                    other => match tagged(other) {
+                        Some((done, status, text)) => {
+                            verdict(server, &activity, status, text)?;
+                            answered.insert(done.0.clone());
+                            Ok(done.0 == tag && at.is_some_and(|at| !received.contains_key(&at)))
+                        }
+                        None => Ok(false),
+                    },
                 },
             )
             .await??;
@@ -886,14 +883,13 @@ async fn drain(
     asked: &Asked,
     answered: &mut std::collections::HashSet<String>,
 ) -> Result<(), ImapError> {
-    use async_imap::imap_proto::Response;
     let limit = op_timeout(PIECE as usize);
     while asked
         .iter()
         .any(|(tag, _, _, _)| !answered.contains(&tag.0))
     {
         pipelined::next_response(source, server, activity, limit, |response| {
-            if let Response::Done { tag, .. } = response {
+            if let Some((tag, _, _)) = tagged(response) {
                 answered.insert(tag.0.clone());
             }
         })

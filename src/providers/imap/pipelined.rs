@@ -65,12 +65,8 @@ pub async fn run(
         let verdicts = &mut verdicts;
         let (tags, each) = (&tags, &mut each);
         next_response(session, server, activity, ANSWER_TIMEOUT, |response| {
-            match response {
-                Response::Done {
-                    tag,
-                    status,
-                    outcome,
-                } => {
+            match super::append::tagged(response) {
+                Some((tag, status, text)) => {
                     // A tag we did not send is not ours to judge; skipped commands (never seen
                     // when the server answers in order) count as unanswered.
                     let Some(ahead) = tags[current..].iter().position(|t| t == tag) else {
@@ -84,7 +80,6 @@ pub async fn run(
                             "the server answered a later command first",
                         )));
                     }
-                    let text = outcome.information.as_deref().unwrap_or_default();
                     verdicts.push(super::append::verdict(
                         server,
                         &commands[current + ahead].1,
@@ -92,7 +87,7 @@ pub async fn run(
                         text,
                     ));
                 }
-                other => each(current, other),
+                None => each(current, response),
             }
         })
         .await?;
