@@ -985,6 +985,65 @@ fn messages_already_on_the_target_at_another_size_are_found_not_copied_again() {
 }
 
 #[test]
+fn a_message_without_message_id_is_found_after_the_target_gave_it_one() {
+    // Exchange gives a message without Message-ID one of its own. Such a message's identity on
+    // the source (a digest of its header fields) is not its copy's (that Message-ID): it is
+    // found by its fields, not copied a second time, and verify passes. One of them is not on
+    // the target yet: that one, and only that one, is copied.
+    let s = Sandbox::new();
+    let corpus = Corpus::with_seed(60, 53).without_message_ids(5);
+    let bare = |m: &crate::support::corpus::Message| {
+        !String::from_utf8_lossy(&m.bytes).contains("Message-ID:")
+    };
+    let without_id = corpus.messages.iter().filter(|m| bare(m)).count();
+    assert!(without_id >= 10, "{without_id} messages without Message-ID");
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let mut stored = corpus.as_exchange_stores();
+    let absent = corpus
+        .messages
+        .iter()
+        .rposition(bare)
+        .expect("a message without Message-ID");
+    stored.messages.remove(absent);
+    stored.seed(&s.dovecot, TARGET.0, TARGET.1);
+    let plan = s.plan("given-ids", None, "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = s.run(&["apply", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let last = events.last().expect("a finished event");
+    assert_eq!(last["messages"], 1, "only the absent one: {}", text(&out));
+    assert_eq!(
+        s.target().message_total(),
+        s.source().message_total(),
+        "no message doubled"
+    );
+    let verify = events
+        .iter()
+        .find(|e| {
+            e["event"] == "step-done" && e["step"].as_str().is_some_and(|k| k.starts_with("verify"))
+        })
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(
+        verify.contains(&format!("{} of them at another size", without_id - 1)),
+        "{}",
+        text(&out)
+    );
+    // A second run finds everything there.
+    let out = s.run(&["apply", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        s.target().message_total(),
+        s.source().message_total(),
+        "still no message doubled"
+    );
+}
+
+#[test]
 fn a_changed_uidvalidity_falls_back_to_identities_and_copies_only_what_is_missing() {
     let s = Sandbox::new();
     Corpus::with_seed(80, 31).seed(&s.dovecot, SOURCE.0, SOURCE.1);

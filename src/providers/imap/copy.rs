@@ -1249,7 +1249,9 @@ fn difference<'a>(source: impl IntoIterator<Item = &'a Listed>, target: &[Listed
 /// Identity and size are matched first; what is left is matched by identity alone, so a server
 /// that reports other sizes for what it was given (Exchange's estimated RFC822.SIZE, a copy
 /// with a header added) is not sent everything again, while exact pairs are never taken by a
-/// resized one.
+/// resized one. Last, a source message without Message-ID that is still unmatched is looked
+/// for among the target messages still unmatched by its header fields: a server may give such
+/// a message a Message-ID of its own (Exchange does), which then is the copy's identity.
 fn matching<'a>(
     source: impl IntoIterator<Item = &'a Listed>,
     target: &[Listed],
@@ -1269,10 +1271,32 @@ fn matching<'a>(
     for ((id, _), n) in exact {
         *loose.entry(id).or_default() += n;
     }
-    let (mut wanted, mut resized) = (Vec::new(), 0);
+    let (mut unmatched, mut resized) = (Vec::new(), 0);
     for (uid, size, id) in left {
         match loose.get_mut(id) {
             Some(n) if *n > 0 => {
+                *n -= 1;
+                resized += 1;
+            }
+            _ => unmatched.push((uid, size, id)),
+        }
+    }
+    let mut by_fields: HashMap<u64, usize> = HashMap::new();
+    if unmatched.iter().any(|(_, _, id)| !id.has_message_id()) {
+        // The target messages left over: of an identity with `n` left, `n` of its messages.
+        for (_, _, id) in target {
+            if let Some(n) = loose.get_mut(id)
+                && *n > 0
+            {
+                *n -= 1;
+                *by_fields.entry(id.fields()).or_default() += 1;
+            }
+        }
+    }
+    let mut wanted = Vec::with_capacity(unmatched.len());
+    for (uid, size, id) in unmatched {
+        match by_fields.get_mut(&id.fields()) {
+            Some(n) if *n > 0 && !id.has_message_id() => {
                 *n -= 1;
                 resized += 1;
             }
@@ -1446,6 +1470,47 @@ mod tests {
         assert_eq!(
             matching(&source, &target),
             (vec![Wanted { uid: 2, size: 20 }], 0)
+        );
+    }
+
+    #[test]
+    fn a_message_without_message_id_is_found_under_one_the_target_gave_it() {
+        let fields = |subject: &str| format!("From: a@example.org\r\nSubject: {subject}\r\n");
+        let plain = |subject: &str| Identity::new(format!("{}\r\n", fields(subject)).as_bytes());
+        let given = |subject: &str, n: u32| {
+            Identity::new(
+                format!("Message-ID: <{n}@exchange>\r\n{}\r\n", fields(subject)).as_bytes(),
+            )
+        };
+        // Exchange gave "one" and "two" a Message-ID; "three" is not there. <x> is a message
+        // with its own Message-ID whose fields happen to be those of "four": it is taken by the
+        // source's <x>, not by "four".
+        let x = Identity::new(format!("Message-ID: <x>\r\n{}\r\n", fields("four")).as_bytes());
+        let source = vec![
+            (1, 10, plain("one")),
+            (2, 10, plain("two")),
+            (3, 10, plain("three")),
+            (4, 10, x.clone()),
+            (5, 10, plain("four")),
+        ];
+        let target = vec![
+            (7, 60, given("one", 1)),
+            (8, 60, given("two", 2)),
+            (9, 10, x),
+        ];
+        assert_eq!(
+            matching(&source, &target),
+            (
+                vec![Wanted { uid: 3, size: 10 }, Wanted { uid: 5, size: 10 }],
+                2
+            )
+        );
+        // A source message with a Message-ID is never matched by its fields alone.
+        let source = vec![(1, 10, given("one", 5))];
+        let target = vec![(7, 10, given("one", 6))];
+        assert_eq!(
+            matching(&source, &target),
+            (vec![Wanted { uid: 1, size: 10 }], 0)
         );
     }
 

@@ -207,6 +207,41 @@ impl Corpus {
         altered
     }
 
+    /// The same messages, every `every`-th without its Message-ID line (messages written by
+    /// old clients, scripts and some mailing lists have none).
+    #[must_use]
+    pub fn without_message_ids(&self, every: usize) -> Corpus {
+        let mut changed = self.clone();
+        for m in changed.messages.iter_mut().step_by(every.max(1)) {
+            let head = header_end(&m.bytes);
+            if let Some(at) = find(&m.bytes[..head], b"\r\nMessage-ID:") {
+                let end = at + 2 + find(&m.bytes[at + 2..], b"\r\n").unwrap_or(0);
+                m.bytes.drain(at..end);
+            }
+        }
+        changed
+    }
+
+    /// What Exchange stores for these messages: a message without Message-ID gets one of the
+    /// server's, and its Subject refolded. Same other fields; other bytes and sizes.
+    #[must_use]
+    pub fn as_exchange_stores(&self) -> Corpus {
+        let mut stored = self.clone();
+        for (n, m) in stored.messages.iter_mut().enumerate() {
+            let head = header_end(&m.bytes);
+            if find(&m.bytes[..head], b"Message-ID:").is_some() {
+                continue;
+            }
+            if let Some(at) = find(&m.bytes[..head], b"\r\nSubject: ") {
+                m.bytes
+                    .splice(at + 2..at + 11, b"Subject:\r\n ".iter().copied());
+            }
+            let id = format!("Message-ID: <{n:04}AM0PR01MB@eurprd01.prod.exchangelabs.com>\r\n");
+            m.bytes.splice(0..0, id.bytes());
+        }
+        stored
+    }
+
     /// The snapshot a server holding exactly this corpus gives.
     pub fn expected(&self) -> Multiset {
         let mut set = Multiset {
@@ -533,4 +568,14 @@ fn base64_matches_rfc4648_vectors() {
         base64(plain.as_bytes(), &mut out);
         assert_eq!(out, encoded.as_bytes());
     }
+}
+
+/// Where the header ends (the blank line), or the whole message.
+fn header_end(bytes: &[u8]) -> usize {
+    find(bytes, b"\r\n\r\n").map_or(bytes.len(), |at| at + 2)
+}
+
+/// The first occurrence of `needle` in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
