@@ -40,9 +40,11 @@ pub(super) async fn next_response<T>(
 }
 
 /// Send every command, then read the answers; `each(i, response)` sees every untagged response
-/// with the index of the command it answers. One verdict per command: a NO or BAD to one does
-/// not stop the others (a failed `EXAMINE` leaves no folder selected, so the `FETCH` after it
-/// fails too rather than reading another folder).
+/// with the index of the first command not yet completed (the one it answers when the server
+/// runs the commands one after the other, as Dovecot does for those sent here). One verdict per
+/// command, whatever order the completions come in (RFC 3501 §5.5 lets a server run commands
+/// side by side): a NO or BAD to one does not stop the others (a failed `EXAMINE` leaves no
+/// folder selected, so the `FETCH` after it fails too rather than reading another folder).
 pub async fn run(
     session: &mut Session,
     server: &str,
@@ -58,41 +60,34 @@ pub async fn run(
                 .map_err(|e| ImapError::from_imap(server, activity, e))?,
         );
     }
-    let mut verdicts: Vec<Result<(), ImapError>> = Vec::with_capacity(commands.len());
-    while verdicts.len() < tags.len() {
-        let current = verdicts.len();
+    let mut verdicts: Vec<Option<Result<(), ImapError>>> = std::iter::repeat_with(|| None)
+        .take(commands.len())
+        .collect();
+    // The first command not yet completed.
+    let mut current = 0;
+    while current < tags.len() {
         let activity = commands[current].1.as_str();
-        let verdicts = &mut verdicts;
-        let (tags, each) = (&tags, &mut each);
+        let (tags, each, verdicts) = (&tags, &mut each, &mut verdicts);
         next_response(session, server, activity, ANSWER_TIMEOUT, |response| {
             match super::append::tagged(response) {
                 Some((tag, status, text)) => {
-                    // A tag we did not send is not ours to judge; skipped commands (never seen
-                    // when the server answers in order) count as unanswered.
-                    let Some(ahead) = tags[current..].iter().position(|t| t == tag) else {
-                        return;
-                    };
-                    for (_, activity) in &commands[current..current + ahead] {
-                        verdicts.push(Err(ImapError::new(
-                            ImapErrorKind::Network,
-                            server,
-                            activity,
-                            "the server answered a later command first",
-                        )));
+                    // A tag we did not send (or already answered) is not ours to judge.
+                    if let Some(i) = tags.iter().position(|t| t == tag)
+                        && verdicts[i].is_none()
+                    {
+                        verdicts[i] =
+                            Some(super::append::verdict(server, &commands[i].1, status, text));
                     }
-                    verdicts.push(super::append::verdict(
-                        server,
-                        &commands[current + ahead].1,
-                        status,
-                        text,
-                    ));
                 }
                 None => each(current, response),
             }
         })
         .await?;
+        while current < tags.len() && verdicts[current].is_some() {
+            current += 1;
+        }
     }
-    Ok(verdicts)
+    Ok(verdicts.into_iter().flatten().collect())
 }
 
 /// What `STATUS` says of a folder.
@@ -119,8 +114,9 @@ pub async fn statuses(
         })
         .collect();
     let mut found = vec![FolderStatus::default(); folders.len()];
-    let verdicts = run(session, server, &commands, |i, response| {
-        if let Response::MailboxData(MailboxDatum::Status { status, .. }) = response {
+    let verdicts = run(session, server, &commands, |current, response| {
+        if let Response::MailboxData(MailboxDatum::Status { mailbox, status }) = response {
+            let i = status_of(folders, mailbox, current);
             for attribute in status {
                 match attribute {
                     StatusAttribute::Messages(n) => found[i].messages = *n,
@@ -163,6 +159,21 @@ pub struct Read<'a> {
 
 /// A message as its identity: (UID, RFC822.SIZE, identity).
 pub type Listed = (u32, u32, Identity);
+
+/// Which folder a `STATUS` answer is about: the one it names (a server may answer pipelined
+/// commands side by side, so the answer's place says nothing certain; a folder taken for another
+/// would make a pass skip its new mail), else the first command not yet completed.
+fn status_of(folders: &[(&str, &str)], mailbox: &str, current: usize) -> usize {
+    folders
+        .iter()
+        .position(|(wire, _)| *wire == mailbox)
+        .or_else(|| {
+            folders.iter().position(|(wire, _)| {
+                wire.eq_ignore_ascii_case("INBOX") && wire.eq_ignore_ascii_case(mailbox)
+            })
+        })
+        .unwrap_or(current)
+}
 
 /// Open each folder and read (UID, size, identity) of its messages from `from` up, every folder
 /// at once: `EXAMINE`/`SELECT` then `UID FETCH from:*` per folder, all pipelined. The last
@@ -289,4 +300,22 @@ fn already_exists(e: &ImapError) -> bool {
 /// An IMAP quoted string.
 pub fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_answer_goes_to_the_folder_it_names() {
+        let folders = [("INBOX", "INBOX"), ("Sent", "Sent"), ("Re&AOc-us", "Reçus")];
+        // Answered out of order: the name decides, not the place.
+        assert_eq!(status_of(&folders, "Re&AOc-us", 0), 2);
+        assert_eq!(status_of(&folders, "Sent", 2), 1);
+        // INBOX in any case.
+        assert_eq!(status_of(&folders, "inbox", 1), 0);
+        // A name that is none of them (a server that writes it another way): the place.
+        assert_eq!(status_of(&folders, "sent", 1), 1);
+        assert_eq!(status_of(&folders, "Other", 2), 2);
+    }
 }
