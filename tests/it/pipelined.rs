@@ -1,6 +1,7 @@
 //! The pipelined IMAP reads (`providers::imap::pipelined`) against a real Dovecot: each folder's
 //! answers land with that folder, a folder that does not exist fails alone (the commands after it
-//! still answer for their own folders), and empty folders read as empty.
+//! still answer for their own folders), and empty folders read as empty; commands Dovecot
+//! completes out of order each get their own verdict.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -150,4 +151,62 @@ async fn uids_from(
         .expect("read")
         .remove(0)
         .expect("the folder")
+}
+
+#[test]
+fn commands_completed_out_of_order_each_get_their_own_answer() {
+    // Dovecot runs pipelined commands side by side when it can: a STATUS sent after a long
+    // FETCH completes first, its answer arriving while the FETCH is still going. Each command
+    // must still get its own verdict (the FETCH and the NOOP are not failed for having been
+    // overtaken), and a STATUS answer must be read by the folder it names.
+    let dovecot = Dovecot::start();
+    dovecot.add_user(USER.0, USER.1);
+    Corpus::with_seed(40, 22)
+        .with_large_message()
+        .seed(&dovecot, USER.0, USER.1);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let server = ImapServer {
+            host: "127.0.0.1".to_owned(),
+            port: dovecot.imap_addr().port(),
+            tls: TlsMode::None,
+            tls_verify: true,
+        };
+        let name = format!("127.0.0.1:{}", server.port);
+        let mut session = connect(&server, USER.0, &Secret::new(USER.1))
+            .await
+            .expect("login");
+        let commands: Vec<(String, String)> = [
+            "EXAMINE INBOX",
+            "UID FETCH 1:* (BODY.PEEK[])",
+            "NOOP",
+            "STATUS \"Sent\" (MESSAGES)",
+        ]
+        .iter()
+        .map(|c| ((*c).to_owned(), format!("running {c}")))
+        .collect();
+        let mut status_seen_during = Vec::new();
+        let verdicts = pipelined::run(&mut session, &name, &commands, |current, response| {
+            if let async_imap::imap_proto::Response::MailboxData(
+                async_imap::imap_proto::MailboxDatum::Status { .. },
+            ) = response
+            {
+                status_seen_during.push(current);
+            }
+        })
+        .await
+        .expect("the connection survives");
+        assert_eq!(verdicts.len(), 4);
+        for (verdict, (command, _)) in verdicts.iter().zip(&commands) {
+            assert!(verdict.is_ok(), "{command}: {verdict:?}");
+        }
+        // The reordering this test is about did happen: the STATUS answer (command 3) came
+        // while an earlier command (the FETCH or the NOOP) was not yet completed.
+        assert_eq!(status_seen_during.len(), 1, "{status_seen_during:?}");
+        assert!(
+            status_seen_during[0] < 3,
+            "the STATUS answer came after every earlier command completed: {status_seen_during:?}"
+        );
+        session.logout().await.ok();
+    });
 }

@@ -3,6 +3,9 @@
 //! `STATUS` answers name their folder, and the answers of pipelined `EXAMINE`/`SELECT` and
 //! `UID FETCH` commands come in order, each command's untagged answers before its tagged one
 //! (a command that depends on the selected folder is never run ahead of the previous one).
+//! Other commands may be run side by side and completed in any order: Dovecot completes a
+//! `STATUS` sent after a long `FETCH` first, its answer arriving during the FETCH's. So every
+//! completion is matched by its tag, and a `STATUS` answer by the folder it names.
 
 use std::time::Duration;
 
