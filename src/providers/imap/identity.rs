@@ -63,8 +63,10 @@ impl Ord for Identity {
 impl Identity {
     /// From the returned header fields.
     pub fn new(header_fields: &[u8]) -> Identity {
-        let fields = fields_digest(header_fields);
-        match message_id(header_fields) {
+        let text = String::from_utf8_lossy(header_fields);
+        let read = unfolded_fields(&text);
+        let fields = fields_digest(&read);
+        match id_of(&read) {
             Some(id) => Identity {
                 key: id,
                 fields,
@@ -107,10 +109,9 @@ impl Identity {
 /// The digest of the fields in [`DIGESTED`], read as fields: unfolded, white space collapsed,
 /// names in a fixed order (a server that reorders or refolds them, or writes a date another way,
 /// gives the same digest), a Date that parses replaced by its instant.
-fn fields_digest(header: &[u8]) -> u64 {
-    let text = String::from_utf8_lossy(header);
+fn fields_digest(read: &[(&str, String)]) -> u64 {
     let mut found: Vec<(usize, String)> = Vec::new();
-    for (name, value) in unfolded_fields(&text) {
+    for (name, value) in read {
         let name = name.trim().to_ascii_lowercase();
         let Some(rank) = DIGESTED.iter().position(|d| *d == name) else {
             continue;
@@ -154,9 +155,13 @@ fn unfolded_fields(text: &str) -> Vec<(&str, String)> {
 
 /// The Message-ID field's value, unfolded, without white space; `None` when absent or empty.
 pub fn message_id(header: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(header);
-    let (_, value) = unfolded_fields(&text)
-        .into_iter()
+    id_of(&unfolded_fields(&String::from_utf8_lossy(header)))
+}
+
+/// [`message_id`] of fields already read.
+fn id_of(read: &[(&str, String)]) -> Option<String> {
+    let (_, value) = read
+        .iter()
         .find(|(name, _)| name.trim().eq_ignore_ascii_case("message-id"))?;
     let value: String = value.split_whitespace().collect();
     (!value.is_empty()).then_some(value)
