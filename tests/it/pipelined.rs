@@ -34,20 +34,7 @@ fn pipelined_reads_answer_for_each_folder_and_a_missing_folder_fails_alone() {
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let server = ImapServer {
-            host: "127.0.0.1".to_owned(),
-            port: dovecot.imap_addr().port(),
-            tls: TlsMode::None,
-            tls_verify: true,
-        };
-        let name = format!("127.0.0.1:{}", server.port);
-        let mut session = tokio::time::timeout(
-            Duration::from_secs(30),
-            connect(&server, USER.0, &Secret::new(USER.1)),
-        )
-        .await
-        .expect("in time")
-        .expect("login");
+        let (mut session, name) = login(&dovecot).await;
         let listed: Vec<_> = folders::list(&mut session, &name)
             .await
             .expect("LIST")
@@ -133,6 +120,25 @@ fn pipelined_reads_answer_for_each_folder_and_a_missing_folder_fails_alone() {
     });
 }
 
+/// A session of `USER` on the Dovecot (clear text), and the server's name for errors.
+async fn login(dovecot: &Dovecot) -> (mailplan::providers::imap::Session, String) {
+    let server = ImapServer {
+        host: "127.0.0.1".to_owned(),
+        port: dovecot.imap_addr().port(),
+        tls: TlsMode::None,
+        tls_verify: true,
+    };
+    let name = format!("127.0.0.1:{}", server.port);
+    let session = tokio::time::timeout(
+        Duration::from_secs(30),
+        connect(&server, USER.0, &Secret::new(USER.1)),
+    )
+    .await
+    .expect("in time")
+    .expect("login");
+    (session, name)
+}
+
 /// A folder's messages from UID `from` up, without headers.
 async fn uids_from(
     session: &mut mailplan::providers::imap::Session,
@@ -166,16 +172,7 @@ fn commands_completed_out_of_order_each_get_their_own_answer() {
         .seed(&dovecot, USER.0, USER.1);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let server = ImapServer {
-            host: "127.0.0.1".to_owned(),
-            port: dovecot.imap_addr().port(),
-            tls: TlsMode::None,
-            tls_verify: true,
-        };
-        let name = format!("127.0.0.1:{}", server.port);
-        let mut session = connect(&server, USER.0, &Secret::new(USER.1))
-            .await
-            .expect("login");
+        let (mut session, name) = login(&dovecot).await;
         let commands: Vec<(String, String)> = [
             "EXAMINE INBOX",
             "UID FETCH 1:* (BODY.PEEK[])",
