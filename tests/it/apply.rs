@@ -146,6 +146,30 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// The JSON events of an `apply --format json` run, in order (every line of stdout is one).
+fn json_events(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+/// The last event of a run: `finished`.
+fn finished_event(out: &Output) -> serde_json::Value {
+    json_events(out).pop().expect("a finished event")
+}
+
+/// The `step-done` event of the run's verify step, as text (empty when there is none).
+fn verify_done(events: &[serde_json::Value]) -> String {
+    events
+        .iter()
+        .find(|e| {
+            e["event"] == "step-done" && e["step"].as_str().is_some_and(|k| k.starts_with("verify"))
+        })
+        .map(ToString::to_string)
+        .unwrap_or_default()
+}
+
 fn assert_same(expected: &Multiset, actual: &Multiset) {
     let d = diff(expected, actual);
     assert!(d.is_empty(), "the target differs from the source:\n{d}");
@@ -178,10 +202,7 @@ fn a_full_copy_is_exact_a_rerun_copies_nothing_and_a_delta_pass_takes_only_new_m
     // A re-run copies nothing and changes nothing.
     let out = s.run(&["apply", plan, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let events = json_events(&out);
     let finished = events.last().expect("events");
     assert_eq!(finished["event"], "finished");
     assert_eq!(finished["messages"], 0, "{}", text(&out));
@@ -199,11 +220,7 @@ fn a_full_copy_is_exact_a_rerun_copies_nothing_and_a_delta_pass_takes_only_new_m
     new_mail.seed(&s.dovecot, SOURCE.0, SOURCE.1);
     let out = s.run(&["apply", plan, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let last: serde_json::Value = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .expect("a finished event");
+    let last = finished_event(&out);
     assert_eq!(last["messages"], 12, "{}", text(&out));
     assert_same(&s.source(), &s.target());
 
@@ -268,10 +285,7 @@ fn a_dry_run_reads_live_state_and_writes_nothing() {
     let before = s.target();
     let out = s.run(&["apply", plan, "--dry-run", "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let events = json_events(&out);
     let would: u64 = events
         .iter()
         .filter(|e| e["event"] == "folder")
@@ -596,6 +610,18 @@ fn recorded_flow(s: &Sandbox, plan_name: &str) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&output).expect("JSON")["flow"].clone()
 }
 
+/// A proxy before the sandbox's Dovecot that records both directions of every connection and
+/// delays each by `ms` (so that pipelining shows on the wire).
+fn recording_proxy(s: &Sandbox, ms: u64) -> Proxy {
+    Proxy::start(
+        s.dovecot.imap_addr(),
+        Faults {
+            record: true,
+            ..Faults::latency(Duration::from_millis(ms))
+        },
+    )
+}
+
 /// The APPEND commands of every recorded connection: (messages per APPEND, most in flight at
 /// once) per connection that sent any.
 fn appends_on_the_wire(proxy: &Proxy) -> Vec<(Vec<usize>, usize)> {
@@ -626,13 +652,7 @@ fn a_target_with_literal_plus_and_no_multiappend_gets_pipelined_appends_and_per_
         .add_user_with(TARGET.0, TARGET.1, "userdb_quota_max_mail_size=2k");
     let corpus = Corpus::with_seed(150, 43);
     corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
-    let proxy = Proxy::start(
-        s.dovecot.imap_addr(),
-        Faults {
-            record: true,
-            ..Faults::latency(Duration::from_millis(2))
-        },
-    );
+    let proxy = recording_proxy(&s, 2);
     let plan = s.plan("literal-plus", Some(proxy.addr()), "");
     let plan = plan.to_str().expect("utf-8");
     let out = s.run(&["apply", plan]);
@@ -668,13 +688,7 @@ fn a_target_without_literal_plus_gets_each_literal_after_its_go_ahead_and_an_exa
         .with_bulky("Archive", 8, 150_000)
         .with_bulky("Sent", 2, 2_600_000);
     corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
-    let proxy = Proxy::start(
-        s.dovecot.imap_addr(),
-        Faults {
-            record: true,
-            ..Faults::latency(Duration::from_millis(1))
-        },
-    );
+    let proxy = recording_proxy(&s, 1);
     let plan = s.plan("synchronising", Some(proxy.addr()), "");
     let plan = plan.to_str().expect("utf-8");
     let out = s.run(&["apply", plan]);
@@ -759,13 +773,7 @@ fn messages_over_two_megabytes_are_read_in_pieces_and_arrive_byte_for_byte() {
         .with_bulky("Archive", 3, 3_500_000)
         .with_bulky("Work", 1, 2_200_000);
     corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
-    let proxy = Proxy::start(
-        s.dovecot.imap_addr(),
-        Faults {
-            record: true,
-            ..Faults::latency(Duration::from_millis(1))
-        },
-    );
+    let proxy = recording_proxy(&s, 1);
     let plan = s.plan_via("pieces", Some(proxy.addr()), None, "");
     let plan = plan.to_str().expect("utf-8");
     let out = s.run(&["apply", plan]);
@@ -826,11 +834,7 @@ fn a_target_far_away_gets_the_wider_flow_and_the_copy_stays_exact() {
 
     let out = s.run(&["apply", plan, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let last: serde_json::Value = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .expect("a finished event");
+    let last = finished_event(&out);
     assert_eq!(last["messages"], 0, "{}", text(&out));
     assert_same(&s.source(), &s.target());
 }
@@ -954,10 +958,7 @@ fn messages_already_on_the_target_at_another_size_are_found_not_copied_again() {
     let plan = plan.to_str().expect("utf-8");
     let out = s.run(&["apply", plan, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let events = json_events(&out);
     let last = events.last().expect("a finished event");
     assert_eq!(last["messages"], 0, "nothing copied: {}", text(&out));
     let after = s.target();
@@ -967,13 +968,7 @@ fn messages_already_on_the_target_at_another_size_are_found_not_copied_again() {
         s.source().message_total(),
         "no message doubled"
     );
-    let verify = events
-        .iter()
-        .find(|e| {
-            e["event"] == "step-done" && e["step"].as_str().is_some_and(|k| k.starts_with("verify"))
-        })
-        .map(ToString::to_string)
-        .unwrap_or_default();
+    let verify = verify_done(&events);
     assert!(
         verify.contains(&format!(
             "{} of them at another size",
@@ -1010,10 +1005,7 @@ fn a_message_without_message_id_is_found_after_the_target_gave_it_one() {
     let plan = plan.to_str().expect("utf-8");
     let out = s.run(&["apply", plan, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let events = json_events(&out);
     let last = events.last().expect("a finished event");
     assert_eq!(last["messages"], 1, "only the absent one: {}", text(&out));
     assert_eq!(
@@ -1021,13 +1013,7 @@ fn a_message_without_message_id_is_found_after_the_target_gave_it_one() {
         s.source().message_total(),
         "no message doubled"
     );
-    let verify = events
-        .iter()
-        .find(|e| {
-            e["event"] == "step-done" && e["step"].as_str().is_some_and(|k| k.starts_with("verify"))
-        })
-        .map(ToString::to_string)
-        .unwrap_or_default();
+    let verify = verify_done(&events);
     assert!(
         verify.contains(&format!("{} of them at another size", without_id - 1)),
         "{}",
@@ -1067,20 +1053,15 @@ fn a_changed_uidvalidity_falls_back_to_identities_and_copies_only_what_is_missin
     new_mail.seed(&s.dovecot, SOURCE.0, SOURCE.1);
     let out = s.run(&["apply", plan, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let finished: serde_json::Value = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .expect("finished");
+    let finished = finished_event(&out);
     assert_eq!(
         finished["messages"].as_u64(),
         Some(new_mail.expected().message_total() as u64),
         "only the new messages: {}",
         text(&out)
     );
-    let inbox: serde_json::Value = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    let inbox = json_events(&out)
+        .into_iter()
         .find(|e| e["event"] == "folder" && e["source"] == "INBOX")
         .expect("INBOX had new mail");
     assert!(
