@@ -87,9 +87,10 @@ pub enum Command {
         /// Steps run at once (accounts copied in parallel).
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
         parallelism: u16,
-        /// IMAP connections per server at most, all accounts together.
-        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=256))]
-        max_connections_per_server: u16,
+        /// IMAP connections per server at most, all accounts together (default 8, or the
+        /// plan's `max-connections` for that server; given here, it also lowers the plan's).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(2..=256))]
+        max_connections_per_server: Option<u16>,
         /// Connection pairs per account copy; its folders are shared out among them (extra
         /// pairs only on free server slots).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
@@ -275,7 +276,7 @@ pub fn run() -> u8 {
                     let options = ApplyOptions {
                         state_path: state.resolve(&plan, &path),
                         parallelism: usize::from(parallelism),
-                        per_server: usize::from(max_connections_per_server),
+                        per_server: max_connections_per_server.map(usize::from),
                         connections: usize::from(connections_per_account),
                         ovh_requests_per_minute,
                         retry_failed,

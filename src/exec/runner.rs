@@ -1,7 +1,8 @@
 //! The runner: drives the step graph with tokio. One coordinator owns the ready-queue, the state
 //! store and the printer; each step runs as a task and reports back.
 //!
-//! - `parallelism` steps run at once; each IMAP server takes at most `per_server` connections;
+//! - `parallelism` steps run at once; each IMAP server takes at most its cap of connections
+//!   (the plan's `max-connections`, the command line's, or [`DEFAULT_PER_SERVER`]);
 //!   an account's copy uses up to `connections` pairs, the extra ones only on free slots.
 //! - A failed step skips only the steps that depend on it; the others go on.
 //! - Resume: a step whose definition and dependencies are unchanged (its fingerprint) and that is
@@ -56,7 +57,8 @@ const MAX_RETRIES: u32 = 5;
 pub struct ApplyOptions {
     pub state_path: PathBuf,
     pub parallelism: usize,
-    pub per_server: usize,
+    /// `--max-connections-per-server` when given: the default cap, and a limit on every server's.
+    pub per_server: Option<usize>,
     /// Connection pairs per account copy (folders are shared out among them).
     pub connections: usize,
     /// OVH API calls per minute at most (all steps together).
@@ -137,6 +139,9 @@ struct Shared {
     stop: Arc<AtomicBool>,
     mode: RunMode,
     servers: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Each server's connection cap, by [`server_name`] ([`server_caps`]).
+    caps: HashMap<String, usize>,
+    /// The cap of a server the plan does not name (none: every server is some platform's).
     per_server: usize,
     connections: usize,
     /// The OVH API side, when the plan has OVH steps.
@@ -367,6 +372,7 @@ pub async fn apply(
         .node_indices()
         .map(|id| step_key(&plan, &graph, id))
         .collect();
+    let caps = server_caps(&plan, options.per_server);
     let shared = Arc::new(Shared {
         plan,
         credentials,
@@ -375,7 +381,8 @@ pub async fn apply(
         stop: Arc::clone(&stop),
         mode: options.mode,
         servers: Mutex::new(HashMap::new()),
-        per_server: options.per_server.max(1),
+        caps,
+        per_server: options.per_server.unwrap_or(DEFAULT_PER_SERVER).max(2),
         connections: options.connections.max(1),
         ovh: ovh_side,
         verified: Mutex::new(HashMap::new()),
@@ -1003,9 +1010,37 @@ fn server_semaphore(shared: &Shared, server: &ImapServer) -> Result<Arc<Semaphor
         .servers
         .lock()
         .map_err(|e| StepError::Other(e.to_string()))?;
-    Ok(Arc::clone(map.entry(server_name(server)).or_insert_with(
-        || Arc::new(Semaphore::new(shared.per_server)),
-    )))
+    let name = server_name(server);
+    let cap = shared.caps.get(&name).copied().unwrap_or(shared.per_server);
+    Ok(Arc::clone(
+        map.entry(name)
+            .or_insert_with(|| Arc::new(Semaphore::new(cap))),
+    ))
+}
+
+/// Connections per server when neither the plan nor the command line gives a cap.
+pub const DEFAULT_PER_SERVER: usize = 8;
+
+/// Each IMAP server's connection cap, by [`server_name`]: the smallest of the `max-connections`
+/// the plan's platforms give it and the command line's `--max-connections-per-server` (the
+/// operator's limit for this run), or [`DEFAULT_PER_SERVER`] when neither says. Never under 2:
+/// a copy holds a connection on each side at once, and both may be on one server.
+fn server_caps(plan: &Plan, flag: Option<usize>) -> HashMap<String, usize> {
+    let mut declared: HashMap<String, Option<usize>> = HashMap::new();
+    for server in plan.platforms.values().filter_map(|p| p.imap.as_ref()) {
+        let own = server.max_connections.map(usize::from);
+        declared
+            .entry(server_name(server))
+            .and_modify(|d| *d = [*d, own].into_iter().flatten().min())
+            .or_insert(own);
+    }
+    declared
+        .into_iter()
+        .map(|(name, own)| {
+            let cap = [own, flag].into_iter().flatten().min();
+            (name, cap.unwrap_or(DEFAULT_PER_SERVER).max(2))
+        })
+        .collect()
 }
 
 /// A source and a target slot, without deadlock: both at once when it is the same server, else
@@ -1321,6 +1356,31 @@ mod tests {
         );
         assert!(!extra_pairs_pay_off(4, 1, 10_000, true), "one folder");
         assert!(!extra_pairs_pay_off(1, 6, 10_000, true), "one pair allowed");
+    }
+
+    #[test]
+    fn each_server_gets_the_smallest_of_its_platforms_caps_and_the_flag() {
+        let text = "version: 1
+platforms:
+  a: { type: imap, imap: { host: one.example, max-connections: 6 } }
+  b: { type: imap, imap: { host: one.example, max-connections: 3 } }
+  c: { type: imap, imap: { host: two.example } }
+  d: { type: imap, imap: { host: three.example, max-connections: 20 } }
+";
+        let source = crate::plan::source::SourceFile::new("p.yaml", text);
+        let (plan, diags) = crate::plan::load(&source, std::path::Path::new("p.yaml"));
+        let plan = plan.unwrap_or_else(|| panic!("{diags:?}"));
+        let caps = server_caps(&plan, None);
+        assert_eq!(caps["one.example:993"], 3, "the smaller of a and b");
+        assert_eq!(caps["two.example:993"], DEFAULT_PER_SERVER);
+        assert_eq!(
+            caps["three.example:993"], 20,
+            "the plan may raise the default"
+        );
+        let caps = server_caps(&plan, Some(4));
+        assert_eq!(caps["one.example:993"], 3);
+        assert_eq!(caps["two.example:993"], 4);
+        assert_eq!(caps["three.example:993"], 4, "the flag lowers every cap");
     }
 
     #[test]

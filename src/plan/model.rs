@@ -87,6 +87,9 @@ pub struct ImapServer {
     pub tls: TlsMode,
     /// Certificate checking; only `tls-verify: false` written in the plan turns it off.
     pub tls_verify: bool,
+    /// Connections to this server at most, all accounts together (`max-connections`); `None`:
+    /// the command line's default.
+    pub max_connections: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -111,6 +111,11 @@ pub struct RawImap {
     pub allow_insecure: Option<bool>,
     /// Check the server's certificate (default true); `false` is warned about.
     pub tls_verify: Option<bool>,
+    /// Connections to this server at most, all accounts together (default: `apply
+    /// --max-connections-per-server`, 8). Where several platforms name one server, the smallest
+    /// applies.
+    #[schemars(range(min = 2, max = 256))]
+    pub max_connections: Option<u16>,
 }
 
 /// How a domain is attached to Exchange.

@@ -34,7 +34,18 @@ const TOP_KEYS: &[&str] = &[
 ];
 const PLATFORM_KEYS: &[&str] = &["type", "service", "organization", "domain", "imap"];
 const PLATFORM_TYPES: &[&str] = &["ovh-mxplan", "ovh-mxplan-legacy", "ovh-exchange", "imap"];
-const IMAP_KEYS: &[&str] = &["host", "port", "tls", "allow-insecure", "tls-verify"];
+const IMAP_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "tls",
+    "allow-insecure",
+    "tls-verify",
+    "max-connections",
+];
+
+/// The range of `imap.max-connections`: a copy holds a connection on each side at once, and
+/// both may be on the same server.
+pub const MAX_CONNECTIONS: std::ops::RangeInclusive<u16> = 2..=256;
 const DOMAIN_KEYS: &[&str] = &["name", "platform", "type"];
 const DEFAULTS_KEYS: &[&str] = &["provisional-name", "copy", "wave"];
 const COPY_KEYS: &[&str] = &["folders", "max-message-size"];
@@ -294,6 +305,7 @@ fn read_platforms(r: &mut Reader<'_>, top: Fields<'_>) -> Platforms {
                 port: 993,
                 tls: TlsMode::Implicit,
                 tls_verify: true,
+                max_connections: None,
             }),
             None => None,
         };
@@ -335,6 +347,23 @@ fn read_imap(r: &mut Reader<'_>, node: &Node, platform: &str) -> Option<ImapServ
         Some(n) => r.boolean(n, "`imap.tls-verify`")?,
         None => true,
     };
+    let max_connections = match f.get("max-connections") {
+        Some(n) => {
+            let range = "2 to 256 (a copy holds a connection on each side at once)";
+            let v = r.integer::<u16>(n, "`imap.max-connections`", range)?;
+            if !MAX_CONNECTIONS.contains(&v) {
+                r.error(
+                    Code::InvalidValue,
+                    n.span,
+                    format!("`imap.max-connections` must be {range}, found {v}"),
+                    "out of range",
+                );
+                return None;
+            }
+            Some(v)
+        }
+        None => None,
+    };
     if tls == TlsMode::None && !allow_insecure {
         let span = f.get("tls").map_or(node.span, |n| n.span);
         r.diags.push(
@@ -356,6 +385,7 @@ fn read_imap(r: &mut Reader<'_>, node: &Node, platform: &str) -> Option<ImapServ
         port,
         tls,
         tls_verify,
+        max_connections,
     })
 }
 
@@ -1208,6 +1238,40 @@ domains:
         );
         assert!(plan.is_some(), "a warning does not block: {found:?}");
         assert_eq!(found[0].0, Code::Insecure);
+    }
+
+    #[test]
+    fn max_connections_is_read_and_checked() {
+        let text = |value: &str| {
+            format!(
+                "version: 1\nplatforms:\n  x: {{ type: imap, imap: {{ host: h, max-connections: {value} }} }}\n"
+            )
+        };
+        let (plan, found) = run(&text("3"));
+        assert!(found.is_empty(), "{found:?}");
+        let imap = plan.expect("plan").platforms["x"].imap.clone();
+        assert_eq!(imap.expect("imap").max_connections, Some(3));
+        for value in ["1", "300", "-1"] {
+            let source = SourceFile::new("p.yaml", text(value).as_str());
+            let (plan, diags) = load(&source, &PathBuf::from("p.yaml"));
+            assert!(plan.is_none(), "{value}");
+            let d = &diags.items[0];
+            assert_eq!(d.code, Code::InvalidValue, "{value}");
+            assert_eq!(
+                d.message,
+                format!(
+                    "`imap.max-connections` must be 2 to 256 (a copy holds a connection on each \
+                     side at once), found {value}"
+                )
+            );
+            assert_eq!(
+                &text(value)[d.labels[0].span.range()],
+                value,
+                "points at the value"
+            );
+        }
+        let (_, found) = run(&text("many"));
+        assert_eq!(found[0].0, Code::WrongType);
     }
 
     #[test]

@@ -132,6 +132,38 @@ impl Sandbox {
         snapshot(&self.dovecot, TARGET.0, TARGET.1)
     }
 
+    /// Source and target users for each name (`NAME@old.example`, `NAME@new.example`), a
+    /// small corpus in each source, and the accounts' plan lines (platforms `old` and `new`)
+    /// with the environment their passwords come from.
+    fn more_accounts(&self, names: &[&str], seed: u64) -> (String, Vec<(String, String)>) {
+        for name in names {
+            self.dovecot
+                .add_user(&format!("{name}@old.example"), &format!("{name}-old"));
+            self.dovecot
+                .add_user(&format!("{name}@new.example"), &format!("{name}-new"));
+        }
+        // Dovecot notices a changed passwd-file by its modification time, at a one-second
+        // resolution: rewrites within the same second as its last read may go unseen.
+        std::thread::sleep(Duration::from_millis(1100));
+        let (mut lines, mut envs) = (String::new(), Vec::new());
+        for name in names {
+            Corpus::with_seed(20, seed).seed(
+                &self.dovecot,
+                &format!("{name}@old.example"),
+                &format!("{name}-old"),
+            );
+            let _ = write!(
+                lines,
+                "  - address: {name}@old.example\n    from: old\n    to: new\n    target-login: \
+                 {name}@new.example\n    source-password: {{ env: PW_{name} }}\n    \
+                 target-password: {{ env: PW_NEW_{name} }}\n"
+            );
+            envs.push((format!("PW_{name}"), format!("{name}-old")));
+            envs.push((format!("PW_NEW_{name}"), format!("{name}-new")));
+        }
+        (lines, envs)
+    }
+
     fn state(&self, name: &str) -> PathBuf {
         self.dir.path().join(".mailplan").join(format!("{name}.db"))
     }
@@ -1074,30 +1106,7 @@ fn a_changed_uidvalidity_falls_back_to_identities_and_copies_only_what_is_missin
 #[test]
 fn many_accounts_on_one_server_share_a_small_connection_cap_without_deadlock() {
     let s = Sandbox::new();
-    let mut extra = String::new();
-    let names = ["bob", "carol", "dave"];
-    for name in names {
-        s.dovecot
-            .add_user(&format!("{name}@old.example"), &format!("{name}-old"));
-        s.dovecot
-            .add_user(&format!("{name}@new.example"), &format!("{name}-new"));
-    }
-    // Dovecot notices a changed passwd-file by its modification time, at a one-second
-    // resolution: rewrites within the same second as its last read may go unseen.
-    std::thread::sleep(Duration::from_millis(1100));
-    for name in names {
-        Corpus::with_seed(20, 40).seed(
-            &s.dovecot,
-            &format!("{name}@old.example"),
-            &format!("{name}-old"),
-        );
-        let _ = write!(
-            extra,
-            "  - address: {name}@old.example\n    from: old\n    to: new\n    target-login: \
-             {name}@new.example\n    source-password: {{ env: PW_{name} }}\n    \
-             target-password: {{ env: PW_NEW_{name} }}\n"
-        );
-    }
+    let (extra, envs) = s.more_accounts(&["bob", "carol", "dave"], 40);
     Corpus::with_seed(20, 41).seed(&s.dovecot, SOURCE.0, SOURCE.1);
     let plan = s.plan("cap", None, &extra);
     // Eight steps at once but two connections in all on the (one) server: without taking a
@@ -1111,12 +1120,7 @@ fn many_accounts_on_one_server_share_a_small_connection_cap_without_deadlock() {
             "--max-connections-per-server",
             "2",
         ])
-        .envs(["bob", "carol", "dave"].iter().flat_map(|n| {
-            [
-                (format!("PW_{n}"), format!("{n}-old")),
-                (format!("PW_NEW_{n}"), format!("{n}-new")),
-            ]
-        }))
+        .envs(envs)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -1127,4 +1131,48 @@ fn many_accounts_on_one_server_share_a_small_connection_cap_without_deadlock() {
         "apply did not finish (deadlock?) or failed"
     );
     assert_same(&s.source(), &s.target());
+}
+
+#[test]
+fn a_servers_max_connections_in_the_plan_caps_its_sessions_across_accounts() {
+    let s = Sandbox::new();
+    let names = ["bob", "carol", "dave"];
+    let (extra, envs) = s.more_accounts(&names, 50);
+    Corpus::with_seed(30, 51).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    // The source server behind a proxy that counts the sessions logged in at once, 10 ms away
+    // so that each account's session lasts long enough to overlap the others'.
+    let proxy = Proxy::start(
+        s.dovecot.imap_addr(),
+        Faults::latency(Duration::from_millis(10)),
+    );
+    let plan = s.plan_via("capped", Some(proxy.addr()), None, &extra);
+    let written = std::fs::read_to_string(&plan).expect("plan");
+    let capped = written.replacen(
+        "allow-insecure: true }",
+        "allow-insecure: true, max-connections: 2 }",
+        1,
+    );
+    assert_ne!(capped, written);
+    std::fs::write(&plan, capped).expect("write the plan");
+    // Four accounts at once, each with up to two connection pairs by default: eight source
+    // sessions could be open together but for the plan's cap.
+    let out = s
+        .command(&["apply", plan.to_str().expect("utf-8"), "--parallelism", "4"])
+        .envs(envs)
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        proxy.peak_sessions(),
+        2,
+        "the source's sessions at once: the cap, reached by four accounts"
+    );
+    assert_same(&s.source(), &s.target());
+    for name in names {
+        let user = |side: &str| format!("{name}@{side}.example");
+        assert_same(
+            &snapshot(&s.dovecot, &user("old"), &format!("{name}-old")),
+            &snapshot(&s.dovecot, &user("new"), &format!("{name}-new")),
+        );
+    }
 }

@@ -127,6 +127,7 @@ async fn login(dovecot: &Dovecot) -> (mailplan::providers::imap::Session, String
         port: dovecot.imap_addr().port(),
         tls: TlsMode::None,
         tls_verify: true,
+        max_connections: None,
     };
     let name = format!("127.0.0.1:{}", server.port);
     let session = tokio::time::timeout(

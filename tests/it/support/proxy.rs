@@ -73,6 +73,37 @@ struct Counters {
     open: AtomicU64,
     client_to_server: AtomicU64,
     server_to_client: AtomicU64,
+    /// IMAP sessions now logged in: from the client's `LOGIN` or `AUTHENTICATE` to its `LOGOUT`
+    /// or close, both read before the server answers them, so a client that waits for its
+    /// `LOGOUT` to be answered before it logs in again is never counted twice.
+    sessions: AtomicU64,
+    /// The most `sessions` at once.
+    peak_sessions: AtomicU64,
+}
+
+impl Counters {
+    /// Follows one connection's client → server lines for [`Counters::sessions`].
+    fn saw(&self, logged_in: &mut bool, bytes: &[u8]) {
+        for line in bytes.split(|b| *b == b'\n') {
+            let mut words = line.split(|b| *b == b' ' || *b == b'\r');
+            let command = words.nth(1).unwrap_or_default().to_ascii_uppercase();
+            match command.as_slice() {
+                b"LOGIN" | b"AUTHENTICATE" if !*logged_in => {
+                    *logged_in = true;
+                    let now = self.sessions.fetch_add(1, Ordering::SeqCst) + 1;
+                    self.peak_sessions.fetch_max(now, Ordering::SeqCst);
+                }
+                b"LOGOUT" if *logged_in => self.ended(logged_in),
+                _ => {}
+            }
+        }
+    }
+
+    fn ended(&self, logged_in: &mut bool) {
+        if std::mem::take(logged_in) {
+            self.sessions.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// A running proxy; see the module doc.
@@ -187,6 +218,11 @@ impl Proxy {
             .collect()
     }
 
+    /// The most IMAP sessions that were logged in at once through the proxy (see the counter).
+    pub fn peak_sessions(&self) -> u64 {
+        self.counters.peak_sessions.load(Ordering::SeqCst)
+    }
+
     /// Bytes forwarded client → server so far, all connections together.
     pub fn client_to_server_bytes(&self) -> u64 {
         self.counters.client_to_server.load(Ordering::Relaxed)
@@ -229,6 +265,7 @@ async fn relay(
         faults.cut_after_client_bytes,
         &counters.client_to_server,
         transcript.clone().map(|t| (Side::Client, t)),
+        Some(counters),
     );
     let downstream = pump(
         server_read,
@@ -238,6 +275,7 @@ async fn relay(
         None,
         &counters.server_to_client,
         transcript.map(|t| (Side::Server, t)),
+        None,
     );
     tokio::pin!(upstream, downstream);
     let (mut upstream_done, mut downstream_done) = (false, false);
@@ -260,7 +298,9 @@ async fn relay(
 /// One direction: a reader stamps chunks with their due time into a queue bounded by [`WINDOW`]
 /// bytes, a writer sends each when due (then waits out the bandwidth cap), so order is kept
 /// under any delay.
-/// Returns whether it stopped because `cut_after` bytes were forwarded.
+/// Returns whether it stopped because `cut_after` bytes were forwarded. `sessions`: the client
+/// side's, whose lines are followed for [`Counters::sessions`].
+#[allow(clippy::too_many_arguments)]
 async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
@@ -269,6 +309,7 @@ async fn pump(
     cut_after: Option<u64>,
     counter: &AtomicU64,
     transcript: Option<(Side, Arc<Mutex<Transcript>>)>,
+    sessions: Option<&Counters>,
 ) -> bool {
     let (queue, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>, OwnedSemaphorePermit)>();
     let window = Arc::new(Semaphore::new(WINDOW));
@@ -280,6 +321,7 @@ async fn pump(
     let reader = async move {
         let mut buf = vec![0; chunk];
         let mut left = cut_after.unwrap_or(u64::MAX);
+        let mut logged_in = false;
         while left > 0 {
             // Room in the window first, then read: bytes wait in the socket (the sender's
             // buffer) while the window is full, and their delay starts when they get in.
@@ -293,6 +335,9 @@ async fn pump(
             };
             let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
             left -= n as u64;
+            if let Some(c) = sessions {
+                c.saw(&mut logged_in, &buf[..n]);
+            }
             if let Some((side, t)) = &transcript
                 && let Ok(mut t) = t.lock()
             {
@@ -306,6 +351,9 @@ async fn pump(
             {
                 break;
             }
+        }
+        if let Some(c) = sessions {
+            c.ended(&mut logged_in);
         }
         cut_after.is_some() && left == 0
     };
