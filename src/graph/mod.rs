@@ -292,7 +292,9 @@ impl<'g> ReadyQueue<'g> {
         self.ready.pop_front()
     }
 
-    /// `id` succeeded: returns the steps that became ready (also queued for `next_ready`).
+    /// `id` succeeded: returns the steps that became ready (also queued for `next_ready`, ahead
+    /// of the steps that were ready before: an account runs to its end before new accounts
+    /// start, so accounts finish, verified, one after another instead of all at the end).
     pub fn finish(&mut self, id: StepId) -> Vec<StepId> {
         let mut newly = Vec::new();
         for next in self.graph.graph.neighbors_directed(id, Direction::Outgoing) {
@@ -303,7 +305,9 @@ impl<'g> ReadyQueue<'g> {
             }
         }
         newly.sort_unstable();
-        self.ready.extend(newly.iter().copied());
+        for next in newly.iter().rev() {
+            self.ready.push_front(*next);
+        }
         newly
     }
 
@@ -430,6 +434,31 @@ after: {{ reset-source: {reset} }}
                 vec!["copy-mail(0)", "migrate-legacy(1)"],
                 vec!["verify(0)", "verify(1)"],
                 vec!["check-dns(acme.example)"],
+            ]
+        );
+    }
+
+    #[test]
+    fn an_account_runs_to_its_end_before_the_next_starts() {
+        let g = StepGraph::build(&plan(
+            "  - { address: bob@b.example, from: a, to: b }
+  - { address: carol@b.example, from: a, to: b }
+  - { address: john@acme.example, from: old, to: ex }",
+            false,
+        ));
+        assert_eq!(
+            run_all(&g),
+            [
+                "add-domain(acme.example)",
+                "copy-mail(0)",
+                "verify(0)",
+                "copy-mail(1)",
+                "verify(1)",
+                "rename-source(2)",
+                "configure-target(2)",
+                "copy-mail(2)",
+                "verify(2)",
+                "check-dns(acme.example)",
             ]
         );
     }

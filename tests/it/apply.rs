@@ -1176,3 +1176,75 @@ fn a_servers_max_connections_in_the_plan_caps_its_sessions_across_accounts() {
         );
     }
 }
+
+#[test]
+fn a_slow_account_does_not_hold_back_the_others() {
+    let s = Sandbox::new();
+    let names = ["bob", "carol", "dave"];
+    let (extra, envs) = s.more_accounts(&names, 60);
+    // Alice's source is slow: 1.5 MB behind 300 KB/s, five seconds of copying at least.
+    Corpus::with_seed(10, 61)
+        .with_bulky("Archive", 3, 500_000)
+        .seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let proxy = s.throttled(300_000);
+    let plan = s.plan("slow", None, &extra);
+    let written = std::fs::read_to_string(&plan).expect("plan");
+    let slow = written
+        .replacen(
+            "platforms:\n",
+            &format!(
+                "platforms:\n  slow:\n    type: imap\n    imap: {{ host: 127.0.0.1, port: {}, \
+                 tls: none, allow-insecure: true }}\n",
+                proxy.port()
+            ),
+            1,
+        )
+        // Alice's is the first account.
+        .replacen("    from: old\n", "    from: slow\n", 1);
+    std::fs::write(&plan, &slow).expect("write the plan");
+    assert!(
+        slow.contains("address: alice@old.example\n    from: slow\n"),
+        "{slow}"
+    );
+
+    // Two steps at once: Alice's copy holds one slot all along, the other three accounts go
+    // through the other, one after another.
+    let out = s
+        .command(&[
+            "apply",
+            plan.to_str().expect("utf-8"),
+            "--parallelism",
+            "2",
+            "--format",
+            "json",
+        ])
+        .envs(envs)
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let done: Vec<String> = json_events(&out)
+        .iter()
+        .filter(|e| e["event"] == "step-done")
+        .filter_map(|e| e["step"].as_str().map(ToOwned::to_owned))
+        .collect();
+    let at = |step: &str| {
+        done.iter()
+            .position(|d| d == step)
+            .unwrap_or_else(|| panic!("no step-done for {step} in {done:?}"))
+    };
+    let alice_copied = at("copy-mail alice@old.example");
+    for name in names {
+        assert!(
+            at(&format!("verify {name}@old.example")) < alice_copied,
+            "{name} was held back by the slow account: {done:?}"
+        );
+    }
+    assert_same(&s.source(), &s.target());
+    for name in names {
+        let user = |side: &str| format!("{name}@{side}.example");
+        assert_same(
+            &snapshot(&s.dovecot, &user("old"), &format!("{name}-old")),
+            &snapshot(&s.dovecot, &user("new"), &format!("{name}-new")),
+        );
+    }
+}
