@@ -45,8 +45,8 @@ const EXTRA_PAIRS_FROM: u64 = 500;
 /// either enough messages (near, each pair's two logins are most of a small account's time) or
 /// a target far away (there each folder costs a few round trips, which pairs take in parallel:
 /// a delta pass over six folders at 26 ms spends most of its time on them).
-fn extra_pairs_pay_off(connections: usize, busy_folders: usize, messages: u64, far: bool) -> bool {
-    connections > 1 && busy_folders > 1 && (far || messages >= EXTRA_PAIRS_FROM)
+fn extra_pairs_pay_off(connections: usize, work: copy::Work, far: bool) -> bool {
+    connections > 1 && work.divisible() && (far || work.messages >= EXTRA_PAIRS_FROM)
 }
 
 /// Retries of a step after a network error or a "try later" answer.
@@ -1182,19 +1182,14 @@ async fn copy_step(
     // Both folder lists and every source folder's STATUS first: they say what this pass has
     // to carry, and so whether more connection pairs pay off.
     let mut survey = copy::survey(&mut ctx).await?;
-    let (busy_folders, messages) = survey.work(&ledger);
     let worth_more = shared.mode == RunMode::Real
         && extra_pairs_pay_off(
             shared.connections,
-            busy_folders,
-            messages,
+            survey.work(&ledger),
             survey.flow().far(),
         );
     // The extra pairs log in while the first pair copies; they take what is left.
-    let more = async {
-        if !worth_more {
-            return Vec::new();
-        }
+    let more = worth_more.then_some(async {
         extra_sessions(shared, i, source, target, shared.connections - 1)
             .await
             .into_iter()
@@ -1204,7 +1199,7 @@ async fn copy_step(
                 hold,
             })
             .collect()
-    };
+    });
     let outcomes = copy::copy_account(&mut ctx, &mut survey, more).await?;
     let copied: u64 = outcomes.iter().map(|o| o.counts.copied).sum();
     let verified_before = shared.store.as_ref().is_some_and(|st| {
@@ -1347,15 +1342,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn extra_pairs_for_several_busy_folders_of_enough_mail_or_far_away() {
-        assert!(extra_pairs_pay_off(4, 6, 10_000, false));
-        assert!(!extra_pairs_pay_off(4, 6, 100, false), "a small near pass");
+    fn extra_pairs_for_several_busy_folders_or_a_large_one_of_enough_mail_or_far_away() {
+        let work = |folders, messages, largest| copy::Work {
+            folders,
+            messages,
+            largest,
+        };
+        assert!(extra_pairs_pay_off(4, work(6, 10_000, 4_000), false));
         assert!(
-            extra_pairs_pay_off(4, 6, 100, true),
+            !extra_pairs_pay_off(4, work(6, 100, 40), false),
+            "a small near pass"
+        );
+        assert!(
+            extra_pairs_pay_off(4, work(6, 100, 40), true),
             "a small pass far away"
         );
-        assert!(!extra_pairs_pay_off(4, 1, 10_000, true), "one folder");
-        assert!(!extra_pairs_pay_off(1, 6, 10_000, true), "one pair allowed");
+        assert!(
+            !extra_pairs_pay_off(4, work(1, 1_999, 1_999), true),
+            "one folder too small to share"
+        );
+        assert!(
+            extra_pairs_pay_off(4, work(1, 2_000, 2_000), false),
+            "one folder large enough to share"
+        );
+        assert!(
+            !extra_pairs_pay_off(1, work(6, 10_000, 4_000), true),
+            "one pair allowed"
+        );
     }
 
     #[test]

@@ -337,8 +337,20 @@ fn a_dry_run_reads_live_state_and_writes_nothing() {
 
 #[test]
 fn a_run_killed_with_sigkill_resumes_without_loss_or_duplicate() {
+    killed_three_times_then_resumed(&Corpus::with_seed(900, 7), &[]);
+}
+
+#[test]
+fn a_shared_folder_killed_with_sigkill_resumes_without_loss_or_duplicate() {
+    // One folder large enough that both connection pairs send it, chunks finishing out of
+    // order: the kills land while both are appending.
+    killed_three_times_then_resumed(&Corpus::with_seed(2400, 8).all_in("INBOX"), &[]);
+}
+
+/// Copy `corpus` through a slow link to the target, kill apply (SIGKILL) three times at a
+/// sixth, a third and two thirds of it, then resume: the target must be exactly the source.
+fn killed_three_times_then_resumed(corpus: &Corpus, args: &[&str]) {
     let s = Sandbox::new();
-    let corpus = Corpus::with_seed(900, 7);
     corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
     // A slow link to the target so the kills land in the middle of the copy.
     let proxy = s.throttled(2_000_000);
@@ -349,7 +361,7 @@ fn a_run_killed_with_sigkill_resumes_without_loss_or_duplicate() {
     let mut kills = 0;
     for wait_for in [total / 6, total / 3, total * 2 / 3] {
         let mut child = s
-            .command(&["apply", plan])
+            .command(&[&["apply", plan], args].concat())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -380,7 +392,7 @@ fn a_run_killed_with_sigkill_resumes_without_loss_or_duplicate() {
         );
     }
     assert!(kills >= 2, "the copy finished before it could be killed");
-    let out = s.run(&["apply", plan]);
+    let out = s.run(&[&["apply", plan], args].concat());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_same(&s.source(), &s.target());
 }
@@ -1247,4 +1259,44 @@ fn a_slow_account_does_not_hold_back_the_others() {
             &snapshot(&s.dovecot, &user("new"), &format!("{name}-new")),
         );
     }
+}
+
+#[test]
+fn a_large_folder_is_shared_by_the_accounts_connection_pairs() {
+    let s = Sandbox::new();
+    let corpus = Corpus::with_seed(2400, 9).all_in("INBOX");
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let proxy = recording_proxy(&s, 1);
+    let plan = s.plan("shared", Some(proxy.addr()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = s.run(&["apply", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(finished_event(&out)["messages"], 2400, "{}", text(&out));
+    assert_same(&s.source(), &s.target());
+    // Both target connections appended to the one folder, every message once.
+    let appending = appends_on_the_wire(&proxy);
+    assert_eq!(
+        appending.len(),
+        2,
+        "connections that appended: {appending:?}"
+    );
+    let sent: usize = appending.iter().flat_map(|(l, _)| l).sum();
+    assert_eq!(sent, 2400);
+    // Recorded as done once every part was: the highest UID, nothing pending (the next pass
+    // takes the fast path, from that mark).
+    let db = rusqlite::Connection::open(s.state("shared")).expect("state store");
+    let (last_uid, pending, copied): (u32, bool, u64) = db
+        .query_row(
+            "SELECT last_uid, pending, copied FROM folders WHERE source = 'INBOX'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("INBOX's record");
+    assert_eq!((last_uid, pending, copied), (2400, false, 2400));
+    drop(db);
+    // A re-run finds nothing to send.
+    let out = s.run(&["apply", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(finished_event(&out)["messages"], 0, "{}", text(&out));
+    assert_same(&s.source(), &s.target());
 }

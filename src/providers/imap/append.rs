@@ -787,7 +787,8 @@ impl<'a, 'c> Appender<'a, 'c> {
     }
 }
 
-fn add(total: &mut FolderCounts, batch: &FolderCounts) {
+/// Add what a batch (or a part) did to a folder's counts.
+pub(super) fn add(total: &mut FolderCounts, batch: &FolderCounts) {
     total.copied += batch.copied;
     total.failed += batch.failed;
     total.bytes += batch.bytes;

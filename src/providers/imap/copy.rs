@@ -17,8 +17,11 @@
 //! commands as the UID sets allow, groups of messages appended pipelined: one MULTIAPPEND each,
 //! or one APPEND per message with LITERAL+ alone, see [`AppendMode`]) while a byte budget bounds
 //! what is held in memory; batches are recorded as their last group is acknowledged, without
-//! stopping the flow. Verification reads every folder's identities on both sides, each side in
-//! one pipelined round trip.
+//! stopping the flow. A folder with [`SHARE_FROM`] messages or more to send is shared by the
+//! account's connection pairs, each taking chunks of it when it has nothing else to do; its
+//! parts finish out of order, so it stays *pending* at its old mark until all are done.
+//! Verification reads every folder's identities on both sides, each side in one pipelined
+//! round trip.
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
@@ -30,7 +33,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 
-use super::append::{AppendMode, Appender, tagged, verdict};
+use super::append::{AppendMode, Appender, add, tagged, verdict};
 use super::connect::Session;
 use super::error::{ImapError, ImapErrorKind};
 use super::folders::{self, FolderMapping, RemoteFolder};
@@ -48,6 +51,12 @@ const BATCH_BYTES: u64 = 4 << 20;
 /// whole, whatever its size.
 const STREAM_FROM: u32 = 2 << 20;
 const PIECE: u32 = 1 << 20;
+/// A folder with this many messages or more to send is shared: the account's other connection
+/// pairs, once they have nothing else to do, help send it, a chunk at a time.
+pub const SHARE_FROM: usize = 2000;
+/// Messages and bytes of a shared folder's chunk: what a pair takes at once.
+const CHUNK_MESSAGES: usize = 1000;
+const CHUNK_BYTES: u64 = 64 << 20;
 /// Messages and bytes sent in one MULTIAPPEND.
 const MULTIAPPEND_MESSAGES: usize = 50;
 const MULTIAPPEND_BYTES: usize = 2 << 20;
@@ -308,11 +317,10 @@ impl Survey {
         self.flow
     }
 
-    /// What this pass is likely to carry: (folders with something to send, messages), from the
-    /// STATUS and the ledger's marks (an upper bound: a folder to reconcile counts whole).
-    pub fn work(&self, ledger: &dyn Ledger) -> (usize, u64) {
-        let mut folders = 0;
-        let mut messages = 0u64;
+    /// What this pass is likely to carry, from the STATUS and the ledger's marks (an upper
+    /// bound: a folder to reconcile counts whole).
+    pub fn work(&self, ledger: &dyn Ledger) -> Work {
+        let mut work = Work::default();
         for (m, status) in self.mappings.iter().zip(&self.statuses) {
             let record = ledger.folder(&m.source.path).ok().flatten();
             let n = match record.filter(|r| fast_path(r, status)) {
@@ -322,11 +330,30 @@ impl Survey {
                 None => status.messages,
             };
             if n > 0 {
-                folders += 1;
-                messages += u64::from(n);
+                work.folders += 1;
+                work.messages += u64::from(n);
+                work.largest = work.largest.max(u64::from(n));
             }
         }
-        (folders, messages)
+        work
+    }
+}
+
+/// What a pass is likely to carry ([`Survey::work`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Folders with something to send.
+    pub folders: usize,
+    pub messages: u64,
+    /// The most messages one folder has to send.
+    pub largest: u64,
+}
+
+impl Work {
+    /// Whether more connection pairs have something to share: several folders, or one large
+    /// enough to be shared ([`SHARE_FROM`]).
+    pub fn divisible(&self) -> bool {
+        self.folders > 1 || self.largest >= SHARE_FROM as u64
     }
 }
 
@@ -346,15 +373,16 @@ pub struct Pair<H> {
 }
 
 /// Copy every mapped folder of the account, on `ctx`'s connections and on each pair `extra_pairs`
-/// yields (folders are taken from a shared list, so a large folder does not hold the others
-/// back; the extra pairs log in while the first pair already copies, and take what is left when
-/// they are ready; they are logged out at the end). The target folders that are missing are
-/// created first, all at once. Returns one outcome per folder, in listing order; afterwards every
+/// yields, if any (folders are taken from a shared list, so a large folder does not hold the
+/// others back, and a folder of [`SHARE_FROM`] messages or more to send is shared: a pair with
+/// nothing left to take helps send it; the extra pairs log in while the first pair already
+/// copies, and take what is left when they are ready; they are logged out at the end). The
+/// target folders that are missing are created first, all at once. Returns one outcome per folder, in listing order; afterwards every
 /// mapping's target exists (but in a dry run).
 pub async fn copy_account<H>(
     ctx: &mut CopyContext<'_>,
     survey: &mut Survey,
-    extra_pairs: impl Future<Output = Vec<Pair<H>>>,
+    extra_pairs: Option<impl Future<Output = Vec<Pair<H>>>>,
 ) -> Result<Vec<FolderOutcome>, CopyError> {
     let missing: Vec<bool> = survey.mappings.iter().map(|m| !m.target_exists).collect();
     if ctx.mode == RunMode::Real && missing.contains(&true) {
@@ -376,6 +404,8 @@ pub async fn copy_account<H>(
         survey: &*survey,
         next: std::sync::atomic::AtomicUsize::new(0),
         missing,
+        sharing: extra_pairs.is_some(),
+        open: std::sync::Mutex::new(Vec::new()),
     };
     let (options, ledger, observer, stop) = (ctx.options, ctx.ledger, ctx.observer, ctx.stop);
     let (source_server, target_server, mode) = (ctx.source_server, ctx.target_server, ctx.mode);
@@ -386,7 +416,10 @@ pub async fn copy_account<H>(
     };
     let shared = &shared;
     let extra = async move {
-        let mut pairs = extra_pairs.await;
+        let mut pairs = match extra_pairs {
+            Some(pairs) => pairs.await,
+            None => Vec::new(),
+        };
         let results = futures::future::join_all(pairs.iter_mut().map(|p| {
             worker(
                 CopyContext {
@@ -437,9 +470,265 @@ struct Shared<'a> {
     next: std::sync::atomic::AtomicUsize,
     /// Per mapping: the target folder was missing before this pass.
     missing: Vec<bool>,
+    /// Other pairs may come: large folders are shared.
+    sharing: bool,
+    /// The shared folders being sent.
+    open: std::sync::Mutex<Vec<Arc<SharedFolder>>>,
 }
 
-/// One connection pair's share of the copy: folders taken one at a time until none is left.
+impl Shared<'_> {
+    /// A shared folder with chunks left, joined (counted as working on it).
+    fn joinable(&self) -> Option<Arc<SharedFolder>> {
+        let open = self.open.lock().ok()?;
+        open.iter()
+            .find(|f| {
+                f.state.lock().is_ok_and(|mut st| {
+                    let joins = !st.failed && !st.chunks.is_empty();
+                    if joins {
+                        st.working += 1;
+                    }
+                    joins
+                })
+            })
+            .cloned()
+    }
+}
+
+/// A large folder that every pair of the account may help send (see [`SHARE_FROM`]): what is to
+/// be sent, cut into chunks that the pairs take one at a time.
+struct SharedFolder {
+    /// Its mapping's index.
+    index: usize,
+    uidvalidity: u32,
+    flow: Flow,
+    /// The ledger's mark from before this pass. Parts finish out of order, so no later mark would
+    /// be true until all are done: each part records this one, pending.
+    base: u32,
+    state: std::sync::Mutex<SharedState>,
+    /// A part ended.
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct SharedState {
+    chunks: std::collections::VecDeque<Vec<Wanted>>,
+    /// Pairs sending a part now, the folder's owner included.
+    working: usize,
+    /// A part failed or was interrupted: no more chunks are taken, the folder stays pending.
+    failed: bool,
+    /// What all parts did.
+    counts: FolderCounts,
+}
+
+/// The ledger as a shared folder's parts see it: each mark is recorded as the mark from before
+/// the pass, pending (see [`SharedFolder::base`]); counts, issues and the rest pass through.
+struct PartLedger<'a> {
+    inner: &'a dyn Ledger,
+    base: u32,
+}
+
+impl Ledger for PartLedger<'_> {
+    fn folder(&self, source: &str) -> Result<Option<FolderRecord>, String> {
+        self.inner.folder(source)
+    }
+    fn begin_batch(&self, source: &str, target: &str, uidvalidity: u32) -> Result<(), String> {
+        self.inner.begin_batch(source, target, uidvalidity)
+    }
+    fn end_batch(
+        &self,
+        source: &str,
+        record: FolderRecord,
+        counts: &FolderCounts,
+    ) -> Result<(), String> {
+        let record = FolderRecord {
+            last_uid: self.base,
+            pending: true,
+            ..record
+        };
+        self.inner.end_batch(source, record, counts)
+    }
+    fn issue(&self, source: &str, uid: u32, kind: IssueKind, detail: &str) -> Result<(), String> {
+        self.inner.issue(source, uid, kind, detail)
+    }
+    fn clear_issues(&self, source: &str) -> Result<(), String> {
+        self.inner.clear_issues(source)
+    }
+}
+
+/// `wanted` in chunks of [`CHUNK_MESSAGES`] and [`CHUNK_BYTES`] at most (a larger message is a
+/// chunk of its own).
+fn chunks(wanted: &[Wanted]) -> std::collections::VecDeque<Vec<Wanted>> {
+    let mut out = std::collections::VecDeque::new();
+    let mut current: Vec<Wanted> = Vec::new();
+    let mut bytes = 0u64;
+    for w in wanted {
+        if !current.is_empty()
+            && (current.len() >= CHUNK_MESSAGES || bytes + u64::from(w.size) > CHUNK_BYTES)
+        {
+            out.push_back(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += u64::from(w.size);
+        current.push(*w);
+    }
+    if !current.is_empty() {
+        out.push_back(current);
+    }
+    out
+}
+
+/// Send a shared folder's chunks on `c`'s connections until none is left (`open`: select the
+/// folders first, for a pair that helps), then say this part ended. A failure or an
+/// interruption stops the other parts after their current chunk.
+async fn part(
+    c: &mut CopyContext<'_>,
+    m: &FolderMapping,
+    folder: &SharedFolder,
+    open: bool,
+) -> Result<(), CopyError> {
+    let ledger = PartLedger {
+        inner: c.ledger,
+        base: folder.base,
+    };
+    let mut counts = FolderCounts::default();
+    let result = async {
+        if open {
+            open_part(c, m, folder.uidvalidity).await?;
+        }
+        let mut ctx = CopyContext {
+            source: &mut *c.source,
+            target: &mut *c.target,
+            ledger: &ledger,
+            ..*c
+        };
+        let stop = c.stop;
+        let mut next = || {
+            let mut st = folder.state.lock().ok()?;
+            if st.failed || stop.load(Ordering::SeqCst) {
+                None
+            } else {
+                st.chunks.pop_front()
+            }
+        };
+        let flow = folder.flow;
+        transfer(
+            &mut ctx,
+            m,
+            folder.uidvalidity,
+            &mut next,
+            flow,
+            &mut counts,
+        )
+        .await
+    }
+    .await;
+    if let Ok(mut st) = folder.state.lock() {
+        st.working = st.working.saturating_sub(1);
+        add(&mut st.counts, &counts);
+        if result.is_err() {
+            st.failed = true;
+            st.chunks.clear();
+        }
+    }
+    folder.changed.notify_waiters();
+    result
+}
+
+/// A helping pair opens the shared folder: the source read-only, the target to append to; the
+/// source must still be the one whose UIDs are being sent.
+async fn open_part(
+    c: &mut CopyContext<'_>,
+    m: &FolderMapping,
+    uidvalidity: u32,
+) -> Result<(), ImapError> {
+    let (ss, ts) = (c.source_server, c.target_server);
+    let (source, target) = (&mut *c.source, &mut *c.target);
+    let (opened, ()) = tokio::try_join!(
+        async {
+            source
+                .examine(&m.source.wire)
+                .await
+                .map_err(|e| ImapError::from_imap(ss, format!("opening {}", m.source.path), e))
+        },
+        async {
+            target
+                .select(&m.target_wire)
+                .await
+                .map(drop)
+                .map_err(|e| ImapError::from_imap(ts, format!("opening {}", m.target_path), e))
+        }
+    )?;
+    match opened.uid_validity {
+        Some(now) if now != uidvalidity => Err(ImapError::new(
+            ImapErrorKind::Network,
+            ss,
+            format!("opening {}", m.source.path),
+            format!(
+                "its UIDVALIDITY changed from {uidvalidity} to {now} during the copy; the next \
+                 attempt compares it again"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The owner's side of a shared folder: offer its chunks to the other pairs, send chunks too,
+/// wait for the parts taken by others, add up what all did.
+#[allow(clippy::too_many_arguments)]
+async fn share_folder(
+    ctx: &mut CopyContext<'_>,
+    shared: &Shared<'_>,
+    index: usize,
+    uidvalidity: u32,
+    base: u32,
+    wanted: &[Wanted],
+    flow: Flow,
+    counts: &mut FolderCounts,
+) -> Result<(), CopyError> {
+    let folder = Arc::new(SharedFolder {
+        index,
+        uidvalidity,
+        flow,
+        base,
+        state: std::sync::Mutex::new(SharedState {
+            chunks: chunks(wanted),
+            working: 1,
+            ..SharedState::default()
+        }),
+        changed: tokio::sync::Notify::new(),
+    });
+    if let Ok(mut open) = shared.open.lock() {
+        open.push(Arc::clone(&folder));
+    }
+    let m = &shared.survey.mappings[index];
+    let mine = part(ctx, m, &folder, false).await;
+    loop {
+        let ended = folder.changed.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if folder.state.lock().map_or(true, |st| st.working == 0) {
+            break;
+        }
+        ended.await;
+    }
+    if let Ok(mut open) = shared.open.lock() {
+        open.retain(|f| !Arc::ptr_eq(f, &folder));
+    }
+    mine?;
+    let st = folder
+        .state
+        .lock()
+        .map_err(|e| CopyError::Ledger(e.to_string()))?;
+    if st.failed {
+        // A helping pair failed or was interrupted; its worker reports why.
+        return Err(CopyError::Interrupted);
+    }
+    add(counts, &st.counts);
+    Ok(())
+}
+
+/// One connection pair's share of the copy: folders taken one at a time until none is left, then
+/// chunks of the shared folders still being sent.
 async fn worker(
     mut c: CopyContext<'_>,
     shared: &Shared<'_>,
@@ -447,16 +736,31 @@ async fn worker(
     let mut done = Vec::new();
     loop {
         let i = shared.next.fetch_add(1, Ordering::SeqCst);
-        let (Some(m), Some(status)) =
-            (shared.survey.mappings.get(i), shared.survey.statuses.get(i))
-        else {
-            return Ok(done);
-        };
         if c.stop.load(Ordering::SeqCst) {
             return Err(CopyError::Interrupted);
         }
-        let outcome =
-            copy_folder(&mut c, m, *status, shared.missing[i], shared.survey.flow).await?;
+        let (Some(m), Some(status)) =
+            (shared.survey.mappings.get(i), shared.survey.statuses.get(i))
+        else {
+            // Nothing left to take: help with a shared folder, while one has chunks left.
+            while !c.stop.load(Ordering::SeqCst)
+                && let Some(folder) = shared.joinable()
+            {
+                let m = &shared.survey.mappings[folder.index];
+                part(&mut c, m, &folder, true).await?;
+            }
+            return Ok(done);
+        };
+        let share = shared.sharing.then_some((shared, i));
+        let outcome = copy_folder(
+            &mut c,
+            m,
+            *status,
+            shared.missing[i],
+            shared.survey.flow,
+            share,
+        )
+        .await?;
         done.push((i, outcome));
     }
 }
@@ -491,6 +795,7 @@ async fn copy_folder(
     status: FolderStatus,
     missing: bool,
     flow: Flow,
+    share: Option<(&Shared<'_>, usize)>,
 ) -> Result<FolderOutcome, CopyError> {
     let src = &m.source.path;
     let (ss, ts) = (ctx.source_server, ctx.target_server);
@@ -609,8 +914,25 @@ async fn copy_folder(
             .map_err(CopyError::Ledger)?;
     }
 
-    if !wanted.is_empty() {
-        transfer(ctx, m, uidvalidity, &wanted, flow, &mut outcome.counts).await?;
+    match share {
+        Some((shared, index)) if wanted.len() >= SHARE_FROM => {
+            let base = from.saturating_sub(1);
+            let counts = &mut outcome.counts;
+            share_folder(ctx, shared, index, uidvalidity, base, &wanted, flow, counts).await?;
+        }
+        _ if !wanted.is_empty() => {
+            let mut all = Some(wanted);
+            transfer(
+                ctx,
+                m,
+                uidvalidity,
+                &mut || all.take(),
+                flow,
+                &mut outcome.counts,
+            )
+            .await?;
+        }
+        _ => {}
     }
 
     let record = FolderRecord {
@@ -916,20 +1238,20 @@ fn streamed(batch: &[Wanted]) -> bool {
 const MAX_SET_CHARS: usize = 4000;
 
 /// Fetch on the source and append on the target at the same time. The source streams the
-/// wanted messages with as few `UID FETCH` commands as the UID sets allow (one for a contiguous
-/// folder), the target takes them in pipelined groups, and batches are recorded in the ledger
-/// as their last group is acknowledged: neither side waits for a round trip between batches.
+/// wanted messages (taken from `next`, a chunk at a time, until it has none) with as few
+/// `UID FETCH` commands as the UID sets allow (one for a contiguous folder), the target takes
+/// them in pipelined groups, and batches are recorded in the ledger as their last group is
+/// acknowledged: neither side waits for a round trip between batches or chunks.
 async fn transfer(
     ctx: &mut CopyContext<'_>,
     m: &FolderMapping,
     uidvalidity: u32,
-    wanted: &[Wanted],
+    next: &mut (dyn FnMut() -> Option<Vec<Wanted>> + Send),
     flow: Flow,
     counts: &mut FolderCounts,
 ) -> Result<(), CopyError> {
     let (ss, ts) = (ctx.source_server, ctx.target_server);
     let src = m.source.path.as_str();
-    let batches = batches(wanted);
     let append = flow.append;
     let budget = Arc::new(Semaphore::new(flow.budget_kib as usize));
     let (tx, mut rx) = mpsc::channel::<Item>(BATCH_MESSAGES);
@@ -947,127 +1269,15 @@ async fn transfer(
     );
 
     let producer = async move {
-        // Batches go into commands whole; a batch ends once all its messages passed (or, for a
-        // message expunged meanwhile, once its command ended).
-        let mut batch_of: HashMap<u32, usize> = HashMap::new();
-        let mut left: Vec<usize> = Vec::with_capacity(batches.len());
-        for (i, b) in batches.iter().enumerate() {
-            left.push(b.len());
-            batch_of.extend(b.iter().map(|w| (w.uid, i)));
-        }
-        let max_of = |i: usize| batches[i].iter().map(|w| w.uid).max().unwrap_or(0);
-        let mut closed = 0;
-        let mut first = 0;
-        while first < batches.len() {
-            if streamed(&batches[first]) {
-                let w = batches[first][0];
-                let streamed =
-                    stream_message(source, ss, src, w, &budget, flow.budget_kib, &tx).await?;
-                match streamed {
-                    Streamed::Stopped => return Ok(()),
-                    Streamed::Sent | Streamed::Gone => {
-                        batch_of.remove(&w.uid);
-                        if tx.send(Item::BatchEnd { max_uid: w.uid }).await.is_err() {
-                            return Ok(());
-                        }
-                        closed += 1;
-                        first += 1;
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        continue;
-                    }
-                    Streamed::Whole => {} // read whole, below
-                }
-            }
-            let mut last = first;
-            let mut set = uid_set(batches[first].iter().map(|w| w.uid));
-            while let Some(b) = batches.get(last + 1)
-                && !streamed(b)
-            {
-                let more = uid_set(b.iter().map(|w| w.uid));
-                if set.len() + more.len() + 1 > MAX_SET_CHARS {
-                    break;
-                }
-                set.push(',');
-                set.push_str(&more);
-                last += 1;
-            }
-            let activity = format!("fetching messages of {src}");
-            let mut stream = source
-                .uid_fetch(&set, "(UID FLAGS INTERNALDATE BODY.PEEK[])")
-                .await
-                .map_err(|e| ImapError::from_imap(ss, &activity, e))?;
-            while let Some(fetch) = next_with_timeout(&mut stream, ss, &activity).await? {
-                let Some(uid) = fetch.uid else { continue };
-                let Some(len) = fetch.body().map(<[u8]>::len) else {
-                    continue;
-                };
-                // Each wanted UID once (a server repeating one would otherwise end its batch
-                // early).
-                let Some(i) = batch_of.remove(&uid) else {
-                    continue;
-                };
-                let kib = u32::try_from(len >> 10)
-                    .unwrap_or(u32::MAX)
-                    .clamp(1, flow.budget_kib);
-                let permit = Arc::clone(&budget)
-                    .acquire_many_owned(kib)
-                    .await
-                    .map_err(|_| closed_copy(ss))?;
-                let message = Fetched {
-                    uid,
-                    flags: flag_list(fetch.flags()),
-                    date: fetch
-                        .internal_date()
-                        .map(|d| format!("\"{}\"", d.format("%d-%b-%Y %H:%M:%S %z"))),
-                    fetch,
-                    _permit: permit,
-                };
-                if tx.send(Item::Message(message)).await.is_err() {
-                    return Ok(()); // the appender stopped; it says why
-                }
-                left[i] = left[i].saturating_sub(1);
-                let before = closed;
-                while closed <= last && left[closed] == 0 {
-                    if tx
-                        .send(Item::BatchEnd {
-                            max_uid: max_of(closed),
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return Ok(());
-                    }
-                    closed += 1;
-                }
-                if closed > before && stop.load(Ordering::SeqCst) {
-                    // This message ended a batch: what was sent gets recorded, nothing more is
-                    // read.
-                    return Ok(());
-                }
-            }
-            drop(stream);
-            while closed <= last {
-                if tx
-                    .send(Item::BatchEnd {
-                        max_uid: max_of(closed),
-                    })
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-                closed += 1;
-            }
-            if stop.load(Ordering::SeqCst) {
+        while let Some(chunk) = next() {
+            let batches = batches(&chunk);
+            let sent = send_chunk(source, ss, src, &batches, &budget, flow, &tx, stop).await?;
+            if !sent || stop.load(Ordering::SeqCst) {
                 break;
             }
-            first = last + 1;
         }
         Ok::<(), ImapError>(())
     };
-
     let consumer = async {
         let mut group: Vec<Fetched> = Vec::new();
         let mut group_bytes = 0usize;
@@ -1133,6 +1343,139 @@ async fn transfer(
         return Err(CopyError::Interrupted);
     }
     Ok(())
+}
+
+/// One chunk's batches, fetched and passed to the appending side. `false`: stop (the appending
+/// side stopped, it says why, or an interruption once a batch ended).
+#[allow(clippy::too_many_arguments)]
+async fn send_chunk(
+    source: &mut Session,
+    ss: &str,
+    src: &str,
+    batches: &[Vec<Wanted>],
+    budget: &Arc<Semaphore>,
+    flow: Flow,
+    tx: &mpsc::Sender<Item>,
+    stop: &AtomicBool,
+) -> Result<bool, ImapError> {
+    // Batches go into commands whole; a batch ends once all its messages passed (or, for a
+    // message expunged meanwhile, once its command ended).
+    let mut batch_of: HashMap<u32, usize> = HashMap::new();
+    let mut left: Vec<usize> = Vec::with_capacity(batches.len());
+    for (i, b) in batches.iter().enumerate() {
+        left.push(b.len());
+        batch_of.extend(b.iter().map(|w| (w.uid, i)));
+    }
+    let max_of = |i: usize| batches[i].iter().map(|w| w.uid).max().unwrap_or(0);
+    let mut closed = 0;
+    let mut first = 0;
+    while first < batches.len() {
+        if streamed(&batches[first]) {
+            let w = batches[first][0];
+            let streamed = stream_message(source, ss, src, w, budget, flow.budget_kib, tx).await?;
+            match streamed {
+                Streamed::Stopped => return Ok(false),
+                Streamed::Sent | Streamed::Gone => {
+                    batch_of.remove(&w.uid);
+                    if tx.send(Item::BatchEnd { max_uid: w.uid }).await.is_err() {
+                        return Ok(false);
+                    }
+                    closed += 1;
+                    first += 1;
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    continue;
+                }
+                Streamed::Whole => {} // read whole, below
+            }
+        }
+        let mut last = first;
+        let mut set = uid_set(batches[first].iter().map(|w| w.uid));
+        while let Some(b) = batches.get(last + 1)
+            && !streamed(b)
+        {
+            let more = uid_set(b.iter().map(|w| w.uid));
+            if set.len() + more.len() + 1 > MAX_SET_CHARS {
+                break;
+            }
+            set.push(',');
+            set.push_str(&more);
+            last += 1;
+        }
+        let activity = format!("fetching messages of {src}");
+        let mut stream = source
+            .uid_fetch(&set, "(UID FLAGS INTERNALDATE BODY.PEEK[])")
+            .await
+            .map_err(|e| ImapError::from_imap(ss, &activity, e))?;
+        while let Some(fetch) = next_with_timeout(&mut stream, ss, &activity).await? {
+            let Some(uid) = fetch.uid else { continue };
+            let Some(len) = fetch.body().map(<[u8]>::len) else {
+                continue;
+            };
+            // Each wanted UID once (a server repeating one would otherwise end its batch
+            // early).
+            let Some(i) = batch_of.remove(&uid) else {
+                continue;
+            };
+            let kib = u32::try_from(len >> 10)
+                .unwrap_or(u32::MAX)
+                .clamp(1, flow.budget_kib);
+            let permit = Arc::clone(budget)
+                .acquire_many_owned(kib)
+                .await
+                .map_err(|_| closed_copy(ss))?;
+            let message = Fetched {
+                uid,
+                flags: flag_list(fetch.flags()),
+                date: fetch
+                    .internal_date()
+                    .map(|d| format!("\"{}\"", d.format("%d-%b-%Y %H:%M:%S %z"))),
+                fetch,
+                _permit: permit,
+            };
+            if tx.send(Item::Message(message)).await.is_err() {
+                return Ok(false); // the appender stopped; it says why
+            }
+            left[i] = left[i].saturating_sub(1);
+            let before = closed;
+            while closed <= last && left[closed] == 0 {
+                if tx
+                    .send(Item::BatchEnd {
+                        max_uid: max_of(closed),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return Ok(false);
+                }
+                closed += 1;
+            }
+            if closed > before && stop.load(Ordering::SeqCst) {
+                // This message ended a batch: what was sent gets recorded, nothing more is
+                // read.
+                return Ok(false);
+            }
+        }
+        drop(stream);
+        while closed <= last {
+            if tx
+                .send(Item::BatchEnd {
+                    max_uid: max_of(closed),
+                })
+                .await
+                .is_err()
+            {
+                return Ok(false);
+            }
+            closed += 1;
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        first = last + 1;
+    }
+    Ok(true)
 }
 
 fn closed_copy(server: &str) -> ImapError {
@@ -1562,5 +1905,78 @@ mod tests {
         assert_eq!(sizes, vec![1, 1, 1], "a message to stream is a batch alone");
         assert!(streamed(&batches(&streamed_alone)[1]));
         assert!(!streamed(&batches(&streamed_alone)[0]));
+    }
+
+    #[test]
+    fn a_shared_folder_is_cut_into_chunks_of_counts_and_bytes() {
+        let many: Vec<Wanted> = (1..=2500).map(|uid| Wanted { uid, size: 100 }).collect();
+        let sizes: Vec<usize> = chunks(&many).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![1000, 1000, 500]);
+        let firsts: Vec<u32> = chunks(&many).iter().map(|c| c[0].uid).collect();
+        assert_eq!(firsts, vec![1, 1001, 2001], "in UID order, none left out");
+        let large: Vec<Wanted> = (1..=5)
+            .map(|uid| Wanted {
+                uid,
+                size: 30 << 20,
+            })
+            .collect();
+        let sizes: Vec<usize> = chunks(&large).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![2, 2, 1], "64 MB at most, or one message");
+    }
+
+    /// Records what the copy writes, in order.
+    #[derive(Default)]
+    struct Written(std::sync::Mutex<Vec<(FolderRecord, u64)>>);
+
+    impl Ledger for Written {
+        fn folder(&self, _: &str) -> Result<Option<FolderRecord>, String> {
+            Ok(None)
+        }
+        fn begin_batch(&self, _: &str, _: &str, _: u32) -> Result<(), String> {
+            Ok(())
+        }
+        fn end_batch(&self, _: &str, r: FolderRecord, c: &FolderCounts) -> Result<(), String> {
+            self.0
+                .lock()
+                .map_err(|e| e.to_string())?
+                .push((r, c.copied));
+            Ok(())
+        }
+        fn issue(&self, _: &str, _: u32, _: IssueKind, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+        fn clear_issues(&self, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_parts_marks_are_recorded_as_the_old_mark_pending_and_its_counts_kept() {
+        let inner = Written::default();
+        let part = PartLedger {
+            inner: &inner,
+            base: 40,
+        };
+        let done = FolderCounts {
+            copied: 7,
+            ..FolderCounts::default()
+        };
+        for pending in [true, false] {
+            let record = FolderRecord {
+                uidvalidity: 9,
+                last_uid: 900,
+                pending,
+                failed: 1,
+            };
+            part.end_batch("INBOX", record, &done).expect("recorded");
+        }
+        let written = inner.0.lock().expect("lock").clone();
+        let kept = FolderRecord {
+            uidvalidity: 9,
+            last_uid: 40,
+            pending: true,
+            failed: 1,
+        };
+        assert_eq!(written, vec![(kept, 7), (kept, 7)]);
     }
 }

@@ -195,6 +195,16 @@ impl Corpus {
         self
     }
 
+    /// The same messages, all in `folder` (the other folders stay, empty): one large folder,
+    /// as many mailboxes are, whose copy the connection pairs share.
+    #[must_use]
+    pub fn all_in(mut self, folder: &str) -> Corpus {
+        for m in &mut self.messages {
+            folder.clone_into(&mut m.folder);
+        }
+        self
+    }
+
     /// The same messages, each with `header` (a whole line, CRLF included) put first: what a
     /// server that rewrites what it stores, or another tool that marks what it copies (mbsync's
     /// `X-TUID`), leaves on a target. Same Message-IDs and header fields, other sizes.
