@@ -1266,8 +1266,12 @@ fn a_large_folder_is_shared_by_the_accounts_connection_pairs() {
     let s = Sandbox::new();
     let corpus = Corpus::with_seed(2400, 9).all_in("INBOX");
     corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    // The source at 1 MB/s a connection: the first pair reads the folder's headers long after
+    // the second pair has logged in and found nothing else to take; it must wait for the
+    // folder to be shared, not log out.
+    let slow_source = s.throttled(1_000_000);
     let proxy = recording_proxy(&s, 1);
-    let plan = s.plan("shared", Some(proxy.addr()), "");
+    let plan = s.plan_via("shared", Some(slow_source.addr()), Some(proxy.addr()), "");
     let plan = plan.to_str().expect("utf-8");
     let out = s.run(&["apply", plan, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -406,6 +406,8 @@ pub async fn copy_account<H>(
         missing,
         sharing: extra_pairs.is_some(),
         open: std::sync::Mutex::new(Vec::new()),
+        preparing: std::sync::atomic::AtomicUsize::new(0),
+        changed: tokio::sync::Notify::new(),
     };
     let (options, ledger, observer, stop) = (ctx.options, ctx.ledger, ctx.observer, ctx.stop);
     let (source_server, target_server, mode) = (ctx.source_server, ctx.target_server, ctx.mode);
@@ -474,6 +476,32 @@ struct Shared<'a> {
     sharing: bool,
     /// The shared folders being sent.
     open: std::sync::Mutex<Vec<Arc<SharedFolder>>>,
+    /// Folders large enough to be shared that a pair is reading (not yet shared or not): a
+    /// pair with nothing left waits for them rather than log out.
+    preparing: std::sync::atomic::AtomicUsize,
+    /// A folder was shared, or found not to be.
+    changed: tokio::sync::Notify,
+}
+
+/// A folder that may be shared, while its pair reads it ([`Shared::preparing`]); dropped once
+/// it is shared or found too small, or when its pair fails.
+struct MayShare<'s, 'a> {
+    shared: &'s Shared<'a>,
+    index: usize,
+}
+
+impl<'s, 'a> MayShare<'s, 'a> {
+    fn new(shared: &'s Shared<'a>, index: usize) -> Self {
+        shared.preparing.fetch_add(1, Ordering::SeqCst);
+        MayShare { shared, index }
+    }
+}
+
+impl Drop for MayShare<'_, '_> {
+    fn drop(&mut self) {
+        self.shared.preparing.fetch_sub(1, Ordering::SeqCst);
+        self.shared.changed.notify_waiters();
+    }
 }
 
 impl Shared<'_> {
@@ -677,14 +705,14 @@ async fn open_part(
 #[allow(clippy::too_many_arguments)]
 async fn share_folder(
     ctx: &mut CopyContext<'_>,
-    shared: &Shared<'_>,
-    index: usize,
+    share: MayShare<'_, '_>,
     uidvalidity: u32,
     base: u32,
     wanted: &[Wanted],
     flow: Flow,
     counts: &mut FolderCounts,
 ) -> Result<(), CopyError> {
+    let (shared, index) = (share.shared, share.index);
     let folder = Arc::new(SharedFolder {
         index,
         uidvalidity,
@@ -700,6 +728,8 @@ async fn share_folder(
     if let Ok(mut open) = shared.open.lock() {
         open.push(Arc::clone(&folder));
     }
+    // Shared: the pairs waiting for it are told.
+    drop(share);
     let m = &shared.survey.mappings[index];
     let mine = part(ctx, m, &folder, false).await;
     loop {
@@ -742,16 +772,26 @@ async fn worker(
         let (Some(m), Some(status)) =
             (shared.survey.mappings.get(i), shared.survey.statuses.get(i))
         else {
-            // Nothing left to take: help with a shared folder, while one has chunks left.
-            while !c.stop.load(Ordering::SeqCst)
-                && let Some(folder) = shared.joinable()
-            {
-                let m = &shared.survey.mappings[folder.index];
-                part(&mut c, m, &folder, true).await?;
+            // Nothing left to take: help with a shared folder while one has chunks left, or
+            // may soon have (a pair is still reading a folder large enough).
+            while !c.stop.load(Ordering::SeqCst) {
+                let changed = shared.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if let Some(folder) = shared.joinable() {
+                    let m = &shared.survey.mappings[folder.index];
+                    part(&mut c, m, &folder, true).await?;
+                    continue;
+                }
+                if shared.preparing.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                changed.await;
             }
             return Ok(done);
         };
-        let share = shared.sharing.then_some((shared, i));
+        let large = status.messages as usize >= SHARE_FROM;
+        let share = (shared.sharing && large).then(|| MayShare::new(shared, i));
         let outcome = copy_folder(
             &mut c,
             m,
@@ -795,7 +835,7 @@ async fn copy_folder(
     status: FolderStatus,
     missing: bool,
     flow: Flow,
-    share: Option<(&Shared<'_>, usize)>,
+    share: Option<MayShare<'_, '_>>,
 ) -> Result<FolderOutcome, CopyError> {
     let src = &m.source.path;
     let (ss, ts) = (ctx.source_server, ctx.target_server);
@@ -915,12 +955,13 @@ async fn copy_folder(
     }
 
     match share {
-        Some((shared, index)) if wanted.len() >= SHARE_FROM => {
+        Some(share) if wanted.len() >= SHARE_FROM => {
             let base = from.saturating_sub(1);
             let counts = &mut outcome.counts;
-            share_folder(ctx, shared, index, uidvalidity, base, &wanted, flow, counts).await?;
+            share_folder(ctx, share, uidvalidity, base, &wanted, flow, counts).await?;
         }
-        _ if !wanted.is_empty() => {
+        share if !wanted.is_empty() => {
+            drop(share);
             let mut all = Some(wanted);
             transfer(
                 ctx,
