@@ -81,26 +81,50 @@ struct Counters {
     peak_sessions: AtomicU64,
 }
 
+/// What [`Counters`] follows of one connection's client → server bytes: whether it is logged in,
+/// and the start of the line being read (a client may write a command in several pieces, its
+/// tag, a space and the rest, each read as a chunk of its own).
+#[derive(Debug, Default)]
+struct ClientLines {
+    logged_in: bool,
+    /// The first [`ClientLines::KEEP`] bytes of the line not yet ended.
+    head: Vec<u8>,
+}
+
+impl ClientLines {
+    /// Enough for a tag and a command name.
+    const KEEP: usize = 64;
+}
+
 impl Counters {
     /// Follows one connection's client → server lines for [`Counters::sessions`].
-    fn saw(&self, logged_in: &mut bool, bytes: &[u8]) {
-        for line in bytes.split(|b| *b == b'\n') {
+    fn saw(&self, lines: &mut ClientLines, bytes: &[u8]) {
+        let mut pieces = bytes.split(|b| *b == b'\n').peekable();
+        while let Some(piece) = pieces.next() {
+            let room = ClientLines::KEEP.saturating_sub(lines.head.len());
+            lines
+                .head
+                .extend_from_slice(&piece[..piece.len().min(room)]);
+            if pieces.peek().is_none() {
+                break; // the line goes on in the next chunk
+            }
+            let line = std::mem::take(&mut lines.head);
             let mut words = line.split(|b| *b == b' ' || *b == b'\r');
             let command = words.nth(1).unwrap_or_default().to_ascii_uppercase();
             match command.as_slice() {
-                b"LOGIN" | b"AUTHENTICATE" if !*logged_in => {
-                    *logged_in = true;
+                b"LOGIN" | b"AUTHENTICATE" if !lines.logged_in => {
+                    lines.logged_in = true;
                     let now = self.sessions.fetch_add(1, Ordering::SeqCst) + 1;
                     self.peak_sessions.fetch_max(now, Ordering::SeqCst);
                 }
-                b"LOGOUT" if *logged_in => self.ended(logged_in),
+                b"LOGOUT" if lines.logged_in => self.ended(lines),
                 _ => {}
             }
         }
     }
 
-    fn ended(&self, logged_in: &mut bool) {
-        if std::mem::take(logged_in) {
+    fn ended(&self, lines: &mut ClientLines) {
+        if std::mem::take(&mut lines.logged_in) {
             self.sessions.fetch_sub(1, Ordering::SeqCst);
         }
     }
@@ -321,7 +345,7 @@ async fn pump(
     let reader = async move {
         let mut buf = vec![0; chunk];
         let mut left = cut_after.unwrap_or(u64::MAX);
-        let mut logged_in = false;
+        let mut lines = ClientLines::default();
         while left > 0 {
             // Room in the window first, then read: bytes wait in the socket (the sender's
             // buffer) while the window is full, and their delay starts when they get in.
@@ -336,7 +360,7 @@ async fn pump(
             let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
             left -= n as u64;
             if let Some(c) = sessions {
-                c.saw(&mut logged_in, &buf[..n]);
+                c.saw(&mut lines, &buf[..n]);
             }
             if let Some((side, t)) = &transcript
                 && let Ok(mut t) = t.lock()
@@ -353,7 +377,7 @@ async fn pump(
             }
         }
         if let Some(c) = sessions {
-            c.ended(&mut logged_in);
+            c.ended(&mut lines);
         }
         cut_after.is_some() && left == 0
     };
