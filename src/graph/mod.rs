@@ -126,7 +126,7 @@ impl StepGraph {
                     if let Some(d) = domain_step {
                         g.add_edge(d, ids[0], ());
                     }
-                    if plan.after.reset_source {
+                    if plan.resets_source(a) {
                         let reset = g.add_node(Step::for_account(StepKind::ResetSource, i));
                         g.add_edge(ids[2], reset, ());
                     }

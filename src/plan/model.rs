@@ -248,6 +248,12 @@ pub struct AfterOptions {
 }
 
 impl Plan {
+    /// Whether the account's source is reset once it is verified (`after.reset-source`, for the
+    /// new MX Plan flow: the only one with a renamed source to release).
+    pub fn resets_source(&self, account: &Account) -> bool {
+        self.after.reset_source && account.flow == Flow::MxplanToExchange
+    }
+
     /// Keep only the accounts named in `only` (all when empty) and not in `exclude`. `after:`
     /// entries pointing outside the selection are dropped: those accounts are not part of this
     /// run.

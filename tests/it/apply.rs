@@ -308,6 +308,64 @@ fn a_full_copy_is_exact_a_rerun_copies_nothing_and_a_delta_pass_takes_only_new_m
 }
 
 #[test]
+fn mail_arriving_during_the_copy_is_counted_by_verify_not_failed_and_the_next_run_copies_it() {
+    let s = Sandbox::new();
+    Corpus::small().seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    // The source at 100 kB/s: the copy lasts seconds, and mail keeps arriving in its INBOX
+    // (straight into Dovecot) until apply ends: some after the copy read INBOX.
+    let slow_source = s.throttled(100_000);
+    let plan = s.plan_via("arriving", Some(slow_source.addr()), None, "");
+    let plan = plan.to_str().expect("utf-8");
+    let mut child = s
+        .command(&["apply", plan, "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("apply starts");
+    let mut arrived = 0;
+    while child.try_wait().expect("apply runs").is_none() {
+        Corpus::arrivals(arrived, 1).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+        arrived += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("apply ends");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let verify = verify_done(&json_events(&out));
+    let event: serde_json::Value = serde_json::from_str(&verify).expect("a verify step");
+    let counted: usize = event["summary"]
+        .as_str()
+        .and_then(|summary| {
+            summary.split("; ").find_map(|part| {
+                part.strip_suffix(
+                    " more arrived in the source after the copy read it (the next apply copies \
+                     them)",
+                )
+            })
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("verify counts what arrived: {verify}"));
+    assert!(
+        (1..=arrived).contains(&counted),
+        "{counted} of {arrived} arrivals after the copy: {verify}"
+    );
+
+    // Nothing arrives any more: the next run copies what arrived, exactly once.
+    let out = s.run(&["apply", plan, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let copied = finished_event(&out)["messages"].as_u64().expect("a count");
+    assert!(
+        copied >= counted as u64,
+        "{copied} copied, {counted} counted"
+    );
+    assert!(
+        !verify_done(&json_events(&out)).contains("arrived"),
+        "{}",
+        text(&out)
+    );
+    assert_same(&s.source(), &s.target());
+}
+
+#[test]
 fn a_dry_run_reads_live_state_and_writes_nothing() {
     let s = Sandbox::new();
     Corpus::with_count(40).seed(&s.dovecot, SOURCE.0, SOURCE.1);

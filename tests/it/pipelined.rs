@@ -66,6 +66,11 @@ fn pipelined_reads_answer_for_each_folder_and_a_missing_folder_fails_alone() {
                 None => assert!(status.is_err(), "{path} does not exist"),
             }
         }
+        let status_of: std::collections::HashMap<&str, Option<u32>> = names
+            .iter()
+            .zip(&statuses)
+            .filter_map(|((_, path), s)| Some((path.as_str(), s.as_ref().ok()?.uid_validity)))
+            .collect();
 
         for headers in [true, false] {
             let reads: Vec<Read<'_>> = names
@@ -85,6 +90,12 @@ fn pipelined_reads_answer_for_each_folder_and_a_missing_folder_fails_alone() {
                 match expected.get(path) {
                     Some(&n) => {
                         let got = got.expect("an existing folder");
+                        assert_eq!(
+                            got.uid_validity,
+                            status_of[path.as_str()],
+                            "{path}: the UIDVALIDITY its STATUS gave"
+                        );
+                        let got = got.messages;
                         assert_eq!(got.len(), n, "messages of {path} (headers: {headers})");
                         assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "UID order");
                         assert!(got.iter().all(|(_, size, _)| *size > 0));
@@ -158,6 +169,7 @@ async fn uids_from(
         .expect("read")
         .remove(0)
         .expect("the folder")
+        .messages
 }
 
 #[test]

@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use async_imap::imap_proto::{AttributeValue, MailboxDatum, Response, StatusAttribute};
+use async_imap::imap_proto::{
+    AttributeValue, MailboxDatum, Outcome, Response, ResponseCode, StatusAttribute,
+};
 
 use super::connect::Session;
 use super::error::{ImapError, ImapErrorKind};
@@ -163,6 +165,15 @@ pub struct Read<'a> {
 /// A message as its identity: (UID, RFC822.SIZE, identity).
 pub type Listed = (u32, u32, Identity);
 
+/// A folder as [`identities`] read it.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// What the folder's opening said: the UIDs below mean something only with it.
+    pub uid_validity: Option<u32>,
+    /// In UID order.
+    pub messages: Vec<Listed>,
+}
+
 /// Which folder a `STATUS` answer is about: the one it names (a server may answer pipelined
 /// commands side by side, so the answer's place says nothing certain; a folder taken for another
 /// would make a pass skip its new mail), else the first command not yet completed.
@@ -181,13 +192,13 @@ fn status_of(folders: &[(&str, &str)], mailbox: &str, current: usize) -> usize {
 /// Open each folder and read (UID, size, identity) of its messages from `from` up, every folder
 /// at once: `EXAMINE`/`SELECT` then `UID FETCH from:*` per folder, all pipelined. The last
 /// folder stays selected. Per folder, in UID order, only UIDs at or above `from` (`N:*` always
-/// answers the highest message, even below N).
+/// answers the highest message, even below N), with the folder's UIDVALIDITY.
 pub async fn identities(
     session: &mut Session,
     server: &str,
     open: Open,
     folders: &[Read<'_>],
-) -> Result<Vec<Result<Vec<Listed>, ImapError>>, ImapError> {
+) -> Result<Vec<Result<Listing, ImapError>>, ImapError> {
     let verb = match open {
         Open::Examine => "EXAMINE",
         Open::Select => "SELECT",
@@ -210,9 +221,17 @@ pub async fn identities(
         ));
     }
     let mut exists = vec![0u32; folders.len()];
-    let mut listed: Vec<Vec<Listed>> = vec![Vec::new(); folders.len()];
+    let mut listed: Vec<Listing> = vec![Listing::default(); folders.len()];
     let verdicts = run(session, server, &commands, |i, response| match response {
         Response::MailboxData(MailboxDatum::Exists(n)) if i % 2 == 0 => exists[i / 2] = *n,
+        Response::Data {
+            outcome:
+                Outcome {
+                    code: Some(ResponseCode::UidValidity(v)),
+                    ..
+                },
+            ..
+        } if i % 2 == 0 => listed[i / 2].uid_validity = Some(*v),
         Response::Fetch(_, attributes) if i % 2 == 1 => {
             let (mut uid, mut size, mut header) = (None, None, None);
             for a in attributes {
@@ -239,7 +258,7 @@ pub async fn identities(
                 } else {
                     Identity::blank()
                 };
-                listed[i / 2].push((uid, size, identity));
+                listed[i / 2].messages.push((uid, size, identity));
             }
         }
         _ => {}
@@ -247,16 +266,19 @@ pub async fn identities(
     .await?;
     let mut verdicts = verdicts.into_iter();
     let mut out = Vec::with_capacity(folders.len());
-    for (i, mut messages) in listed.into_iter().enumerate() {
+    for (i, mut listing) in listed.into_iter().enumerate() {
         let opened = verdicts.next().unwrap_or(Ok(()));
         let fetched = verdicts.next().unwrap_or(Ok(()));
         out.push(match (opened, fetched) {
             // An empty folder has no `1:*` to answer; some servers say BAD to it.
-            (Ok(()), _) if exists[i] == 0 => Ok(Vec::new()),
+            (Ok(()), _) if exists[i] == 0 => Ok(Listing {
+                messages: Vec::new(),
+                ..listing
+            }),
             (Err(e), _) | (Ok(()), Err(e)) => Err(e),
             (Ok(()), Ok(())) => {
-                messages.sort_by_key(|(uid, _, _)| *uid);
-                Ok(messages)
+                listing.messages.sort_by_key(|(uid, _, _)| *uid);
+                Ok(listing)
             }
         });
     }

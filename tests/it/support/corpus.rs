@@ -126,6 +126,23 @@ impl Corpus {
         Corpus { folders, messages }
     }
 
+    /// `count` new messages for INBOX, numbered from `first`, with Message-IDs of their own (no
+    /// two calls with other numbers, nor another corpus, share one): mail that arrives meanwhile.
+    pub fn arrivals(first: usize, count: usize) -> Corpus {
+        let mut rng = XorShift::new(0xa11e_0000 + first as u64);
+        let messages = (first..first + count)
+            .map(|n| {
+                let id = format!("<arrival-{n}@corpus.mailplan.test>");
+                let bytes = build_message(&mut rng, n, Some(id));
+                message_in(&mut rng, "INBOX", bytes)
+            })
+            .collect();
+        Corpus {
+            folders: vec!["INBOX".to_owned()],
+            messages,
+        }
+    }
+
     /// Adds a message of about 30 MB (a base64 attachment) to INBOX.
     #[must_use]
     pub fn with_large_message(mut self) -> Corpus {
