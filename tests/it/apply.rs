@@ -164,6 +164,19 @@ impl Sandbox {
         (lines, envs)
     }
 
+    /// Every account's target holds exactly its source: SOURCE's and those of
+    /// [`Sandbox::more_accounts`].
+    fn assert_accounts_copied(&self, names: &[&str]) {
+        assert_same(&self.source(), &self.target());
+        for name in names {
+            let user = |side: &str| format!("{name}@{side}.example");
+            assert_same(
+                &snapshot(&self.dovecot, &user("old"), &format!("{name}-old")),
+                &snapshot(&self.dovecot, &user("new"), &format!("{name}-new")),
+            );
+        }
+    }
+
     fn state(&self, name: &str) -> PathBuf {
         self.dir.path().join(".mailplan").join(format!("{name}.db"))
     }
@@ -1237,14 +1250,7 @@ fn a_servers_max_connections_in_the_plan_caps_its_sessions_across_accounts() {
         2,
         "the source's sessions at once: the cap, reached by four accounts"
     );
-    assert_same(&s.source(), &s.target());
-    for name in names {
-        let user = |side: &str| format!("{name}@{side}.example");
-        assert_same(
-            &snapshot(&s.dovecot, &user("old"), &format!("{name}-old")),
-            &snapshot(&s.dovecot, &user("new"), &format!("{name}-new")),
-        );
-    }
+    s.assert_accounts_copied(&names);
 }
 
 #[test]
@@ -1309,14 +1315,7 @@ fn a_slow_account_does_not_hold_back_the_others() {
             "{name} was held back by the slow account: {done:?}"
         );
     }
-    assert_same(&s.source(), &s.target());
-    for name in names {
-        let user = |side: &str| format!("{name}@{side}.example");
-        assert_same(
-            &snapshot(&s.dovecot, &user("old"), &format!("{name}-old")),
-            &snapshot(&s.dovecot, &user("new"), &format!("{name}-new")),
-        );
-    }
+    s.assert_accounts_copied(&names);
 }
 
 #[test]

@@ -586,23 +586,7 @@ impl Ledger for PartLedger<'_> {
 /// `wanted` in chunks of [`CHUNK_MESSAGES`] and [`CHUNK_BYTES`] at most (a larger message is a
 /// chunk of its own).
 fn chunks(wanted: &[Wanted]) -> std::collections::VecDeque<Vec<Wanted>> {
-    let mut out = std::collections::VecDeque::new();
-    let mut current: Vec<Wanted> = Vec::new();
-    let mut bytes = 0u64;
-    for w in wanted {
-        if !current.is_empty()
-            && (current.len() >= CHUNK_MESSAGES || bytes + u64::from(w.size) > CHUNK_BYTES)
-        {
-            out.push_back(std::mem::take(&mut current));
-            bytes = 0;
-        }
-        bytes += u64::from(w.size);
-        current.push(*w);
-    }
-    if !current.is_empty() {
-        out.push_back(current);
-    }
-    out
+    cut(wanted, CHUNK_MESSAGES, CHUNK_BYTES, |_| false).into()
 }
 
 /// Send a shared folder's chunks on `c`'s connections until none is left (`open`: select the
@@ -1571,22 +1555,36 @@ pub(super) fn flag_list<'a>(flags: impl Iterator<Item = async_imap::types::Flag<
     out.join(" ")
 }
 
-/// Split the messages to send into batches of at most [`BATCH_MESSAGES`] and [`BATCH_BYTES`].
+/// Split the messages to send into batches of at most [`BATCH_MESSAGES`] and [`BATCH_BYTES`]; a
+/// message to stream ([`STREAM_FROM`]) is a batch of its own.
 fn batches(wanted: &[Wanted]) -> Vec<Vec<Wanted>> {
+    cut(wanted, BATCH_MESSAGES, BATCH_BYTES, |w| {
+        w.size >= STREAM_FROM
+    })
+}
+
+/// `wanted`, in order, in runs of at most `messages` and `bytes` (a larger message is a run of
+/// its own, and so is any message `alone` says).
+fn cut(
+    wanted: &[Wanted],
+    messages: usize,
+    bytes: u64,
+    alone: impl Fn(&Wanted) -> bool,
+) -> Vec<Vec<Wanted>> {
     let mut out = Vec::new();
     let mut current: Vec<Wanted> = Vec::new();
-    let mut bytes = 0u64;
+    let mut held = 0u64;
     for w in wanted {
         if !current.is_empty()
-            && (current.len() >= BATCH_MESSAGES
-                || bytes + u64::from(w.size) > BATCH_BYTES
-                || w.size >= STREAM_FROM
-                || current[0].size >= STREAM_FROM)
+            && (current.len() >= messages
+                || held + u64::from(w.size) > bytes
+                || alone(w)
+                || alone(&current[0]))
         {
             out.push(std::mem::take(&mut current));
-            bytes = 0;
+            held = 0;
         }
-        bytes += u64::from(w.size);
+        held += u64::from(w.size);
         current.push(*w);
     }
     if !current.is_empty() {
