@@ -667,6 +667,17 @@ struct StoreLedger<'a> {
     mode: RunMode,
 }
 
+impl<'a> StoreLedger<'a> {
+    /// The ledger of one account of the run.
+    fn of(shared: &'a Shared, account: &'a Account) -> Self {
+        StoreLedger {
+            store: shared.store.as_deref(),
+            account: &account.address,
+            mode: shared.mode,
+        }
+    }
+}
+
 impl StoreLedger<'_> {
     fn with<T>(&self, f: impl FnOnce(&StateStore) -> Result<T, StateError>) -> Result<T, String> {
         let store = self.store.ok_or("no state store")?;
@@ -1135,11 +1146,7 @@ async fn copy_step(
 ) -> Result<StepResult, StepError> {
     let a = &shared.plan.accounts[i];
     let (mut s, mut t, _slots) = sessions(shared, i, source, target).await?;
-    let ledger = StoreLedger {
-        store: shared.store.as_deref(),
-        account: &a.address,
-        mode: shared.mode,
-    };
+    let ledger = StoreLedger::of(shared, a);
     let printer = &shared.printer;
     let address = a.address.as_str();
     let dry = shared.mode == RunMode::DryRun;
@@ -1276,11 +1283,7 @@ async fn verify_step(
         None => {
             let (mut s, mut t, _slots) = sessions(shared, i, source, target).await?;
             let (ss, ts) = (server_name(source), server_name(target));
-            let ledger = StoreLedger {
-                store: shared.store.as_deref(),
-                account: &a.address,
-                mode: shared.mode,
-            };
+            let ledger = StoreLedger::of(shared, a);
             let checks = copy::verify_account(&mut s, &ss, &mut t, &ts, &a.copy, &ledger).await?;
             let _ = s.logout().await;
             let _ = t.logout().await;
