@@ -5,8 +5,11 @@
 //! (`next_ready`, `finish(id) -> newly ready`, `fail(id) -> skipped`).
 //!
 //! Invariants: the graph is acyclic (validation rejected `after:` loops and waits on later
-//! waves); `add-domain` exists once per attached domain and is shared by its accounts; waves are
-//! joined by one gate step each, so the edge count stays linear in the number of accounts.
+//! waves); `add-domain` exists once per attached domain and is shared by its accounts, and every
+//! account's first step on that domain waits for it (the guide's order for a new MX Plan source:
+//! `add-domain → rename-source → configure-target → copy-mail → verify`, so nothing is renamed
+//! before the domain is attached); waves are joined by one gate step each, so the edge count stays
+//! linear in the number of accounts.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -116,21 +119,22 @@ impl StepGraph {
             };
             let (first, last) = match a.flow {
                 Flow::MxplanToExchange => {
-                    let rename = chain(&[StepKind::RenameSource])[0];
+                    // The guide's order (§3.2): the domain is attached (state ok) before the
+                    // source frees its address, so a refused domain leaves the source as it was.
                     let ids = chain(&[
+                        StepKind::RenameSource,
                         StepKind::ConfigureTarget,
                         StepKind::CopyMail,
                         StepKind::Verify,
                     ]);
-                    g.add_edge(rename, ids[0], ());
                     if let Some(d) = domain_step {
                         g.add_edge(d, ids[0], ());
                     }
                     if plan.resets_source(a) {
                         let reset = g.add_node(Step::for_account(StepKind::ResetSource, i));
-                        g.add_edge(ids[2], reset, ());
+                        g.add_edge(ids[3], reset, ());
                     }
-                    (vec![rename, ids[0]], ids[2])
+                    (vec![ids[0]], ids[3])
                 }
                 Flow::LegacyToExchange | Flow::ImapToExchange => {
                     let kinds = if a.flow == Flow::LegacyToExchange {
@@ -408,6 +412,31 @@ after: {{ reset-source: {reset} }}
     }
 
     #[test]
+    fn a_new_mx_plan_source_is_renamed_only_once_its_domain_is_attached() {
+        let g = StepGraph::build(&plan(
+            "  - { address: john@acme.example, from: old, to: ex }",
+            false,
+        ));
+        let rename = g
+            .graph
+            .node_indices()
+            .find(|n| g.step(*n).kind == StepKind::RenameSource)
+            .expect("a rename step");
+        let waits: Vec<String> = names(&g, &g.dependencies(rename).collect::<Vec<_>>());
+        assert_eq!(waits, ["add-domain(acme.example)"]);
+        // A refused domain skips the rename and everything after it.
+        let mut q = ReadyQueue::new(&g);
+        let first = q.next_ready().expect("a first step");
+        assert_eq!(g.step(first).kind, StepKind::AddDomain);
+        assert_eq!(q.next_ready(), None, "nothing else may start before it");
+        let skipped = names(&g, &q.fail(first));
+        assert!(
+            skipped.contains(&"rename-source(0)".to_owned()),
+            "{skipped:?}"
+        );
+    }
+
+    #[test]
     fn add_domain_is_shared_and_stages_run_accounts_in_parallel() {
         let g = StepGraph::build(&plan(
             "  - { address: john@acme.example, from: old, to: ex }
@@ -425,14 +454,11 @@ after: {{ reset-source: {reset} }}
         assert_eq!(
             stages,
             [
-                vec![
-                    "add-domain(acme.example)",
-                    "rename-source(0)",
-                    "copy-mail(2)"
-                ],
-                vec!["configure-target(0)", "preflight(1)", "verify(2)"],
-                vec!["copy-mail(0)", "migrate-legacy(1)"],
-                vec!["verify(0)", "verify(1)"],
+                vec!["add-domain(acme.example)", "copy-mail(2)"],
+                vec!["rename-source(0)", "preflight(1)", "verify(2)"],
+                vec!["configure-target(0)", "migrate-legacy(1)"],
+                vec!["copy-mail(0)", "verify(1)"],
+                vec!["verify(0)"],
                 vec!["check-dns(acme.example)"],
             ]
         );
@@ -449,16 +475,17 @@ after: {{ reset-source: {reset} }}
         assert_eq!(
             run_all(&g),
             [
+                // The domain's accounts become ready when it is attached and go first.
                 "add-domain(acme.example)",
-                "copy-mail(0)",
-                "verify(0)",
-                "copy-mail(1)",
-                "verify(1)",
                 "rename-source(2)",
                 "configure-target(2)",
                 "copy-mail(2)",
                 "verify(2)",
                 "check-dns(acme.example)",
+                "copy-mail(0)",
+                "verify(0)",
+                "copy-mail(1)",
+                "verify(1)",
             ]
         );
     }
