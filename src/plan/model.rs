@@ -256,18 +256,88 @@ impl Plan {
 
     /// Keep only the accounts named in `only` (all when empty) and not in `exclude`. `after:`
     /// entries pointing outside the selection are dropped: those accounts are not part of this
-    /// run.
+    /// run. The shared steps follow the selection: a domain none of whose selected accounts
+    /// goes to its platform is dropped too, so it is neither attached nor checked.
+    ///
+    /// An address matches without regard to case, domain and local part alike ([`same_address`]).
     pub fn select(&mut self, only: &[String], exclude: &[String]) {
         if only.is_empty() && exclude.is_empty() {
             return;
         }
+        let named = |list: &[String], address: &str| list.iter().any(|x| same_address(x, address));
         self.accounts.retain(|a| {
-            (only.is_empty() || only.contains(&a.address)) && !exclude.contains(&a.address)
+            (only.is_empty() || named(only, &a.address)) && !named(exclude, &a.address)
         });
         let kept: std::collections::HashSet<String> =
             self.accounts.iter().map(|a| a.address.clone()).collect();
         for a in &mut self.accounts {
             a.after.retain(|x| kept.contains(x));
         }
+        let accounts = &self.accounts;
+        self.domains.retain(|d| {
+            accounts
+                .iter()
+                .any(|a| a.domain() == d.name && a.to == d.platform)
+        });
+    }
+}
+
+/// Whether `selector` (from `--only`/`--exclude`) names `address`. The domain part is compared
+/// without regard to case (RFC 5321 §2.4). So is the local part, although RFC 5321 lets a server
+/// tell `John` from `john`: the plan's identity of an account is its lower-cased address (two
+/// accounts that differ only by case are one duplicate), and every server mailplan migrates
+/// between folds the local part (OVH MX Plan, Exchange, Dovecot's usual configuration).
+pub fn same_address(selector: &str, address: &str) -> bool {
+    selector.trim().to_lowercase() == address.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::load;
+    use crate::plan::source::SourceFile;
+    use std::path::Path;
+
+    fn plan() -> Plan {
+        let text = "version: 1
+platforms:
+  old: { type: ovh-mxplan, service: mxplan-1 }
+  ex: { type: ovh-exchange, organization: hosted-1, imap: { host: ex5.mail.ovh.net } }
+domains:
+  - { name: acme.example, platform: ex }
+  - { name: beta.example, platform: ex }
+accounts:
+  - { address: john@acme.example, from: old, to: ex }
+  - { address: jane@acme.example, from: old, to: ex, after: [john@acme.example] }
+  - { address: bob@beta.example, from: old, to: ex }
+";
+        let (plan, diags) = load(&SourceFile::new("p.yaml", text), Path::new("p.yaml"));
+        plan.unwrap_or_else(|| panic!("{:?}", diags.items))
+    }
+
+    fn domains(p: &Plan) -> Vec<&str> {
+        p.domains.iter().map(|d| d.name.as_str()).collect()
+    }
+
+    #[test]
+    fn shared_steps_follow_the_selected_accounts() {
+        let mut p = plan();
+        p.select(&["Jane@ACME.Example".to_owned()], &[]);
+        let kept: Vec<&str> = p.accounts.iter().map(|a| a.address.as_str()).collect();
+        assert_eq!(kept, ["jane@acme.example"]);
+        assert_eq!(
+            domains(&p),
+            ["acme.example"],
+            "beta.example is not attached"
+        );
+        assert!(p.accounts[0].after.is_empty());
+
+        let mut p = plan();
+        p.select(&[], &["bob@BETA.example".to_owned()]);
+        assert_eq!(domains(&p), ["acme.example"]);
+
+        let mut p = plan();
+        p.select(&[], &[]);
+        assert_eq!(domains(&p), ["acme.example", "beta.example"]);
     }
 }
