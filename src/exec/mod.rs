@@ -3,6 +3,7 @@
 //! ([`secrets`]). With [`crate::providers`], the only code that does I/O.
 
 pub(crate) mod ovh;
+pub(crate) mod preflight;
 pub mod printer;
 pub mod refresh;
 pub mod runner;

@@ -85,7 +85,7 @@ fn done(summary: impl Into<String>, output: serde_json::Value) -> StepResult {
     })
 }
 
-fn exchange_service(plan: &Plan, platform: &str) -> Option<exchange::Service> {
+pub(crate) fn exchange_service(plan: &Plan, platform: &str) -> Option<exchange::Service> {
     match &plan.platforms.get(platform)?.kind {
         PlatformKind::OvhExchange {
             organization,
@@ -149,6 +149,14 @@ fn domain_parts<'a>(
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// What to do for a domain that waits for its ownership proof.
+pub(crate) fn cname_advice(domain: &str, cname: &str) -> String {
+    format!(
+        "{domain} is attached but waits for its ownership proof (its DNS zone is not in this OVH \
+         account): create the record `{cname}.{domain}. CNAME ovh.com.`, then run apply again"
+    )
+}
+
 /// `add-domain`: attach the domain to the Exchange service and wait until its state is ok.
 pub(crate) async fn add_domain(
     ovh: &Ovh,
@@ -204,6 +212,11 @@ pub(crate) async fn add_domain(
     }
     until(stop, READY_TIMEOUT, || async {
         let d = exchange::get_domain(c, &activity, &service, domain).await?;
+        // A zone OVH does not manage: nothing happens until the owner creates the record, so
+        // say which at once rather than wait for it.
+        if let Some(cname) = d.awaited_cname().filter(|_| d.task_pending_id == 0) {
+            return Err(Failure::Blocked(cname_advice(domain, cname)));
+        }
         Ok(d.is_ready().then_some(()))
     })
     .await?;
@@ -413,10 +426,17 @@ pub(crate) async fn configure_target(
         )));
     }
     if mode == RunMode::DryRun {
-        let free = exchange::count_placeholders(c, &activity, &service).await?;
+        let held = |p: &str| ovh.claimed.lock().is_ok_and(|held| held.contains(p));
+        let free = exchange::count_free_placeholders(c, &activity, &service, &held, 1).await?;
+        if free == 0 {
+            return Err(Failure::Blocked(format!(
+                "no free @configureme.me account is left on {}: order one more Exchange account",
+                service.service
+            )));
+        }
         return done(
             format!(
-                "would configure a @configureme.me account as {} ({free} on the service)",
+                "would configure a free @configureme.me account as {}",
                 a.address
             ),
             serde_json::json!({}),
@@ -829,36 +849,4 @@ pub(crate) async fn check_dns(ovh: &Ovh, plan: &Plan, domain: &str, mode: RunMod
         format!("to change: {}", advice.join("; "))
     };
     done(summary, serde_json::json!({"advice": advice}))
-}
-
-/// The capacity check: free placeholders per Exchange service against the accounts that still
-/// need one. Returns what is missing, per service.
-pub(crate) async fn capacity(
-    ovh: &Ovh,
-    plan: &Plan,
-    needing: &[&Account],
-) -> Result<Vec<String>, OvhError> {
-    let mut per_service: BTreeMap<String, (exchange::Service, usize)> = BTreeMap::new();
-    for a in needing {
-        if let Some(s) = exchange_service(plan, &a.to) {
-            per_service.entry(s.path()).or_insert((s, 0)).1 += 1;
-        }
-    }
-    let mut missing = Vec::new();
-    for (service, needed) in per_service.values() {
-        let activity = format!(
-            "counting the free @configureme.me accounts of {}",
-            service.service
-        );
-        let have = exchange::count_placeholders(&ovh.client, &activity, service).await?;
-        if have < *needed {
-            missing.push(format!(
-                "{}: {needed} account(s) need a free @configureme.me account, {have} available: \
-                 order {} more",
-                service.service,
-                needed - have
-            ));
-        }
-    }
-    Ok(missing)
 }

@@ -1,8 +1,9 @@
 //! `mailplan plan --refresh`: the live state of each account, read without changing anything —
 //! for IMAP → IMAP accounts, log in, list both sides' folders, show where each source folder goes
 //! and how many messages each side holds; for the OVH flows, what each step finds (already done,
-//! what would change, every failed prerequisite) with GET calls only. Nothing is written to a
-//! server or to the state store.
+//! what would change, every failed prerequisite) with GET calls only, and the verdicts of the
+//! run's preflight ([`super::preflight`], `run-preflight` lines) as `apply` would find them.
+//! Nothing is written to a server or to the state store.
 
 use serde::Serialize;
 
@@ -114,20 +115,40 @@ pub async fn refresh(plan: &Plan) -> Result<Vec<AccountRefresh>, ExecError> {
     } else {
         None
     };
+    // The run's preflight, as `apply` would judge it now (the state store aside: what the live
+    // state shows as done is not counted again).
+    let problems = match &ovh_side {
+        Some(o) => super::preflight::check(o, plan, &credentials, &|_, _| false).await?,
+        None => Vec::new(),
+    };
     let mut out = Vec::with_capacity(plan.accounts.len());
     for (a, c) in plan.accounts.iter().zip(&credentials) {
         if a.flow != Flow::ImapToImap {
-            let steps = match &ovh_side {
-                Some(o) => {
-                    let password = if a.flow == Flow::LegacyToExchange {
-                        &c.source_password
-                    } else {
-                        &c.target_password
-                    };
-                    ovh_steps(o, plan, a, password).await
-                }
-                None => Vec::new(),
-            };
+            let mut steps = Vec::new();
+            let mine: Vec<&super::preflight::Problem> =
+                problems.iter().filter(|p| p.concerns(plan, a)).collect();
+            if mine.is_empty() {
+                steps.push(StepLine {
+                    step: "run-preflight",
+                    state: "every check before the run passes".to_owned(),
+                    ok: true,
+                });
+            }
+            for p in mine {
+                steps.push(StepLine {
+                    step: "run-preflight",
+                    state: p.text.clone(),
+                    ok: false,
+                });
+            }
+            if let Some(o) = &ovh_side {
+                let password = if a.flow == Flow::LegacyToExchange {
+                    &c.source_password
+                } else {
+                    &c.target_password
+                };
+                steps.extend(ovh_steps(o, plan, a, password).await);
+            }
             out.push(AccountRefresh {
                 address: a.address.clone(),
                 error: None,

@@ -83,12 +83,16 @@ pub enum ExecError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Ovh(#[from] crate::providers::ovh::OvhError),
-    #[error("not enough free @configureme.me Exchange accounts; nothing was executed:\n{0}")]
+    #[error("{count} check(s) before the run failed; nothing was executed:\n{list}")]
     #[diagnostic(
-        code(exec::capacity),
-        help("order the missing Hosted Exchange accounts, then run apply again")
+        code(exec::preflight),
+        help(
+            "fix each problem listed (order the missing Hosted Exchange accounts, change the \
+             domain or the account in the control panel, the password or the consumer key), \
+             then run apply again; `plan --refresh` shows the same checks"
+        )
     )]
-    Capacity(String),
+    Preflight { count: usize, list: String },
 }
 
 impl ExecError {
@@ -165,38 +169,34 @@ pub fn step_key(plan: &Plan, graph: &StepGraph, id: StepId) -> String {
     format!("{} {what}", step.kind.name())
 }
 
-/// The OVH client when the plan has OVH steps, and the capacity check: enough free
-/// `@configureme.me` accounts for the accounts that still need one. Before anything runs.
+/// The OVH client when the plan has OVH steps, and the run's preflight
+/// ([`super::preflight::check`]): everything that can be checked before the first change.
 async fn ovh_preflight(
     plan: &Plan,
     options: &ApplyOptions,
-    graph: &StepGraph,
+    credentials: &[Credentials],
 ) -> Result<Option<ovh::Ovh>, ExecError> {
     if plan.accounts.iter().all(|a| a.flow == Flow::ImapToImap) {
         return Ok(None);
     }
     let ovh_side = ovh::Ovh::connect(plan, options.ovh_requests_per_minute)?;
     let store = StateStore::open_read_only(&options.state_path)?;
-    let done = |key: &str| {
+    let done = |kind: StepKind, who: &str| {
         store
             .as_ref()
-            .and_then(|s| s.step(key).ok().flatten())
+            .and_then(|s| s.step(&format!("{} {who}", kind.name())).ok().flatten())
             .is_some_and(|r| r.status == "done")
     };
-    let needing: Vec<&Account> = graph
-        .graph
-        .node_indices()
-        .filter(|id| {
-            matches!(
-                graph.step(*id).kind,
-                StepKind::ConfigureTarget | StepKind::MigrateLegacy
-            ) && !done(&step_key(plan, graph, *id))
-        })
-        .filter_map(|id| graph.step(id).account.map(|i| &plan.accounts[i]))
-        .collect();
-    let missing = ovh::capacity(&ovh_side, plan, &needing).await?;
-    if !missing.is_empty() {
-        return Err(ExecError::Capacity(missing.join("\n")));
+    let problems = super::preflight::check(&ovh_side, plan, credentials, &done).await?;
+    if !problems.is_empty() {
+        return Err(ExecError::Preflight {
+            count: problems.len(),
+            list: problems
+                .iter()
+                .map(|p| format!("  {}", p.text))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        });
     }
     Ok(Some(ovh_side))
 }
@@ -333,7 +333,7 @@ pub async fn apply(
 ) -> Result<RunSummary, ExecError> {
     let credentials = resolve_credentials(&plan)?;
     let graph = Arc::new(StepGraph::build(&plan));
-    let ovh_side = ovh_preflight(&plan, options, &graph).await?;
+    let ovh_side = ovh_preflight(&plan, options, &credentials).await?;
     let fps = fingerprints(&plan, &graph);
     let pid = std::process::id();
     let host = gethostname::gethostname().to_string_lossy().into_owned();

@@ -197,6 +197,7 @@ fn both_mx_plan_flows_and_an_imap_account_migrate_end_to_end() {
         "would rename mary@acme.test to mary-old@acme.test",
         "ready: no redirection, no responder, checkMigrate clear",
         "would migrate john@legacy.test to hosted-test-1",
+        "every check before the run passes",
     ] {
         assert!(
             live.contains(line),
@@ -248,6 +249,33 @@ fn both_mx_plan_flows_and_an_imap_account_migrate_end_to_end() {
         .expect("a placeholder was configured");
     assert!(at("POST /email/exchange/hosted-test-1/service/hosted-test-1/domain") < configure);
     assert!(at("PUT /email/mxplan/mxplan-test-1/account/mary@acme.test") < configure);
+    // The guide's order: acme.test attached, its task answered done, before Mary is renamed.
+    let requests = w.sim.requests();
+    let acme_added = requests
+        .iter()
+        .position(|r| {
+            r.method == "POST" && r.path.ends_with("/domain") && r.body.contains("acme.test")
+        })
+        .expect("acme.test was attached");
+    let rename = requests
+        .iter()
+        .position(|r| r.method == "PUT" && r.path.starts_with("/email/mxplan/"))
+        .expect("Mary was renamed");
+    assert!(
+        acme_added < rename,
+        "renamed before the domain was attached"
+    );
+    let task_id = serde_json::from_str::<serde_json::Value>(&requests[acme_added].response)
+        .expect("a task")["id"]
+        .as_u64()
+        .expect("its id");
+    assert!(
+        requests[acme_added..rename]
+            .iter()
+            .any(|r| r.path.ends_with(&format!("/task/{task_id}"))
+                && r.response.contains("\"done\"")),
+        "the rename did not wait for the domain's task"
+    );
     assert!(at("changePassword") > configure);
     assert!(at("/migrate") > 0 || calls.iter().any(|c| c.ends_with("/migrate")));
 
@@ -340,31 +368,6 @@ fn a_placeholder_taken_between_the_listing_and_its_check_is_replaced_by_another(
     assert!(
         err.contains("done    migrate-legacy john@legacy.test"),
         "{err}"
-    );
-}
-
-#[test]
-fn a_redirection_on_a_legacy_account_fails_it_alone_with_what_to_do() {
-    let w = World::new(
-        "    redirections:\n      - { from: john@legacy.test, to: john@elsewhere.example }\n",
-    );
-    let plan = w.plan("");
-    let out = w.run(&["apply", plan.to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("FAILED  preflight john@legacy.test") && err.contains("redirection"),
-        "{err}"
-    );
-    assert!(
-        err.contains("skipped migrate-legacy john@legacy.test"),
-        "{err}"
-    );
-    assert!(err.contains("done    verify mary@acme.test"), "{err}");
-    assert!(err.contains("done    verify alice@old.example"), "{err}");
-    assert!(
-        !w.mutating().iter().any(|c| c.contains("/migrate")),
-        "nothing was migrated"
     );
 }
 
@@ -469,48 +472,188 @@ fn without_enough_placeholders_nothing_runs_and_the_error_says_how_many_to_order
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("exec::capacity")
-            && err.contains(
-                "2 account(s) need a free @configureme.me account, 1 available: order 1 more"
-            ),
+        err.contains("exec::preflight")
+            && err.contains("2 account(s) need a free @configureme.me account, 1 available")
+            && err.contains("order 1 more"),
         "{err}"
     );
     assert!(w.mutating().is_empty(), "something ran: {:?}", w.mutating());
 }
 
 #[test]
-fn a_wrong_legacy_password_and_a_domain_attached_elsewhere_fail_only_their_accounts() {
-    let w = world_with(|y| y.replace("dns:", "foreign_domains: [acme.test]\ndns:"));
+fn a_suspended_placeholder_is_not_counted_and_nothing_is_changed() {
+    // Issue 14, defect 2: three @configureme.me accounts, but one is suspended and one is still
+    // being created: claiming would take only one, and the run needs two.
+    let w = world_with(|y| {
+        y.replace(
+            "    placeholders: 3",
+            "    placeholders: 1\n    accounts:\n      - { login: frozen01, domain: configureme.me, state: suspended }\n      - { login: newborn01, domain: configureme.me, state: creating }",
+        )
+    });
     let plan = w.plan("");
+    let out = w.run(&["apply", plan.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2 account(s) need a free @configureme.me account, 1 available")
+            && err.contains("order 1 more"),
+        "{err}"
+    );
+    assert!(
+        w.mutating().is_empty(),
+        "a change was made before the shortfall was known: {:?}",
+        w.mutating()
+    );
+}
+
+#[test]
+fn every_failed_check_is_listed_before_any_change() {
+    // A weak target password, a redirection on the historical source, a domain authoritative on
+    // the MX Plan while the plan attaches it as authoritative, a consumer key without the PUT
+    // rules: all in one list, exit 2, not one mutating request.
+    let w = World::edited(
+        "    redirections:\n      - { from: john@legacy.test, to: john@elsewhere.example }\n",
+        |y| {
+            y.replace(
+                "        - { method: PUT, path: \"/email/*\" }\n",
+                "        - { method: GET, path: \"/auth/currentCredential\" }\n",
+            )
+        },
+    );
+    let plan = w.plan("");
+    let text_plan = std::fs::read_to_string(&plan).expect("plan").replace(
+        "{ name: acme.test, platform: exchange, type: non-authoritative }",
+        "{ name: acme.test, platform: exchange, type: authoritative }",
+    );
+    std::fs::write(&plan, text_plan).expect("write");
     let out = w
         .command(&["apply", plan.to_str().expect("utf-8")])
-        .env("JOHN", "Wrong-password-99")
+        .env("MARY_NEW", "short")
         .output()
         .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "exec::preflight",
+        "4 check(s) before the run failed",
+        "mary@acme.test: the target password does not meet hosted-test-1's policy",
+        "john@legacy.test: 1 redirection(s) from or to the account",
+        "acme.test is authoritative on the MX Plan mxplan-test-1",
+        "the OVH consumer key does not allow PUT /email/exchange/*/service/*/account/*",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}`:\n{err}");
+    }
+    assert!(!err.contains("short"), "a password was printed: {err}");
+    assert!(w.mutating().is_empty(), "something ran: {:?}", w.mutating());
+
+    // plan --refresh shows the same verdicts, beside the accounts they concern.
+    let out = w
+        .command(&["plan", plan.to_str().expect("utf-8"), "--refresh"])
+        .env("MARY_NEW", "short")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let live = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "the target password does not meet hosted-test-1's policy",
+        "1 redirection(s) from or to the account",
+        "acme.test is authoritative on the MX Plan mxplan-test-1",
+        "does not allow PUT /email/exchange/*/service/*/account/*",
+    ] {
+        assert!(
+            live.contains(needle),
+            "plan --refresh lacks `{needle}`:\n{live}"
+        );
+    }
+    assert!(
+        w.mutating().is_empty(),
+        "plan --refresh sent {:?}",
+        w.mutating()
+    );
+}
+
+#[test]
+fn only_runs_the_shared_steps_of_the_selected_accounts() {
+    // Issue 14, defect 3: --only naming John (any case in the domain part) must not attach
+    // Mary's domain to Exchange, nor check its DNS.
+    let w = World::new("");
+    let plan = w.plan("");
+    let out = w.run(&[
+        "apply",
+        plan.to_str().expect("utf-8"),
+        "--only",
+        "john@LEGACY.Test",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let calls = w.mutating();
+    assert!(
+        calls.iter().all(|c| !c.contains("acme.test")),
+        "a step of an account that was not selected ran: {calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == "POST /email/exchange/hosted-test-1/service/hosted-test-1/domain"),
+        "{calls:?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("add-domain acme.test"), "{err}");
+    assert!(!err.contains("check-dns acme.test"), "{err}");
+    assert!(err.contains("done    verify john@legacy.test"), "{err}");
+}
+
+#[test]
+fn a_domain_refused_at_run_time_leaves_the_source_unrenamed() {
+    // Issue 14, defect 1: a domain attached to another customer's Exchange cannot be seen before
+    // trying ("UPN suffix …"); the rename waits for the domain, so Mary's address stays hers.
+    let w = world_with(|y| y.replace("dns:", "foreign_domains: [acme.test]\ndns:"));
+    let plan = w.plan("");
+    let out = w.run(&["apply", plan.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("FAILED  add-domain acme.test") && err.contains("detach it there first"),
         "the UPN-suffix refusal says what to do: {err}"
     );
-    assert!(
-        err.contains("skipped configure-target mary@acme.test"),
-        "{err}"
-    );
-    assert!(
-        err.contains("FAILED  migrate-legacy john@legacy.test"),
-        "{err}"
-    );
-    assert!(!err.contains("Wrong-password-99"), "a password was printed");
+    for skipped in [
+        "skipped rename-source mary@acme.test",
+        "skipped configure-target mary@acme.test",
+    ] {
+        assert!(err.contains(skipped), "missing `{skipped}`: {err}");
+    }
+    assert!(err.contains("done    verify john@legacy.test"), "{err}");
     assert!(err.contains("done    verify alice@old.example"), "{err}");
-    // Mary's source was renamed (that step does not need the domain) but nothing else.
     assert!(
         !w.mutating()
             .iter()
-            .any(|c| c.starts_with("PUT /email/exchange/")),
-        "no Exchange account was configured: {:?}",
+            .any(|c| c.starts_with("PUT /email/mxplan/") || c.starts_with("PUT /email/exchange/")),
+        "the source was renamed or a placeholder configured: {:?}",
         w.mutating()
     );
+    assert_eq!(
+        snapshot(&w.dovecot, "mary@acme.test", MARY_OLD).message_total(),
+        7,
+        "Mary's mailbox is still at her address"
+    );
+}
+
+#[test]
+fn a_wrong_legacy_password_stops_the_run_before_any_change() {
+    let w = World::new("");
+    let plan = w.plan("");
+    let out = w
+        .command(&["apply", plan.to_str().expect("utf-8")])
+        .env("JOHN", "Wrong-password-99")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exec::preflight") && err.contains("john@legacy.test: the source login fails"),
+        "{err}"
+    );
+    assert!(!err.contains("Wrong-password-99"), "a password was printed");
+    assert!(w.mutating().is_empty(), "something ran: {:?}", w.mutating());
 }
 
 #[test]

@@ -287,6 +287,14 @@ pub mod exchange {
             self.state == ObjectState::Ok && self.task_pending_id == 0
         }
 
+        /// The `cnameToCheck` a domain not yet `ok` waits for: its DNS zone is not in the same
+        /// OVH account, and the record `<cname>.<domain> CNAME ovh.com.` proves ownership.
+        pub fn awaited_cname(&self) -> Option<&str> {
+            self.cname_to_check.as_deref().filter(|c| {
+                !c.is_empty() && !self.domain_validated && self.state != ObjectState::Ok
+            })
+        }
+
         /// What to change in the domain's DNS, one line per problem; empty when MX, SRV and
         /// SPF are valid and ownership is proven.
         pub fn dns_advice(&self) -> Vec<String> {
@@ -410,15 +418,34 @@ pub mod exchange {
         Ok(found)
     }
 
-    /// The capacity check: how many placeholders the service has.
-    pub async fn count_placeholders(
+    /// The capacity check: how many placeholders the service has that claiming would take
+    /// ([`Account::is_free_placeholder`]: state ok, no task pending; a `suspended` or
+    /// `creating` one is not counted), reading them one by one and stopping at `at_most`. The
+    /// addresses in `skip` (held by this run already) are not counted.
+    pub async fn count_free_placeholders(
         client: &Client,
         activity: &str,
         service: &Service,
+        skip: &(dyn Fn(&str) -> bool + Sync),
+        at_most: usize,
     ) -> Result<usize, OvhError> {
-        Ok(placeholder_addresses(client, activity, service)
-            .await?
-            .len())
+        let mut free = 0;
+        for address in placeholder_addresses(client, activity, service).await? {
+            if free >= at_most {
+                break;
+            }
+            if skip(&address) {
+                continue;
+            }
+            match get_account(client, activity, service, &address).await {
+                Ok(account) if account.is_free_placeholder() => free += 1,
+                Ok(_) => {}
+                // Claimed between the listing and the read: not free.
+                Err(e) if e.kind == crate::providers::ovh::OvhErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(free)
     }
 
     /// Configure (rename) an account: `PUT` login, domain, display name. Returns nothing; the
@@ -593,6 +620,27 @@ pub mod mxplan {
         client
             .get(activity, &account_path(service, address), &[])
             .await
+    }
+
+    /// `email.pro.Domain` of a new MX Plan service (the fields mailplan reads).
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Domain {
+        pub name: String,
+        /// `authoritative` or `nonAuthoritative`.
+        #[serde(rename = "type")]
+        pub domain_type: String,
+    }
+
+    /// A domain of the service (404 when it is not one of its domains).
+    pub async fn get_domain(
+        client: &Client,
+        activity: &str,
+        service: &str,
+        name: &str,
+    ) -> Result<Domain, OvhError> {
+        let path = format!("{}/domain/{}", service_path(service), segment(name));
+        client.get(activity, &path, &[]).await
     }
 
     /// Rename an account (change its primary address) with a PUT; void, the work shows as the
@@ -1063,6 +1111,8 @@ pub mod auth {
         rule("PUT", "/email/mxplan/*/account/*"),
         rule("DELETE", "/email/mxplan/*/account/*"),
         rule("GET", "/email/mxplan/*/task/*"),
+        // The run's preflight: a domain authoritative on the MX Plan.
+        rule("GET", "/email/mxplan/*/domain/*"),
         // Historical MX Plan.
         rule("GET", "/email/domain/*/account"),
         rule("GET", "/email/domain/*/account/*"),
@@ -1085,7 +1135,47 @@ pub mod auth {
         ),
         rule("GET", "/email/domain/*/task/account"),
         rule("GET", "/email/domain/*/task/account/*"),
+        // The run's preflight: the key's own rules.
+        rule("GET", "/auth/currentCredential"),
     ];
+
+    /// The rules the run's preflight reads without requiring them: a key made before they
+    /// were asked for still runs (the checks they serve are then skipped).
+    pub const OPTIONAL_RULES: &[AccessRule] = &[
+        rule("GET", "/auth/currentCredential"),
+        rule("GET", "/email/mxplan/*/domain/*"),
+    ];
+
+    /// `auth.ApiCredential` (the fields mailplan reads).
+    #[derive(Debug, Clone, Deserialize)]
+    pub struct CurrentCredential {
+        #[serde(default)]
+        pub rules: Vec<GrantedRule>,
+        #[serde(default)]
+        pub status: Option<String>,
+    }
+
+    /// `auth.AccessRule` as the API returns it.
+    #[derive(Debug, Clone, Deserialize)]
+    pub struct GrantedRule {
+        pub method: String,
+        pub path: String,
+    }
+
+    /// `GET /auth/currentCredential`: the consumer key's rules and status.
+    pub async fn current_credential(
+        client: &Client,
+        activity: &str,
+    ) -> Result<CurrentCredential, OvhError> {
+        client.get(activity, "/auth/currentCredential", &[]).await
+    }
+
+    /// Whether a granted rule allows `method path` (`*` matches any run of characters).
+    pub fn granted(rules: &[GrantedRule], method: &str, path: &str) -> bool {
+        rules
+            .iter()
+            .any(|r| r.method == method && glob(r.path.as_bytes(), path.as_bytes()))
+    }
 
     /// Whether `rule` allows `method path` (`*` matches any run of characters, as OVH's rules).
     pub fn allows(rule: &AccessRule, method: &str, path: &str) -> bool {
@@ -1410,6 +1500,8 @@ mod tests {
                 .task_ref()
                 .path(),
             ),
+            ("GET", "/auth/currentCredential".to_owned()),
+            ("GET", "/email/mxplan/mxplan-1/domain/acme.fr".to_owned()),
         ];
         for (method, path) in &calls {
             assert!(
