@@ -40,6 +40,39 @@ pub struct Fixture {
     /// Where the mailboxes live (a Dovecot passwd-file and maildir root); none: API only.
     #[serde(default)]
     pub mail: Option<MailFixture>,
+    /// How a historical MX Plan migration (`POST …/migrate`) lands on Exchange.
+    #[serde(default)]
+    pub legacy_migration: LegacyMigrationFixture,
+}
+
+/// What OVH's own migration does to a historical MX Plan mailbox.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyMigrationFixture {
+    /// The default folders arrive under their Exchange names: `Sent` → `Sent Items`, `Trash`
+    /// → `Deleted Items`, `Junk`/`Spam` → `Junk Email` (as seen on real migrations, issue 14;
+    /// the API facts do not document the layout).
+    #[serde(default = "yes")]
+    pub exchange_folder_names: bool,
+    /// [I] Every other folder arrives under the Inbox (`Archive` → `INBOX/Archive`): "possibly",
+    /// says the field report; off by default.
+    #[serde(default)]
+    pub others_under_inbox: bool,
+    /// How long the migrated source account stays listed (its mail already moved), in
+    /// milliseconds; absent: for the simulator's whole life. The UI says "deleted within 15
+    /// days" [V]; what the account looks like meanwhile is [I] (the same object).
+    #[serde(default)]
+    pub source_kept_ms: Option<u64>,
+}
+
+impl Default for LegacyMigrationFixture {
+    fn default() -> Self {
+        LegacyMigrationFixture {
+            exchange_folder_names: true,
+            others_under_inbox: false,
+            source_kept_ms: None,
+        }
+    }
 }
 
 /// The application and its consumer keys.
@@ -461,6 +494,7 @@ impl Fixture {
             foreign_domains: Vec::new(),
             dns: BTreeMap::new(),
             mail: None,
+            legacy_migration: LegacyMigrationFixture::default(),
         }
     }
 }

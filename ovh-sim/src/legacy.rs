@@ -378,8 +378,9 @@ fn check_migrate(state: &State, domain: &str, account: &LegacyAccount) -> Value 
     })
 }
 
-/// The free `@configureme.me` accounts of an Exchange service: placeholders with no pending
-/// task and not the target of a pending migration, sorted by address.
+/// The free `@configureme.me` accounts of an Exchange service: placeholders in state `ok` ([I]: a
+/// `suspended` or `creating` one cannot take a mailbox) with no pending task and not the target
+/// of a pending migration, sorted by address.
 pub(crate) fn free_placeholders(state: &State, place: &Place) -> Vec<(u64, String)> {
     let Some(service) = state.services.get(place) else {
         return Vec::new();
@@ -387,7 +388,7 @@ pub(crate) fn free_placeholders(state: &State, place: &Place) -> Vec<(u64, Strin
     let mut free: Vec<(u64, String)> = service
         .accounts
         .values()
-        .filter(|mailbox| mailbox.is_placeholder())
+        .filter(|mailbox| mailbox.is_placeholder() && mailbox.state == "ok")
         .filter(|mailbox| state.pending_on(&Subject::Mailbox(mailbox.id)).is_none())
         .filter(|mailbox| !claimed_by_migration(state, mailbox.id))
         .map(|mailbox| (mailbox.id, mailbox.address()))

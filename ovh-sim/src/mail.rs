@@ -114,7 +114,95 @@ impl MailBackend {
     }
 }
 
+/// The folder names OVH's migration gives the default folders on Exchange: a source folder
+/// (top level, any case) → its Exchange name.
+const EXCHANGE_NAMES: [(&str, &str); 7] = [
+    ("sent", "Sent Items"),
+    ("sent messages", "Sent Items"),
+    ("trash", "Deleted Items"),
+    ("deleted messages", "Deleted Items"),
+    ("junk", "Junk Email"),
+    ("spam", "Junk Email"),
+    ("drafts", "Drafts"),
+];
+
 impl MailStore {
+    /// Lays a migrated mailbox out as OVH's migration does on Exchange: with `exchange_names`,
+    /// the default folders under their Exchange names; with `others_under_inbox`, every other
+    /// folder under the Inbox (`Archive` → `INBOX/Archive`). Two source folders with one
+    /// Exchange name are merged.
+    pub fn exchange_layout(
+        &self,
+        address: &str,
+        exchange_names: bool,
+        others_under_inbox: bool,
+    ) -> io::Result<()> {
+        let root = self.maildir(address)?;
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return Ok(());
+        };
+        let mut folders: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|name| name.starts_with('.') && name.len() > 1)
+            .collect();
+        folders.sort();
+        for dir in folders {
+            let name = &dir[1..];
+            let (top, rest) = name.split_once('.').map_or((name, ""), |(t, r)| (t, r));
+            let default_folder = EXCHANGE_NAMES
+                .iter()
+                .find(|(from, _)| from.eq_ignore_ascii_case(top) && rest.is_empty());
+            let renamed = match default_folder {
+                Some((_, exchange)) if exchange_names => format!(".{exchange}"),
+                Some(_) => continue,
+                _ if others_under_inbox && !top.eq_ignore_ascii_case("INBOX") => {
+                    format!(".INBOX.{name}")
+                }
+                _ => continue,
+            };
+            if renamed == dir {
+                continue;
+            }
+            let (from, to) = (root.join(&dir), root.join(&renamed));
+            if to.exists() {
+                for sub in ["cur", "new"] {
+                    std::fs::create_dir_all(to.join(sub))?;
+                    for file in std::fs::read_dir(from.join(sub))?.filter_map(Result::ok) {
+                        // A Maildir name is unique per folder only: keep both when they meet.
+                        let name = file.file_name().to_string_lossy().into_owned();
+                        let mut dest = to.join(sub).join(&name);
+                        let mut n = 0;
+                        while dest.exists() {
+                            n += 1;
+                            let (unique, info) = name.split_once(':').unwrap_or((&name, ""));
+                            let info = if info.is_empty() {
+                                String::new()
+                            } else {
+                                format!(":{info}")
+                            };
+                            dest = to.join(sub).join(format!("{unique}.m{n}{info}"));
+                        }
+                        std::fs::rename(file.path(), dest)?;
+                    }
+                }
+                std::fs::remove_dir_all(&from)?;
+            } else {
+                std::fs::rename(&from, &to)?;
+            }
+        }
+        // Dovecot's folder list cache and UID lists name the old folders: let it read again.
+        for entry in std::fs::read_dir(&root)?.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("dovecot.list.index") || name == "subscriptions" {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// `MAIL_ROOT/ADDRESS`, refusing names that would leave the root.
     fn maildir(&self, address: &str) -> io::Result<PathBuf> {
         check_field(address)?;

@@ -61,6 +61,10 @@ pub(crate) struct LegacyAccount {
     pub description: String,
     pub filters: Vec<String>,
     pub check_errors: Vec<String>,
+    /// Migrated to Exchange: when it goes away (`None`: not migrated, or kept for the
+    /// simulator's life). Until then it is still listed, as the real source is kept for up to
+    /// 15 days.
+    pub deleted_at: Option<Instant>,
 }
 
 /// A legacy redirection.
@@ -230,6 +234,7 @@ impl Task {
 pub(crate) struct State {
     pub credentials: Credentials,
     pub timing: Timing,
+    pub legacy_migration: crate::fixture::LegacyMigrationFixture,
     pub legacy: BTreeMap<String, LegacyDomain>,
     pub services: BTreeMap<Place, Service>,
     pub foreign_domains: Vec<String>,
@@ -256,6 +261,7 @@ impl State {
         let mut state = State {
             credentials: Credentials::new(&fixture.auth),
             timing: fixture.timing,
+            legacy_migration: fixture.legacy_migration,
             legacy: BTreeMap::new(),
             services: BTreeMap::new(),
             foreign_domains: fixture
@@ -295,6 +301,7 @@ impl State {
                         description: account.description.clone(),
                         filters: account.filters.clone(),
                         check_errors: account.check_errors.clone(),
+                        deleted_at: None,
                     },
                 );
                 if let Some(mail) = &state.mail {
@@ -493,8 +500,14 @@ impl State {
         id
     }
 
-    /// Moves every task whose time has come and applies the effects of those that end.
+    /// Moves every task whose time has come and applies the effects of those that end; drops
+    /// the migrated sources whose time is up.
     pub fn advance(&mut self, now: Instant) {
+        for legacy in self.legacy.values_mut() {
+            legacy
+                .accounts
+                .retain(|_, a| a.deleted_at.is_none_or(|end| end > now));
+        }
         let due: Vec<u64> = self
             .tasks
             .values()
@@ -543,11 +556,17 @@ impl State {
                 exchange,
                 target,
             } => {
+                let layout = self.legacy_migration;
                 let source = self
                     .legacy
                     .get_mut(domain)
-                    .and_then(|legacy| legacy.accounts.remove(account))
+                    .and_then(|legacy| legacy.accounts.get_mut(account))
                     .ok_or_else(|| format!("legacy account {account}@{domain} vanished"))?;
+                // The source stays listed for a while (its mail is gone from it).
+                source.deleted_at = layout
+                    .source_kept_ms
+                    .map(|ms| Instant::now() + Duration::from_millis(ms));
+                let source = source.clone();
                 let address = format!("{account}@{domain}");
                 let mailbox = self.mailbox_mut(exchange, *target)?;
                 if !mailbox.is_placeholder() {
@@ -567,6 +586,15 @@ impl State {
                         &source.password,
                     )
                     .map_err(|err| format!("moving the mail of {address}: {err}"))?;
+                    if layout.exchange_folder_names || layout.others_under_inbox {
+                        mail.store(Side::Exchange)
+                            .exchange_layout(
+                                &address,
+                                layout.exchange_folder_names,
+                                layout.others_under_inbox,
+                            )
+                            .map_err(|err| format!("laying out {address} on Exchange: {err}"))?;
+                    }
                 }
                 Ok(())
             }

@@ -578,26 +578,18 @@ fn legacy_parts<'a>(plan: &'a Plan, a: &Account) -> Result<(&'a str, exchange::S
     }
 }
 
-/// Whether an earlier run migrated the account: gone from the historical MX Plan, present on
-/// Exchange. Any other error reading the source is the caller's.
+/// Whether an earlier run (or anyone) migrated the account: its address is a configured account
+/// on Exchange. The source is no sign: OVH deletes it within days, not at once, so a re-run, a
+/// `plan --refresh` or a run with a lost state store still finds it.
 async fn migrated(
     ovh: &Ovh,
     activity: &str,
-    domain: &str,
     service: &exchange::Service,
     a: &Account,
 ) -> Result<bool, Failure> {
-    let c = &ovh.client;
-    match legacy::get_account(c, activity, domain, a.local_part()).await {
-        Ok(_) => Ok(false),
-        Err(e)
-            if not_found(&e)
-                && exchange::get_account(c, activity, service, &a.address)
-                    .await
-                    .is_ok() =>
-        {
-            Ok(true)
-        }
+    match exchange::get_account(&ovh.client, activity, service, &a.address).await {
+        Ok(acc) => Ok(!acc.is_placeholder()),
+        Err(e) if not_found(&e) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -645,7 +637,7 @@ pub(crate) async fn preflight(
     let account = a.local_part();
     let activity = format!("checking {} before its migration", a.address);
     let c = &ovh.client;
-    if migrated(ovh, &activity, domain, &service, a).await? {
+    if migrated(ovh, &activity, &service, a).await? {
         return done("already migrated", serde_json::json!({"already": true}));
     }
     let mut problems = Vec::new();
@@ -728,7 +720,7 @@ pub(crate) async fn migrate_legacy(
     let account = a.local_part();
     let activity = format!("migrating {}", a.address);
     let c = &ovh.client;
-    if migrated(ovh, &activity, domain, &service, a).await? {
+    if migrated(ovh, &activity, &service, a).await? {
         return done("already migrated", serde_json::json!({"already": true}));
     }
     if mode == RunMode::DryRun {
@@ -746,14 +738,11 @@ pub(crate) async fn migrate_legacy(
             c, &activity, domain, account, &ovh.poll, stop,
         )
         .await?;
-        if let Err(e) = legacy::get_account(c, &activity, domain, account).await {
-            if not_found(&e) {
-                return done(
-                    "migrated by an interrupted run",
-                    serde_json::json!({"already": true, "source_counts": counts}),
-                );
-            }
-            return Err(e.into());
+        if migrated(ovh, &activity, &service, a).await? {
+            return done(
+                "migrated by an interrupted run",
+                serde_json::json!({"already": true, "source_counts": counts}),
+            );
         }
     }
     let placeholder = {

@@ -908,6 +908,11 @@ async fn verify_migrated(
     let name = server_name(target);
     let folders = imap::folders::list(&mut t, &name).await?;
     let mut after = std::collections::BTreeMap::new();
+    let layout: Vec<(String, Option<imap::folders::SpecialUse>)> = folders
+        .iter()
+        .filter(|f| f.selectable)
+        .map(|f| (f.path.clone(), f.special))
+        .collect();
     for f in folders.iter().filter(|f| f.selectable) {
         let n = t
             .status(&f.wire, "(MESSAGES)")
@@ -928,14 +933,19 @@ async fn verify_migrated(
             output,
         ));
     };
-    let short: Vec<String> = before
-        .iter()
-        .filter(|(f, n)| after.get(*f).copied().unwrap_or(0) < **n)
-        .map(|(f, n)| {
-            format!(
-                "{f}: {n} before, {} after",
-                after.get(f).copied().unwrap_or(0)
-            )
+    // OVH's migration renames folders on the way (`Sent` → `Sent Items`, …): each source
+    // folder is compared with the folder it lands in.
+    let short: Vec<String> = super::legacy_layout::expected_counts(&before, &layout)
+        .into_iter()
+        .filter_map(|(target, (sources, n))| {
+            let have = target.and_then(|t| after.get(t)).copied().unwrap_or(0);
+            (have < n).then(|| {
+                format!(
+                    "{} → {}: {n} before, {have} after",
+                    sources.join(" + "),
+                    target.unwrap_or("no such folder")
+                )
+            })
         })
         .collect();
     if short.is_empty() {

@@ -42,8 +42,10 @@ legacy_domains:
     accounts:
       - name: john
         password: "{JOHN}"
-        messages: {{ INBOX: 4, Archive: 2 }}
+        messages: {{ INBOX: 4, Archive: 2, Sent: 1 }}
 {extra_legacy}
+# As OVH's tool lands a mailbox: Sent → Sent Items, others under the Inbox.
+legacy_migration: {{ exchange_folder_names: true, others_under_inbox: true }}
 mxplan_services:
   - service: mxplan-test-1
     domains:
@@ -290,7 +292,15 @@ fn both_mx_plan_flows_and_an_imap_account_migrate_end_to_end() {
         "the copy is additive: the source keeps its mail"
     );
     let john = snapshot(&w.dovecot, "john@legacy.test", JOHN);
-    assert_eq!(john.message_total(), 6);
+    assert_eq!(john.message_total(), 7);
+    // Verified through OVH's layout, not by the same folder names.
+    for f in ["INBOX", "INBOX/Archive", "Sent Items"] {
+        assert!(
+            john.folders.contains(f),
+            "no {f} on Exchange: {:?}",
+            john.folders
+        );
+    }
 
     // A re-run does nothing twice: no POST, PUT or DELETE.
     w.sim.clear_requests();
@@ -305,6 +315,21 @@ fn both_mx_plan_flows_and_an_imap_account_migrate_end_to_end() {
         snapshot(&w.dovecot, "mary@acme.test", MARY_NEW).message_total(),
         7
     );
+
+    // The state store lost: the migrated source is still listed (OVH deletes it within days),
+    // yet nothing is migrated, renamed or claimed a second time.
+    std::fs::remove_dir_all(w.dir.path().join(".mailplan")).expect("remove the state store");
+    w.sim.clear_requests();
+    let out = w.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let again: Vec<String> = w
+        .mutating()
+        .into_iter()
+        .filter(|c| !c.ends_with("/changePassword"))
+        .collect();
+    assert!(again.is_empty(), "the run without its store sent {again:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already migrated"), "{err}");
 }
 
 #[test]
@@ -456,7 +481,7 @@ fn a_run_killed_during_a_task_poll_resumes_without_doing_anything_twice() {
     );
     assert_eq!(
         snapshot(&w.dovecot, "john@legacy.test", JOHN).message_total(),
-        6
+        7
     );
 }
 

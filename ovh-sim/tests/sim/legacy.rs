@@ -180,7 +180,8 @@ fn a_migration_is_a_vanishing_task_that_renames_the_placeholder() {
     assert_eq!(client.get(&format!("{D}/task/account/{id}")).ok()["id"], id);
     wait_gone(&client, &format!("{D}/task/account/{id}"));
     assert_eq!(client.get(&format!("{D}/task/account")).ok(), json!([]));
-    assert_eq!(client.get(&format!("{D}/account/alice")).status, 404);
+    // The source stays listed for a while, as the real one does ("deleted within 15 days").
+    assert_eq!(client.get(&format!("{D}/account/alice")).status, 200);
     let migrated = client.get(&format!("{EX}/account/alice@legacy.test")).ok();
     assert_eq!(migrated["configured"], true);
     assert_eq!(migrated["login"], "alice");
@@ -214,5 +215,36 @@ fn a_legacy_password_change_blocks_the_account_until_done() {
             )
             .status,
         200
+    );
+}
+
+#[test]
+fn a_migrated_source_goes_away_once_its_time_is_up() {
+    let mut fixture = crate::support::fixture();
+    fixture.legacy_migration.source_kept_ms = Some(1500);
+    let sim = ovh_sim::Simulator::start(fixture);
+    let client = crate::support::Client::new(&sim, "ck-all");
+    let target = placeholders(&client)[0].clone();
+    let task = client
+        .post(
+            &format!(
+                "{D}/account/alice/migrate/hosted-ab12345-1/destinationEmailAddress/{target}/migrate"
+            ),
+            &json!({"password": "Alice-pass-1"}),
+        )
+        .ok();
+    wait_gone(&client, &format!("{D}/task/account/{}", task["id"]));
+    assert_eq!(client.get(&format!("{D}/account/alice")).status, 200);
+    let start = std::time::Instant::now();
+    while client.get(&format!("{D}/account/alice")).status != 404 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the migrated source was never deleted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        client.get(&format!("{EX}/account/alice@legacy.test")).ok()["configured"],
+        true
     );
 }

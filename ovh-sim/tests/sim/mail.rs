@@ -134,3 +134,57 @@ fn each_flow_moves_the_mail() {
     assert!(!users(&src_users).iter().any(|l| l.starts_with("dave.old@")));
     assert!(sim.task_errors().is_empty(), "{:?}", sim.task_errors());
 }
+
+#[test]
+fn a_legacy_migration_lands_with_the_exchange_folder_layout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut fixture = fixture();
+    let alice = fixture.legacy_domains[0]
+        .accounts
+        .iter_mut()
+        .find(|a| a.name == "alice")
+        .expect("alice");
+    alice.messages = [
+        ("INBOX", 3),
+        ("Archive", 1),
+        ("Sent", 2),
+        ("Spam", 1),
+        ("Junk", 1),
+    ]
+    .into_iter()
+    .map(|(f, n)| (f.to_owned(), n))
+    .collect();
+    fixture.legacy_migration.others_under_inbox = true;
+    fixture.mail = Some(MailFixture {
+        users_file: dir.path().join("users"),
+        mail_root: dir.path().join("mail"),
+        exchange: None,
+        owner: None,
+    });
+    let sim = Simulator::start(fixture);
+    let client = Client::new(&sim, "ck-all");
+    let slot = placeholders(&client)[0].clone();
+    let task = client
+        .post(
+            &format!("/email/domain/legacy.test/account/alice/migrate/hosted-ab12345-1/destinationEmailAddress/{slot}/migrate"),
+            &json!({"password": "Alice-pass-1"}),
+        )
+        .ok();
+    wait_gone(
+        &client,
+        &format!("/email/domain/legacy.test/task/account/{}", task["id"]),
+    );
+    let mail = dir.path().join("mail/alice@legacy.test");
+    assert_eq!(count(&mail.join("cur")), 3);
+    assert_eq!(count(&mail.join(".Sent Items/cur")), 2);
+    assert_eq!(
+        count(&mail.join(".Junk Email/cur")),
+        2,
+        "Junk and Spam merged"
+    );
+    assert_eq!(count(&mail.join(".INBOX.Archive/cur")), 1);
+    for gone in [".Sent", ".Spam", ".Junk", ".Archive"] {
+        assert!(!mail.join(gone).exists(), "{gone} is still there");
+    }
+    assert!(sim.task_errors().is_empty(), "{:?}", sim.task_errors());
+}
