@@ -9,7 +9,9 @@
 //! - the bytes signed are the bytes sent: the body is serialised once (compact JSON, like
 //!   python-ovh) and the signature covers the URL exactly as reqwest sends it, query included
 //!   (§1.2 of the API facts: `"$1$" + sha1_hex(AS+CK+METHOD+URL+BODY+TS)` joined with `+`);
-//! - the timestamp is the local clock corrected by the server's, read once from `/auth/time`;
+//! - the timestamp is the local clock corrected by the server's, read from `/auth/time` on first
+//!   use and once more after a `QUERY_TIME_OUT` or `INVALID_SIGNATURE` refusal (then resent);
+//!   the request is signed when it leaves, after its rate-limiter wait;
 //! - every request, retries and `/auth/time` included, first takes a token from the client's
 //!   [`RateLimiter`], shared by every clone of the client, so all tasks together stay under
 //!   the configured rate;
@@ -299,7 +301,9 @@ struct Inner {
     consumer_key: Option<Secret>,
     limiter: RateLimiter,
     retry: RetryPolicy,
-    time_delta: tokio::sync::OnceCell<i64>,
+    /// The server clock minus the local one, read from `/auth/time` on first use and again
+    /// once after a timestamp or signature refusal.
+    time_delta: tokio::sync::Mutex<Option<i64>>,
 }
 
 impl Client {
@@ -324,7 +328,7 @@ impl Client {
                 consumer_key: credentials.consumer_key,
                 limiter: RateLimiter::new(options.requests_per_minute, options.burst),
                 retry: options.retry,
-                time_delta: tokio::sync::OnceCell::new(),
+                time_delta: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -433,35 +437,62 @@ impl Client {
     }
 
     /// Seconds to add to the local clock to get the server's; read from `/auth/time` on first
-    /// use, then kept.
+    /// use, then kept (one read, however many tasks ask at once).
     pub async fn time_delta(&self) -> Result<i64, OvhError> {
-        self.inner
-            .time_delta
-            .get_or_try_init(|| async {
-                // Boxed: an unauthenticated call never comes back here, but the compiler
-                // cannot know that `call` does not recurse.
-                let server: i64 = Box::pin(self.call(Call {
-                    method: Method::GET,
-                    path: "/auth/time",
-                    query: &[],
-                    body: None,
-                    authenticated: false,
-                    activity: "reading the OVH server time",
-                }))
-                .await?;
-                Ok(server - unix_now())
-            })
-            .await
-            .copied()
+        let mut delta = self.inner.time_delta.lock().await;
+        if let Some(d) = *delta {
+            return Ok(d);
+        }
+        let d = self.read_server_time().await?;
+        *delta = Some(d);
+        Ok(d)
+    }
+
+    /// Read `/auth/time` again (the clock moved, or the first read was stale).
+    async fn resync_time(&self) -> Result<i64, OvhError> {
+        let mut delta = self.inner.time_delta.lock().await;
+        let d = self.read_server_time().await?;
+        *delta = Some(d);
+        Ok(d)
+    }
+
+    async fn read_server_time(&self) -> Result<i64, OvhError> {
+        // Boxed: an unauthenticated call never comes back here, but the compiler cannot know
+        // that `call` does not recurse.
+        let server: i64 = Box::pin(self.call(Call {
+            method: Method::GET,
+            path: "/auth/time",
+            query: &[],
+            body: None,
+            authenticated: false,
+            activity: "reading the OVH server time",
+        }))
+        .await?;
+        Ok(server - unix_now())
     }
 
     async fn call<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, OvhError> {
         let mut failed = 0;
+        let mut resynced = false;
         loop {
             let (error, connected) = match self.attempt(&call).await {
                 Ok(bytes) => return decode(&call, &bytes),
                 Err(failure) => failure,
             };
+            // A timestamp out of the server's window (`QUERY_TIME_OUT`), or a signature it
+            // refuses, can be a clock that moved since `/auth/time` was read: read it again
+            // once and resend (the server refused the call, so nothing was done).
+            if call.authenticated
+                && !resynced
+                && matches!(
+                    error.kind,
+                    OvhErrorKind::ClockSkew | OvhErrorKind::InvalidSignature
+                )
+            {
+                resynced = true;
+                self.resync_time().await?;
+                continue;
+            }
             failed += 1;
             if !error.is_retryable(call.method.as_str(), connected) {
                 return Err(error);
@@ -500,20 +531,28 @@ impl Client {
             .request(call.method.clone(), url.clone())
             .header("X-Ovh-Application", &inner.application_key)
             .header("Accept", "application/json");
-        if call.authenticated {
+        let delta = if call.authenticated {
+            Some(self.time_delta().await.map_err(|e| (e, false))?)
+        } else {
+            None
+        };
+        // The rate limiter's wait comes before the signature: the timestamp is the moment the
+        // request leaves, however long it waited for its turn.
+        inner.limiter.acquire().await;
+        if let Some(delta) = delta {
             let Some(consumer_key) = &inner.consumer_key else {
                 return Err((
                     OvhError::new(
-                        OvhErrorKind::Config,
+                        OvhErrorKind::InvalidCredential,
                         call.activity,
                         name.as_str(),
-                        "no consumer key: run `mailplan ovh login`, then set OVH_CONSUMER_KEY or \
-                         `consumer_key=` in ovh.conf",
+                        "no consumer key: the call needs one (OVH answers \"You must login \
+                         first\", NOT_CREDENTIAL); run `mailplan ovh login`, open the validation \
+                         URL, then set OVH_CONSUMER_KEY or `consumer_key=` in ovh.conf",
                     ),
                     false,
                 ));
             };
-            let delta = self.time_delta().await.map_err(|e| (e, false))?;
             let timestamp = unix_now() + delta;
             let signature = sign(
                 &inner.application_secret,
@@ -534,7 +573,6 @@ impl Client {
                 .body(body);
         }
 
-        inner.limiter.acquire().await;
         let network = |e: &reqwest::Error, connected: bool| {
             (
                 OvhError::new(

@@ -20,6 +20,9 @@ pub enum OvhErrorKind {
     Config,
     /// 400 `INVALID_SIGNATURE`: the application secret is wrong or the clock is far off.
     InvalidSignature,
+    /// 400 `QUERY_TIME_OUT`: `X-Ovh-Timestamp` is outside the server's window (a clock that
+    /// moved since `/auth/time` was read; the client reads it again once).
+    ClockSkew,
     /// 403 `INVALID_KEY`, `INVALID_CREDENTIAL`, `NOT_CREDENTIAL`: unknown, expired or
     /// unvalidated application or consumer key.
     InvalidCredential,
@@ -61,6 +64,7 @@ impl OvhErrorKind {
         match self {
             OvhErrorKind::Config => "ovh::config",
             OvhErrorKind::InvalidSignature => "ovh::invalid_signature",
+            OvhErrorKind::ClockSkew => "ovh::clock_skew",
             OvhErrorKind::InvalidCredential => "ovh::invalid_credential",
             OvhErrorKind::NotGranted => "ovh::not_granted",
             OvhErrorKind::BadRequest => "ovh::bad_request",
@@ -90,9 +94,15 @@ impl OvhErrorKind {
                 "check the application secret (OVH_APPLICATION_SECRET or ovh.conf) and that it \
                  belongs to the application key"
             }
+            OvhErrorKind::ClockSkew => {
+                "this machine's clock differs from OVH's and kept moving after `/auth/time` was \
+                 read again: set the clock right (NTP), then run again"
+            }
             OvhErrorKind::InvalidCredential => {
-                "the consumer key is unknown, expired or not yet validated: run `mailplan ovh \
-                 login` and open the validation URL it prints"
+                "\"This credential is not valid\": the consumer key was never validated (open \
+                 the validation URL `mailplan ovh login` printed), has expired or was revoked; \
+                 \"This credential does not exist\": it is not a key of this application. Run \
+                 `mailplan ovh login` for a new one"
             }
             OvhErrorKind::NotGranted => {
                 "the consumer key's access rules do not allow this call: create a new one with \
@@ -270,6 +280,7 @@ impl OvhError {
 fn classify(status: u16, error_code: Option<&str>, message: &str) -> OvhErrorKind {
     match (status, error_code) {
         (_, Some("INVALID_SIGNATURE")) => OvhErrorKind::InvalidSignature,
+        (_, Some("QUERY_TIME_OUT")) => OvhErrorKind::ClockSkew,
         (_, Some("INVALID_KEY" | "INVALID_CREDENTIAL" | "NOT_CREDENTIAL")) => {
             OvhErrorKind::InvalidCredential
         }

@@ -558,6 +558,115 @@ async fn a_status_task_that_disappears_is_lost_not_done() {
     assert_eq!(server.calls().len(), 2);
 }
 
+#[tokio::test]
+async fn a_timestamp_refusal_reads_the_server_time_again_once_then_resends() {
+    const SKEW: &str = r#"{"errorCode":"QUERY_TIME_OUT","httpCode":"400 Bad Request","message":"Query out of time"}"#;
+    // Refused once: the time is read again and the call resent.
+    let server = Server::start(|_, n| {
+        if n == 0 {
+            (400, vec![], SKEW.into())
+        } else {
+            ok("[]")
+        }
+    })
+    .await;
+    let client = server.client();
+    let _: serde_json::Value = client
+        .get("listing", "/email/mxplan", &[])
+        .await
+        .expect("resent after the time was read again");
+    let times = |s: &Server| {
+        s.requests()
+            .iter()
+            .filter(|r| r.target == "/1.0/auth/time")
+            .count()
+    };
+    assert_eq!(times(&server), 2);
+    assert_eq!(server.calls().len(), 2);
+
+    // Refused again: one more read only, then the error with its own code.
+    let server = Server::start(|_, _| (400, vec![], SKEW.into())).await;
+    let e = server
+        .client()
+        .get::<serde_json::Value>("listing", "/email/mxplan", &[])
+        .await
+        .expect_err("still refused");
+    assert_eq!(e.kind, OvhErrorKind::ClockSkew);
+    assert_eq!(e.kind.code(), "ovh::clock_skew");
+    assert_eq!(times(&server), 2);
+    assert_eq!(server.calls().len(), 2);
+}
+
+#[tokio::test]
+async fn a_request_is_signed_when_it_leaves_after_its_rate_limiter_wait() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    // Each call's timestamp and when it arrived.
+    let seen: Arc<Mutex<Vec<(i64, f64)>>> = Arc::default();
+    let log = seen.clone();
+    let server = Server::start(move |r, _| {
+        let stamp = r.headers["x-ovh-timestamp"].parse().expect("a number");
+        log.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((stamp, now()));
+        ok("[]")
+    })
+    .await;
+    // 30 a minute, one at a time: `/auth/time` takes the first turn, so each call waits about
+    // two seconds for its own.
+    let client = Client::new(
+        credentials(&server.base),
+        ClientOptions {
+            requests_per_minute: 30,
+            burst: 1,
+            retry: fast_retries(),
+            timeout: Duration::from_secs(10),
+        },
+    )
+    .expect("client");
+    let start = now();
+    for _ in 0..2 {
+        let _: serde_json::Value = client
+            .get("listing", "/email/mxplan", &[])
+            .await
+            .expect("get");
+    }
+    let seen = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    assert_eq!(seen.len(), 2);
+    for (stamp, arrived) in seen {
+        // The server clock read at `start` is SERVER_TIME: a request signed when it leaves
+        // carries SERVER_TIME plus the time since then.
+        #[allow(clippy::cast_precision_loss)]
+        let late = (arrived - start) - (stamp - SERVER_TIME) as f64;
+        assert!(
+            late.abs() < 1.5,
+            "signed {late:.1} s before it was sent (timestamp {stamp})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_consumer_key_gets_the_words_of_the_api_and_what_to_do() {
+    let server = Server::start(|_, _| ok("[]")).await;
+    let mut creds = credentials(&server.base);
+    creds.consumer_key = None;
+    let client = Client::new(creds, ClientOptions::default()).expect("client");
+    let e = client
+        .get::<serde_json::Value>("listing", "/email/mxplan", &[])
+        .await
+        .expect_err("no key");
+    assert_eq!(e.kind, OvhErrorKind::InvalidCredential);
+    let text = e.to_string();
+    assert!(
+        text.contains("You must login first") && text.contains("mailplan ovh login"),
+        "{text}"
+    );
+    assert!(server.calls().is_empty(), "nothing was sent");
+}
+
 #[test]
 fn an_https_endpoint_builds_with_the_system_roots_and_ring() {
     let client = Client::new(
