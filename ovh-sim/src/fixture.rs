@@ -405,6 +405,10 @@ pub struct DnsFixture {
     /// domain shows a `cnameToCheck`.
     #[serde(default = "yes")]
     pub ovh_zone: bool,
+    /// The ownership record `<cnameToCheck>.<domain> CNAME ovh.com.` exists (only matters when
+    /// `ovh_zone` is false): without it an added domain waits, `creating`, once its task ends.
+    #[serde(default)]
+    pub cname_proof: bool,
 }
 
 /// The mail backend: a Dovecot passwd-file and a maildir root (`maildir:MAIL_ROOT/%u`).

@@ -321,6 +321,12 @@ impl Simulator {
             .set_state(consumer_key, CredentialState::Validated)
     }
 
+    /// The owner creates the domain's ownership record (`<cnameToCheck>.<domain> CNAME
+    /// ovh.com.`): a domain that waited for it becomes `ok` and `domainValidated`.
+    pub fn prove_domain(&self, domain: &str) {
+        self.shared.state().prove_domain(domain);
+    }
+
     /// Problems met while applying task effects (mail backend errors, injected failures).
     pub fn task_errors(&self) -> Vec<String> {
         self.shared.state().mail_errors.clone()

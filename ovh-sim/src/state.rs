@@ -681,13 +681,50 @@ impl State {
                 Ok(())
             }
             Effect::DomainReady { place, name } => {
+                let proven = self.domain_proven(name);
                 let domain = self
                     .services
                     .get_mut(place)
                     .and_then(|service| service.domains.get_mut(name))
                     .ok_or_else(|| format!("domain {name} vanished"))?;
-                "ok".clone_into(&mut domain.state);
+                // [I] A zone OVH does not manage: the task ends, the domain waits for its
+                // CNAME (the wizard polls until `cnameToCheck` is filled, API facts §4.3).
+                if proven {
+                    "ok".clone_into(&mut domain.state);
+                }
                 Ok(())
+            }
+        }
+    }
+
+    /// Whether the domain's ownership is proven: its zone is managed here, or its CNAME exists.
+    pub fn domain_proven(&self, name: &str) -> bool {
+        self.dns
+            .get(name)
+            .is_none_or(|dns| dns.ovh_zone || dns.cname_proof)
+    }
+
+    /// The owner creates the CNAME: the domain is proven, and wherever it waited it is `ok`.
+    pub fn prove_domain(&mut self, name: &str) {
+        let name = name.to_lowercase();
+        self.dns.entry(name.clone()).or_default().cname_proof = true;
+        let waiting: Vec<Place> = self
+            .services
+            .iter()
+            .filter(|(_, s)| s.domains.contains_key(&name))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for place in waiting {
+            let pending = self
+                .pending_on(&Subject::Domain(place.clone(), name.clone()))
+                .is_some();
+            if let Some(domain) = self
+                .services
+                .get_mut(&place)
+                .and_then(|s| s.domains.get_mut(&name))
+                .filter(|_| !pending)
+            {
+                "ok".clone_into(&mut domain.state);
             }
         }
     }

@@ -663,6 +663,59 @@ fn a_domain_refused_at_run_time_leaves_the_source_unrenamed() {
 }
 
 #[test]
+fn a_domain_outside_ovh_zones_says_at_once_which_cname_to_create() {
+    // acme.test's zone is elsewhere: attached, it waits for its ownership proof. add-domain
+    // says which record to create instead of waiting; Mary's source is not renamed.
+    let w = world_with(|y| y.replace("    ovh_zone: true", "    ovh_zone: false"));
+    let plan = w.plan("");
+    let plan = plan.to_str().expect("utf-8");
+    let started = std::time::Instant::now();
+    let out = w.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "add-domain waited for the proof"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FAILED  add-domain acme.test")
+            && err.contains("-check.acme.test. CNAME ovh.com.`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("skipped rename-source mary@acme.test"),
+        "{err}"
+    );
+    assert!(
+        !w.mutating()
+            .iter()
+            .any(|c| c.starts_with("PUT /email/mxplan/")),
+        "{:?}",
+        w.mutating()
+    );
+
+    // Until the record exists, the preflight stops the next run before any change.
+    w.sim.clear_requests();
+    let out = w.run(&["apply", plan, "--retry-failed"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exec::preflight") && err.contains("CNAME ovh.com."),
+        "{err}"
+    );
+    assert!(w.mutating().is_empty(), "{:?}", w.mutating());
+
+    // The owner creates it: the run goes on.
+    w.sim.prove_domain("acme.test");
+    let out = w.run(&["apply", plan, "--retry-failed"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        snapshot(&w.dovecot, "mary@acme.test", MARY_NEW).message_total(),
+        7
+    );
+}
+
+#[test]
 fn a_wrong_legacy_password_stops_the_run_before_any_change() {
     let w = World::new("");
     let plan = w.plan("");

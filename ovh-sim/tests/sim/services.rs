@@ -332,6 +332,17 @@ fn exchange_domains_are_added_by_a_task() {
         ),
         (Some(false), Some(false))
     );
+    // Its zone is not OVH's: the task is done, the domain waits for its CNAME.
+    assert_eq!(
+        (other["state"].as_str(), other["taskPendingId"].as_u64()),
+        (Some("creating"), Some(0))
+    );
+    sim.prove_domain("other.test");
+    let other = client.get(&format!("{EX}/domain/other.test")).ok();
+    assert_eq!(
+        (other["state"].as_str(), other["domainValidated"].as_bool()),
+        (Some("ok"), Some(true))
+    );
 }
 
 #[test]
