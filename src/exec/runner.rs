@@ -148,6 +148,8 @@ struct Shared {
     ovh: Option<ovh::Ovh>,
     /// Verification results computed by `copy-mail` on its connections, for `verify`.
     verified: Mutex<HashMap<usize, Vec<copy::FolderCheck>>>,
+    /// Message sizes the IMAP targets refused as too large in this run.
+    size_refusals: copy::SizeRefusals,
 }
 
 /// The stable name of a step in the state store and the output: `copy-mail alice@x.example`.
@@ -386,6 +388,7 @@ pub async fn apply(
         connections: options.connections.max(1),
         ovh: ovh_side,
         verified: Mutex::new(HashMap::new()),
+        size_refusals: copy::SizeRefusals::default(),
     });
 
     let mut summary = RunSummary::default();
@@ -1185,6 +1188,7 @@ async fn copy_step(
         mode: shared.mode,
         observer: &observer,
         stop: &shared.stop,
+        refusals: &shared.size_refusals,
     };
     // Both folder lists and every source folder's STATUS first: they say what this pass has
     // to carry, and so whether more connection pairs pay off.

@@ -80,6 +80,12 @@ pub struct Flow {
     #[serde(rename = "groups_in_flight")]
     depth: usize,
     target_round_trip_ms: u64,
+    /// The largest message the target takes, as it advertises (`APPENDLIMIT=`, RFC 7889).
+    #[serde(
+        rename = "target_append_limit",
+        skip_serializing_if = "Option::is_none"
+    )]
+    append_limit: Option<u64>,
 }
 
 impl Flow {
@@ -95,7 +101,35 @@ impl Flow {
             budget_kib: if far { FAR_BUFFER_KIB } else { BUFFER_KIB },
             depth: if far { 4 } else { 2 },
             target_round_trip_ms: u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX),
+            append_limit: None,
         }
+    }
+}
+
+/// Message sizes the targets refused as too large (`[TOOBIG]`) during this run, by server: the
+/// smallest such size and the server's words. A later pass on the same server leaves out the
+/// messages of that size or more up front, so that a server that closes the connection after
+/// such a refusal (Cyrus) is not sent the same message again on every attempt.
+#[derive(Debug, Default)]
+pub struct SizeRefusals(std::sync::Mutex<HashMap<String, (u64, String)>>);
+
+impl SizeRefusals {
+    /// `server` refused a message of `size` bytes (or a MULTIAPPEND group whose largest message
+    /// is `size` bytes: that one at least is over the limit) as too large.
+    pub fn record(&self, server: &str, size: u64, words: &str) {
+        if let Ok(mut known) = self.0.lock() {
+            let entry = known
+                .entry(server.to_owned())
+                .or_insert_with(|| (size, words.to_owned()));
+            if size < entry.0 {
+                *entry = (size, words.to_owned());
+            }
+        }
+    }
+
+    /// The smallest size `server` refused as too large in this run, with its words.
+    pub fn smallest(&self, server: &str) -> Option<(u64, String)> {
+        self.0.lock().ok()?.get(server).cloned()
     }
 }
 
@@ -208,6 +242,8 @@ pub struct CopyContext<'a> {
     pub observer: &'a (dyn Fn(CopyEvent<'_>) + Send + Sync),
     /// Set by the first Ctrl-C: finish the current batch, record it, stop.
     pub stop: &'a AtomicBool,
+    /// Sizes the targets refused as too large earlier in this run.
+    pub refusals: &'a SizeRefusals,
 }
 
 impl fmt::Debug for CopyContext<'_> {
@@ -239,12 +275,12 @@ pub async fn mapping(
     target_server: &str,
     options: &CopyOptions,
 ) -> Result<(Vec<FolderMapping>, Vec<RemoteFolder>), ImapError> {
-    let (source_folders, target_folders) = tokio::try_join!(
+    let (source_folders, (target_folders, namespace)) = tokio::try_join!(
         folders::list(source, source_server),
-        folders::list(target, target_server)
+        folders::list_with_namespace(target, target_server)
     )?;
     Ok((
-        folders::map_folders(&source_folders, &target_folders, options),
+        folders::map_folders(&source_folders, &target_folders, &namespace, options),
         target_folders,
     ))
 }
@@ -257,7 +293,8 @@ pub struct Survey {
     pub mappings: Vec<FolderMapping>,
     /// The source folders' STATUS, one per mapping.
     statuses: Vec<FolderStatus>,
-    target_separator: Option<char>,
+    /// Where the target's folders are created.
+    target_namespace: folders::Namespace,
     flow: Flow,
 }
 
@@ -288,25 +325,30 @@ pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
             // The distance to the target: the shorter of two round trips (LIST, CAPABILITY);
             // a busy server or client only ever adds to it.
             let asked = std::time::Instant::now();
-            let list = folders::list(target, ts).await?;
+            let list = folders::list_with_namespace(target, ts).await?;
             let listed = std::time::Instant::now();
-            let append = append_mode(target, ts).await?;
+            let (append, limit) = target_caps(target, ts).await?;
             let rtt = (listed - asked).min(listed.elapsed());
-            Ok((list, Flow::new(append, rtt)))
+            Ok((
+                list,
+                Flow {
+                    append_limit: limit,
+                    ..Flow::new(append, rtt)
+                },
+            ))
         }
     )?;
-    let mappings = folders::map_folders(&source_folders, &target_folders, options);
+    let (target_folders, target_namespace) = target_folders;
+    let mappings =
+        folders::map_folders(&source_folders, &target_folders, &target_namespace, options);
     let statuses = mappings
         .iter()
         .map(|m| by_path.remove(&m.source.path).unwrap_or_default())
         .collect();
     Ok(Survey {
-        target_separator: target_folders
-            .iter()
-            .find_map(|f| f.separator)
-            .or(Some('/')),
         mappings,
         statuses,
+        target_namespace,
         flow,
     })
 }
@@ -389,7 +431,7 @@ pub async fn copy_account<H>(
         let mut seen = std::collections::HashSet::new();
         let mut create = Vec::new();
         for m in survey.mappings.iter().filter(|m| !m.target_exists) {
-            for wire in folders::with_parents(&m.target_path, survey.target_separator) {
+            for wire in folders::with_parents(&m.target_path, &survey.target_namespace) {
                 if seen.insert(wire.clone()) {
                     create.push((wire, m.target_path.clone()));
                 }
@@ -410,6 +452,7 @@ pub async fn copy_account<H>(
         changed: tokio::sync::Notify::new(),
     };
     let (options, ledger, observer, stop) = (ctx.options, ctx.ledger, ctx.observer, ctx.stop);
+    let refusals = ctx.refusals;
     let (source_server, target_server, mode) = (ctx.source_server, ctx.target_server, ctx.mode);
     let first = CopyContext {
         source: &mut *ctx.source,
@@ -434,6 +477,7 @@ pub async fn copy_account<H>(
                     mode,
                     observer,
                     stop,
+                    refusals,
                 },
                 shared,
             )
@@ -655,20 +699,24 @@ async fn open_part(
 ) -> Result<(), ImapError> {
     let (ss, ts) = (c.source_server, c.target_server);
     let (source, target) = (&mut *c.source, &mut *c.target);
+    let (source_activity, target_activity) = (
+        format!("opening {}", m.source.path),
+        format!("opening {}", m.target_path),
+    );
     let (opened, ()) = tokio::try_join!(
-        async {
+        bounded(ss, &source_activity, op_timeout(0), async {
             source
                 .examine(&m.source.wire)
                 .await
-                .map_err(|e| ImapError::from_imap(ss, format!("opening {}", m.source.path), e))
-        },
-        async {
+                .map_err(|e| ImapError::from_imap(ss, &source_activity, e))
+        }),
+        bounded(ts, &target_activity, op_timeout(0), async {
             target
                 .select(&m.target_wire)
                 .await
                 .map(drop)
-                .map_err(|e| ImapError::from_imap(ts, format!("opening {}", m.target_path), e))
-        }
+                .map_err(|e| ImapError::from_imap(ts, &target_activity, e))
+        })
     )?;
     match opened.uid_validity {
         Some(now) if now != uidvalidity => Err(ImapError::new(
@@ -796,16 +844,43 @@ struct Wanted {
     size: u32,
 }
 
-/// How the target takes messages, from its capabilities.
-async fn append_mode(target: &mut Session, server: &str) -> Result<AppendMode, ImapError> {
-    let caps = target
-        .capabilities()
-        .await
-        .map_err(|e| ImapError::from_imap(server, "reading the capabilities", e))?;
-    Ok(AppendMode::from_capabilities(
-        caps.has_str("MULTIAPPEND"),
-        caps.has_str("LITERAL+"),
+/// How the target takes messages, from its capabilities, and the largest it takes
+/// (`APPENDLIMIT=n`, RFC 7889; a bare `APPENDLIMIT` means limits per folder, not read here).
+async fn target_caps(
+    target: &mut Session,
+    server: &str,
+) -> Result<(AppendMode, Option<u64>), ImapError> {
+    let activity = "reading the capabilities";
+    let caps = bounded(server, activity, op_timeout(0), async {
+        target
+            .capabilities()
+            .await
+            .map_err(|e| ImapError::from_imap(server, activity, e))
+    })
+    .await?;
+    let limit = caps.iter().find_map(|c| match c {
+        async_imap::types::Capability::Atom(atom) => atom
+            .get(..12)
+            .filter(|name| name.eq_ignore_ascii_case("APPENDLIMIT="))
+            .and_then(|_| atom[12..].parse::<u64>().ok()),
+        _ => None,
+    });
+    Ok((
+        AppendMode::from_capabilities(caps.has_str("MULTIAPPEND"), caps.has_str("LITERAL+")),
+        limit,
     ))
+}
+
+/// Run `fut`, at most `limit`: a server that stops answering ends in a retryable error.
+pub(super) async fn bounded<T>(
+    server: &str,
+    activity: &str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, ImapError>>,
+) -> Result<T, ImapError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| ImapError::timeout(server, activity, limit))?
 }
 
 /// The messages of the first folder of a pipelined read (there is exactly one).
@@ -884,9 +959,14 @@ async fn copy_folder(
             } else if fast.is_some() || missing {
                 // Only new mail to add, or an empty new folder: no target identities needed.
                 if real {
-                    target.select(&m.target_wire).await.map_err(|e| {
-                        ImapError::from_imap(ts, format!("opening {}", m.target_path), e)
-                    })?;
+                    let activity = format!("opening {}", m.target_path);
+                    bounded(ts, &activity, op_timeout(0), async {
+                        target
+                            .select(&m.target_wire)
+                            .await
+                            .map_err(|e| ImapError::from_imap(ts, &activity, e))
+                    })
+                    .await?;
                 }
                 Ok(Vec::new())
             } else {
@@ -918,6 +998,14 @@ async fn copy_folder(
         .into_iter()
         .partition(|w| limit.is_none_or(|l| u64::from(w.size) <= l));
     outcome.counts.skipped = too_large.len() as u64;
+    // Leave out what the target says it cannot take: over its APPENDLIMIT, or as large as a
+    // message it refused as too large earlier in this run. Sending them would only get them
+    // refused, and some servers close the connection after such a refusal.
+    let target_limit = target_limit(flow, ctx.refusals.smallest(ts));
+    let (wanted, too_large_for_target): (Vec<Wanted>, Vec<Wanted>) = wanted
+        .into_iter()
+        .partition(|w| target_limit.as_ref().is_none_or(|l| l.takes(w.size)));
+    outcome.counts.failed = too_large_for_target.len() as u64;
     outcome.counts.to_copy = wanted.len() as u64;
 
     (ctx.observer)(CopyEvent::Folder {
@@ -938,6 +1026,14 @@ async fn copy_folder(
         ctx.ledger
             .issue(src, w.uid, IssueKind::TooLarge, &detail)
             .map_err(CopyError::Ledger)?;
+    }
+    if let Some(target_limit) = &target_limit {
+        for w in &too_large_for_target {
+            let detail = target_limit.reason(w.size);
+            ctx.ledger
+                .issue(src, w.uid, IssueKind::TooLarge, &detail)
+                .map_err(CopyError::Ledger)?;
+        }
     }
 
     match share {
@@ -973,6 +1069,53 @@ async fn copy_folder(
         .end_batch(src, record, &nothing)
         .map_err(CopyError::Ledger)?;
     Ok(outcome)
+}
+
+/// The largest message a target takes, as far as this run knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TargetLimit {
+    /// Its `APPENDLIMIT`: messages of this size or less.
+    Advertised(u64),
+    /// It refused a message of this size as too large, in these words: smaller ones only.
+    Refused(u64, String),
+}
+
+impl TargetLimit {
+    fn takes(&self, size: u32) -> bool {
+        match self {
+            TargetLimit::Advertised(max) => u64::from(size) <= *max,
+            TargetLimit::Refused(refused, _) => u64::from(size) < *refused,
+        }
+    }
+
+    /// Why a message of `size` bytes is not sent (for the report).
+    fn reason(&self, size: u32) -> String {
+        match self {
+            TargetLimit::Advertised(max) => format!(
+                "{size} bytes, larger than the target's APPENDLIMIT ({max} bytes); too large \
+                 for the target"
+            ),
+            TargetLimit::Refused(refused, words) => format!(
+                "{size} bytes; too large for the target, which refused a message of {refused} \
+                 bytes: {words}"
+            ),
+        }
+    }
+}
+
+/// The tighter of what the target advertises and what it refused in this run.
+fn target_limit(flow: Flow, refused: Option<(u64, String)>) -> Option<TargetLimit> {
+    let advertised = flow.append_limit.map(TargetLimit::Advertised);
+    let refused = refused.map(|(size, words)| TargetLimit::Refused(size, words));
+    match (advertised, refused) {
+        (Some(TargetLimit::Advertised(max)), Some(TargetLimit::Refused(size, words)))
+            if size <= max =>
+        {
+            Some(TargetLimit::Refused(size, words))
+        }
+        (Some(advertised), _) => Some(advertised),
+        (None, refused) => refused,
+    }
 }
 
 /// A fetched message on its way to the target.
@@ -1293,6 +1436,7 @@ async fn transfer(
         ctx.ledger,
         ctx.observer,
         counts,
+        ctx.refusals,
     );
 
     let producer = async move {
@@ -1305,57 +1449,70 @@ async fn transfer(
         }
         Ok::<(), ImapError>(())
     };
-    let consumer = async {
-        let mut group: Vec<Fetched> = Vec::new();
-        let mut group_bytes = 0usize;
-        loop {
-            // Nothing to send yet: take the oldest answer meanwhile. The groups in flight hold
-            // the byte budget, so the fetching side may be waiting for exactly that. Without
-            // LITERAL+ only one message is in flight, smaller than half the budget (larger
-            // ones are streamed): its answer is read with the next message's go-ahead.
-            let item = match rx.try_recv() {
-                Ok(item) => item,
-                Err(mpsc::error::TryRecvError::Empty)
-                    if appender.in_flight() && append.pipelined() =>
-                {
-                    appender.complete_oldest().await?;
-                    appender.settle_marks()?;
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Empty) => match rx.recv().await {
-                    Some(item) => item,
-                    None => break,
-                },
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-            };
-            match item {
-                Item::Message(msg) => {
-                    group_bytes += msg.body().len();
-                    group.push(msg);
-                    if !append.pipelined()
-                        || group.len() >= MULTIAPPEND_MESSAGES
-                        || group_bytes >= MULTIAPPEND_BYTES
+    // The appending side owns the receiver and the appender: when it stops (an error), both are
+    // dropped with the messages and groups they hold, which frees the byte budget and closes
+    // the channel, so the fetching side sees it at once instead of waiting for room for ever.
+    let consumer = async move {
+        let outcome = async {
+            let mut group: Vec<Fetched> = Vec::new();
+            let mut group_bytes = 0usize;
+            loop {
+                // Nothing to send yet: take the oldest answer meanwhile. The groups in flight hold
+                // the byte budget, so the fetching side may be waiting for exactly that. Without
+                // LITERAL+ only one message is in flight, smaller than half the budget (larger
+                // ones are streamed): its answer is read with the next message's go-ahead.
+                let item = match rx.try_recv() {
+                    Ok(item) => item,
+                    Err(mpsc::error::TryRecvError::Empty)
+                        if appender.in_flight() && append.pipelined() =>
                     {
+                        appender.complete_oldest().await?;
+                        appender.settle_marks()?;
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => match rx.recv().await {
+                        Some(item) => item,
+                        None => break,
+                    },
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                };
+                match item {
+                    Item::Message(msg) => {
+                        group_bytes += msg.body().len();
+                        group.push(msg);
+                        if !append.pipelined()
+                            || group.len() >= MULTIAPPEND_MESSAGES
+                            || group_bytes >= MULTIAPPEND_BYTES
+                        {
+                            appender.send(std::mem::take(&mut group)).await?;
+                            group_bytes = 0;
+                        }
+                    }
+                    Item::BatchEnd { max_uid } => {
                         appender.send(std::mem::take(&mut group)).await?;
                         group_bytes = 0;
+                        appender.mark(max_uid)?;
                     }
+                    Item::Start(head) => {
+                        appender.send(std::mem::take(&mut group)).await?;
+                        group_bytes = 0;
+                        appender.begin_streamed(head).await?;
+                    }
+                    Item::Piece(piece) => appender.stream_piece(piece).await?,
                 }
-                Item::BatchEnd { max_uid } => {
-                    appender.send(std::mem::take(&mut group)).await?;
-                    group_bytes = 0;
-                    appender.mark(max_uid)?;
-                }
-                Item::Start(head) => {
-                    appender.send(std::mem::take(&mut group)).await?;
-                    group_bytes = 0;
-                    appender.begin_streamed(head).await?;
-                }
-                Item::Piece(piece) => appender.stream_piece(piece).await?,
             }
+            // The producer ended (all sent, an interruption, or an error it returns).
+            appender.send(std::mem::take(&mut group)).await?;
+            appender.finish().await
         }
-        // The producer ended (all sent, an interruption, or an error it returns).
-        appender.send(std::mem::take(&mut group)).await?;
-        appender.finish().await
+        .await;
+        match outcome {
+            // The target broke the connection: say why, if it said.
+            Err(CopyError::Imap(e)) if e.kind == ImapErrorKind::Network => {
+                Err(appender.broken(e).await)
+            }
+            other => other,
+        }
     };
 
     let (fetching, appending) = tokio::join!(producer, consumer);
