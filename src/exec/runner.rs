@@ -1261,7 +1261,7 @@ async fn copy_step(
             total.skipped,
             total.failed,
             outcomes.len()
-        )
+        ) + &not_created(&outcomes)
     };
     let output = serde_json::json!({ "folders": outcomes, "total": total, "flow": survey.flow() })
         .to_string();
@@ -1271,6 +1271,24 @@ async fn copy_step(
         messages: total.copied,
         bytes: total.bytes,
     })
+}
+
+/// The folders the target refused to create, for a copy's summary (the report has why).
+fn not_created(outcomes: &[copy::FolderOutcome]) -> String {
+    let refused: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.error.is_some())
+        .map(|o| o.source.as_str())
+        .collect();
+    if refused.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the target refused to create {} folder(s), not copied: {}",
+            refused.len(),
+            refused.join(", ")
+        )
+    }
 }
 
 async fn verify_step(

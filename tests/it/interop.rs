@@ -267,3 +267,58 @@ fn to_and_from_cyrus_in_the_alternate_namespace_the_copy_is_exact_and_reruns_cop
     both_ways(Layout::AltDot);
     both_ways(Layout::AltSlash);
 }
+
+#[test]
+fn a_folder_the_target_refuses_to_create_fails_alone_with_the_servers_words_and_a_map_line() {
+    // Cyrus takes no `;` in a name (nor `.` with `/` as its separator; Dovecot's maildir takes
+    // no `.` either, so the source could not hold one).
+    let p = Pair::new(Layout::AltSlash, "");
+    let fitting = Corpus::with_seed(30, 41);
+    let mut all = fitting.clone();
+    all.folders
+        .extend(["Releases".to_owned(), "Releases/v1;2".to_owned()]);
+    for m in all.messages.iter_mut().rev().take(3) {
+        "Releases/v1;2".clone_into(&mut m.folder);
+    }
+    all.seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    let plan = p.plan("folders", From::Dovecot, "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = p.run(From::Dovecot, &["apply", plan]);
+    // The copy goes on; verify then finds the folder's three messages missing.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("done    copy-mail"), "{err}");
+    assert!(
+        err.contains("refused to create 1 folder(s), not copied: Releases/v1;2"),
+        "{err}"
+    );
+    let mut expected = all.expected();
+    expected.folders.remove("Releases/v1;2");
+    expected.messages.retain(|k, _| k.folder != "Releases/v1;2");
+    assert_same(&expected, &p.cyrus_mail());
+    let report = p.report(From::Dovecot, plan);
+    let issue = issues(&report)
+        .into_iter()
+        .find(|i| i["folder"] == "Releases/v1;2")
+        .unwrap_or_else(|| panic!("the folder is reported: {report}"));
+    let detail = issue["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("Releases/v1;2"), "{detail}");
+    assert!(
+        detail.contains(r#"{ "Releases/v1;2": "Releases/v1_2" }"#),
+        "{detail}"
+    );
+
+    // With the map line the report gives, the next run copies it.
+    let mapped = p.plan(
+        "folders",
+        From::Dovecot,
+        "    copy:\n      folders:\n        map: { \"Releases/v1;2\": \"Releases/v1_2\" }\n",
+    );
+    let out = p.run(From::Dovecot, &["apply", mapped.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        p.cyrus_mail().renamed(|f| f.replace("v1_2", "v1;2")),
+        all.expected(),
+        "every message copied"
+    );
+}

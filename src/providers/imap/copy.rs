@@ -265,6 +265,9 @@ pub struct FolderOutcome {
     pub reason: &'static str,
     pub created: bool,
     pub counts: FolderCounts,
+    /// Why this folder was not copied (the target refused to create it), when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// List and map the account's folders (also used by `plan --refresh`); both sides at once.
@@ -427,6 +430,7 @@ pub async fn copy_account<H>(
     extra_pairs: Option<impl Future<Output = Vec<Pair<H>>>>,
 ) -> Result<Vec<FolderOutcome>, CopyError> {
     let missing: Vec<bool> = survey.mappings.iter().map(|m| !m.target_exists).collect();
+    let mut not_created: Vec<Option<ImapError>> = vec![None; missing.len()];
     if ctx.mode == RunMode::Real && missing.contains(&true) {
         let mut seen = std::collections::HashSet::new();
         let mut create = Vec::new();
@@ -437,15 +441,24 @@ pub async fn copy_account<H>(
                 }
             }
         }
-        pipelined::create(ctx.target, ctx.target_server, &create).await?;
-        for m in &mut survey.mappings {
-            m.target_exists = true;
+        let refused = pipelined::create(ctx.target, ctx.target_server, &create).await?;
+        for (i, m) in survey.mappings.iter_mut().enumerate() {
+            if m.target_exists {
+                continue;
+            }
+            // A folder fails with the first of its parents (or itself) the target refused.
+            let wires = folders::with_parents(&m.target_path, &survey.target_namespace);
+            match refused.iter().find(|(w, _)| wires.contains(w)) {
+                Some((_, e)) => not_created[i] = Some(e.clone()),
+                None => m.target_exists = true,
+            }
         }
     }
     let shared = Shared {
         survey: &*survey,
         next: std::sync::atomic::AtomicUsize::new(0),
         missing,
+        not_created,
         sharing: extra_pairs.is_some(),
         open: std::sync::Mutex::new(Vec::new()),
         preparing: std::sync::atomic::AtomicUsize::new(0),
@@ -516,6 +529,8 @@ struct Shared<'a> {
     next: std::sync::atomic::AtomicUsize,
     /// Per mapping: the target folder was missing before this pass.
     missing: Vec<bool>,
+    /// Per mapping: the target refused to create its folder (or a parent), with its words.
+    not_created: Vec<Option<ImapError>>,
     /// Other pairs may come: large folders are shared.
     sharing: bool,
     /// The shared folders being sent.
@@ -822,6 +837,10 @@ async fn worker(
             }
             return Ok(done);
         };
+        if let Some(refusal) = &shared.not_created[i] {
+            done.push((i, not_created(&c, m, *status, refusal)?));
+            continue;
+        }
         let large = status.messages as usize >= SHARE_FROM;
         let share = (shared.sharing && large).then(|| MayShare::new(shared, i));
         let outcome = copy_folder(
@@ -835,6 +854,74 @@ async fn worker(
         .await?;
         done.push((i, outcome));
     }
+}
+
+/// A folder the target refused to create: nothing of it is copied, the others are; recorded
+/// (as an issue of the folder, UID 0) with the server's words and the `map:` line that would
+/// give it a name the target takes.
+fn not_created(
+    c: &CopyContext<'_>,
+    m: &FolderMapping,
+    status: FolderStatus,
+    refusal: &ImapError,
+) -> Result<FolderOutcome, CopyError> {
+    let src = &m.source.path;
+    let detail = format!(
+        "the target refused to create folder {}: {}; to copy it under another name, add \
+         to the account's `copy: folders: map:` {}",
+        m.target_path,
+        refusal.message,
+        suggested_map(&m.source.path, &m.target_path)
+    );
+    (c.observer)(CopyEvent::Folder {
+        source: src,
+        target: &m.target_path,
+        counts: &FolderCounts::default(),
+    });
+    if c.mode == RunMode::Real {
+        c.ledger.clear_issues(src).map_err(CopyError::Ledger)?;
+        c.ledger
+            .issue(src, 0, IssueKind::Refused, &detail)
+            .map_err(CopyError::Ledger)?;
+    }
+    Ok(FolderOutcome {
+        source: src.clone(),
+        target: m.target_path.clone(),
+        reason: m.reason,
+        created: false,
+        counts: FolderCounts {
+            found: u64::from(status.messages),
+            failed: u64::from(status.messages),
+            ..FolderCounts::default()
+        },
+        error: Some(detail),
+    })
+}
+
+/// A `map:` entry giving `target` a name most servers take: every character but letters,
+/// digits, spaces and `-_&'+,()` replaced by `_` (servers refuse `.` with `/` as separator,
+/// Cyrus refuses `;!^%`, many refuse `\\` and `"`).
+fn suggested_map(source: &str, target: &str) -> String {
+    let name: String = target
+        .split('/')
+        .map(|part| {
+            part.chars()
+                .map(|c| {
+                    if c.is_alphanumeric() || " -_&'+,()".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    format!("{{ {}: {} }}", yaml_string(source), yaml_string(&name))
+}
+
+fn yaml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// One source message to send.
@@ -911,6 +998,7 @@ async fn copy_folder(
             found: u64::from(status.messages),
             ..FolderCounts::default()
         },
+        error: None,
     };
 
     let fast = record.filter(|r| fast_path(r, &status));
@@ -2133,6 +2221,42 @@ mod tests {
         // groups waiting for their answers alone.
         let group_kib = u32::try_from(MULTIAPPEND_BYTES >> 10).expect("small");
         assert!(u32::try_from(far.depth).expect("small") * group_kib <= far.budget_kib);
+    }
+
+    #[test]
+    fn a_refused_folder_gets_a_map_line_with_a_name_servers_take() {
+        assert_eq!(
+            suggested_map("Releases/v1.2", "Releases/v1.2"),
+            r#"{ "Releases/v1.2": "Releases/v1_2" }"#
+        );
+        assert_eq!(
+            suggested_map("Old \"x\"", "Archive/Réçus;1"),
+            r#"{ "Old \"x\"": "Archive/Réçus_1" }"#
+        );
+    }
+
+    #[test]
+    fn the_tighter_of_the_advertised_and_the_refused_size_limits_applies() {
+        let flow = |limit| Flow {
+            append_limit: limit,
+            ..Flow::new(AppendMode::Multiappend, Duration::ZERO)
+        };
+        let refused = || Some((500, "[TOOBIG] too big".to_owned()));
+        assert_eq!(target_limit(flow(None), None), None);
+        let advertised = target_limit(flow(Some(1000)), None).expect("a limit");
+        assert!(advertised.takes(1000) && !advertised.takes(1001));
+        assert!(advertised.reason(1001).contains("APPENDLIMIT (1000 bytes)"));
+        let learned = target_limit(flow(Some(1000)), refused()).expect("a limit");
+        assert!(learned.takes(499) && !learned.takes(500));
+        assert!(learned.reason(600).contains("[TOOBIG] too big"));
+        let looser = target_limit(flow(Some(100)), refused()).expect("a limit");
+        assert_eq!(looser, TargetLimit::Advertised(100));
+        let refusals = SizeRefusals::default();
+        refusals.record("h:143", 900, "a");
+        refusals.record("h:143", 700, "b");
+        refusals.record("h:143", 800, "c");
+        assert_eq!(refusals.smallest("h:143"), Some((700, "b".to_owned())));
+        assert_eq!(refusals.smallest("other:143"), None);
     }
 
     #[test]

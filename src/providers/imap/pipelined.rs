@@ -286,12 +286,14 @@ pub async fn identities(
 }
 
 /// Create folders (with their parents, in order) and subscribe to them, all at once. A folder
-/// that already exists is not an error.
+/// that already exists is not an error; one the server refuses to create (a character it does
+/// not allow, a permission) is returned with its refusal, so that only the folders under it
+/// fail. The outer error is the connection's.
 pub async fn create(
     session: &mut Session,
     server: &str,
     folders: &[(String, String)],
-) -> Result<(), ImapError> {
+) -> Result<Vec<(String, ImapError)>, ImapError> {
     let mut commands = Vec::new();
     for (wire, path) in folders {
         commands.push((
@@ -303,18 +305,24 @@ pub async fn create(
             format!("subscribing to {path}"),
         ));
     }
+    let mut refused: Vec<(String, ImapError)> = Vec::new();
     for (i, verdict) in run(session, server, &commands, |_, _| {})
         .await?
         .into_iter()
         .enumerate()
     {
+        let wire = &folders[i / 2].0;
         match verdict {
             Ok(()) => {}
             Err(e) if i % 2 == 0 && already_exists(&e) => {}
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) if i % 2 == 0 => refused.push((wire.clone(), e)),
+            // Not subscribed because not created: its refusal says why.
+            Err(_) if refused.iter().any(|(w, _)| w == wire) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(refused)
 }
 
 fn already_exists(e: &ImapError) -> bool {
