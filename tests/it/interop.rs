@@ -322,3 +322,39 @@ fn a_folder_the_target_refuses_to_create_fails_alone_with_the_servers_words_and_
         "every message copied"
     );
 }
+
+#[test]
+fn a_target_folder_that_keeps_no_keywords_gets_the_messages_without_them_and_the_report_says_so() {
+    let p = Pair::new(Layout::AltSlash, "");
+    let corpus = Corpus::with_seed(60, 51);
+    corpus.seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    // Cyrus keeps any keyword (`\*` in PERMANENTFLAGS); through this proxy it says it keeps
+    // only `$X`, as a server without keywords says none (GNU imap4d answers a message that
+    // carries one "Unrecognized flag").
+    let proxy = Proxy::start(
+        p.cyrus.addr(),
+        Faults {
+            rewrite_server: Some((b"\\*)", b"$X)")),
+            ..Faults::default()
+        },
+    );
+    let plan = p.plan_to("keywords", From::Dovecot, Some(proxy.port()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = p.run(From::Dovecot, &["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let source = p.dovecot_mail();
+    assert_ne!(source, source.without_keywords(), "the corpus has keywords");
+    assert_same(&source.without_keywords(), &p.cyrus_mail());
+    let report = p.report(From::Dovecot, plan);
+    let dropped: Vec<serde_json::Value> = issues(&report)
+        .into_iter()
+        .filter(|i| i["kind"] == "keywords-dropped")
+        .collect();
+    assert!(!dropped.is_empty(), "{report}");
+    assert!(
+        dropped.iter().all(|i| i["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("$Label1") || d.contains("project-x"))),
+        "{report}"
+    );
+}

@@ -165,12 +165,15 @@ pub struct FolderCounts {
     pub bytes: u64,
 }
 
-/// Why a message was not copied.
+/// Why a message was not copied, or not whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IssueKind {
     TooLarge,
     Refused,
+    /// Copied without the keywords the target folder cannot keep (its `PERMANENTFLAGS`): one
+    /// issue per folder (UID 0) that names them.
+    KeywordsDropped,
 }
 
 impl IssueKind {
@@ -178,7 +181,46 @@ impl IssueKind {
         match self {
             IssueKind::TooLarge => "too-large",
             IssueKind::Refused => "refused",
+            IssueKind::KeywordsDropped => "keywords-dropped",
         }
+    }
+}
+
+/// The flags a target folder keeps (RFC 3501 `PERMANENTFLAGS`): a server that keeps no keywords
+/// (no `\*`) refuses a whole message that carries one ("Unrecognized flag"), so only what it
+/// keeps is sent, and what is left out is recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetFlags {
+    /// `None`: the folder did not say, every flag is sent.
+    permanent: Option<Vec<String>>,
+}
+
+impl TargetFlags {
+    /// From the folder's `PERMANENTFLAGS`; an empty list (a server that did not say, as the IMAP
+    /// library reports it) keeps everything.
+    pub fn from_permanent(flags: Option<Vec<String>>) -> TargetFlags {
+        TargetFlags {
+            permanent: flags.filter(|f| !f.is_empty()),
+        }
+    }
+
+    /// `flags` (as sent in an APPEND) without those the folder cannot keep; these are added to
+    /// `dropped`.
+    fn keep(&self, flags: &str, dropped: &mut std::collections::BTreeSet<String>) -> String {
+        let Some(permanent) = &self.permanent else {
+            return flags.to_owned();
+        };
+        let any_keyword = permanent.iter().any(|f| f == "\\*");
+        let mut kept: Vec<&str> = Vec::new();
+        for flag in flags.split_whitespace() {
+            let listed = permanent.iter().any(|p| p.eq_ignore_ascii_case(flag));
+            if listed || (any_keyword && !flag.starts_with('\\')) {
+                kept.push(flag);
+            } else {
+                dropped.insert(flag.to_owned());
+            }
+        }
+        kept.join(" ")
     }
 }
 
@@ -588,6 +630,8 @@ struct SharedFolder {
     index: usize,
     uidvalidity: u32,
     flow: Flow,
+    /// What the target folder keeps, as it said when its owner opened it.
+    flags: TargetFlags,
     /// The ledger's mark from before this pass. Parts finish out of order, so no later mark would
     /// be true until all are done: each part records this one, pending.
     base: u32,
@@ -687,7 +731,7 @@ async fn part(
             m,
             folder.uidvalidity,
             &mut next,
-            flow,
+            (flow, &folder.flags),
             &mut counts,
         )
         .await
@@ -756,7 +800,7 @@ async fn share_folder(
     uidvalidity: u32,
     base: u32,
     wanted: &[Wanted],
-    flow: Flow,
+    (flow, flags): (Flow, &TargetFlags),
     counts: &mut FolderCounts,
 ) -> Result<(), CopyError> {
     let (shared, index) = (share.shared, share.index);
@@ -764,6 +808,7 @@ async fn share_folder(
         index,
         uidvalidity,
         flow,
+        flags: flags.clone(),
         base,
         state: std::sync::Mutex::new(SharedState {
             chunks: chunks(wanted),
@@ -1039,26 +1084,38 @@ async fn copy_folder(
     }];
     let source = &mut *ctx.source;
     let target = &mut *ctx.target;
-    let (source_ids, target_ids) = tokio::try_join!(
+    let (source_ids, (target_ids, target_flags)) = tokio::try_join!(
         async { only(pipelined::identities(source, ss, Open::Examine, &source_read).await?) },
         async {
             if !m.target_exists {
-                Ok(Vec::new()) // a dry run: it would be created
+                // A dry run: it would be created.
+                Ok((Vec::new(), TargetFlags::default()))
             } else if fast.is_some() || missing {
                 // Only new mail to add, or an empty new folder: no target identities needed.
+                let mut flags = TargetFlags::default();
                 if real {
                     let activity = format!("opening {}", m.target_path);
-                    bounded(ts, &activity, op_timeout(0), async {
+                    let opened = bounded(ts, &activity, op_timeout(0), async {
                         target
                             .select(&m.target_wire)
                             .await
                             .map_err(|e| ImapError::from_imap(ts, &activity, e))
                     })
                     .await?;
+                    flags = TargetFlags::from_permanent(Some(
+                        opened
+                            .permanent_flags
+                            .iter()
+                            .filter_map(|f| append_flag(f.clone()))
+                            .collect(),
+                    ));
                 }
-                Ok(Vec::new())
+                Ok((Vec::new(), flags))
             } else {
-                only(pipelined::identities(target, ts, open, &target_read).await?)
+                let answers = pipelined::identities(target, ts, open, &target_read).await?;
+                let listing = answers.into_iter().next().transpose()?.unwrap_or_default();
+                let flags = TargetFlags::from_permanent(listing.permanent_flags);
+                Ok((listing.messages, flags))
             }
         }
     )?;
@@ -1128,6 +1185,7 @@ async fn copy_folder(
         Some(share) if wanted.len() >= SHARE_FROM => {
             let base = from.saturating_sub(1);
             let counts = &mut outcome.counts;
+            let flow = (flow, &target_flags);
             share_folder(ctx, share, uidvalidity, base, &wanted, flow, counts).await?;
         }
         share if !wanted.is_empty() => {
@@ -1138,7 +1196,7 @@ async fn copy_folder(
                 m,
                 uidvalidity,
                 &mut || all.take(),
-                flow,
+                (flow, &target_flags),
                 &mut outcome.counts,
             )
             .await?;
@@ -1505,7 +1563,7 @@ async fn transfer(
     m: &FolderMapping,
     uidvalidity: u32,
     next: &mut (dyn FnMut() -> Option<Vec<Wanted>> + Send),
-    flow: Flow,
+    (flow, flags): (Flow, &TargetFlags),
     counts: &mut FolderCounts,
 ) -> Result<(), CopyError> {
     let (ss, ts) = (ctx.source_server, ctx.target_server);
@@ -1537,6 +1595,8 @@ async fn transfer(
         }
         Ok::<(), ImapError>(())
     };
+    let mut dropped_keywords = std::collections::BTreeSet::new();
+    let dropped = &mut dropped_keywords;
     // The appending side owns the receiver and the appender: when it stops (an error), both are
     // dropped with the messages and groups they hold, which frees the byte budget and closes
     // the channel, so the fetching side sees it at once instead of waiting for room for ever.
@@ -1565,7 +1625,8 @@ async fn transfer(
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
                 };
                 match item {
-                    Item::Message(msg) => {
+                    Item::Message(mut msg) => {
+                        msg.flags = flags.keep(&msg.flags, dropped);
                         group_bytes += msg.body().len();
                         group.push(msg);
                         if !append.pipelined()
@@ -1581,7 +1642,8 @@ async fn transfer(
                         group_bytes = 0;
                         appender.mark(max_uid)?;
                     }
-                    Item::Start(head) => {
+                    Item::Start(mut head) => {
+                        head.flags = flags.keep(&head.flags, dropped);
                         appender.send(std::mem::take(&mut group)).await?;
                         group_bytes = 0;
                         appender.begin_streamed(head).await?;
@@ -1604,6 +1666,17 @@ async fn transfer(
     };
 
     let (fetching, appending) = tokio::join!(producer, consumer);
+    if !dropped_keywords.is_empty() && ctx.mode == RunMode::Real {
+        let names: Vec<&str> = dropped_keywords.iter().map(String::as_str).collect();
+        let detail = format!(
+            "copied without {}: the target folder {} keeps no such flag (its PERMANENTFLAGS)",
+            names.join(" "),
+            m.target_path
+        );
+        ctx.ledger
+            .issue(src, 0, IssueKind::KeywordsDropped, &detail)
+            .map_err(CopyError::Ledger)?;
+    }
     // Both fail when the fetching side failed in the middle of a streamed message: its error
     // is the cause.
     if let (Err(e), Err(_)) = (&fetching, &appending) {
@@ -1784,20 +1857,27 @@ where
 /// Flags to keep on the copy: all but `\Recent` (which only a server may set).
 pub(super) fn flag_list<'a>(flags: impl Iterator<Item = async_imap::types::Flag<'a>>) -> String {
     use async_imap::types::Flag as F;
-    let mut out: Vec<String> = Vec::new();
-    for f in flags {
-        let s = match f {
-            F::Seen => "\\Seen".to_owned(),
-            F::Answered => "\\Answered".to_owned(),
-            F::Flagged => "\\Flagged".to_owned(),
-            F::Deleted => "\\Deleted".to_owned(),
-            F::Draft => "\\Draft".to_owned(),
-            F::Recent | F::MayCreate => continue,
-            F::Custom(c) => c.into_owned(),
-        };
-        out.push(s);
-    }
-    out.join(" ")
+    flags
+        .filter(|f| !matches!(f, F::MayCreate))
+        .filter_map(append_flag)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A flag as an APPEND writes it; `None` for `\Recent`. `\*` (in `PERMANENTFLAGS`: any keyword)
+/// is written as is.
+fn append_flag(flag: async_imap::types::Flag<'_>) -> Option<String> {
+    use async_imap::types::Flag as F;
+    Some(match flag {
+        F::Seen => "\\Seen".to_owned(),
+        F::Answered => "\\Answered".to_owned(),
+        F::Flagged => "\\Flagged".to_owned(),
+        F::Deleted => "\\Deleted".to_owned(),
+        F::Draft => "\\Draft".to_owned(),
+        F::MayCreate => "\\*".to_owned(),
+        F::Recent => return None,
+        F::Custom(c) => c.into_owned(),
+    })
 }
 
 /// Split the messages to send into batches of at most [`BATCH_MESSAGES`] and [`BATCH_BYTES`]; a
@@ -2257,6 +2337,31 @@ mod tests {
         refusals.record("h:143", 800, "c");
         assert_eq!(refusals.smallest("h:143"), Some((700, "b".to_owned())));
         assert_eq!(refusals.smallest("other:143"), None);
+    }
+
+    #[test]
+    fn only_the_flags_a_target_folder_keeps_are_sent_and_the_others_named() {
+        let mut dropped = std::collections::BTreeSet::new();
+        let all = TargetFlags::from_permanent(Some(vec!["\\Seen".into(), "\\*".into()]));
+        assert_eq!(all.keep("\\Seen $Label1", &mut dropped), "\\Seen $Label1");
+        let unknown = TargetFlags::from_permanent(Some(Vec::new()));
+        assert_eq!(
+            unknown.keep("\\Seen $Label1", &mut dropped),
+            "\\Seen $Label1"
+        );
+        assert!(dropped.is_empty());
+        let none = TargetFlags::from_permanent(Some(vec!["\\Seen".into(), "\\Flagged".into()]));
+        assert_eq!(
+            none.keep("\\Seen $Label1 \\Flagged project-x", &mut dropped),
+            "\\Seen \\Flagged"
+        );
+        let listed = TargetFlags::from_permanent(Some(vec!["\\Seen".into(), "$label1".into()]));
+        assert_eq!(
+            listed.keep("\\Seen $Label1 $Junk", &mut dropped),
+            "\\Seen $Label1"
+        );
+        let names: Vec<&str> = dropped.iter().map(String::as_str).collect();
+        assert_eq!(names, ["$Junk", "$Label1", "project-x"]);
     }
 
     #[test]

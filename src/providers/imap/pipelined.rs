@@ -172,6 +172,9 @@ pub struct Listing {
     pub uid_validity: Option<u32>,
     /// In UID order.
     pub messages: Vec<Listed>,
+    /// The flags the folder keeps, as its opening said (`PERMANENTFLAGS`; `\*`: any keyword);
+    /// `None` when it did not say.
+    pub permanent_flags: Option<Vec<String>>,
 }
 
 /// Which folder a `STATUS` answer is about: the one it names (a server may answer pipelined
@@ -232,6 +235,16 @@ pub async fn identities(
                 },
             ..
         } if i % 2 == 0 => listed[i / 2].uid_validity = Some(*v),
+        Response::Data {
+            outcome:
+                Outcome {
+                    code: Some(ResponseCode::PermanentFlags(flags)),
+                    ..
+                },
+            ..
+        } if i % 2 == 0 => {
+            listed[i / 2].permanent_flags = Some(flags.iter().map(ToString::to_string).collect());
+        }
         Response::Fetch(_, attributes) if i % 2 == 1 => {
             let (mut uid, mut size, mut header) = (None, None, None);
             for a in attributes {
