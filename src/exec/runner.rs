@@ -152,6 +152,8 @@ struct Shared {
     ovh: Option<ovh::Ovh>,
     /// Verification results computed by `copy-mail` on its connections, for `verify`.
     verified: Mutex<HashMap<usize, Vec<copy::FolderCheck>>>,
+    /// Message sizes the IMAP targets refused as too large in this run.
+    size_refusals: copy::SizeRefusals,
 }
 
 /// The stable name of a step in the state store and the output: `copy-mail alice@x.example`.
@@ -386,6 +388,7 @@ pub async fn apply(
         connections: options.connections.max(1),
         ovh: ovh_side,
         verified: Mutex::new(HashMap::new()),
+        size_refusals: copy::SizeRefusals::default(),
     });
 
     let mut summary = RunSummary::default();
@@ -1195,6 +1198,7 @@ async fn copy_step(
         mode: shared.mode,
         observer: &observer,
         stop: &shared.stop,
+        refusals: &shared.size_refusals,
     };
     // Both folder lists and every source folder's STATUS first: they say what this pass has
     // to carry, and so whether more connection pairs pay off.
@@ -1267,7 +1271,7 @@ async fn copy_step(
             total.skipped,
             total.failed,
             outcomes.len()
-        )
+        ) + &not_created(&outcomes)
     };
     let output = serde_json::json!({ "folders": outcomes, "total": total, "flow": survey.flow() })
         .to_string();
@@ -1277,6 +1281,24 @@ async fn copy_step(
         messages: total.copied,
         bytes: total.bytes,
     })
+}
+
+/// The folders the target refused to create, for a copy's summary (the report has why).
+fn not_created(outcomes: &[copy::FolderOutcome]) -> String {
+    let refused: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.error.is_some())
+        .map(|o| o.source.as_str())
+        .collect();
+    if refused.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the target refused to create {} folder(s), not copied: {}",
+            refused.len(),
+            refused.join(", ")
+        )
+    }
 }
 
 async fn verify_step(

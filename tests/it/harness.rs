@@ -285,3 +285,33 @@ fn cut_now_ends_live_connections_only() {
             .starts_with("a OK")
     );
 }
+
+#[test]
+fn cyrus_runs_beside_dovecot_in_each_layout_with_real_passwords() {
+    use crate::support::cyrus::{Cyrus, Layout};
+    let _dovecot = dovecot_with_user();
+    for layout in [Layout::InboxDot, Layout::AltDot, Layout::AltSlash] {
+        let cyrus = Cyrus::start(layout);
+        cyrus.add_user("alice", PASSWORD);
+        let mut raw = Raw::connect(cyrus.addr());
+        let refused = raw.command("a", "LOGIN alice wrong").expect("answer");
+        assert!(refused.starts_with("a NO"), "{layout:?}: {refused}");
+        let mut raw = Raw::connect(cyrus.addr());
+        let ok = raw
+            .command("b", &format!("LOGIN alice {PASSWORD}"))
+            .expect("answer");
+        assert!(ok.starts_with("b OK"), "{layout:?}: {ok}");
+        raw.writer.write_all(b"c NAMESPACE\r\n").expect("send");
+        let namespace = raw.line().expect("NAMESPACE answer");
+        let (prefix, sep) = layout.namespace();
+        assert!(
+            namespace.starts_with(&format!("* NAMESPACE ((\"{prefix}\" \"{sep}\"))")),
+            "{layout:?}: {namespace}"
+        );
+        // The corpus seeds in the layout's names and reads back the same.
+        let corpus = Corpus::with_count(12);
+        corpus.seed_named(cyrus.addr(), "alice", PASSWORD, &|f| layout.server_name(f));
+        let read = snapshot_at(cyrus.addr(), "alice", PASSWORD).renamed(|f| layout.logical_name(f));
+        assert_eq!(diff(&corpus.expected(), &read), "", "{layout:?}");
+    }
+}

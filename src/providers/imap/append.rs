@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::connect::Session;
 use super::copy::{
     CopyError, CopyEvent, Fetched, FolderCounts, FolderRecord, IssueKind, Ledger, Piece,
-    StreamHead, op_timeout,
+    SizeRefusals, StreamHead, op_timeout,
 };
 use super::error::{ImapError, ImapErrorKind};
 use super::folders::FolderMapping;
@@ -99,7 +99,15 @@ async fn multiappend(
 ) -> Result<(), ImapError> {
     let tag = send_append(target, server, mailbox, activity, messages).await?;
     let total: usize = messages.iter().map(|f| f.body().len()).sum();
-    await_tag(target, server, activity, &tag, op_timeout(total)).await
+    await_tag(
+        target,
+        server,
+        activity,
+        &tag,
+        op_timeout(total),
+        &mut Vec::new(),
+    )
+    .await
 }
 
 /// What goes between an APPEND's mailbox and its literal: ` (FLAGS)` and ` "INTERNALDATE"`,
@@ -174,30 +182,42 @@ async fn await_tag(
     activity: &str,
     tag: &async_imap::imap_proto::RequestId,
     limit: Duration,
+    heard: &mut Heard,
 ) -> Result<(), ImapError> {
-    let verdicts = await_tags(target, server, activity, std::slice::from_ref(tag), limit).await?;
+    let tags = std::slice::from_ref(tag);
+    let verdicts = await_tags(target, server, activity, tags, limit, heard).await?;
     verdicts.into_iter().next().unwrap_or(Ok(()))
 }
 
+/// Refusals read before the connection broke, by tag: what a server said before closing.
+type Heard = Vec<(async_imap::imap_proto::RequestId, ImapError)>;
+
 /// Read responses until every tag in `tags` is answered: one verdict per tag, in the order of
 /// `tags` whatever the order of the answers; the outer error is the connection's (network,
-/// time limit), after which nothing more can be read.
+/// time limit), after which nothing more can be read. Every refusal read is also kept in
+/// `heard`, so that one read just before the connection broke still says why.
 async fn await_tags(
     target: &mut Session,
     server: &str,
     activity: &str,
     tags: &[async_imap::imap_proto::RequestId],
     limit: Duration,
+    heard: &mut Heard,
 ) -> Result<Vec<Result<(), ImapError>>, ImapError> {
     let mut verdicts: Vec<Option<Result<(), ImapError>>> = tags.iter().map(|_| None).collect();
     let work = async {
         while verdicts.iter().any(Option::is_none) {
             next_response(target, server, activity, limit, |response| {
-                if let Some((done, status, text)) = tagged(response)
-                    && let Some(i) = tags.iter().position(|t| t == done)
-                    && verdicts[i].is_none()
-                {
-                    verdicts[i] = Some(verdict(server, activity, status, text));
+                if let Some((done, status, text)) = tagged(response) {
+                    let answer = verdict(server, activity, status, text);
+                    if let Err(e) = &answer {
+                        heard.push((done.clone(), e.clone()));
+                    }
+                    if let Some(i) = tags.iter().position(|t| t == done)
+                        && verdicts[i].is_none()
+                    {
+                        verdicts[i] = Some(answer);
+                    }
                 }
             })
             .await?;
@@ -288,6 +308,10 @@ pub(super) struct Appender<'a, 'c> {
     sent_since_mark: bool,
     /// A streamed message whose literal is being written.
     streaming: Option<Streaming>,
+    /// Sizes the target refused as too large in this run, for the passes after this one.
+    refusals: &'a SizeRefusals,
+    /// Refusals read, kept until the connection ends (see [`Appender::broken`]).
+    heard: Heard,
 }
 
 /// A streamed message on its way: the literal's bytes still to write.
@@ -328,6 +352,7 @@ impl<'a, 'c> Appender<'a, 'c> {
         ledger: &'a dyn Ledger,
         observer: &'a (dyn Fn(CopyEvent<'_>) + Send + Sync),
         counts: &'c mut FolderCounts,
+        refusals: &'a SizeRefusals,
     ) -> Self {
         Appender {
             target,
@@ -346,6 +371,8 @@ impl<'a, 'c> Appender<'a, 'c> {
             last_mark: None,
             sent_since_mark: false,
             streaming: None,
+            refusals,
+            heard: Vec::new(),
         }
     }
 
@@ -532,11 +559,14 @@ impl<'a, 'c> Appender<'a, 'c> {
             "APPEND {}{opts} {{{size}{plus}}}",
             quote(&self.m.target_wire)
         );
-        let tag = self
-            .target
-            .run_command(&command)
-            .await
-            .map_err(|e| ImapError::from_imap(server, &activity, e))?;
+        let target = &mut *self.target;
+        let tag = super::copy::bounded(server, &activity, op_timeout(0), async {
+            target
+                .run_command(&command)
+                .await
+                .map_err(|e| ImapError::from_imap(server, &activity, e))
+        })
+        .await?;
         let refused = if self.append.pipelined() {
             None
         } else {
@@ -653,7 +683,9 @@ impl<'a, 'c> Appender<'a, 'c> {
             Some(InFlight::Streamed { tag, uid, size }) => {
                 let activity = self.activity();
                 let limit = op_timeout(size as usize);
-                match await_tag(self.target, self.server, &activity, &tag, limit).await {
+                let heard = &mut self.heard;
+                let answer = await_tag(self.target, self.server, &activity, &tag, limit, heard);
+                match answer.await {
                     Ok(()) => {
                         self.batch.copied += 1;
                         self.batch.bytes += u64::from(size);
@@ -665,19 +697,33 @@ impl<'a, 'c> Appender<'a, 'c> {
                     }
                     Err(e) if e.kind == ImapErrorKind::Refused => {
                         self.batch.failed += 1;
+                        self.size_refused(&e, u64::from(size));
                         self.ledger
                             .issue(&self.m.source.path, uid, IssueKind::Refused, &e.message)
                             .map_err(CopyError::Ledger)
                     }
-                    Err(e) => Err(e.into()),
+                    Err(e) => {
+                        // Still on the wire, for `broken` to find.
+                        self.inflight
+                            .push_front(InFlight::Streamed { tag, uid, size });
+                        Err(e.into())
+                    }
                 }
             }
             Some(InFlight::Group(tags, group)) => {
                 let activity = self.activity();
                 let total: usize = group.iter().map(|f| f.body().len()).sum();
                 let limit = op_timeout(total);
+                let (target, heard) = (&mut *self.target, &mut self.heard);
                 let verdicts =
-                    await_tags(self.target, self.server, &activity, &tags, limit).await?;
+                    match await_tags(target, self.server, &activity, &tags, limit, heard).await {
+                        Ok(verdicts) => verdicts,
+                        Err(e) => {
+                            // Still on the wire, for `broken` to find.
+                            self.inflight.push_front(InFlight::Group(tags, group));
+                            return Err(e.into());
+                        }
+                    };
                 if let [verdict] = verdicts.as_slice()
                     && tags.len() < group.len()
                 {
@@ -688,6 +734,10 @@ impl<'a, 'c> Appender<'a, 'c> {
                             Ok(())
                         }
                         Err(e) if e.kind == ImapErrorKind::Refused => {
+                            // Too large: its largest message at least is over the limit.
+                            if let Some(largest) = group.iter().map(|m| m.body().len()).max() {
+                                self.size_refused(e, largest as u64);
+                            }
                             self.refused.push(group);
                             Ok(())
                         }
@@ -700,6 +750,7 @@ impl<'a, 'c> Appender<'a, 'c> {
                         Ok(()) => self.copied(std::slice::from_ref(msg)),
                         Err(e) if e.kind == ImapErrorKind::Refused => {
                             self.batch.failed += 1;
+                            self.size_refused(&e, msg.body().len() as u64);
                             self.ledger
                                 .issue(&self.m.source.path, msg.uid, IssueKind::Refused, &e.message)
                                 .map_err(CopyError::Ledger)?;
@@ -709,6 +760,14 @@ impl<'a, 'c> Appender<'a, 'c> {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// A refusal of a message of `size` bytes: if it says too large, later passes leave out
+    /// messages as large (see [`SizeRefusals`]).
+    fn size_refused(&self, e: &ImapError, size: u64) {
+        if too_big(e) {
+            self.refusals.record(self.server, size, &e.message);
         }
     }
 
@@ -738,6 +797,123 @@ impl<'a, 'c> Appender<'a, 'c> {
         self.recorded_pending = pending;
         self.last_mark = Some(max_uid);
         Ok(())
+    }
+
+    /// The connection to the target broke (`error`) while messages were on the wire. A server
+    /// that refuses a message may close the connection right after (Cyrus answers an APPEND over
+    /// its size limit with `NO [TOOBIG]` then `BYE`), and the writes of the rest of the message
+    /// then fail with "connection reset": what it said before closing is read (for a few
+    /// seconds at most), the refused message recorded with its words, a size refusal kept for
+    /// the next passes ([`SizeRefusals`]), and the error says why the connection ended. The
+    /// batch stays *pending*: the next attempt, on a new connection, reconciles it.
+    pub(super) async fn broken(&mut self, error: ImapError) -> CopyError {
+        use async_imap::imap_proto::{Response, Status};
+        const LAST_WORDS: Duration = Duration::from_secs(5);
+        let activity = self.activity();
+        let server = self.server;
+        let mut bye = None;
+        let until = tokio::time::Instant::now() + LAST_WORDS;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let heard = &mut self.heard;
+            let read = next_response(self.target, server, &activity, left, |r| {
+                if let Some((done, status, text)) = tagged(r)
+                    && let Err(e) = verdict(server, &activity, status, text)
+                {
+                    heard.push((done.clone(), e));
+                }
+                if let Response::Data {
+                    status: Status::Bye,
+                    outcome,
+                } = r
+                {
+                    bye = Some(
+                        outcome
+                            .information
+                            .as_deref()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+            })
+            .await;
+            if read.is_err() || left.is_zero() {
+                break;
+            }
+        }
+        // The messages on the wire, each with its command's tag: (tag, uid, size, alone).
+        let mut sent: Vec<(async_imap::imap_proto::RequestId, u32, u64, bool)> = Vec::new();
+        for item in &self.inflight {
+            match item {
+                InFlight::Group(tags, group) if tags.len() == group.len() => {
+                    for (tag, msg) in tags.iter().zip(group) {
+                        sent.push((tag.clone(), msg.uid, msg.body().len() as u64, true));
+                    }
+                }
+                InFlight::Group(tags, group) => {
+                    // One MULTIAPPEND: a refusal of the group names no message; its largest
+                    // is over any size limit the group broke.
+                    let largest = group.iter().max_by_key(|m| m.body().len());
+                    if let (Some(tag), Some(msg)) = (tags.first(), largest) {
+                        sent.push((tag.clone(), msg.uid, msg.body().len() as u64, false));
+                    }
+                }
+                InFlight::Streamed { tag, uid, size } => {
+                    sent.push((tag.clone(), *uid, u64::from(*size), true));
+                }
+                InFlight::Mark(_) => {}
+            }
+        }
+        if let Some(s) = &self.streaming {
+            sent.push((s.tag.clone(), s.uid, u64::from(s.size), true));
+        }
+        let heard = std::mem::take(&mut self.heard);
+        let refused = sent.iter().find_map(|(tag, uid, size, alone)| {
+            let (_, e) = heard.iter().find(|(t, _)| t == tag)?;
+            Some((*uid, *size, *alone, e.clone()))
+        });
+        let Some((uid, size, alone, refusal)) = refused else {
+            let mut error = error;
+            if let Some(bye) = bye {
+                error.message = format!("{} (the server said BYE: {bye})", error.message);
+                error.backoff = Some(Duration::ZERO);
+            }
+            return error.into();
+        };
+        let too_big = too_big(&refusal);
+        if too_big {
+            self.refusals.record(server, size, &refusal.message);
+        }
+        if alone {
+            let kind = if too_big {
+                IssueKind::TooLarge
+            } else {
+                IssueKind::Refused
+            };
+            if let Err(e) = self
+                .ledger
+                .issue(&self.m.source.path, uid, kind, &refusal.message)
+            {
+                return CopyError::Ledger(e);
+            }
+        }
+        let what = if alone {
+            format!("message {uid} of {} ({size} bytes)", self.m.source.path)
+        } else {
+            format!("a group of messages of {}", self.m.source.path)
+        };
+        let mut closed = ImapError::new(
+            ImapErrorKind::Network,
+            server,
+            activity,
+            format!(
+                "the server closed the connection after refusing {what}: {}",
+                refusal.message
+            ),
+        );
+        // Nothing to wait for: the next attempt leaves that message out and goes on.
+        closed.backoff = Some(Duration::ZERO);
+        closed.into()
     }
 
     /// Wait for every answer, retry the refused groups one message at a time, record.
@@ -785,6 +961,11 @@ impl<'a, 'c> Appender<'a, 'c> {
         }
         Ok(())
     }
+}
+
+/// Whether a refusal says the message is too large (`[TOOBIG]`, RFC 4469).
+fn too_big(e: &ImapError) -> bool {
+    e.message.to_ascii_uppercase().contains("[TOOBIG]")
 }
 
 /// Add what a batch (or a part) did to a folder's counts.

@@ -80,6 +80,12 @@ pub struct Flow {
     #[serde(rename = "groups_in_flight")]
     depth: usize,
     target_round_trip_ms: u64,
+    /// The largest message the target takes, as it advertises (`APPENDLIMIT=`, RFC 7889).
+    #[serde(
+        rename = "target_append_limit",
+        skip_serializing_if = "Option::is_none"
+    )]
+    append_limit: Option<u64>,
 }
 
 impl Flow {
@@ -95,7 +101,35 @@ impl Flow {
             budget_kib: if far { FAR_BUFFER_KIB } else { BUFFER_KIB },
             depth: if far { 4 } else { 2 },
             target_round_trip_ms: u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX),
+            append_limit: None,
         }
+    }
+}
+
+/// Message sizes the targets refused as too large (`[TOOBIG]`) during this run, by server: the
+/// smallest such size and the server's words. A later pass on the same server leaves out the
+/// messages of that size or more up front, so that a server that closes the connection after
+/// such a refusal (Cyrus) is not sent the same message again on every attempt.
+#[derive(Debug, Default)]
+pub struct SizeRefusals(std::sync::Mutex<HashMap<String, (u64, String)>>);
+
+impl SizeRefusals {
+    /// `server` refused a message of `size` bytes (or a MULTIAPPEND group whose largest message
+    /// is `size` bytes: that one at least is over the limit) as too large.
+    pub fn record(&self, server: &str, size: u64, words: &str) {
+        if let Ok(mut known) = self.0.lock() {
+            let entry = known
+                .entry(server.to_owned())
+                .or_insert_with(|| (size, words.to_owned()));
+            if size < entry.0 {
+                *entry = (size, words.to_owned());
+            }
+        }
+    }
+
+    /// The smallest size `server` refused as too large in this run, with its words.
+    pub fn smallest(&self, server: &str) -> Option<(u64, String)> {
+        self.0.lock().ok()?.get(server).cloned()
     }
 }
 
@@ -131,12 +165,15 @@ pub struct FolderCounts {
     pub bytes: u64,
 }
 
-/// Why a message was not copied.
+/// Why a message was not copied, or not whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IssueKind {
     TooLarge,
     Refused,
+    /// Copied without the keywords the target folder cannot keep (its `PERMANENTFLAGS`): one
+    /// issue per folder (UID 0) that names them.
+    KeywordsDropped,
 }
 
 impl IssueKind {
@@ -144,7 +181,46 @@ impl IssueKind {
         match self {
             IssueKind::TooLarge => "too-large",
             IssueKind::Refused => "refused",
+            IssueKind::KeywordsDropped => "keywords-dropped",
         }
+    }
+}
+
+/// The flags a target folder keeps (RFC 3501 `PERMANENTFLAGS`): a server that keeps no keywords
+/// (no `\*`) refuses a whole message that carries one ("Unrecognized flag"), so only what it
+/// keeps is sent, and what is left out is recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetFlags {
+    /// `None`: the folder did not say, every flag is sent.
+    permanent: Option<Vec<String>>,
+}
+
+impl TargetFlags {
+    /// From the folder's `PERMANENTFLAGS`; an empty list (a server that did not say, as the IMAP
+    /// library reports it) keeps everything.
+    pub fn from_permanent(flags: Option<Vec<String>>) -> TargetFlags {
+        TargetFlags {
+            permanent: flags.filter(|f| !f.is_empty()),
+        }
+    }
+
+    /// `flags` (as sent in an APPEND) without those the folder cannot keep; these are added to
+    /// `dropped`.
+    fn keep(&self, flags: &str, dropped: &mut std::collections::BTreeSet<String>) -> String {
+        let Some(permanent) = &self.permanent else {
+            return flags.to_owned();
+        };
+        let any_keyword = permanent.iter().any(|f| f == "\\*");
+        let mut kept: Vec<&str> = Vec::new();
+        for flag in flags.split_whitespace() {
+            let listed = permanent.iter().any(|p| p.eq_ignore_ascii_case(flag));
+            if listed || (any_keyword && !flag.starts_with('\\')) {
+                kept.push(flag);
+            } else {
+                dropped.insert(flag.to_owned());
+            }
+        }
+        kept.join(" ")
     }
 }
 
@@ -208,6 +284,8 @@ pub struct CopyContext<'a> {
     pub observer: &'a (dyn Fn(CopyEvent<'_>) + Send + Sync),
     /// Set by the first Ctrl-C: finish the current batch, record it, stop.
     pub stop: &'a AtomicBool,
+    /// Sizes the targets refused as too large earlier in this run.
+    pub refusals: &'a SizeRefusals,
 }
 
 impl fmt::Debug for CopyContext<'_> {
@@ -229,6 +307,9 @@ pub struct FolderOutcome {
     pub reason: &'static str,
     pub created: bool,
     pub counts: FolderCounts,
+    /// Why this folder was not copied (the target refused to create it), when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// List and map the account's folders (also used by `plan --refresh`); both sides at once.
@@ -239,12 +320,12 @@ pub async fn mapping(
     target_server: &str,
     options: &CopyOptions,
 ) -> Result<(Vec<FolderMapping>, Vec<RemoteFolder>), ImapError> {
-    let (source_folders, target_folders) = tokio::try_join!(
+    let (source_folders, (target_folders, namespace)) = tokio::try_join!(
         folders::list(source, source_server),
-        folders::list(target, target_server)
+        folders::list_with_namespace(target, target_server)
     )?;
     Ok((
-        folders::map_folders(&source_folders, &target_folders, options),
+        folders::map_folders(&source_folders, &target_folders, &namespace, options),
         target_folders,
     ))
 }
@@ -257,7 +338,8 @@ pub struct Survey {
     pub mappings: Vec<FolderMapping>,
     /// The source folders' STATUS, one per mapping.
     statuses: Vec<FolderStatus>,
-    target_separator: Option<char>,
+    /// Where the target's folders are created.
+    target_namespace: folders::Namespace,
     flow: Flow,
 }
 
@@ -288,25 +370,30 @@ pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
             // The distance to the target: the shorter of two round trips (LIST, CAPABILITY);
             // a busy server or client only ever adds to it.
             let asked = std::time::Instant::now();
-            let list = folders::list(target, ts).await?;
+            let list = folders::list_with_namespace(target, ts).await?;
             let listed = std::time::Instant::now();
-            let append = append_mode(target, ts).await?;
+            let (append, limit) = target_caps(target, ts).await?;
             let rtt = (listed - asked).min(listed.elapsed());
-            Ok((list, Flow::new(append, rtt)))
+            Ok((
+                list,
+                Flow {
+                    append_limit: limit,
+                    ..Flow::new(append, rtt)
+                },
+            ))
         }
     )?;
-    let mappings = folders::map_folders(&source_folders, &target_folders, options);
+    let (target_folders, target_namespace) = target_folders;
+    let mappings =
+        folders::map_folders(&source_folders, &target_folders, &target_namespace, options);
     let statuses = mappings
         .iter()
         .map(|m| by_path.remove(&m.source.path).unwrap_or_default())
         .collect();
     Ok(Survey {
-        target_separator: target_folders
-            .iter()
-            .find_map(|f| f.separator)
-            .or(Some('/')),
         mappings,
         statuses,
+        target_namespace,
         flow,
     })
 }
@@ -385,31 +472,42 @@ pub async fn copy_account<H>(
     extra_pairs: Option<impl Future<Output = Vec<Pair<H>>>>,
 ) -> Result<Vec<FolderOutcome>, CopyError> {
     let missing: Vec<bool> = survey.mappings.iter().map(|m| !m.target_exists).collect();
+    let mut not_created: Vec<Option<ImapError>> = vec![None; missing.len()];
     if ctx.mode == RunMode::Real && missing.contains(&true) {
         let mut seen = std::collections::HashSet::new();
         let mut create = Vec::new();
         for m in survey.mappings.iter().filter(|m| !m.target_exists) {
-            for wire in folders::with_parents(&m.target_path, survey.target_separator) {
+            for wire in folders::with_parents(&m.target_path, &survey.target_namespace) {
                 if seen.insert(wire.clone()) {
                     create.push((wire, m.target_path.clone()));
                 }
             }
         }
-        pipelined::create(ctx.target, ctx.target_server, &create).await?;
-        for m in &mut survey.mappings {
-            m.target_exists = true;
+        let refused = pipelined::create(ctx.target, ctx.target_server, &create).await?;
+        for (i, m) in survey.mappings.iter_mut().enumerate() {
+            if m.target_exists {
+                continue;
+            }
+            // A folder fails with the first of its parents (or itself) the target refused.
+            let wires = folders::with_parents(&m.target_path, &survey.target_namespace);
+            match refused.iter().find(|(w, _)| wires.contains(w)) {
+                Some((_, e)) => not_created[i] = Some(e.clone()),
+                None => m.target_exists = true,
+            }
         }
     }
     let shared = Shared {
         survey: &*survey,
         next: std::sync::atomic::AtomicUsize::new(0),
         missing,
+        not_created,
         sharing: extra_pairs.is_some(),
         open: std::sync::Mutex::new(Vec::new()),
         preparing: std::sync::atomic::AtomicUsize::new(0),
         changed: tokio::sync::Notify::new(),
     };
     let (options, ledger, observer, stop) = (ctx.options, ctx.ledger, ctx.observer, ctx.stop);
+    let refusals = ctx.refusals;
     let (source_server, target_server, mode) = (ctx.source_server, ctx.target_server, ctx.mode);
     let first = CopyContext {
         source: &mut *ctx.source,
@@ -434,6 +532,7 @@ pub async fn copy_account<H>(
                     mode,
                     observer,
                     stop,
+                    refusals,
                 },
                 shared,
             )
@@ -472,6 +571,8 @@ struct Shared<'a> {
     next: std::sync::atomic::AtomicUsize,
     /// Per mapping: the target folder was missing before this pass.
     missing: Vec<bool>,
+    /// Per mapping: the target refused to create its folder (or a parent), with its words.
+    not_created: Vec<Option<ImapError>>,
     /// Other pairs may come: large folders are shared.
     sharing: bool,
     /// The shared folders being sent.
@@ -529,6 +630,8 @@ struct SharedFolder {
     index: usize,
     uidvalidity: u32,
     flow: Flow,
+    /// What the target folder keeps, as it said when its owner opened it.
+    flags: TargetFlags,
     /// The ledger's mark from before this pass. Parts finish out of order, so no later mark would
     /// be true until all are done: each part records this one, pending.
     base: u32,
@@ -628,7 +731,7 @@ async fn part(
             m,
             folder.uidvalidity,
             &mut next,
-            flow,
+            (flow, &folder.flags),
             &mut counts,
         )
         .await
@@ -655,20 +758,24 @@ async fn open_part(
 ) -> Result<(), ImapError> {
     let (ss, ts) = (c.source_server, c.target_server);
     let (source, target) = (&mut *c.source, &mut *c.target);
+    let (source_activity, target_activity) = (
+        format!("opening {}", m.source.path),
+        format!("opening {}", m.target_path),
+    );
     let (opened, ()) = tokio::try_join!(
-        async {
+        bounded(ss, &source_activity, op_timeout(0), async {
             source
                 .examine(&m.source.wire)
                 .await
-                .map_err(|e| ImapError::from_imap(ss, format!("opening {}", m.source.path), e))
-        },
-        async {
+                .map_err(|e| ImapError::from_imap(ss, &source_activity, e))
+        }),
+        bounded(ts, &target_activity, op_timeout(0), async {
             target
                 .select(&m.target_wire)
                 .await
                 .map(drop)
-                .map_err(|e| ImapError::from_imap(ts, format!("opening {}", m.target_path), e))
-        }
+                .map_err(|e| ImapError::from_imap(ts, &target_activity, e))
+        })
     )?;
     match opened.uid_validity {
         Some(now) if now != uidvalidity => Err(ImapError::new(
@@ -693,7 +800,7 @@ async fn share_folder(
     uidvalidity: u32,
     base: u32,
     wanted: &[Wanted],
-    flow: Flow,
+    (flow, flags): (Flow, &TargetFlags),
     counts: &mut FolderCounts,
 ) -> Result<(), CopyError> {
     let (shared, index) = (share.shared, share.index);
@@ -701,6 +808,7 @@ async fn share_folder(
         index,
         uidvalidity,
         flow,
+        flags: flags.clone(),
         base,
         state: std::sync::Mutex::new(SharedState {
             chunks: chunks(wanted),
@@ -774,6 +882,10 @@ async fn worker(
             }
             return Ok(done);
         };
+        if let Some(refusal) = &shared.not_created[i] {
+            done.push((i, not_created(&c, m, *status, refusal)?));
+            continue;
+        }
         let large = status.messages as usize >= SHARE_FROM;
         let share = (shared.sharing && large).then(|| MayShare::new(shared, i));
         let outcome = copy_folder(
@@ -789,6 +901,74 @@ async fn worker(
     }
 }
 
+/// A folder the target refused to create: nothing of it is copied, the others are; recorded
+/// (as an issue of the folder, UID 0) with the server's words and the `map:` line that would
+/// give it a name the target takes.
+fn not_created(
+    c: &CopyContext<'_>,
+    m: &FolderMapping,
+    status: FolderStatus,
+    refusal: &ImapError,
+) -> Result<FolderOutcome, CopyError> {
+    let src = &m.source.path;
+    let detail = format!(
+        "the target refused to create folder {}: {}; to copy it under another name, add \
+         to the account's `copy: folders: map:` {}",
+        m.target_path,
+        refusal.message,
+        suggested_map(&m.source.path, &m.target_path)
+    );
+    (c.observer)(CopyEvent::Folder {
+        source: src,
+        target: &m.target_path,
+        counts: &FolderCounts::default(),
+    });
+    if c.mode == RunMode::Real {
+        c.ledger.clear_issues(src).map_err(CopyError::Ledger)?;
+        c.ledger
+            .issue(src, 0, IssueKind::Refused, &detail)
+            .map_err(CopyError::Ledger)?;
+    }
+    Ok(FolderOutcome {
+        source: src.clone(),
+        target: m.target_path.clone(),
+        reason: m.reason,
+        created: false,
+        counts: FolderCounts {
+            found: u64::from(status.messages),
+            failed: u64::from(status.messages),
+            ..FolderCounts::default()
+        },
+        error: Some(detail),
+    })
+}
+
+/// A `map:` entry giving `target` a name most servers take: every character but letters,
+/// digits, spaces and `-_&'+,()` replaced by `_` (servers refuse `.` with `/` as separator,
+/// Cyrus refuses `;!^%`, many refuse `\\` and `"`).
+fn suggested_map(source: &str, target: &str) -> String {
+    let name: String = target
+        .split('/')
+        .map(|part| {
+            part.chars()
+                .map(|c| {
+                    if c.is_alphanumeric() || " -_&'+,()".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    format!("{{ {}: {} }}", yaml_string(source), yaml_string(&name))
+}
+
+fn yaml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 /// One source message to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Wanted {
@@ -796,16 +976,43 @@ struct Wanted {
     size: u32,
 }
 
-/// How the target takes messages, from its capabilities.
-async fn append_mode(target: &mut Session, server: &str) -> Result<AppendMode, ImapError> {
-    let caps = target
-        .capabilities()
-        .await
-        .map_err(|e| ImapError::from_imap(server, "reading the capabilities", e))?;
-    Ok(AppendMode::from_capabilities(
-        caps.has_str("MULTIAPPEND"),
-        caps.has_str("LITERAL+"),
+/// How the target takes messages, from its capabilities, and the largest it takes
+/// (`APPENDLIMIT=n`, RFC 7889; a bare `APPENDLIMIT` means limits per folder, not read here).
+async fn target_caps(
+    target: &mut Session,
+    server: &str,
+) -> Result<(AppendMode, Option<u64>), ImapError> {
+    let activity = "reading the capabilities";
+    let caps = bounded(server, activity, op_timeout(0), async {
+        target
+            .capabilities()
+            .await
+            .map_err(|e| ImapError::from_imap(server, activity, e))
+    })
+    .await?;
+    let limit = caps.iter().find_map(|c| match c {
+        async_imap::types::Capability::Atom(atom) => atom
+            .get(..12)
+            .filter(|name| name.eq_ignore_ascii_case("APPENDLIMIT="))
+            .and_then(|_| atom[12..].parse::<u64>().ok()),
+        _ => None,
+    });
+    Ok((
+        AppendMode::from_capabilities(caps.has_str("MULTIAPPEND"), caps.has_str("LITERAL+")),
+        limit,
     ))
+}
+
+/// Run `fut`, at most `limit`: a server that stops answering ends in a retryable error.
+pub(super) async fn bounded<T>(
+    server: &str,
+    activity: &str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, ImapError>>,
+) -> Result<T, ImapError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| ImapError::timeout(server, activity, limit))?
 }
 
 /// The messages of the first folder of a pipelined read (there is exactly one).
@@ -836,6 +1043,7 @@ async fn copy_folder(
             found: u64::from(status.messages),
             ..FolderCounts::default()
         },
+        error: None,
     };
 
     let fast = record.filter(|r| fast_path(r, &status));
@@ -876,21 +1084,38 @@ async fn copy_folder(
     }];
     let source = &mut *ctx.source;
     let target = &mut *ctx.target;
-    let (source_ids, target_ids) = tokio::try_join!(
+    let (source_ids, (target_ids, target_flags)) = tokio::try_join!(
         async { only(pipelined::identities(source, ss, Open::Examine, &source_read).await?) },
         async {
             if !m.target_exists {
-                Ok(Vec::new()) // a dry run: it would be created
+                // A dry run: it would be created.
+                Ok((Vec::new(), TargetFlags::default()))
             } else if fast.is_some() || missing {
                 // Only new mail to add, or an empty new folder: no target identities needed.
+                let mut flags = TargetFlags::default();
                 if real {
-                    target.select(&m.target_wire).await.map_err(|e| {
-                        ImapError::from_imap(ts, format!("opening {}", m.target_path), e)
-                    })?;
+                    let activity = format!("opening {}", m.target_path);
+                    let opened = bounded(ts, &activity, op_timeout(0), async {
+                        target
+                            .select(&m.target_wire)
+                            .await
+                            .map_err(|e| ImapError::from_imap(ts, &activity, e))
+                    })
+                    .await?;
+                    flags = TargetFlags::from_permanent(Some(
+                        opened
+                            .permanent_flags
+                            .iter()
+                            .filter_map(|f| append_flag(f.clone()))
+                            .collect(),
+                    ));
                 }
-                Ok(Vec::new())
+                Ok((Vec::new(), flags))
             } else {
-                only(pipelined::identities(target, ts, open, &target_read).await?)
+                let answers = pipelined::identities(target, ts, open, &target_read).await?;
+                let listing = answers.into_iter().next().transpose()?.unwrap_or_default();
+                let flags = TargetFlags::from_permanent(listing.permanent_flags);
+                Ok((listing.messages, flags))
             }
         }
     )?;
@@ -918,6 +1143,14 @@ async fn copy_folder(
         .into_iter()
         .partition(|w| limit.is_none_or(|l| u64::from(w.size) <= l));
     outcome.counts.skipped = too_large.len() as u64;
+    // Leave out what the target says it cannot take: over its APPENDLIMIT, or as large as a
+    // message it refused as too large earlier in this run. Sending them would only get them
+    // refused, and some servers close the connection after such a refusal.
+    let target_limit = target_limit(flow, ctx.refusals.smallest(ts));
+    let (wanted, too_large_for_target): (Vec<Wanted>, Vec<Wanted>) = wanted
+        .into_iter()
+        .partition(|w| target_limit.as_ref().is_none_or(|l| l.takes(w.size)));
+    outcome.counts.failed = too_large_for_target.len() as u64;
     outcome.counts.to_copy = wanted.len() as u64;
 
     (ctx.observer)(CopyEvent::Folder {
@@ -939,11 +1172,20 @@ async fn copy_folder(
             .issue(src, w.uid, IssueKind::TooLarge, &detail)
             .map_err(CopyError::Ledger)?;
     }
+    if let Some(target_limit) = &target_limit {
+        for w in &too_large_for_target {
+            let detail = target_limit.reason(w.size);
+            ctx.ledger
+                .issue(src, w.uid, IssueKind::TooLarge, &detail)
+                .map_err(CopyError::Ledger)?;
+        }
+    }
 
     match share {
         Some(share) if wanted.len() >= SHARE_FROM => {
             let base = from.saturating_sub(1);
             let counts = &mut outcome.counts;
+            let flow = (flow, &target_flags);
             share_folder(ctx, share, uidvalidity, base, &wanted, flow, counts).await?;
         }
         share if !wanted.is_empty() => {
@@ -954,7 +1196,7 @@ async fn copy_folder(
                 m,
                 uidvalidity,
                 &mut || all.take(),
-                flow,
+                (flow, &target_flags),
                 &mut outcome.counts,
             )
             .await?;
@@ -973,6 +1215,53 @@ async fn copy_folder(
         .end_batch(src, record, &nothing)
         .map_err(CopyError::Ledger)?;
     Ok(outcome)
+}
+
+/// The largest message a target takes, as far as this run knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TargetLimit {
+    /// Its `APPENDLIMIT`: messages of this size or less.
+    Advertised(u64),
+    /// It refused a message of this size as too large, in these words: smaller ones only.
+    Refused(u64, String),
+}
+
+impl TargetLimit {
+    fn takes(&self, size: u32) -> bool {
+        match self {
+            TargetLimit::Advertised(max) => u64::from(size) <= *max,
+            TargetLimit::Refused(refused, _) => u64::from(size) < *refused,
+        }
+    }
+
+    /// Why a message of `size` bytes is not sent (for the report).
+    fn reason(&self, size: u32) -> String {
+        match self {
+            TargetLimit::Advertised(max) => format!(
+                "{size} bytes, larger than the target's APPENDLIMIT ({max} bytes); too large \
+                 for the target"
+            ),
+            TargetLimit::Refused(refused, words) => format!(
+                "{size} bytes; too large for the target, which refused a message of {refused} \
+                 bytes: {words}"
+            ),
+        }
+    }
+}
+
+/// The tighter of what the target advertises and what it refused in this run.
+fn target_limit(flow: Flow, refused: Option<(u64, String)>) -> Option<TargetLimit> {
+    let advertised = flow.append_limit.map(TargetLimit::Advertised);
+    let refused = refused.map(|(size, words)| TargetLimit::Refused(size, words));
+    match (advertised, refused) {
+        (Some(TargetLimit::Advertised(max)), Some(TargetLimit::Refused(size, words)))
+            if size <= max =>
+        {
+            Some(TargetLimit::Refused(size, words))
+        }
+        (Some(advertised), _) => Some(advertised),
+        (None, refused) => refused,
+    }
 }
 
 /// A fetched message on its way to the target.
@@ -1274,7 +1563,7 @@ async fn transfer(
     m: &FolderMapping,
     uidvalidity: u32,
     next: &mut (dyn FnMut() -> Option<Vec<Wanted>> + Send),
-    flow: Flow,
+    (flow, flags): (Flow, &TargetFlags),
     counts: &mut FolderCounts,
 ) -> Result<(), CopyError> {
     let (ss, ts) = (ctx.source_server, ctx.target_server);
@@ -1293,6 +1582,7 @@ async fn transfer(
         ctx.ledger,
         ctx.observer,
         counts,
+        ctx.refusals,
     );
 
     let producer = async move {
@@ -1305,60 +1595,88 @@ async fn transfer(
         }
         Ok::<(), ImapError>(())
     };
-    let consumer = async {
-        let mut group: Vec<Fetched> = Vec::new();
-        let mut group_bytes = 0usize;
-        loop {
-            // Nothing to send yet: take the oldest answer meanwhile. The groups in flight hold
-            // the byte budget, so the fetching side may be waiting for exactly that. Without
-            // LITERAL+ only one message is in flight, smaller than half the budget (larger
-            // ones are streamed): its answer is read with the next message's go-ahead.
-            let item = match rx.try_recv() {
-                Ok(item) => item,
-                Err(mpsc::error::TryRecvError::Empty)
-                    if appender.in_flight() && append.pipelined() =>
-                {
-                    appender.complete_oldest().await?;
-                    appender.settle_marks()?;
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Empty) => match rx.recv().await {
-                    Some(item) => item,
-                    None => break,
-                },
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-            };
-            match item {
-                Item::Message(msg) => {
-                    group_bytes += msg.body().len();
-                    group.push(msg);
-                    if !append.pipelined()
-                        || group.len() >= MULTIAPPEND_MESSAGES
-                        || group_bytes >= MULTIAPPEND_BYTES
+    let mut dropped_keywords = std::collections::BTreeSet::new();
+    let dropped = &mut dropped_keywords;
+    // The appending side owns the receiver and the appender: when it stops (an error), both are
+    // dropped with the messages and groups they hold, which frees the byte budget and closes
+    // the channel, so the fetching side sees it at once instead of waiting for room for ever.
+    let consumer = async move {
+        let outcome = async {
+            let mut group: Vec<Fetched> = Vec::new();
+            let mut group_bytes = 0usize;
+            loop {
+                // Nothing to send yet: take the oldest answer meanwhile. The groups in flight hold
+                // the byte budget, so the fetching side may be waiting for exactly that. Without
+                // LITERAL+ only one message is in flight, smaller than half the budget (larger
+                // ones are streamed): its answer is read with the next message's go-ahead.
+                let item = match rx.try_recv() {
+                    Ok(item) => item,
+                    Err(mpsc::error::TryRecvError::Empty)
+                        if appender.in_flight() && append.pipelined() =>
                     {
+                        appender.complete_oldest().await?;
+                        appender.settle_marks()?;
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => match rx.recv().await {
+                        Some(item) => item,
+                        None => break,
+                    },
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                };
+                match item {
+                    Item::Message(mut msg) => {
+                        msg.flags = flags.keep(&msg.flags, dropped);
+                        group_bytes += msg.body().len();
+                        group.push(msg);
+                        if !append.pipelined()
+                            || group.len() >= MULTIAPPEND_MESSAGES
+                            || group_bytes >= MULTIAPPEND_BYTES
+                        {
+                            appender.send(std::mem::take(&mut group)).await?;
+                            group_bytes = 0;
+                        }
+                    }
+                    Item::BatchEnd { max_uid } => {
                         appender.send(std::mem::take(&mut group)).await?;
                         group_bytes = 0;
+                        appender.mark(max_uid)?;
                     }
+                    Item::Start(mut head) => {
+                        head.flags = flags.keep(&head.flags, dropped);
+                        appender.send(std::mem::take(&mut group)).await?;
+                        group_bytes = 0;
+                        appender.begin_streamed(head).await?;
+                    }
+                    Item::Piece(piece) => appender.stream_piece(piece).await?,
                 }
-                Item::BatchEnd { max_uid } => {
-                    appender.send(std::mem::take(&mut group)).await?;
-                    group_bytes = 0;
-                    appender.mark(max_uid)?;
-                }
-                Item::Start(head) => {
-                    appender.send(std::mem::take(&mut group)).await?;
-                    group_bytes = 0;
-                    appender.begin_streamed(head).await?;
-                }
-                Item::Piece(piece) => appender.stream_piece(piece).await?,
             }
+            // The producer ended (all sent, an interruption, or an error it returns).
+            appender.send(std::mem::take(&mut group)).await?;
+            appender.finish().await
         }
-        // The producer ended (all sent, an interruption, or an error it returns).
-        appender.send(std::mem::take(&mut group)).await?;
-        appender.finish().await
+        .await;
+        match outcome {
+            // The target broke the connection: say why, if it said.
+            Err(CopyError::Imap(e)) if e.kind == ImapErrorKind::Network => {
+                Err(appender.broken(e).await)
+            }
+            other => other,
+        }
     };
 
     let (fetching, appending) = tokio::join!(producer, consumer);
+    if !dropped_keywords.is_empty() && ctx.mode == RunMode::Real {
+        let names: Vec<&str> = dropped_keywords.iter().map(String::as_str).collect();
+        let detail = format!(
+            "copied without {}: the target folder {} keeps no such flag (its PERMANENTFLAGS)",
+            names.join(" "),
+            m.target_path
+        );
+        ctx.ledger
+            .issue(src, 0, IssueKind::KeywordsDropped, &detail)
+            .map_err(CopyError::Ledger)?;
+    }
     // Both fail when the fetching side failed in the middle of a streamed message: its error
     // is the cause.
     if let (Err(e), Err(_)) = (&fetching, &appending) {
@@ -1539,20 +1857,27 @@ where
 /// Flags to keep on the copy: all but `\Recent` (which only a server may set).
 pub(super) fn flag_list<'a>(flags: impl Iterator<Item = async_imap::types::Flag<'a>>) -> String {
     use async_imap::types::Flag as F;
-    let mut out: Vec<String> = Vec::new();
-    for f in flags {
-        let s = match f {
-            F::Seen => "\\Seen".to_owned(),
-            F::Answered => "\\Answered".to_owned(),
-            F::Flagged => "\\Flagged".to_owned(),
-            F::Deleted => "\\Deleted".to_owned(),
-            F::Draft => "\\Draft".to_owned(),
-            F::Recent | F::MayCreate => continue,
-            F::Custom(c) => c.into_owned(),
-        };
-        out.push(s);
-    }
-    out.join(" ")
+    flags
+        .filter(|f| !matches!(f, F::MayCreate))
+        .filter_map(append_flag)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A flag as an APPEND writes it; `None` for `\Recent`. `\*` (in `PERMANENTFLAGS`: any keyword)
+/// is written as is.
+fn append_flag(flag: async_imap::types::Flag<'_>) -> Option<String> {
+    use async_imap::types::Flag as F;
+    Some(match flag {
+        F::Seen => "\\Seen".to_owned(),
+        F::Answered => "\\Answered".to_owned(),
+        F::Flagged => "\\Flagged".to_owned(),
+        F::Deleted => "\\Deleted".to_owned(),
+        F::Draft => "\\Draft".to_owned(),
+        F::MayCreate => "\\*".to_owned(),
+        F::Recent => return None,
+        F::Custom(c) => c.into_owned(),
+    })
 }
 
 /// Split the messages to send into batches of at most [`BATCH_MESSAGES`] and [`BATCH_BYTES`]; a
@@ -1976,6 +2301,67 @@ mod tests {
         // groups waiting for their answers alone.
         let group_kib = u32::try_from(MULTIAPPEND_BYTES >> 10).expect("small");
         assert!(u32::try_from(far.depth).expect("small") * group_kib <= far.budget_kib);
+    }
+
+    #[test]
+    fn a_refused_folder_gets_a_map_line_with_a_name_servers_take() {
+        assert_eq!(
+            suggested_map("Releases/v1.2", "Releases/v1.2"),
+            r#"{ "Releases/v1.2": "Releases/v1_2" }"#
+        );
+        assert_eq!(
+            suggested_map("Old \"x\"", "Archive/Réçus;1"),
+            r#"{ "Old \"x\"": "Archive/Réçus_1" }"#
+        );
+    }
+
+    #[test]
+    fn the_tighter_of_the_advertised_and_the_refused_size_limits_applies() {
+        let flow = |limit| Flow {
+            append_limit: limit,
+            ..Flow::new(AppendMode::Multiappend, Duration::ZERO)
+        };
+        let refused = || Some((500, "[TOOBIG] too big".to_owned()));
+        assert_eq!(target_limit(flow(None), None), None);
+        let advertised = target_limit(flow(Some(1000)), None).expect("a limit");
+        assert!(advertised.takes(1000) && !advertised.takes(1001));
+        assert!(advertised.reason(1001).contains("APPENDLIMIT (1000 bytes)"));
+        let learned = target_limit(flow(Some(1000)), refused()).expect("a limit");
+        assert!(learned.takes(499) && !learned.takes(500));
+        assert!(learned.reason(600).contains("[TOOBIG] too big"));
+        let looser = target_limit(flow(Some(100)), refused()).expect("a limit");
+        assert_eq!(looser, TargetLimit::Advertised(100));
+        let refusals = SizeRefusals::default();
+        refusals.record("h:143", 900, "a");
+        refusals.record("h:143", 700, "b");
+        refusals.record("h:143", 800, "c");
+        assert_eq!(refusals.smallest("h:143"), Some((700, "b".to_owned())));
+        assert_eq!(refusals.smallest("other:143"), None);
+    }
+
+    #[test]
+    fn only_the_flags_a_target_folder_keeps_are_sent_and_the_others_named() {
+        let mut dropped = std::collections::BTreeSet::new();
+        let all = TargetFlags::from_permanent(Some(vec!["\\Seen".into(), "\\*".into()]));
+        assert_eq!(all.keep("\\Seen $Label1", &mut dropped), "\\Seen $Label1");
+        let unknown = TargetFlags::from_permanent(Some(Vec::new()));
+        assert_eq!(
+            unknown.keep("\\Seen $Label1", &mut dropped),
+            "\\Seen $Label1"
+        );
+        assert!(dropped.is_empty());
+        let none = TargetFlags::from_permanent(Some(vec!["\\Seen".into(), "\\Flagged".into()]));
+        assert_eq!(
+            none.keep("\\Seen $Label1 \\Flagged project-x", &mut dropped),
+            "\\Seen \\Flagged"
+        );
+        let listed = TargetFlags::from_permanent(Some(vec!["\\Seen".into(), "$label1".into()]));
+        assert_eq!(
+            listed.keep("\\Seen $Label1 $Junk", &mut dropped),
+            "\\Seen $Label1"
+        );
+        let names: Vec<&str> = dropped.iter().map(String::as_str).collect();
+        assert_eq!(names, ["$Junk", "$Label1", "project-x"]);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Folders: listing a server's folders (LIST with special-use attributes, RFC 6154), decoding
 //! their modified UTF-7 names (RFC 3501 §5.1.3), and mapping source folders to target folders.
 //!
-//! Folder paths are handled in a logical form — UTF-8, `/` between levels — so that the plan's
-//! `map`, `include` and `exclude` read the same whatever the servers' separators are. The
-//! mapping ([`map_folders`]) is pure: explicit `map` first, then special-use (source `\Sent` →
-//! the target's `\Sent`, and so on), then the same path.
+//! Folder paths are handled in a logical form — UTF-8, `/` between levels, without the server's
+//! personal namespace prefix (RFC 2342: Cyrus's Debian default puts every folder under `INBOX.`)
+//! — so that the plan's `map`, `include` and `exclude` read the same whatever the servers'
+//! separators and prefixes are: `INBOX.Archive` on one server is `Archive` on a server without
+//! a prefix, and back. The mapping ([`map_folders`]) is pure: explicit `map` first, then
+//! special-use (source `\Sent` → the target's `\Sent`, and so on), then the same path.
 
 use std::collections::BTreeMap;
 
@@ -54,23 +56,157 @@ pub struct FolderMapping {
     pub reason: &'static str,
 }
 
-/// LIST every folder of the session's account.
-pub async fn list(session: &mut Session, server: &str) -> Result<Vec<RemoteFolder>, ImapError> {
-    let activity = "listing folders";
-    let names: Vec<async_imap::types::Name> = session
-        .list(Some(""), Some("*"))
-        .await
-        .map_err(|e| ImapError::from_imap(server, activity, e))?
-        .try_collect()
-        .await
-        .map_err(|e| ImapError::from_imap(server, activity, e))?;
-    let mut folders: Vec<RemoteFolder> = names.iter().map(remote_folder).collect();
-    folders.sort_by(|a, b| a.path.cmp(&b.path));
-    folders.dedup_by(|a, b| a.wire == b.wire);
-    Ok(folders)
+/// A server's personal namespace (RFC 2342): the prefix of the user's own folders (on the wire,
+/// e.g. `INBOX.`; empty for most servers) and its hierarchy separator.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Namespace {
+    pub prefix: String,
+    pub separator: Option<char>,
 }
 
-fn remote_folder(name: &async_imap::types::Name) -> RemoteFolder {
+impl Namespace {
+    /// Logical path → wire name on this server: the prefix, then the path with its separator.
+    /// `INBOX` is `INBOX` whatever the prefix.
+    pub fn wire_name(&self, path: &str) -> String {
+        let name = wire_name(path, self.separator);
+        if name == "INBOX" {
+            name
+        } else {
+            format!("{}{name}", self.prefix)
+        }
+    }
+
+    /// Wire name → logical path: the prefix taken off, where the name has it.
+    pub fn logical_path(&self, wire: &str, separator: Option<char>) -> String {
+        let inner = wire
+            .strip_prefix(self.prefix.as_str())
+            .filter(|rest| !self.prefix.is_empty() && !rest.is_empty())
+            .unwrap_or(wire);
+        logical_path(inner, separator)
+    }
+}
+
+/// LIST every folder of the session's account.
+pub async fn list(session: &mut Session, server: &str) -> Result<Vec<RemoteFolder>, ImapError> {
+    Ok(list_with_namespace(session, server).await?.0)
+}
+
+/// The personal namespace (NAMESPACE, RFC 2342), then every folder (LIST), paths in logical
+/// form. A server without NAMESPACE has no prefix; the separator then comes from LIST.
+pub async fn list_with_namespace(
+    session: &mut Session,
+    server: &str,
+) -> Result<(Vec<RemoteFolder>, Namespace), ImapError> {
+    let activity = "listing folders";
+    let mut namespace = personal_namespace(session, server).await?;
+    let limit = super::copy::op_timeout(0);
+    let names: Vec<async_imap::types::Name> = tokio::time::timeout(limit, async {
+        session
+            .list(Some(""), Some("*"))
+            .await
+            .map_err(|e| ImapError::from_imap(server, activity, e))?
+            .try_collect()
+            .await
+            .map_err(|e| ImapError::from_imap(server, activity, e))
+    })
+    .await
+    .map_err(|_| ImapError::timeout(server, activity, limit))??;
+    if namespace.separator.is_none() {
+        namespace.separator = names
+            .iter()
+            .find_map(|n| n.delimiter().and_then(|d| d.chars().next()));
+    }
+    let mut folders: Vec<RemoteFolder> =
+        names.iter().map(|n| remote_folder(n, &namespace)).collect();
+    folders.sort_by(|a, b| a.path.cmp(&b.path));
+    folders.dedup_by(|a, b| a.wire == b.wire);
+    Ok((folders, namespace))
+}
+
+/// Ask the server's personal namespace. The IMAP library does not know the NAMESPACE answer,
+/// so the command is written and its answer read on the raw connection, which is idle here
+/// (every earlier answer read): nothing else is in flight, and reading stops at the tagged
+/// answer. A server that does not know the command (BAD) has no prefix.
+async fn personal_namespace(session: &mut Session, server: &str) -> Result<Namespace, ImapError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TAG: &str = "mpns";
+    let activity = "reading the personal namespace (NAMESPACE)";
+    let limit = super::copy::op_timeout(0);
+    let net = |e: std::io::Error| {
+        ImapError::new(
+            super::error::ImapErrorKind::Network,
+            server,
+            activity,
+            e.to_string(),
+        )
+    };
+    let stream = session.get_mut();
+    let answer = tokio::time::timeout(limit, async {
+        stream
+            .write_all(format!("{TAG} NAMESPACE\r\n").as_bytes())
+            .await
+            .map_err(net)?;
+        stream.flush().await.map_err(net)?;
+        let mut text: Vec<u8> = Vec::new();
+        let mut byte = [0u8; 1];
+        // Byte by byte: not one byte past the tagged answer may be taken from the library.
+        loop {
+            if stream.read(&mut byte).await.map_err(net)? == 0 {
+                return Err(net(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            text.push(byte[0]);
+            if text.ends_with(b"\r\n") {
+                let start = text[..text.len() - 2]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |i| i + 1);
+                if text[start..].starts_with(format!("{TAG} ").as_bytes()) {
+                    return Ok(String::from_utf8_lossy(&text).into_owned());
+                }
+            }
+            if text.len() > 64 * 1024 {
+                return Err(net(std::io::Error::other("NAMESPACE answer too long")));
+            }
+        }
+    })
+    .await
+    .map_err(|_| ImapError::timeout(server, activity, limit))??;
+    Ok(answer.lines().find_map(parse_namespace).unwrap_or_default())
+}
+
+/// The personal namespace of a `* NAMESPACE` line: its first entry's prefix and separator.
+fn parse_namespace(line: &str) -> Option<Namespace> {
+    let rest = line.trim_end();
+    let rest = rest
+        .get(..12)
+        .filter(|head| head.eq_ignore_ascii_case("* NAMESPACE "))
+        .map(|_| &rest[12..])?;
+    let rest = rest.strip_prefix("((")?;
+    let (prefix, rest) = quoted(rest)?;
+    let rest = rest.trim_start();
+    let separator = if rest.get(..3).is_some_and(|n| n.eq_ignore_ascii_case("NIL")) {
+        None
+    } else {
+        quoted(rest)?.0.chars().next()
+    };
+    Some(Namespace { prefix, separator })
+}
+
+/// An IMAP quoted string at the start of `s` (`"…"`, with `\\` and `\"`), and what follows.
+fn quoted(s: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = s.strip_prefix('"')?.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?.1),
+            '"' => return Some((out, &s[i + 2..])),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+fn remote_folder(name: &async_imap::types::Name, namespace: &Namespace) -> RemoteFolder {
     use async_imap::types::NameAttribute as A;
     let separator = name.delimiter().and_then(|d| d.chars().next());
     let mut special = None;
@@ -89,7 +225,7 @@ fn remote_folder(name: &async_imap::types::Name) -> RemoteFolder {
     }
     RemoteFolder {
         wire: name.name().to_owned(),
-        path: logical_path(name.name(), separator),
+        path: namespace.logical_path(name.name(), separator),
         separator,
         special,
         selectable,
@@ -159,14 +295,15 @@ impl Filter {
     }
 }
 
-/// Map every selectable, included source folder to its target. Pure.
+/// Map every selectable, included source folder to its target (named in the target's
+/// `namespace`). Pure.
 pub fn map_folders(
     source: &[RemoteFolder],
     target: &[RemoteFolder],
+    namespace: &Namespace,
     options: &CopyOptions,
 ) -> Vec<FolderMapping> {
     let filter = Filter::new(options);
-    let target_separator = target.iter().find_map(|f| f.separator).or(Some('/'));
     let by_special: BTreeMap<SpecialUse, &RemoteFolder> = target
         .iter()
         .filter_map(|f| f.special.map(|s| (s, f)))
@@ -189,10 +326,8 @@ pub fn map_folders(
         let found = existing.get(target_path.as_str());
         out.push(FolderMapping {
             source: folder.clone(),
-            target_wire: found.map_or_else(
-                || wire_name(&target_path, target_separator),
-                |f| f.wire.clone(),
-            ),
+            target_wire: found
+                .map_or_else(|| namespace.wire_name(&target_path), |f| f.wire.clone()),
             target_exists: found.is_some_and(|f| f.selectable),
             target_path,
             reason,
@@ -202,10 +337,10 @@ pub fn map_folders(
 }
 
 /// Wire names of `path`'s parents then `path`, for creating a folder with its parents.
-pub fn with_parents(path: &str, separator: Option<char>) -> Vec<String> {
+pub fn with_parents(path: &str, namespace: &Namespace) -> Vec<String> {
     let parts: Vec<&str> = path.split('/').collect();
     (1..=parts.len())
-        .map(|n| wire_name(&parts[..n].join("/"), separator))
+        .map(|n| namespace.wire_name(&parts[..n].join("/")))
         .collect()
 }
 
@@ -266,7 +401,11 @@ mod tests {
             exclude: vec!["Priv*".into()],
             ..CopyOptions::default()
         };
-        let m = map_folders(&source, &target, &options);
+        let slash = Namespace {
+            prefix: String::new(),
+            separator: Some('/'),
+        };
+        let m = map_folders(&source, &target, &slash, &options);
         let pairs: Vec<(&str, &str, &str, bool)> = m
             .iter()
             .map(|f| {
@@ -297,6 +436,40 @@ mod tests {
         };
         let f = Filter::new(&options);
         assert!(f.takes("INBOX") && f.takes("Work/a/b") && !f.takes("Home"));
-        assert_eq!(with_parents("a/b/c", Some('.')), vec!["a", "a.b", "a.b.c"]);
+        let dot = Namespace {
+            prefix: String::new(),
+            separator: Some('.'),
+        };
+        assert_eq!(with_parents("a/b/c", &dot), vec!["a", "a.b", "a.b.c"]);
+    }
+
+    #[test]
+    fn a_namespace_prefix_is_taken_off_and_put_back() {
+        let cyrus = parse_namespace("* NAMESPACE ((\"INBOX.\" \".\")) ((\"user.\" \".\")) NIL")
+            .expect("parsed");
+        assert_eq!(cyrus.prefix, "INBOX.");
+        assert_eq!(cyrus.separator, Some('.'));
+        assert_eq!(
+            cyrus.logical_path("INBOX.Archive.2019", Some('.')),
+            "Archive/2019"
+        );
+        assert_eq!(cyrus.logical_path("INBOX", Some('.')), "INBOX");
+        assert_eq!(cyrus.wire_name("Archive/2019"), "INBOX.Archive.2019");
+        assert_eq!(cyrus.wire_name("INBOX"), "INBOX");
+        assert_eq!(
+            with_parents("Work/2024", &cyrus),
+            vec!["INBOX.Work", "INBOX.Work.2024"]
+        );
+        let dovecot = parse_namespace("* NAMESPACE ((\"\" \"/\")) NIL NIL").expect("parsed");
+        assert_eq!(dovecot.prefix, "");
+        assert_eq!(
+            dovecot.logical_path("Archive/2019", Some('/')),
+            "Archive/2019"
+        );
+        assert_eq!(parse_namespace("* NAMESPACE NIL NIL NIL"), None);
+        assert_eq!(parse_namespace("* OK hello"), None);
+        let odd = parse_namespace("* namespace ((\"Mail\\\\\" NIL)) NIL NIL").expect("parsed");
+        assert_eq!(odd.prefix, "Mail\\");
+        assert_eq!(odd.separator, None);
     }
 }

@@ -172,6 +172,9 @@ pub struct Listing {
     pub uid_validity: Option<u32>,
     /// In UID order.
     pub messages: Vec<Listed>,
+    /// The flags the folder keeps, as its opening said (`PERMANENTFLAGS`; `\*`: any keyword);
+    /// `None` when it did not say.
+    pub permanent_flags: Option<Vec<String>>,
 }
 
 /// Which folder a `STATUS` answer is about: the one it names (a server may answer pipelined
@@ -232,6 +235,16 @@ pub async fn identities(
                 },
             ..
         } if i % 2 == 0 => listed[i / 2].uid_validity = Some(*v),
+        Response::Data {
+            outcome:
+                Outcome {
+                    code: Some(ResponseCode::PermanentFlags(flags)),
+                    ..
+                },
+            ..
+        } if i % 2 == 0 => {
+            listed[i / 2].permanent_flags = Some(flags.iter().map(ToString::to_string).collect());
+        }
         Response::Fetch(_, attributes) if i % 2 == 1 => {
             let (mut uid, mut size, mut header) = (None, None, None);
             for a in attributes {
@@ -286,12 +299,14 @@ pub async fn identities(
 }
 
 /// Create folders (with their parents, in order) and subscribe to them, all at once. A folder
-/// that already exists is not an error.
+/// that already exists is not an error; one the server refuses to create (a character it does
+/// not allow, a permission) is returned with its refusal, so that only the folders under it
+/// fail. The outer error is the connection's.
 pub async fn create(
     session: &mut Session,
     server: &str,
     folders: &[(String, String)],
-) -> Result<(), ImapError> {
+) -> Result<Vec<(String, ImapError)>, ImapError> {
     let mut commands = Vec::new();
     for (wire, path) in folders {
         commands.push((
@@ -303,18 +318,24 @@ pub async fn create(
             format!("subscribing to {path}"),
         ));
     }
+    let mut refused: Vec<(String, ImapError)> = Vec::new();
     for (i, verdict) in run(session, server, &commands, |_, _| {})
         .await?
         .into_iter()
         .enumerate()
     {
+        let wire = &folders[i / 2].0;
         match verdict {
             Ok(()) => {}
             Err(e) if i % 2 == 0 && already_exists(&e) => {}
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) if i % 2 == 0 => refused.push((wire.clone(), e)),
+            // Not subscribed because not created: its refusal says why.
+            Err(_) if refused.iter().any(|(w, _)| w == wire) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(refused)
 }
 
 fn already_exists(e: &ImapError) -> bool {

@@ -293,6 +293,19 @@ impl Corpus {
 
     /// [`Corpus::seed`] on any clear-text IMAP server.
     pub fn seed_at(&self, addr: SocketAddr, user: &str, password: &str) {
+        self.seed_named(addr, user, password, &|folder| folder.to_owned());
+    }
+
+    /// [`Corpus::seed_at`] on a server that names folders otherwise (another separator, a
+    /// namespace prefix): `name` turns a corpus folder into the server's name (UTF-8).
+    pub fn seed_named(
+        &self,
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+        name: &(dyn Fn(&str) -> String + Sync),
+    ) {
+        let encode_folder = |folder: &str| encode_folder(&name(folder));
         block_on(|| async move {
             let mut session = connect(addr, user, password).await;
             for folder in self.folders.iter().filter(|f| *f != "INBOX") {

@@ -66,6 +66,45 @@ impl Multiset {
     pub fn message_total(&self) -> usize {
         self.messages.values().sum()
     }
+
+    /// The same mail with every folder renamed by `name` (e.g. a server's `INBOX.Work.2024` to
+    /// the logical `Work/2024`), to compare servers that name folders differently.
+    pub fn renamed(&self, name: impl Fn(&str) -> String) -> Multiset {
+        let mut out = Multiset {
+            folders: self.folders.iter().map(|f| name(f)).collect(),
+            ..Multiset::default()
+        };
+        for (key, count) in &self.messages {
+            let key = MessageKey {
+                folder: name(&key.folder),
+                ..key.clone()
+            };
+            *out.messages.entry(key).or_default() += count;
+        }
+        out
+    }
+
+    /// The same mail with every keyword (flags not starting with `\\`) dropped: what a server
+    /// that keeps no keywords can hold.
+    pub fn without_keywords(&self) -> Multiset {
+        let mut out = Multiset {
+            folders: self.folders.clone(),
+            ..Multiset::default()
+        };
+        for (key, count) in &self.messages {
+            let key = MessageKey {
+                flags: key
+                    .flags
+                    .iter()
+                    .filter(|f| f.starts_with('\\'))
+                    .cloned()
+                    .collect(),
+                ..key.clone()
+            };
+            *out.messages.entry(key).or_default() += count;
+        }
+        out
+    }
 }
 
 /// What differs between `expected` and `actual`, one line each; empty when they are equal.

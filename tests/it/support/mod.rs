@@ -1,4 +1,5 @@
 //! Test support for real-server integration tests: throw-away Dovecot instances ([`dovecot`]),
+//! Cyrus IMAP instances in its usual folder layouts ([`cyrus`]),
 //! a deterministic mailbox generator ([`corpus`]), whole-mailbox snapshots compared as multisets
 //! ([`mailbox`]), a fault-injecting TCP proxy ([`proxy`]), the IMAP conversation read back from
 //! its transcripts ([`wire`]) and the small IMAP client they share ([`imap`]).
@@ -12,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod corpus;
+pub mod cyrus;
 pub mod dovecot;
 pub mod imap;
 pub mod mailbox;

@@ -43,6 +43,9 @@ pub struct Faults {
     pub cut_after_client_bytes: Option<u64>,
     /// Keep every connection's bytes for [`Proxy::transcripts`] (small tests only).
     pub record: bool,
+    /// Server → client, replace these bytes by those of the same length (e.g. hide a capability
+    /// by renaming it) wherever a chunk holds them.
+    pub rewrite_server: Option<(&'static [u8], &'static [u8])>,
 }
 
 /// Which side sent a transcript's chunk.
@@ -287,6 +290,7 @@ async fn relay(
         faults.client_to_server_delay,
         faults,
         faults.cut_after_client_bytes,
+        None,
         &counters.client_to_server,
         transcript.clone().map(|t| (Side::Client, t)),
         Some(counters),
@@ -297,6 +301,7 @@ async fn relay(
         faults.server_to_client_delay,
         faults,
         None,
+        faults.rewrite_server,
         &counters.server_to_client,
         transcript.map(|t| (Side::Server, t)),
         None,
@@ -331,6 +336,7 @@ async fn pump(
     delay: Duration,
     faults: Faults,
     cut_after: Option<u64>,
+    rewrite: Option<(&'static [u8], &'static [u8])>,
     counter: &AtomicU64,
     transcript: Option<(Side, Arc<Mutex<Transcript>>)>,
     sessions: Option<&Counters>,
@@ -359,6 +365,13 @@ async fn pump(
             };
             let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
             left -= n as u64;
+            if let Some((from, to)) = rewrite {
+                let mut at = 0;
+                while let Some(i) = buf[at..n].windows(from.len()).position(|w| w == from) {
+                    buf[at + i..at + i + to.len()].copy_from_slice(to);
+                    at += i + from.len();
+                }
+            }
             if let Some(c) = sessions {
                 c.saw(&mut lines, &buf[..n]);
             }

@@ -1,0 +1,360 @@
+//! Servers that are not Dovecot: copies between Dovecot and Cyrus IMAP in its usual layouts (the
+//! `INBOX.` personal namespace, the alternate namespace with `.` or `/`), a Cyrus target with a
+//! size limit (`maxmessagesize`, advertised as APPENDLIMIT or not), a target that keeps no
+//! keywords, a folder the target refuses to create, and the IMAP transcript option.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::corpus::Corpus;
+use crate::support::cyrus::{Cyrus, Layout};
+use crate::support::dovecot::Dovecot;
+use crate::support::mailbox::{Multiset, diff, snapshot, snapshot_at};
+use crate::support::proxy::{Faults, Proxy};
+
+const DOVECOT_USER: (&str, &str) = ("alice@example.org", "dovecot-secret");
+const CYRUS_USER: (&str, &str) = ("alice", "cyrus-secret");
+
+/// Which server the copy reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum From {
+    Dovecot,
+    Cyrus,
+}
+
+/// A Dovecot and a Cyrus, one user on each, and a plan folder.
+struct Pair {
+    dovecot: Dovecot,
+    cyrus: Cyrus,
+    dir: tempfile::TempDir,
+}
+
+impl Pair {
+    fn new(layout: Layout, cyrus_config: &str) -> Pair {
+        let dovecot = Dovecot::start();
+        dovecot.add_user(DOVECOT_USER.0, DOVECOT_USER.1);
+        let cyrus = Cyrus::start_with(layout, cyrus_config);
+        cyrus.add_user(CYRUS_USER.0, CYRUS_USER.1);
+        Pair {
+            dovecot,
+            cyrus,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// A plan copying one server's user to the other's, both in clear text on loopback.
+    fn plan(&self, name: &str, from: From, extra: &str) -> PathBuf {
+        self.plan_to(name, from, None, extra)
+    }
+
+    /// [`Pair::plan`], Cyrus reached through `cyrus_port` when given (a proxy).
+    fn plan_to(&self, name: &str, from: From, cyrus_port: Option<u16>, extra: &str) -> PathBuf {
+        let dovecot = format!(
+            "{{ host: 127.0.0.1, port: {}, tls: none, allow-insecure: true }}",
+            self.dovecot.imap_port
+        );
+        let cyrus = format!(
+            "{{ host: 127.0.0.1, port: {}, tls: none, allow-insecure: true }}",
+            cyrus_port.unwrap_or(self.cyrus.port)
+        );
+        let (source, target, source_login, target_login) = match from {
+            From::Dovecot => (dovecot, cyrus, DOVECOT_USER.0, CYRUS_USER.0),
+            From::Cyrus => (cyrus, dovecot, CYRUS_USER.0, DOVECOT_USER.0),
+        };
+        let text = format!(
+            "version: 1\nname: {name}\nplatforms:\n  old:\n    type: imap\n    imap: {source}\n  \
+             new:\n    type: imap\n    imap: {target}\naccounts:\n  - address: alice@example.org\n    \
+             from: old\n    to: new\n    source-login: {source_login}\n    target-login: \
+             {target_login}\n    source-password: {{ env: SOURCE_PW }}\n    target-password: \
+             {{ env: TARGET_PW }}\n{extra}"
+        );
+        let path = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).expect("write the plan");
+        path
+    }
+
+    fn command(&self, from: From, args: &[&str]) -> Command {
+        let (source_pw, target_pw) = match from {
+            From::Dovecot => (DOVECOT_USER.1, CYRUS_USER.1),
+            From::Cyrus => (CYRUS_USER.1, DOVECOT_USER.1),
+        };
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mailplan"));
+        c.args(args)
+            .env("NO_COLOR", "1")
+            .env("SOURCE_PW", source_pw)
+            .env("TARGET_PW", target_pw)
+            .current_dir(self.dir.path());
+        c
+    }
+
+    /// Run mailplan, at most `limit`: a run that hangs fails the test instead of hanging it.
+    fn run_within(&self, from: From, args: &[&str], limit: Duration) -> Output {
+        let mut child = self
+            .command(from, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mailplan runs");
+        let start = Instant::now();
+        while child.try_wait().expect("try_wait").is_none() {
+            if start.elapsed() > limit {
+                child.kill().ok();
+                let out = child.wait_with_output().expect("output");
+                panic!(
+                    "mailplan {args:?} still ran after {limit:?}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().expect("output")
+    }
+
+    fn run(&self, from: From, args: &[&str]) -> Output {
+        self.run_within(from, args, Duration::from_secs(120))
+    }
+
+    /// The Dovecot user's mail.
+    fn dovecot_mail(&self) -> Multiset {
+        snapshot(&self.dovecot, DOVECOT_USER.0, DOVECOT_USER.1)
+    }
+
+    /// The Cyrus user's mail, its folders named as on Dovecot (`INBOX.Work.2024` → `Work/2024`).
+    fn cyrus_mail(&self) -> Multiset {
+        let layout = self.cyrus.layout;
+        snapshot_at(self.cyrus.addr(), CYRUS_USER.0, CYRUS_USER.1)
+            .renamed(|f| layout.logical_name(f))
+    }
+
+    fn seed_cyrus(&self, corpus: &Corpus) {
+        let layout = self.cyrus.layout;
+        corpus.seed_named(self.cyrus.addr(), CYRUS_USER.0, CYRUS_USER.1, &|f| {
+            layout.server_name(f)
+        });
+    }
+
+    fn report(&self, from: From, plan: &str) -> serde_json::Value {
+        let out = self.run(from, &["report", plan, "--format", "json"]);
+        serde_json::from_slice(&out.stdout).expect("report JSON")
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn assert_same(expected: &Multiset, actual: &Multiset) {
+    let d = diff(expected, actual);
+    assert!(d.is_empty(), "the target differs from the source:\n{d}");
+}
+
+/// The issues the report lists for the (only) account.
+fn issues(report: &serde_json::Value) -> Vec<serde_json::Value> {
+    report["accounts"][0]["issues"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A source with two messages over a Cyrus target's 1 MB `maxmessagesize`: one of 3 MB (sent in
+/// pieces) in INBOX, one of 1.5 MB (sent whole) in Work.
+fn oversized() -> (Corpus, Corpus) {
+    let fitting = Corpus::with_seed(40, 15);
+    let all = fitting
+        .clone()
+        .with_bulky("INBOX", 1, 3_000_000)
+        .with_bulky("Work", 1, 1_500_000);
+    (fitting, all)
+}
+
+fn too_large_for_cyrus(hide_appendlimit: bool, words: &str) {
+    let p = Pair::new(Layout::AltSlash, "maxmessagesize: 1000000\n");
+    let (fitting, all) = oversized();
+    all.seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    // Cyrus always advertises its limit; a proxy that renames the capability makes it a server
+    // that does not (most do not).
+    let proxy = hide_appendlimit.then(|| {
+        Proxy::start(
+            p.cyrus.addr(),
+            Faults {
+                rewrite_server: Some((b"APPENDLIMIT=", b"XPPENDLIMIT=")),
+                ..Faults::default()
+            },
+        )
+    });
+    let plan = p.plan_to("sizes", From::Dovecot, proxy.as_ref().map(Proxy::port), "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = p.run(From::Dovecot, &["apply", plan]);
+    // The two messages are not on the target: verify says so.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("done    copy-mail"), "{err}");
+    assert_same(&fitting.expected(), &p.cyrus_mail());
+    let report = p.report(From::Dovecot, plan);
+    let issues = issues(&report);
+    assert_eq!(issues.len(), 2, "{report}");
+    for issue in &issues {
+        assert_eq!(issue["kind"], "too-large", "{report}");
+        let detail = issue["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(words), "{report}");
+    }
+    // A second run sends neither again and still ends in bounded time.
+    let again = p.run(From::Dovecot, &["apply", plan, "--retry-failed"]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert_same(&fitting.expected(), &p.cyrus_mail());
+}
+
+#[test]
+fn a_target_that_closes_after_refusing_a_message_too_large_fails_that_message_not_the_run() {
+    // Without APPENDLIMIT, Cyrus answers NO [TOOBIG] then BYE and closes the connection.
+    too_large_for_cyrus(true, "[TOOBIG]");
+}
+
+#[test]
+fn messages_over_the_targets_appendlimit_are_left_out_up_front_with_the_reason() {
+    too_large_for_cyrus(false, "APPENDLIMIT");
+}
+
+/// Dovecot → Cyrus then Cyrus → Dovecot in `layout`: each copy exact (folders named in the
+/// target's namespace), a second run copies nothing.
+fn both_ways(layout: Layout) {
+    let corpus = Corpus::with_seed(60, 31);
+    let to_cyrus = Pair::new(layout, "");
+    corpus.seed(&to_cyrus.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    let plan = to_cyrus.plan("to-cyrus", From::Dovecot, "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = to_cyrus.run(From::Dovecot, &["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{layout:?}: {}", text(&out));
+    assert_same(&to_cyrus.dovecot_mail(), &to_cyrus.cyrus_mail());
+    let again = to_cyrus.run(From::Dovecot, &["apply", plan]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !err.contains("copying"),
+        "{layout:?}: a re-run copies nothing: {err}"
+    );
+    assert_same(&to_cyrus.dovecot_mail(), &to_cyrus.cyrus_mail());
+
+    let from_cyrus = Pair::new(layout, "");
+    from_cyrus.seed_cyrus(&corpus);
+    let plan = from_cyrus.plan("from-cyrus", From::Cyrus, "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = from_cyrus.run(From::Cyrus, &["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{layout:?}: {}", text(&out));
+    assert_same(&corpus.expected(), &from_cyrus.dovecot_mail());
+    let again = from_cyrus.run(From::Cyrus, &["apply", plan]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !err.contains("copying"),
+        "{layout:?}: a re-run copies nothing: {err}"
+    );
+}
+
+#[test]
+fn to_and_from_cyrus_with_every_folder_under_inbox_dot_the_copy_is_exact_and_reruns_copy_nothing() {
+    both_ways(Layout::InboxDot);
+}
+
+#[test]
+fn to_and_from_cyrus_in_the_alternate_namespace_the_copy_is_exact_and_reruns_copy_nothing() {
+    both_ways(Layout::AltDot);
+    both_ways(Layout::AltSlash);
+}
+
+#[test]
+fn a_folder_the_target_refuses_to_create_fails_alone_with_the_servers_words_and_a_map_line() {
+    // Cyrus takes no `;` in a name (nor `.` with `/` as its separator; Dovecot's maildir takes
+    // no `.` either, so the source could not hold one).
+    let p = Pair::new(Layout::AltSlash, "");
+    let fitting = Corpus::with_seed(30, 41);
+    let mut all = fitting.clone();
+    all.folders
+        .extend(["Releases".to_owned(), "Releases/v1;2".to_owned()]);
+    for m in all.messages.iter_mut().rev().take(3) {
+        "Releases/v1;2".clone_into(&mut m.folder);
+    }
+    all.seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    let plan = p.plan("folders", From::Dovecot, "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = p.run(From::Dovecot, &["apply", plan]);
+    // The copy goes on; verify then finds the folder's three messages missing.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("done    copy-mail"), "{err}");
+    assert!(
+        err.contains("refused to create 1 folder(s), not copied: Releases/v1;2"),
+        "{err}"
+    );
+    let mut expected = all.expected();
+    expected.folders.remove("Releases/v1;2");
+    expected.messages.retain(|k, _| k.folder != "Releases/v1;2");
+    assert_same(&expected, &p.cyrus_mail());
+    let report = p.report(From::Dovecot, plan);
+    let issue = issues(&report)
+        .into_iter()
+        .find(|i| i["folder"] == "Releases/v1;2")
+        .unwrap_or_else(|| panic!("the folder is reported: {report}"));
+    let detail = issue["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("Releases/v1;2"), "{detail}");
+    assert!(
+        detail.contains(r#"{ "Releases/v1;2": "Releases/v1_2" }"#),
+        "{detail}"
+    );
+
+    // With the map line the report gives, the next run copies it.
+    let mapped = p.plan(
+        "folders",
+        From::Dovecot,
+        "    copy:\n      folders:\n        map: { \"Releases/v1;2\": \"Releases/v1_2\" }\n",
+    );
+    let out = p.run(From::Dovecot, &["apply", mapped.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        p.cyrus_mail().renamed(|f| f.replace("v1_2", "v1;2")),
+        all.expected(),
+        "every message copied"
+    );
+}
+
+#[test]
+fn a_target_folder_that_keeps_no_keywords_gets_the_messages_without_them_and_the_report_says_so() {
+    let p = Pair::new(Layout::AltSlash, "");
+    let corpus = Corpus::with_seed(60, 51);
+    corpus.seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    // Cyrus keeps any keyword (`\*` in PERMANENTFLAGS); through this proxy it says it keeps
+    // only `$X`, as a server without keywords says none (GNU imap4d answers a message that
+    // carries one "Unrecognized flag").
+    let proxy = Proxy::start(
+        p.cyrus.addr(),
+        Faults {
+            rewrite_server: Some((b"\\*)", b"$X)")),
+            ..Faults::default()
+        },
+    );
+    let plan = p.plan_to("keywords", From::Dovecot, Some(proxy.port()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = p.run(From::Dovecot, &["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let source = p.dovecot_mail();
+    assert_ne!(source, source.without_keywords(), "the corpus has keywords");
+    assert_same(&source.without_keywords(), &p.cyrus_mail());
+    let report = p.report(From::Dovecot, plan);
+    let dropped: Vec<serde_json::Value> = issues(&report)
+        .into_iter()
+        .filter(|i| i["kind"] == "keywords-dropped")
+        .collect();
+    assert!(!dropped.is_empty(), "{report}");
+    assert!(
+        dropped.iter().all(|i| i["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("$Label1") || d.contains("project-x"))),
+        "{report}"
+    );
+}
