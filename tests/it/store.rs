@@ -2,6 +2,7 @@
 //! behind a slow link, each time resumed at once, leaves the target exactly the source (nothing
 //! missing, nothing twice).
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -158,4 +159,176 @@ fn twenty_immediate_resumes_after_sigkill_behind_a_slow_link_leave_no_duplicate(
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(kills >= 20);
+}
+
+/// A plan of `names` (each `NAME@old.example` → `NAME@new.example`, passwords `NAME-old` and
+/// `NAME-new` from the environment), both sides on Dovecot's TLS port.
+fn accounts_plan(s: &Sandbox, name: &str, names: &[&str]) -> PathBuf {
+    let mut text = format!(
+        "version: 1\nname: {name}\nplatforms:\n  old:\n    type: imap\n    imap: {{ host: \
+         localhost, port: {0}, tls: implicit }}\n  new:\n    type: imap\n    imap: {{ host: \
+         localhost, port: {0}, tls: implicit }}\naccounts:\n",
+        s.dovecot.imaps_port
+    );
+    for n in names {
+        s.dovecot
+            .add_user(&format!("{n}@old.example"), &format!("{n}-old"));
+        s.dovecot
+            .add_user(&format!("{n}@new.example"), &format!("{n}-new"));
+        let _ = write!(
+            text,
+            "  - address: {n}@old.example\n    from: old\n    to: new\n    target-login: \
+             {n}@new.example\n    source-password: {{ env: PW_{n} }}\n    target-password: \
+             {{ env: PW_NEW_{n} }}\n"
+        );
+    }
+    let path = s.dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&path, text).expect("write the plan");
+    path
+}
+
+/// [`Sandbox::command`] with the passwords of [`accounts_plan`]'s accounts.
+fn accounts_command(s: &Sandbox, names: &[&str], args: &[&str]) -> Command {
+    let mut c = s.command(args);
+    for n in names {
+        c.env(format!("PW_{n}"), format!("{n}-old"))
+            .env(format!("PW_NEW_{n}"), format!("{n}-new"));
+    }
+    c
+}
+
+#[test]
+fn a_foreign_sqlite_file_given_as_state_is_refused_with_exit_2_and_left_untouched() {
+    let s = Sandbox::new();
+    Corpus::with_count(20).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let proxy = Proxy::start(s.dovecot.imap_addr(), Faults::default());
+    let plan = s.plan("foreign", proxy.addr());
+    let plan = plan.to_str().expect("utf-8");
+    let foreign = s.dir.path().join("app.db");
+    {
+        let conn = rusqlite::Connection::open(&foreign).expect("create");
+        conn.execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);
+             INSERT INTO customers (name) VALUES ('ACME');",
+        )
+        .expect("fill");
+    }
+    let before = std::fs::read(&foreign).expect("read");
+    let state = foreign.to_str().expect("utf-8");
+    for args in [
+        &["apply", plan, "--state", state][..],
+        &["status", plan, "--state", state],
+        &["report", plan, "--state", state],
+    ] {
+        let out = s.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}\n{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("exec::state_foreign") && err.contains("not a mailplan state store"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&foreign).expect("read"),
+        before,
+        "the file changed"
+    );
+    assert_eq!(proxy.connections(), 0, "apply reached the target");
+    // Another plan's store is refused the same way, and this plan's own works.
+    let other = s.plan("other", proxy.addr());
+    let out = s.run(&["apply", other.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let theirs = s.dir.path().join(".mailplan/other.db");
+    let out = s.run(&["apply", plan, "--state", theirs.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("belongs to the plan `other`"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_state_write_that_fails_stops_the_run() {
+    let s = Sandbox::new();
+    let names = ["carol", "dave"];
+    let plan = accounts_plan(&s, "failing", &names);
+    std::thread::sleep(Duration::from_millis(1100)); // Dovecot rereads its passwd-file by mtime
+    for n in names {
+        Corpus::with_seed(30, 5).seed(&s.dovecot, &format!("{n}@old.example"), &format!("{n}-old"));
+    }
+    let plan = plan.to_str().expect("utf-8");
+    let out = accounts_command(&s, &names, &["apply", plan, "--only", "carol@old.example"])
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The store's own file, made to refuse the next step's record (as a full disk or an I/O
+    // error would), and only that one.
+    let state = s.dir.path().join(".mailplan/failing.db");
+    {
+        let conn = rusqlite::Connection::open(&state).expect("open the store");
+        conn.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON steps WHEN NEW.account = 'dave@old.example'
+             BEGIN SELECT RAISE(ABORT, 'injected write failure'); END;",
+        )
+        .expect("trigger");
+    }
+    let out = accounts_command(&s, &names, &["apply", plan, "--parallelism", "1"])
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("injected write failure") && err.contains("the run stops"),
+        "{err}"
+    );
+    assert_eq!(
+        message_count(&s.dovecot, "dave@new.example", "dave-new", "INBOX"),
+        0,
+        "dave was copied although its step could not be recorded:\n{err}"
+    );
+}
+
+/// The batch marker is synced to disk before the APPENDs it announces (a power cut cannot lose
+/// it), and the other writes are not (they cost a reconcile at worst): `fdatasync`/`fsync` of
+/// the store's write-ahead log, counted with strace, at least once per folder appended to.
+#[test]
+fn the_batch_marker_is_synced_to_disk_before_each_folders_appends() {
+    let s = Sandbox::new();
+    let corpus = Corpus::with_count(150);
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let folders: std::collections::BTreeSet<&str> =
+        corpus.messages.iter().map(|m| m.folder.as_str()).collect();
+    let proxy = Proxy::start(s.dovecot.imap_addr(), Faults::default());
+    let plan = s.plan("synced", proxy.addr());
+    let trace = s.dir.path().join("syncs.txt");
+    let mut c = Command::new("strace");
+    c.args(["-f", "-y", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_mailplan"))
+        .args(["apply", plan.to_str().expect("utf-8")])
+        .env("NO_COLOR", "1")
+        .env("SSL_CERT_FILE", s.dovecot.ca_cert_path())
+        .env("SOURCE_PW", SOURCE.1)
+        .env("TARGET_PW", TARGET.1)
+        .current_dir(s.dir.path());
+    let out = c.output().expect("strace runs (the strace package)");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let trace = std::fs::read_to_string(&trace).expect("trace");
+    let wal_syncs = trace
+        .lines()
+        .filter(|l| l.contains("sync(") && l.contains("synced.db-wal>"))
+        .count();
+    assert!(
+        wal_syncs >= folders.len(),
+        "{wal_syncs} syncs of the log for {} folders:\n{trace}",
+        folders.len()
+    );
+    assert!(
+        wal_syncs <= folders.len() + 6,
+        "{wal_syncs} syncs of the log for {} folders: more than the batch markers\n{trace}",
+        folders.len()
+    );
+    let target = snapshot(&s.dovecot, TARGET.0, TARGET.1);
+    assert!(diff(&corpus.expected(), &target).is_empty());
 }
