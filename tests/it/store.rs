@@ -332,3 +332,76 @@ fn the_batch_marker_is_synced_to_disk_before_each_folders_appends() {
     let target = snapshot(&s.dovecot, TARGET.0, TARGET.1);
     assert!(diff(&corpus.expected(), &target).is_empty());
 }
+
+/// The refusals recorded in a plan's store (messages the target refused, with its words).
+fn refusals(s: &Sandbox, plan_name: &str) -> Vec<String> {
+    let state = s.dir.path().join(format!(".mailplan/{plan_name}.db"));
+    let conn = rusqlite::Connection::open(state).expect("open the store");
+    let mut st = conn
+        .prepare("SELECT detail FROM issues WHERE kind = 'refused'")
+        .expect("query");
+    st.query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("details")
+}
+
+#[test]
+fn a_full_target_stops_the_accounts_copy_with_the_servers_words() {
+    let s = Sandbox::new();
+    // The target on a Dovecot of its own whose quota plugin allows 40 kB a user, about a third
+    // of the corpus (a rule holds a ':', which a passwd-file's per-user fields cannot).
+    let full = Dovecot::start_with("plugin {\n  quota_rule = *:storage=40K\n}\n");
+    full.add_user(TARGET.0, TARGET.1);
+    let corpus = Corpus::with_seed(150, 21);
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let proxy = Proxy::start(full.imap_addr(), Faults::default());
+    let plan = s.plan("full", proxy.addr());
+    let out = s.run(&["apply", plan.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FAILED  copy-mail alice@old.example") && err.contains("[OVERQUOTA]"),
+        "{err}"
+    );
+    // Stopped at the first refusal: no message was tried and refused one after another.
+    let refused = refusals(&s, "full");
+    assert!(
+        refused.is_empty(),
+        "{} refusals recorded: {refused:?}",
+        refused.len()
+    );
+    let on_target = snapshot(&full, TARGET.0, TARGET.1).message_total();
+    assert!(
+        on_target > 0 && on_target < corpus.messages.len(),
+        "{on_target}"
+    );
+}
+
+#[test]
+fn a_limit_that_refuses_every_message_stops_the_copy() {
+    let s = Sandbox::new();
+    // Every message is over the target's 100-byte limit: `NO [LIMIT] Mail size is larger…`.
+    s.dovecot
+        .add_user_with(TARGET.0, TARGET.1, "userdb_quota_max_mail_size=100");
+    let corpus = Corpus::with_seed(150, 22).all_in("INBOX");
+    corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let proxy = Proxy::start(s.dovecot.imap_addr(), Faults::default());
+    let plan = s.plan("limited", proxy.addr());
+    let out = s.run(&["apply", plan.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FAILED  copy-mail alice@old.example")
+            && err.contains("[LIMIT]")
+            && err.contains("refuses every message"),
+        "{err}"
+    );
+    let refused = refusals(&s, "limited");
+    assert!(
+        !refused.is_empty() && refused.len() < 15,
+        "{} of {} messages tried and refused",
+        refused.len(),
+        corpus.messages.len()
+    );
+}
