@@ -141,6 +141,9 @@ struct Shared {
     store: Option<Arc<Mutex<StateStore>>>,
     printer: Arc<Printer>,
     stop: Arc<AtomicBool>,
+    /// A state write failed: the run stops as at a first Ctrl-C (no step starts, running ones
+    /// stop at a safe point) and exits 1, since what it does next could not be recorded.
+    state_failed: AtomicBool,
     mode: RunMode,
     servers: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Each server's connection cap, by [`server_name`] ([`server_caps`]).
@@ -182,7 +185,7 @@ async fn ovh_preflight(
         return Ok(None);
     }
     let ovh_side = ovh::Ovh::connect(plan, options.ovh_requests_per_minute)?;
-    let store = StateStore::open_read_only(&options.state_path)?;
+    let store = StateStore::open_read_only(&options.state_path, &plan.name)?;
     let done = |kind: StepKind, who: &str| {
         store
             .as_ref()
@@ -342,11 +345,11 @@ pub async fn apply(
 
     let store = match options.mode {
         RunMode::Real => {
-            let mut s = StateStore::open(&options.state_path)?;
+            let mut s = StateStore::open(&options.state_path, &plan.name)?;
             s.lock(&host, pid, options.break_lock)?;
             Some(s)
         }
-        RunMode::DryRun => StateStore::open_read_only(&options.state_path)?,
+        RunMode::DryRun => StateStore::open_read_only(&options.state_path, &plan.name)?,
     };
     if let Some(s) = store.as_ref().filter(|_| options.mode == RunMode::Real) {
         // The plan as a whole: a changed plan is visible in `status --format json`.
@@ -381,6 +384,7 @@ pub async fn apply(
         store: store.clone(),
         printer: Arc::clone(&printer),
         stop: Arc::clone(&stop),
+        state_failed: AtomicBool::new(false),
         mode: options.mode,
         servers: Mutex::new(HashMap::new()),
         caps,
@@ -394,18 +398,21 @@ pub async fn apply(
     let mut summary = RunSummary::default();
     let mut queue = ReadyQueue::new(&graph);
     let mut running: JoinSet<(StepId, StepResult, Duration)> = JoinSet::new();
-    let with_store = |f: &dyn Fn(&StateStore) -> Result<(), StateError>| {
+    // Whether the write went through (or there is nothing to write to).
+    let with_store = |f: &dyn Fn(&StateStore) -> Result<(), StateError>| -> bool {
         if let (Some(s), false) = (&store, dry)
             && let Ok(guard) = s.lock()
+            && let Err(e) = f(&guard)
         {
-            // A store that cannot be written is reported once per step by the printer.
-            if let Err(e) = f(&guard) {
-                printer.event(&Event::StepFailed {
-                    key: "state",
-                    error: &e.to_string(),
-                });
-            }
+            shared.state_failed.store(true, Ordering::SeqCst);
+            shared.stop.store(true, Ordering::SeqCst);
+            printer.event(&Event::StepFailed {
+                key: "state",
+                error: &format!("{e}; the run stops"),
+            });
+            return false;
         }
+        true
     };
 
     loop {
@@ -485,8 +492,11 @@ pub async fn apply(
                 queue.finish(id);
                 continue;
             }
+            // A step whose start cannot be recorded does not start.
+            if !with_store(&|s| s.step_started(key, account.as_deref(), next.kind.name(), &fp)) {
+                continue;
+            }
             printer.event(&Event::StepStarted { key, why });
-            with_store(&|s| s.step_started(key, account.as_deref(), next.kind.name(), &fp));
             let shared = Arc::clone(&shared);
             let key = key.clone();
             running.spawn(async move {
@@ -554,7 +564,9 @@ pub async fn apply(
         }
     }
 
-    summary.interrupted = stop.load(Ordering::SeqCst);
+    let state_failed = shared.state_failed.load(Ordering::SeqCst);
+    summary.interrupted = stop.load(Ordering::SeqCst) && !state_failed;
+    summary.failed += usize::from(state_failed);
     signals.abort();
     if let (Some(s), false) = (&store, dry)
         && let Ok(guard) = s.lock()
@@ -574,7 +586,7 @@ pub async fn apply(
 }
 
 /// Runs a write on the state store (when the run writes one).
-type WithStore<'a> = &'a dyn Fn(&dyn Fn(&StateStore) -> Result<(), StateError>);
+type WithStore<'a> = &'a dyn Fn(&dyn Fn(&StateStore) -> Result<(), StateError>) -> bool;
 
 /// Mark and report everything that depends on a failed step.
 #[allow(clippy::too_many_arguments)]
@@ -668,6 +680,8 @@ struct StoreLedger<'a> {
     store: Option<&'a Mutex<StateStore>>,
     account: &'a str,
     mode: RunMode,
+    /// The run's [`Shared`], told when a write fails (the run stops).
+    shared: &'a Shared,
 }
 
 impl<'a> StoreLedger<'a> {
@@ -677,6 +691,7 @@ impl<'a> StoreLedger<'a> {
             store: shared.store.as_deref(),
             account: &account.address,
             mode: shared.mode,
+            shared,
         }
     }
 }
@@ -692,7 +707,12 @@ impl StoreLedger<'_> {
         if self.mode == RunMode::DryRun {
             return Err("a dry run must not write to the state store".to_owned());
         }
-        self.with(f)
+        let written = self.with(f);
+        if written.is_err() {
+            self.shared.state_failed.store(true, Ordering::SeqCst);
+            self.shared.stop.store(true, Ordering::SeqCst);
+        }
+        written
     }
 }
 

@@ -45,7 +45,7 @@ pub struct Snapshot {
 
 /// Read the store at `path` (absent: every account shown as not started).
 pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError> {
-    let store = StateStore::open_read_only(path)?;
+    let store = StateStore::open_read_only(path, &plan.name)?;
     let mut snapshot = Snapshot {
         schema: "mailplan.status/v1",
         plan: plan.name.clone(),

@@ -5,6 +5,14 @@
 //! Every write is one transaction (WAL journal), so a crash at any instant leaves the store
 //! consistent: the last committed batch is the truth, and the copy reconciles anything after it.
 //! Secrets are never written here: only addresses, folder names, counters and servers' words.
+//!
+//! A store knows itself: `PRAGMA application_id` says it is mailplan's ([`APPLICATION_ID`]),
+//! `PRAGMA user_version` its schema version ([`SCHEMA_VERSION`], older ones migrated in place),
+//! and its `meta` table the plan it belongs to. Before anything is written, [`StateStore::open`]
+//! refuses (and leaves untouched) a file that is not a mailplan store, one made by a newer
+//! mailplan, another plan's store, a symbolic link, and a file or `.mailplan/` folder that
+//! others may read or change (see [`check_place`]). The batch marker written before each
+//! APPEND group ([`StateStore::begin_batch`]) is synced to disk, so a power cut cannot lose it.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,6 +41,49 @@ pub enum StateError {
         host: String,
         pid: u32,
         since: String,
+    },
+    #[error("{path} is not a mailplan state store ({what}); it was left untouched")]
+    #[diagnostic(
+        code(exec::state_foreign),
+        help(
+            "give --state a path of its own (a new file is created there), or the store an \
+             earlier `mailplan apply` of this plan made"
+        )
+    )]
+    Foreign { path: PathBuf, what: String },
+    #[error(
+        "the state store {path} has schema version {found}, newer than this mailplan's \
+         ({supported}); it was left untouched"
+    )]
+    #[diagnostic(
+        code(exec::state_version),
+        help("use the mailplan release that wrote it, or a newer one")
+    )]
+    Newer {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error(
+        "the state store {path} belongs to the plan `{found}`, not `{plan}`; it was left untouched"
+    )]
+    #[diagnostic(
+        code(exec::state_plan),
+        help(
+            "each plan keeps its own store: give --state another path, or run the plan `{found}`"
+        )
+    )]
+    OtherPlan {
+        path: PathBuf,
+        found: String,
+        plan: String,
+    },
+    #[error("the state store {path} is not safe to use: {problem}")]
+    #[diagnostic(code(exec::state_permissions), help("{help}"))]
+    Unsafe {
+        path: PathBuf,
+        problem: String,
+        help: String,
     },
 }
 
@@ -98,6 +149,27 @@ CREATE TABLE IF NOT EXISTS issues (
     detail TEXT NOT NULL, PRIMARY KEY (account, folder, uid));
 ";
 
+/// `PRAGMA application_id` of a mailplan store: `mlpn` in ASCII.
+pub const APPLICATION_ID: i64 = 0x6d6c_706e;
+/// `PRAGMA user_version` of the schema this mailplan writes: one per entry of `MIGRATIONS`.
+pub const SCHEMA_VERSION: i64 = 1;
+/// `MIGRATIONS[v]` takes a store from version `v` to `v + 1`. Version 0 is an empty file or a
+/// store from before versions were kept (the same tables, no `application_id`).
+const MIGRATIONS: &[&str] = &[SCHEMA];
+/// The tables of a version-0 store: a file with any other is not one.
+const TABLES_V0: [&str; 5] = ["meta", "lock", "steps", "folders", "issues"];
+
+/// What is at a state path, read without writing anything.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    Nothing,
+    /// Version 0 or later, the plan it belongs to if recorded.
+    Store {
+        version: i64,
+        plan: Option<String>,
+    },
+}
+
 /// The store. Not `Sync`: the runner keeps it behind a mutex.
 #[derive(Debug)]
 pub struct StateStore {
@@ -129,12 +201,23 @@ pub fn default_path(plan_path: &Path, plan_name: &str) -> PathBuf {
 }
 
 impl StateStore {
-    /// Open (creating it, mode 0600 in a 0700 folder) for a run that writes.
-    pub fn open(path: &Path) -> Result<StateStore, StateError> {
+    /// Open (creating it, mode 0600 in a 0700 folder) for a run of the plan `plan` that writes.
+    /// Refuses, before writing anything, what is not this plan's store or is not safe to use
+    /// (see the module doc); migrates an older schema.
+    pub fn open(path: &Path, plan: &str) -> Result<StateStore, StateError> {
         let err = |m: String| StateError::Store {
             path: path.to_owned(),
             message: m,
         };
+        check_place(path)?;
+        let version = match inspect(path)? {
+            Found::Nothing => 0,
+            Found::Store { version, plan: p } => {
+                check_identity(path, version, p, plan)?;
+                version
+            }
+        };
+        check_owner(path)?;
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
             && !dir.exists()
@@ -146,8 +229,14 @@ impl StateStore {
             // Create it 0600 before SQLite does; its journal files copy these permissions.
             create_private(path).map_err(|e| err(e.to_string()))?;
         }
-        let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
-        let store = StateStore {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let mut store = StateStore {
             conn,
             path: path.to_owned(),
         };
@@ -162,23 +251,57 @@ impl StateStore {
             // last commits, and every step re-reads the remote state before acting, so that
             // costs a reconcile, never a lost or duplicated message. FULL would fsync every
             // batch: with many small accounts the store, not the servers, became the limit.
+            // The one write a power cut must not lose, the batch marker, is synced on its own
+            // (`begin_batch`).
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .map_err(|e| store.error(&e))?;
-        store
-            .conn
-            .execute_batch(SCHEMA)
-            .map_err(|e| store.error(&e))?;
+        store.migrate(version)?;
+        store.set_meta("plan_name", plan)?;
         Ok(store)
     }
 
-    /// Open an existing store without writing anything (`status`, `report`, dry runs).
-    pub fn open_read_only(path: &Path) -> Result<Option<StateStore>, StateError> {
-        if !path.exists() {
-            return Ok(None);
+    /// Bring the schema from `version` to [`SCHEMA_VERSION`], one transaction per step, and mark
+    /// the file as mailplan's.
+    fn migrate(&mut self, version: i64) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let e = |e: rusqlite::Error| StateError::Store {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        for (v, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(e)?;
+            tx.execute_batch(sql).map_err(e)?;
+            tx.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {};",
+                v + 1
+            ))
+            .map_err(e)?;
+            tx.commit().map_err(e)?;
         }
+        Ok(())
+    }
+
+    /// Open an existing store of the plan `plan` without writing anything (`status`, `report`,
+    /// dry runs); the same refusals as [`StateStore::open`].
+    pub fn open_read_only(path: &Path, plan: &str) -> Result<Option<StateStore>, StateError> {
+        check_place(path)?;
+        match inspect(path)? {
+            Found::Nothing => return Ok(None),
+            Found::Store { version, plan: p } => check_identity(path, version, p, plan)?,
+        }
+        check_owner(path)?;
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(|e| StateError::Store {
             path: path.to_owned(),
@@ -383,6 +506,9 @@ impl StateStore {
             .map_err(|e| self.error(&e))
     }
 
+    /// The batch marker, written before a group's first APPEND: synced to disk before it
+    /// returns (`synchronous = FULL` for this one commit), so that after a power cut the folder
+    /// is still known to be pending and is reconciled rather than trusted.
     pub fn begin_batch(
         &self,
         account: &str,
@@ -391,15 +517,18 @@ impl StateStore {
         uidvalidity: u32,
     ) -> Result<(), StateError> {
         self.conn
-            .execute(
-                "INSERT INTO folders (account, source, target, uidvalidity, pending, updated_at)
+            .execute_batch("PRAGMA synchronous = FULL")
+            .map_err(|e| self.error(&e))?;
+        let written = self.conn.execute(
+            "INSERT INTO folders (account, source, target, uidvalidity, pending, updated_at)
                  VALUES (?1, ?2, ?3, ?4, 1, ?5)
                  ON CONFLICT (account, source) DO UPDATE SET target = ?3, pending = 1,
                    updated_at = ?5",
-                params![account, source, target, uidvalidity, now()],
-            )
-            .map_err(|e| self.error(&e))?;
-        Ok(())
+            params![account, source, target, uidvalidity, now()],
+        );
+        let normal = self.conn.execute_batch("PRAGMA synchronous = NORMAL");
+        written.map_err(|e| self.error(&e))?;
+        normal.map_err(|e| self.error(&e))
     }
 
     pub fn end_batch(
@@ -514,6 +643,191 @@ impl StateStore {
     }
 }
 
+/// What is at `path`, read with a read-only connection (nothing is written, not even a journal
+/// mode): nothing (no file, or an empty one), a mailplan store of some version, or a refusal.
+fn inspect(path: &Path) -> Result<Found, StateError> {
+    let foreign = |what: &str| StateError::Foreign {
+        path: path.to_owned(),
+        what: what.to_owned(),
+    };
+    match fs_err::metadata(path) {
+        Ok(m) if m.len() == 0 => return Ok(Found::Nothing),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Nothing),
+        Err(e) => {
+            return Err(StateError::Store {
+                path: path.to_owned(),
+                message: e.to_string(),
+            });
+        }
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    )
+    .map_err(|e| foreign(&e.to_string()))?;
+    let pragma = |name: &str| -> Result<i64, StateError> {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .map_err(|e| foreign(&e.to_string()))
+    };
+    let (id, version) = (pragma("application_id")?, pragma("user_version")?);
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| foreign(&e.to_string()))?;
+    match id {
+        APPLICATION_ID => {}
+        0 if version == 0 && tables.iter().all(|t| TABLES_V0.contains(&t.as_str())) => {
+            if tables.is_empty() {
+                return Ok(Found::Nothing); // an empty database: nothing to lose
+            }
+        }
+        0 => {
+            let mut named: Vec<&str> = tables.iter().map(String::as_str).collect();
+            named.truncate(5);
+            return Err(foreign(&format!(
+                "an SQLite database of another program, with the tables {}",
+                named.join(", ")
+            )));
+        }
+        other => {
+            return Err(foreign(&format!(
+                "an SQLite database of another program, application_id {other:#x}"
+            )));
+        }
+    }
+    let plan = if tables.iter().any(|t| t == "meta") {
+        conn.query_row("SELECT value FROM meta WHERE key = 'plan_name'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(|e| foreign(&e.to_string()))?
+    } else {
+        None
+    };
+    Ok(Found::Store { version, plan })
+}
+
+/// A mailplan store of `version` that says it belongs to `found`: usable for `plan`?
+fn check_identity(
+    path: &Path,
+    version: i64,
+    found: Option<String>,
+    plan: &str,
+) -> Result<(), StateError> {
+    if version > SCHEMA_VERSION {
+        return Err(StateError::Newer {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    match found {
+        Some(found) if found != plan => Err(StateError::OtherPlan {
+            path: path.to_owned(),
+            found,
+            plan: plan.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the state may be used where it is: the file (when it exists) is a regular file, not
+/// a symbolic link, and (once it is known to be a store, [`check_owner`]) owned by the user
+/// running mailplan and closed to everyone else (0600); its
+/// folder is not writable by anyone (unless sticky, as `/tmp` is), and when it is mailplan's own
+/// `.mailplan/` it is a real folder of the user's, closed to everyone else (0700). Anyone who
+/// can change the store or swap it can make a resume skip or repeat work.
+#[cfg(unix)]
+pub fn check_place(path: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let unsafe_ = |problem: String, help: String| StateError::Unsafe {
+        path: path.to_owned(),
+        problem,
+        help,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(m) = std::fs::symlink_metadata(dir)
+    {
+        let own = dir.file_name().is_some_and(|n| n == ".mailplan");
+        let shown = dir.display();
+        if own && !m.is_dir() {
+            return Err(unsafe_(
+                format!("{shown} is a symbolic link or not a folder"),
+                format!("replace {shown} with a folder of your own (mode 0700)"),
+            ));
+        }
+        if own && (m.uid() != me || m.mode() & 0o077 != 0) {
+            return Err(unsafe_(
+                format!(
+                    "its folder {shown} is owned by uid {} with mode {:o}",
+                    m.uid(),
+                    m.mode() & 0o7777
+                ),
+                format!("make it yours and private: chown $(id -u) {shown} && chmod 700 {shown}"),
+            ));
+        }
+        if m.is_dir() && m.mode() & 0o002 != 0 && m.mode() & 0o1000 == 0 {
+            return Err(unsafe_(
+                format!(
+                    "its folder {shown} may be written by anyone (mode {:o})",
+                    m.mode() & 0o7777
+                ),
+                format!("chmod o-w {shown}, or keep the state in a folder of your own"),
+            ));
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(unsafe_(
+            "it is a symbolic link, which mailplan does not follow".to_owned(),
+            "give --state the real file's path".to_owned(),
+        )),
+        Ok(m) if !m.is_file() => Err(unsafe_(
+            "it is not a regular file".to_owned(),
+            "give --state the path of a regular file (a new one is created)".to_owned(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The second half of [`check_place`], once the file is known to be a mailplan store: it is
+/// the user's and closed to everyone else.
+#[cfg(unix)]
+fn check_owner(path: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let unsafe_ = |problem: String, help: String| StateError::Unsafe {
+        path: path.to_owned(),
+        problem,
+        help,
+    };
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.uid() != me => Err(unsafe_(
+            format!("it is owned by uid {}, not by you (uid {me})", m.uid()),
+            format!("run mailplan as its owner, or chown $(id -u) {shown}"),
+        )),
+        Ok(m) if m.mode() & 0o077 != 0 => Err(unsafe_(
+            format!("others may read or write it (mode {:o})", m.mode() & 0o7777),
+            format!("chmod 600 {shown}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+pub fn check_place(_path: &Path) -> Result<(), StateError> {
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_owner(_path: &Path) -> Result<(), StateError> {
+    Ok(())
+}
+
 fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
     Ok(StepRecord {
         key: r.get(0)?,
@@ -581,7 +895,7 @@ mod tests {
     fn batches_are_recorded_and_pending_survives_until_the_batch_ends() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(".mailplan/p.db");
-        let store = StateStore::open(&path).expect("open");
+        let store = StateStore::open(&path, "p").expect("open");
         store
             .begin_batch("a@x", "INBOX", "INBOX", 7)
             .expect("begin");
@@ -611,14 +925,172 @@ mod tests {
         }
     }
 
+    fn pragma(path: &Path, name: &str) -> i64 {
+        let conn = Connection::open(path).expect("open");
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .expect("pragma")
+    }
+
+    #[test]
+    fn there_is_one_migration_per_schema_version() {
+        assert_eq!(i64::try_from(MIGRATIONS.len()), Ok(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn a_new_store_is_marked_as_mailplans_with_its_version_and_plan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(".mailplan/p.db");
+        drop(StateStore::open(&path, "p").expect("open"));
+        assert_eq!(pragma(&path, "application_id"), APPLICATION_ID);
+        assert_eq!(pragma(&path, "user_version"), SCHEMA_VERSION);
+        let again = StateStore::open(&path, "p").expect("open again");
+        assert_eq!(again.meta("plan_name").expect("meta").as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn a_foreign_database_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.db");
+        {
+            let conn = Connection::open(&path).expect("create");
+            conn.execute_batch("CREATE TABLE invoices (id INTEGER, total REAL); INSERT INTO invoices VALUES (1, 9.5);")
+                .expect("fill");
+        }
+        restrict(&path, 0o600).expect("chmod");
+        let before = std::fs::read(&path).expect("read");
+        let err = StateStore::open(&path, "p").expect_err("a foreign file");
+        assert!(matches!(err, StateError::Foreign { .. }), "{err:?}");
+        assert!(err.to_string().contains("invoices"), "{err}");
+        let err = StateStore::open_read_only(&path, "p").expect_err("a foreign file");
+        assert!(matches!(err, StateError::Foreign { .. }), "{err:?}");
+        assert_eq!(std::fs::read(&path).expect("read"), before);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "journal files were made: {names:?}");
+        // Another program's application_id, and a file that is not SQLite at all.
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch("PRAGMA application_id = 42")
+                .expect("mark");
+        }
+        assert!(matches!(
+            StateStore::open(&path, "p"),
+            Err(StateError::Foreign { .. })
+        ));
+        std::fs::write(&path, b"not a database, just text\n").expect("write");
+        assert!(matches!(
+            StateStore::open(&path, "p"),
+            Err(StateError::Foreign { .. })
+        ));
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            b"not a database, just text\n"
+        );
+    }
+
+    #[test]
+    fn a_newer_schema_and_another_plans_store_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        drop(StateStore::open(&path, "first").expect("open"));
+        match StateStore::open(&path, "second") {
+            Err(StateError::OtherPlan { found, plan, .. }) => {
+                assert_eq!((found.as_str(), plan.as_str()), ("first", "second"));
+            }
+            other => panic!("expected OtherPlan, got {other:?}"),
+        }
+        assert!(matches!(
+            StateStore::open_read_only(&path, "second"),
+            Err(StateError::OtherPlan { .. })
+        ));
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+                .expect("bump");
+        }
+        match StateStore::open(&path, "first") {
+            Err(StateError::Newer { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
+            other => panic!("expected Newer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_store_from_before_versions_is_migrated_and_keeps_its_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        {
+            // What earlier releases wrote: the tables, no application_id, no user_version.
+            create_private(&path).expect("create");
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('plan_name', 'p')",
+                [],
+            )
+            .expect("meta");
+            conn.execute(
+                "INSERT INTO folders (account, source, target, uidvalidity, last_uid) \
+                 VALUES ('a@x', 'INBOX', 'INBOX', 7, 12)",
+                [],
+            )
+            .expect("folder");
+        }
+        let store = StateStore::open(&path, "p").expect("a version-0 store is adopted");
+        let rec = store.folder("a@x", "INBOX").expect("read").expect("kept");
+        assert_eq!((rec.uidvalidity, rec.last_uid), (7, 12));
+        drop(store);
+        assert_eq!(pragma(&path, "application_id"), APPLICATION_ID);
+        assert_eq!(pragma(&path, "user_version"), SCHEMA_VERSION);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_a_wide_file_and_a_wide_mailplan_folder_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real.db");
+        drop(StateStore::open(&real, "p").expect("open"));
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let err = StateStore::open(&link, "p").expect_err("a symlink");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+
+        restrict(&real, 0o644).expect("chmod");
+        let err = StateStore::open(&real, "p").expect_err("world-readable");
+        assert!(matches!(err, StateError::Unsafe { .. }), "{err:?}");
+        assert!(err.to_string().contains("644"), "{err}");
+        assert!(StateStore::open_read_only(&real, "p").is_err());
+        restrict(&real, 0o600).expect("chmod");
+        drop(StateStore::open(&real, "p").expect("private again"));
+
+        let own = dir.path().join(".mailplan");
+        std::fs::create_dir(&own).expect("mkdir");
+        restrict(&own, 0o755).expect("chmod");
+        let err = StateStore::open(&own.join("p.db"), "p").expect_err("a wide .mailplan");
+        assert!(err.to_string().contains("755"), "{err}");
+        assert!(!own.join("p.db").exists(), "created despite the refusal");
+        std::fs::remove_dir(&own).expect("rmdir");
+        std::os::unix::fs::symlink(dir.path(), &own).expect("symlink the folder");
+        let err = StateStore::open(&own.join("p.db"), "p").expect_err("a symlinked .mailplan");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        restrict(&open, 0o777).expect("chmod");
+        assert!(StateStore::open(&open.join("s.db"), "p").is_err());
+        restrict(&open, 0o1777).expect("sticky, as /tmp");
+        drop(StateStore::open(&open.join("s.db"), "p").expect("a sticky folder is fine"));
+    }
+
     #[test]
     fn the_lock_names_its_holder_and_a_dead_holder_is_taken_over() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
-        let mut a = StateStore::open(&path).expect("open");
+        let mut a = StateStore::open(&path, "p").expect("open");
         let me = std::process::id();
         a.lock("host-a", me, false).expect("first lock");
-        let mut b = StateStore::open(&path).expect("open again");
+        let mut b = StateStore::open(&path, "p").expect("open again");
         match b.lock("host-b", me + 1, false) {
             Err(StateError::Locked { host, pid, .. }) => {
                 assert_eq!((host.as_str(), pid), ("host-a", me));

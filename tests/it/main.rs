@@ -9,6 +9,7 @@ mod ovh;
 mod pipelined;
 mod schema;
 mod snapshots;
+mod store;
 mod support;
 mod validate;
 

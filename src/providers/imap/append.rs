@@ -52,8 +52,47 @@ impl AppendMode {
     }
 }
 
+/// Refusals with `[LIMIT]` this many in a row (messages or MULTIAPPEND groups, nothing accepted
+/// between them) mean the target refuses every message: the copy stops.
+pub(super) const LIMIT_STREAK: u32 = 10;
+
+/// Counts `[LIMIT]` refusals in a row. `[LIMIT]` (RFC 5530) is usually one message's size, and
+/// the copy goes on; a limit that refuses message after message (a mailbox's message count, a
+/// daily cap) is not, and trying every remaining message cannot help.
+#[derive(Debug, Default)]
+pub(super) struct LimitStreak(u32);
+
+impl LimitStreak {
+    /// The target took a message.
+    fn accepted(&mut self) {
+        self.0 = 0;
+    }
+
+    /// The target refused a message or a group with `e`: an error of kind
+    /// [`ImapErrorKind::Full`] once that makes [`LIMIT_STREAK`] `[LIMIT]`s in a row.
+    fn refused(&mut self, e: &ImapError) -> Result<(), CopyError> {
+        if !e.message.to_ascii_uppercase().contains("[LIMIT]") {
+            self.0 = 0;
+            return Ok(());
+        }
+        self.0 += 1;
+        if self.0 < LIMIT_STREAK {
+            return Ok(());
+        }
+        let mut stop = e.clone();
+        stop.kind = ImapErrorKind::Full;
+        stop.message = format!(
+            "{} ({} refusals in a row with [LIMIT]: the target refuses every message, the copy \
+             stops)",
+            e.message, self.0
+        );
+        Err(stop.into())
+    }
+}
+
 /// Append a refused MULTIAPPEND group again (atomic: nothing of it was added), one message per
 /// command, so that only the messages the server refuses are recorded, with its words.
+#[allow(clippy::too_many_arguments)]
 async fn retry_one_by_one(
     target: &mut Session,
     server: &str,
@@ -62,12 +101,14 @@ async fn retry_one_by_one(
     batch: &mut FolderCounts,
     ledger: &dyn Ledger,
     observer: &(dyn Fn(CopyEvent<'_>) + Send + Sync),
+    limits: &mut LimitStreak,
 ) -> Result<(), CopyError> {
     let activity = format!("appending to {}", m.target_path);
     for msg in &messages {
         let one = std::slice::from_ref(msg);
         match multiappend(target, server, &m.target_wire, &activity, one).await {
             Ok(()) => {
+                limits.accepted();
                 batch.copied += 1;
                 batch.bytes += msg.body().len() as u64;
                 observer(CopyEvent::Copied {
@@ -80,6 +121,7 @@ async fn retry_one_by_one(
                 ledger
                     .issue(&m.source.path, msg.uid, IssueKind::Refused, &err.message)
                     .map_err(CopyError::Ledger)?;
+                limits.refused(&err)?;
             }
             Err(err) => return Err(err.into()),
         }
@@ -312,6 +354,8 @@ pub(super) struct Appender<'a, 'c> {
     refusals: &'a SizeRefusals,
     /// Refusals read, kept until the connection ends (see [`Appender::broken`]).
     heard: Heard,
+    /// `[LIMIT]` refusals in a row.
+    limits: LimitStreak,
 }
 
 /// A streamed message on its way: the literal's bytes still to write.
@@ -373,6 +417,7 @@ impl<'a, 'c> Appender<'a, 'c> {
             streaming: None,
             refusals,
             heard: Vec::new(),
+            limits: LimitStreak::default(),
         }
     }
 
@@ -454,10 +499,7 @@ impl<'a, 'c> Appender<'a, 'c> {
                 .await
                 .map_err(|e| ImapError::from_imap(server, &activity, e))?;
             if let Some(e) = self.go_ahead(&tag).await? {
-                self.batch.failed += 1;
-                self.ledger
-                    .issue(&self.m.source.path, msg.uid, IssueKind::Refused, &e.message)
-                    .map_err(CopyError::Ledger)?;
+                self.refused_one(msg.uid, &e)?;
                 continue;
             }
             let net = |e: std::io::Error| {
@@ -534,10 +576,7 @@ impl<'a, 'c> Appender<'a, 'c> {
                     Ok(()) => self.copied(&group),
                     Err(e) if e.kind == ImapErrorKind::Refused => {
                         for msg in &group {
-                            self.batch.failed += 1;
-                            self.ledger
-                                .issue(&self.m.source.path, msg.uid, IssueKind::Refused, &e.message)
-                                .map_err(CopyError::Ledger)?;
+                            self.refused_one(msg.uid, &e)?;
                         }
                     }
                     Err(e) => return Err(e.into()),
@@ -626,16 +665,7 @@ impl<'a, 'c> Appender<'a, 'c> {
             return Ok(());
         };
         if let Some(e) = streaming.refused {
-            self.batch.failed += 1;
-            return self
-                .ledger
-                .issue(
-                    &self.m.source.path,
-                    streaming.uid,
-                    IssueKind::Refused,
-                    &e.message,
-                )
-                .map_err(CopyError::Ledger);
+            return self.refused_one(streaming.uid, &e);
         }
         self.inflight.push_back(InFlight::Streamed {
             tag: streaming.tag,
@@ -687,6 +717,7 @@ impl<'a, 'c> Appender<'a, 'c> {
                 let answer = await_tag(self.target, self.server, &activity, &tag, limit, heard);
                 match answer.await {
                     Ok(()) => {
+                        self.limits.accepted();
                         self.batch.copied += 1;
                         self.batch.bytes += u64::from(size);
                         (self.observer)(CopyEvent::Copied {
@@ -696,11 +727,8 @@ impl<'a, 'c> Appender<'a, 'c> {
                         Ok(())
                     }
                     Err(e) if e.kind == ImapErrorKind::Refused => {
-                        self.batch.failed += 1;
                         self.size_refused(&e, u64::from(size));
-                        self.ledger
-                            .issue(&self.m.source.path, uid, IssueKind::Refused, &e.message)
-                            .map_err(CopyError::Ledger)
+                        self.refused_one(uid, &e)
                     }
                     Err(e) => {
                         // Still on the wire, for `broken` to find.
@@ -738,8 +766,10 @@ impl<'a, 'c> Appender<'a, 'c> {
                             if let Some(largest) = group.iter().map(|m| m.body().len()).max() {
                                 self.size_refused(e, largest as u64);
                             }
+                            // Retried one by one at the end; a streak of refused groups stops
+                            // the copy before every message has been tried twice.
                             self.refused.push(group);
-                            Ok(())
+                            self.limits.refused(e)
                         }
                         Err(e) => Err(e.clone().into()),
                     };
@@ -749,11 +779,8 @@ impl<'a, 'c> Appender<'a, 'c> {
                     match verdict {
                         Ok(()) => self.copied(std::slice::from_ref(msg)),
                         Err(e) if e.kind == ImapErrorKind::Refused => {
-                            self.batch.failed += 1;
                             self.size_refused(&e, msg.body().len() as u64);
-                            self.ledger
-                                .issue(&self.m.source.path, msg.uid, IssueKind::Refused, &e.message)
-                                .map_err(CopyError::Ledger)?;
+                            self.refused_one(msg.uid, &e)?;
                         }
                         Err(e) => return Err(e.into()),
                     }
@@ -771,8 +798,21 @@ impl<'a, 'c> Appender<'a, 'c> {
         }
     }
 
+    /// A message the target refused: counted and recorded with the server's words; a streak of
+    /// `[LIMIT]`s stops the copy ([`LimitStreak`]).
+    fn refused_one(&mut self, uid: u32, e: &ImapError) -> Result<(), CopyError> {
+        self.batch.failed += 1;
+        self.ledger
+            .issue(&self.m.source.path, uid, IssueKind::Refused, &e.message)
+            .map_err(CopyError::Ledger)?;
+        self.limits.refused(e)
+    }
+
     /// Count messages the target acknowledged.
     fn copied(&mut self, messages: &[Fetched]) {
+        if !messages.is_empty() {
+            self.limits.accepted();
+        }
         let bytes: u64 = messages.iter().map(|f| f.body().len() as u64).sum();
         self.batch.copied += messages.len() as u64;
         self.batch.bytes += bytes;
@@ -948,6 +988,7 @@ impl<'a, 'c> Appender<'a, 'c> {
                 &mut self.batch,
                 self.ledger,
                 self.observer,
+                &mut self.limits,
             )
             .await?;
         }
@@ -978,6 +1019,43 @@ pub(super) fn add(total: &mut FolderCounts, batch: &FolderCounts) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_limits_refusing_message_after_message_stop_the_copy() {
+        let limit = ImapError::new(
+            ImapErrorKind::Refused,
+            "h:993",
+            "appending to INBOX",
+            "[LIMIT] Mail size is larger than the maximum size allowed",
+        );
+        let other = ImapError::new(ImapErrorKind::Refused, "h:993", "appending", "rejected");
+        let mut streak = LimitStreak::default();
+        // A few large messages among accepted ones: the copy goes on.
+        for _ in 0..3 {
+            for _ in 0..LIMIT_STREAK - 1 {
+                assert!(streak.refused(&limit).is_ok());
+            }
+            streak.accepted();
+        }
+        for _ in 0..LIMIT_STREAK - 1 {
+            assert!(streak.refused(&limit).is_ok());
+        }
+        assert!(
+            streak.refused(&other).is_ok(),
+            "another refusal breaks the streak"
+        );
+        for _ in 0..LIMIT_STREAK - 1 {
+            assert!(streak.refused(&limit).is_ok());
+        }
+        match streak.refused(&limit) {
+            Err(CopyError::Imap(e)) => {
+                assert_eq!(e.kind, ImapErrorKind::Full);
+                assert!(e.message.starts_with("[LIMIT] Mail size"), "{}", e.message);
+                assert!(e.message.contains("refuses every message"), "{}", e.message);
+            }
+            other => panic!("expected the copy to stop, got {other:?}"),
+        }
+    }
 
     #[test]
     fn the_append_mode_follows_what_the_target_advertises() {

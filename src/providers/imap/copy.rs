@@ -39,6 +39,7 @@ use super::error::{ImapError, ImapErrorKind};
 use super::folders::{self, FolderMapping, RemoteFolder};
 use super::identity::Identity;
 use super::pipelined::{self, FolderStatus, Listed, Listing, Open, Read};
+use super::settle;
 use crate::plan::model::CopyOptions;
 use crate::providers::RunMode;
 
@@ -471,6 +472,9 @@ pub async fn copy_account<H>(
     survey: &mut Survey,
     extra_pairs: Option<impl Future<Output = Vec<Pair<H>>>>,
 ) -> Result<Vec<FolderOutcome>, CopyError> {
+    if ctx.mode == RunMode::Real {
+        settle_pending(ctx, survey).await?;
+    }
     let missing: Vec<bool> = survey.mappings.iter().map(|m| !m.target_exists).collect();
     let mut not_created: Vec<Option<ImapError>> = vec![None; missing.len()];
     if ctx.mode == RunMode::Real && missing.contains(&true) {
@@ -563,6 +567,25 @@ pub async fn copy_account<H>(
     }
     outcomes.sort_by_key(|(i, _)| *i);
     Ok(outcomes.into_iter().map(|(_, o)| o).collect())
+}
+
+/// Before anything is compared: wait until the target folders whose batch a dead run left
+/// pending stop moving, so that what it still had on the wire has landed ([`settle`]).
+async fn settle_pending(ctx: &mut CopyContext<'_>, survey: &Survey) -> Result<(), CopyError> {
+    let mut pending = Vec::new();
+    for m in survey.mappings.iter().filter(|m| m.target_exists) {
+        let record = ctx
+            .ledger
+            .folder(&m.source.path)
+            .map_err(CopyError::Ledger)?;
+        if record.is_some_and(|r| r.pending) {
+            pending.push((m.target_wire.as_str(), m.target_path.as_str()));
+        }
+    }
+    if !pending.is_empty() {
+        settle::settle(ctx.target, ctx.target_server, &pending).await?;
+    }
+    Ok(())
 }
 
 /// What the connection pairs of one account share: the folders and the next one to take.

@@ -18,6 +18,10 @@ pub enum ImapErrorKind {
     /// The server asked to slow down (`[THROTTLED]`, "Suggested Backoff Time", `[UNAVAILABLE]`,
     /// `[INUSE]`). `[LIMIT]` (RFC 5530: an implementation limit, e.g. a size) is permanent.
     Throttled,
+    /// The target takes nothing more: `[OVERQUOTA]`, or a `[LIMIT]` that refused message after
+    /// message. The account's copy stops there (trying the remaining messages cannot help);
+    /// not retried.
+    Full,
 }
 
 /// An IMAP failure: `IMAP host:port while <activity>: <the server's words>`.
@@ -52,6 +56,7 @@ impl miette::Diagnostic for ImapError {
             ImapErrorKind::Auth => "imap::auth",
             ImapErrorKind::Refused => "imap::refused",
             ImapErrorKind::Throttled => "imap::throttled",
+            ImapErrorKind::Full => "imap::full",
         };
         Some(Box::new(code))
     }
@@ -64,6 +69,11 @@ impl miette::Diagnostic for ImapError {
                  in the plan turns the check off"
             }
             ImapErrorKind::Auth => "check the login and the password reference in the plan",
+            ImapErrorKind::Full => {
+                "the target account takes no more mail: free space or raise its quota or limit, \
+                 then run apply again with --retry-failed (what was copied stays; the copy \
+                 resumes where it stopped)"
+            }
             ImapErrorKind::Refused | ImapErrorKind::Throttled => return None,
         };
         Some(Box::new(help))
@@ -141,12 +151,18 @@ fn classify_refusal(text: &str) -> ImapErrorKind {
         || upper.contains("[INUSE]")
     {
         ImapErrorKind::Throttled
+    } else if upper.contains("[OVERQUOTA]") {
+        ImapErrorKind::Full
     } else {
         ImapErrorKind::Refused
     }
 }
 
-/// Microsoft's "Suggested Backoff Time: 12345 milliseconds".
+/// The longest wait a server's "Suggested Backoff Time" is followed for: a larger (or absurd)
+/// figure is read as this, so that a run never sleeps for hours on one answer.
+pub const MAX_SUGGESTED_BACKOFF: Duration = Duration::from_secs(5 * 60);
+
+/// Microsoft's "Suggested Backoff Time: 12345 milliseconds", at most [`MAX_SUGGESTED_BACKOFF`].
 fn suggested_backoff(text: &str) -> Option<Duration> {
     let lower = text.to_ascii_lowercase();
     let at = lower.find("suggested backoff time")?;
@@ -155,8 +171,12 @@ fn suggested_backoff(text: &str) -> Option<Duration> {
         .skip_while(|c| !c.is_ascii_digit())
         .take_while(char::is_ascii_digit)
         .collect();
-    let ms: u64 = digits.parse().ok()?;
-    Some(Duration::from_millis(ms))
+    if digits.is_empty() {
+        return None;
+    }
+    // Too many digits for a u64 is a huge figure too.
+    let ms: u64 = digits.parse().unwrap_or(u64::MAX);
+    Some(Duration::from_millis(ms).min(MAX_SUGGESTED_BACKOFF))
 }
 
 #[cfg(test)]
@@ -184,11 +204,42 @@ mod tests {
     }
 
     #[test]
+    fn a_suggested_backoff_is_capped_at_minutes() {
+        for text in [
+            "[THROTTLED] Suggested Backoff Time: 86400000 milliseconds",
+            "[THROTTLED] Suggested Backoff Time: 99999999999999999999999 milliseconds",
+        ] {
+            let e = ImapError::from_imap(
+                "h:993",
+                "appending",
+                async_imap::error::Error::No(text.into()),
+            );
+            assert_eq!(e.backoff, Some(MAX_SUGGESTED_BACKOFF), "{text}");
+        }
+        assert_eq!(MAX_SUGGESTED_BACKOFF, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn over_quota_stops_the_copy_and_is_not_retried() {
+        let e = ImapError::from_imap(
+            "h:993",
+            "appending to INBOX",
+            async_imap::error::Error::No(
+                "[OVERQUOTA] Quota exceeded (mailbox for user is full)".into(),
+            ),
+        );
+        assert_eq!(e.kind, ImapErrorKind::Full);
+        assert!(!e.is_retryable());
+        let code = miette::Diagnostic::code(&e).map(|c| c.to_string());
+        assert_eq!(code.as_deref(), Some("imap::full"));
+    }
+
+    #[test]
     fn a_plain_refusal_is_permanent() {
         let e = ImapError::from_imap(
             "h:993",
             "appending",
-            async_imap::error::Error::No("[OVERQUOTA] Quota exceeded".into()),
+            async_imap::error::Error::No("Message rejected by a filter".into()),
         );
         let size = ImapError::from_imap(
             "h:993",
