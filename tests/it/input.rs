@@ -76,7 +76,7 @@ fn quiet_shows_errors_only_and_nothing_for_a_valid_plan() {
 
     let bad = plan_of(3, |i| {
         if i == 1 {
-            "    colour: blue\n".to_owned()
+            format!("{}    colour: blue\n", unset_secrets(i))
         } else {
             unset_secrets(i)
         }
