@@ -19,7 +19,7 @@ use crate::plan::model::Plan;
 use crate::plan::source::SourceFile;
 use crate::plan::{self, yaml};
 use crate::providers::RunMode;
-use crate::report::diagnostics::{self, Format};
+use crate::report::diagnostics::{self, Detail, Format};
 use crate::report::dry_run::Format as DryRunFormat;
 use crate::report::graph::Format as GraphFormat;
 use crate::report::run::{ReportFormat, StatusFormat};
@@ -34,6 +34,14 @@ pub struct Cli {
     /// When to use colours (`auto` honours the `NO_COLOR` variable).
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
+    /// Show every diagnostic of the plan in full (by default, after the first few of a kind,
+    /// one line counts the rest).
+    #[arg(long, short = 'v', global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Show errors only: the plan's warnings are counted, not shown, and a valid plan prints
+    /// nothing.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -197,8 +205,12 @@ pub fn run() -> u8 {
         Color::Never => false,
         Color::Auto => std::env::var_os("NO_COLOR").is_none() && io::stderr().is_terminal(),
     };
+    let detail = Detail {
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+    };
     match cli.command {
-        Command::Validate { plan, format } => validate(&plan, format, color),
+        Command::Validate { plan, format } => validate(&plan, format, color, detail),
         Command::Plan {
             plan: path,
             format,
@@ -209,8 +221,12 @@ pub fn run() -> u8 {
             let only: Vec<String> = only.iter().map(|a| a.to_lowercase()).collect();
             let exclude: Vec<String> = exclude.iter().map(|a| a.to_lowercase()).collect();
             // --refresh logs in: like apply, it needs every selected account's secrets.
-            let executes = refresh.then_some((only.as_slice(), exclude.as_slice()));
-            match load_shown(&path, color, executes) {
+            let secrets = if refresh {
+                Secrets::Required(&only, &exclude)
+            } else {
+                Secrets::Checked
+            };
+            match load_shown(&path, color, detail, secrets) {
                 Ok(mut plan) => {
                     plan.select(&only, &exclude);
                     let live = if refresh {
@@ -271,7 +287,7 @@ pub fn run() -> u8 {
         } => {
             let only: Vec<String> = only.iter().map(|a| a.to_lowercase()).collect();
             let exclude: Vec<String> = exclude.iter().map(|a| a.to_lowercase()).collect();
-            match load_shown(&path, color, Some((&only, &exclude))) {
+            match load_shown(&path, color, detail, Secrets::Required(&only, &exclude)) {
                 Ok(plan) => {
                     let options = ApplyOptions {
                         state_path: state.resolve(&plan, &path),
@@ -301,7 +317,7 @@ pub fn run() -> u8 {
             plan: path,
             state,
             format,
-        } => match load_valid(&path, color) {
+        } => match load_shown(&path, color, detail, Secrets::Unused) {
             Ok(plan) => match snapshot::read(&plan, &state.resolve(&plan, &path)) {
                 Ok(s) => {
                     let _ = crate::report::run::render_status(&s, format, &mut io::stdout().lock());
@@ -315,7 +331,7 @@ pub fn run() -> u8 {
             plan: path,
             state,
             format,
-        } => match load_valid(&path, color) {
+        } => match load_shown(&path, color, detail, Secrets::Unused) {
             Ok(plan) => match snapshot::read(&plan, &state.resolve(&plan, &path)) {
                 Ok(s) => {
                     let _ = crate::report::run::render_report(&s, format, &mut io::stdout().lock());
@@ -328,7 +344,7 @@ pub fn run() -> u8 {
         Command::Ovh {
             command: OvhCommand::Login { endpoint, save },
         } => ovh_login(endpoint.as_deref(), save.as_deref(), color),
-        Command::Graph { plan, format } => match load_valid(&plan, color) {
+        Command::Graph { plan, format } => match load_valid(&plan, color, detail) {
             Ok(plan) => {
                 let graph = StepGraph::build(&plan);
                 let _ =
@@ -461,31 +477,35 @@ fn print_error(e: &dyn miette::Diagnostic, color: bool, code: u8) -> u8 {
     code
 }
 
-/// Read and validate a plan; the diagnostics and the plan when it has no error. A valid plan's
-/// secret references are checked too (warnings: nothing here executes).
-fn read_and_load(path: &Path) -> (Option<Plan>, Diagnostics) {
-    read_and_select(path, None)
+/// What a command does with the plan's secret references.
+#[derive(Debug, Clone, Copy)]
+enum Secrets<'a> {
+    /// `status` and `report` read the state store only: no secret is checked or warned about.
+    Unused,
+    /// `validate`, `plan`, `graph`: an unresolvable reference is a warning (nothing executes).
+    Checked,
+    /// Commands that execute keep the selected accounts (`--only`, `--exclude`), and every
+    /// secret they need that cannot be resolved is an error: nothing starts half-equipped.
+    Required(&'a [String], &'a [String]),
 }
 
-/// [`read_and_load`], then for commands that execute: keep the selected accounts and make every
-/// secret they need that cannot be resolved an error, so that nothing starts half-equipped.
-fn read_and_select(
-    path: &Path,
-    executes: Option<(&[String], &[String])>,
-) -> (Option<Plan>, Diagnostics) {
+/// Read and validate a plan; the diagnostics and the plan when it has no error.
+fn read_and_select(path: &Path, secrets: Secrets<'_>) -> (Option<Plan>, Diagnostics) {
     match read_source(path) {
         Ok(source) => {
             let (mut plan, mut diags) = plan::load_with(&source, path, &read_import);
             if let Some(p) = &mut plan {
-                if let Some((only, exclude)) = executes {
+                if let Secrets::Required(only, exclude) = secrets {
                     p.select(only, exclude);
                 }
-                let mut secrets = crate::exec::secrets::check(p);
-                if executes.is_some() {
-                    secrets.escalate(Code::UnresolvedSecret);
+                if !matches!(secrets, Secrets::Unused) {
+                    let mut found = crate::exec::secrets::check(p);
+                    if matches!(secrets, Secrets::Required(..)) {
+                        found.escalate(Code::UnresolvedSecret);
+                    }
+                    diags.extend(found.items);
+                    diags.sort();
                 }
-                diags.extend(secrets.items);
-                diags.sort();
             }
             if diags.has_errors() {
                 plan = None;
@@ -501,20 +521,23 @@ fn read_and_select(
 }
 
 /// For commands that need a valid plan: warnings are shown, errors end the command with 2.
-fn load_valid(path: &Path, color: bool) -> Result<Plan, u8> {
-    load_shown(path, color, None)
+fn load_valid(path: &Path, color: bool, detail: Detail) -> Result<Plan, u8> {
+    load_shown(path, color, detail, Secrets::Checked)
 }
 
-/// [`load_valid`] for commands that execute (see [`read_and_select`]).
-fn load_shown(
-    path: &Path,
-    color: bool,
-    executes: Option<(&[String], &[String])>,
-) -> Result<Plan, u8> {
-    let (plan, diags) = read_and_select(path, executes);
+/// [`load_valid`], with the secrets checked as the command needs (see [`Secrets`]).
+fn load_shown(path: &Path, color: bool, detail: Detail, secrets: Secrets<'_>) -> Result<Plan, u8> {
+    let (plan, diags) = read_and_select(path, secrets);
     let stderr = io::stderr();
     let mut err = stderr.lock();
-    let _ = diagnostics::render(&diags, Format::Human, color, &mut io::sink(), &mut err);
+    let _ = diagnostics::render(
+        &diags,
+        Format::Human,
+        color,
+        detail,
+        &mut io::sink(),
+        &mut err,
+    );
     match plan {
         Some(plan) => Ok(plan),
         None => {
@@ -529,12 +552,12 @@ fn load_shown(
     }
 }
 
-fn validate(path: &Path, format: Format, color: bool) -> u8 {
-    let diags = read_and_load(path).1;
+fn validate(path: &Path, format: Format, color: bool, detail: Detail) -> u8 {
+    let diags = read_and_select(path, Secrets::Checked).1;
     let (stdout, stderr) = (io::stdout(), io::stderr());
     let (mut out, mut err) = (stdout.lock(), stderr.lock());
     // A closed pipe on stdout is not worth a second error.
-    let _ = diagnostics::render(&diags, format, color, &mut out, &mut err);
+    let _ = diagnostics::render(&diags, format, color, detail, &mut out, &mut err);
     if format == Format::Human {
         let (errors, warnings) = (diags.error_count(), diags.warning_count());
         let summary = if errors == 0 {
@@ -545,7 +568,9 @@ fn validate(path: &Path, format: Format, color: bool) -> u8 {
                 path.display()
             )
         };
-        let _ = writeln!(err, "{summary}");
+        if errors > 0 || !detail.quiet {
+            let _ = writeln!(err, "{summary}");
+        }
     }
     if diags.has_errors() { EXIT_INVALID } else { 0 }
 }

@@ -34,6 +34,12 @@ pub enum SecretError {
     #[error("environment variable {name} is not set")]
     #[diagnostic(code(plan::unresolved_secret), help("set it before running mailplan"))]
     EnvUnset { name: String },
+    #[error("environment variable {name} is set but empty")]
+    #[diagnostic(
+        code(plan::unresolved_secret),
+        help("an empty password is never right: set it to the password")
+    )]
+    EnvEmpty { name: String },
     #[error("environment variable {name} is not valid UTF-8")]
     #[diagnostic(code(plan::unresolved_secret))]
     EnvNotUnicode { name: String },
@@ -68,6 +74,9 @@ fn resolve_with(
     match reference {
         SecretRef::Env(name) => {
             let value = env(name).ok_or_else(|| SecretError::EnvUnset { name: name.clone() })?;
+            if value.is_empty() {
+                return Err(SecretError::EnvEmpty { name: name.clone() });
+            }
             value
                 .into_string()
                 .map(Secret::new)
@@ -88,6 +97,9 @@ fn resolve_with(
             let text = text
                 .strip_suffix('\n')
                 .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+            if text.is_empty() {
+                return Err(fail("it is empty".to_owned()));
+            }
             Ok(Secret::new(text))
         }
         SecretRef::Command(command) => run_command(command, plan_dir, timeout),
@@ -204,12 +216,23 @@ fn check_with(
         let why = match reference {
             SecretRef::Env(name) => match env(name) {
                 None => format!("environment variable {name} is not set"),
+                Some(v) if v.is_empty() => format!("environment variable {name} is set but empty"),
                 Some(v) if v.to_str().is_none() => {
                     format!("environment variable {name} is not valid UTF-8")
                 }
                 Some(_) => continue,
             },
             SecretRef::File(path) => match std::fs::File::open(plan_dir.join(path)) {
+                // An empty file, or one holding a line break alone, holds no password.
+                Ok(f) if f.metadata().is_ok_and(|m| m.is_file() && m.len() <= 2) => {
+                    let mut start = Vec::new();
+                    let _ = f.take(3).read_to_end(&mut start);
+                    if matches!(start.as_slice(), b"" | b"\n" | b"\r\n") {
+                        format!("secret file {path} is empty")
+                    } else {
+                        continue;
+                    }
+                }
                 Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => continue,
                 Ok(_) => format!("secret file {path} is not a file"),
                 Err(e) => format!("secret file {path} cannot be read: {}", io_reason(&e)),
@@ -308,7 +331,11 @@ mod tests {
     const VALUE: &str = "s3cr3t-value-never-printed";
 
     fn env(name: &str) -> Option<OsString> {
-        (name == "SET_VAR").then(|| OsString::from(VALUE))
+        match name {
+            "SET_VAR" => Some(OsString::from(VALUE)),
+            "EMPTY_VAR" => Some(OsString::new()),
+            _ => None,
+        }
     }
 
     #[test]
@@ -340,6 +367,8 @@ mod tests {
     fn errors_name_the_reference_never_the_value() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("pw"), VALUE).expect("write");
+        std::fs::write(dir.path().join("empty.pass"), "").expect("write");
+        std::fs::write(dir.path().join("newline.pass"), "\n").expect("write");
         let t = Duration::from_millis(300);
         let cases = [
             (
@@ -356,6 +385,13 @@ mod tests {
                 "did not finish within 0 s",
             ),
             (SecretRef::Command("true".into()), "printed nothing"),
+            (SecretRef::Command("echo".into()), "printed nothing"),
+            (
+                SecretRef::Env("EMPTY_VAR".into()),
+                "environment variable EMPTY_VAR is set but empty",
+            ),
+            (SecretRef::File("empty.pass".into()), "it is empty"),
+            (SecretRef::File("newline.pass".into()), "it is empty"),
         ];
         for (reference, expected) in cases {
             let e = resolve_with(&reference, dir.path(), &env, t).expect_err("fails");
@@ -374,6 +410,7 @@ mod tests {
     fn check_warns_once_per_reference_at_its_first_use_and_escalates() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("here.pass"), VALUE).expect("write");
+        std::fs::write(dir.path().join("empty.pass"), "\n").expect("write");
         let text = "version: 1
 platforms:
   a: { type: imap, imap: { host: a.example } }
@@ -383,6 +420,7 @@ accounts:
   - { address: z@y.example, from: a, to: b, source-password: { file: here.pass }, target-password: { env: UNSET_VAR } }
   - { address: w@y.example, from: a, to: b, source-password: { file: gone.pass }, target-password: { command: nosuchprogram-xyz show w } }
   - { address: v@y.example, from: a, to: b, source-password: { command: \"pass show v\" }, target-password: { command: \"PW=1 helper\" } }
+  - { address: u@y.example, from: a, to: b, source-password: { env: EMPTY_VAR }, target-password: { file: empty.pass } }
 ";
         let source = SourceFile::new("p.yaml", text);
         let (plan, diags) = crate::plan::load(&source, &dir.path().join("p.yaml"));
@@ -402,6 +440,8 @@ accounts:
                 ("environment variable UNSET_VAR is not set (target-password of x@y.example)".to_owned(), 6, 97),
                 ("secret file gone.pass cannot be read: it does not exist (source-password of w@y.example)".to_owned(), 8, 62),
                 ("the program `nosuchprogram-xyz` of secret command `nosuchprogram-xyz show w` is not on PATH (target-password of w@y.example)".to_owned(), 8, 100),
+                ("environment variable EMPTY_VAR is set but empty (source-password of u@y.example)".to_owned(), 10, 62),
+                ("secret file empty.pass is empty (target-password of u@y.example)".to_owned(), 10, 99),
             ]
         );
         assert!(
@@ -417,7 +457,7 @@ accounts:
                 .all(|d| d.severity == Severity::Warning && d.code == Code::UnresolvedSecret)
         );
         diags.escalate(Code::UnresolvedSecret);
-        assert_eq!(diags.error_count(), 3);
+        assert_eq!(diags.error_count(), 5);
     }
 
     #[test]

@@ -277,20 +277,33 @@ impl miette::Diagnostic for Diagnostic {
 }
 
 impl SourceCode for SourceFile {
+    /// The lines around `span`, found through the line index: the cost does not grow with the
+    /// span's distance from the top of the file.
     fn read_span<'a>(
         &'a self,
         span: &SourceSpan,
         context_lines_before: usize,
         context_lines_after: usize,
     ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
-        let inner = self
-            .text
-            .read_span(span, context_lines_before, context_lines_after)?;
+        let (offset, len) = (span.offset(), span.len());
+        if offset + len > self.text.len() {
+            return Err(MietteError::OutOfBounds);
+        }
+        let first = self.line_index(offset).saturating_sub(context_lines_before);
+        let last = (self.line_index(offset + len.saturating_sub(1)) + context_lines_after + 1)
+            .min(self.line_count() - 1);
+        let window_start = self.line_range(first).start;
+        // The window ends after the last line's break, as miette's own windows do.
+        let window_end = self.line_range(last + 1).start;
+        let window = &self.text[window_start..window_end];
+        let local = SourceSpan::new((offset - window_start).into(), len);
+        let inner = window.read_span(&local, context_lines_before, context_lines_after)?;
+        let data_offset = inner.span().offset() + window_start;
         Ok(Box::new(miette::MietteSpanContents::new_named(
             self.name.clone(),
             inner.data(),
-            *inner.span(),
-            inner.line(),
+            SourceSpan::new(data_offset.into(), inner.span().len()),
+            inner.line() + first,
             inner.column(),
             inner.line_count(),
         )))

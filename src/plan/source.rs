@@ -5,15 +5,28 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A file the plan was read from, shared by every diagnostic and account that points into it.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Positions are found through an index of line starts built once, on first use: rendering
+/// thousands of diagnostics into one large file costs a binary search each, not a scan from the
+/// top of the file each.
+#[derive(Clone)]
 pub struct SourceFile {
     /// The path as the user wrote it (or as it was resolved against the plan's folder).
     pub name: String,
     pub text: Arc<str>,
+    line_starts: OnceLock<Vec<usize>>,
 }
+
+impl PartialEq for SourceFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.text == other.text
+    }
+}
+
+impl Eq for SourceFile {}
 
 impl fmt::Debug for SourceFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -26,35 +39,63 @@ impl SourceFile {
         Arc::new(SourceFile {
             name: name.into(),
             text: text.into(),
+            line_starts: OnceLock::new(),
         })
+    }
+
+    /// The byte offset where each line starts (the first is 0).
+    fn line_starts(&self) -> &[usize] {
+        self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(memchr_newlines(self.text.as_bytes()).map(|i| i + 1))
+                .collect()
+        })
+    }
+
+    /// 0-based number of the line holding a byte offset (clamped to the text).
+    pub fn line_index(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.line_starts()
+            .partition_point(|&start| start <= offset)
+            .saturating_sub(1)
+    }
+
+    /// Number of lines (a final line without newline counts; an empty text has one).
+    pub fn line_count(&self) -> usize {
+        self.line_starts().len()
+    }
+
+    /// The byte range of a 0-based line, without its line break (`\n`, or `\r\n`).
+    pub fn line_range(&self, line: usize) -> Range<usize> {
+        let starts = self.line_starts();
+        let start = starts.get(line).copied().unwrap_or(self.text.len());
+        let mut end = starts.get(line + 1).map_or(self.text.len(), |&s| s - 1);
+        if end > start && self.text.as_bytes()[end - 1] == b'\r' {
+            end -= 1;
+        }
+        start..end.max(start)
     }
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
-        let before = &self.text.as_bytes()[..offset];
-        let line = before.split(|&b| b == b'\n').count();
-        let line_start = before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |p| p + 1);
-        let column = String::from_utf8_lossy(&before[line_start..])
+        let line = self.line_index(offset);
+        let line_start = self.line_starts()[line];
+        let column = String::from_utf8_lossy(&self.text.as_bytes()[line_start..offset])
             .chars()
             .count()
             + 1;
-        (line, column)
+        (line + 1, column)
     }
 
     /// Byte offset of a 1-based line and column (in characters), clamped to the text.
     pub fn offset_of(&self, line: usize, column: usize) -> usize {
         let text: &str = &self.text;
-        let line_start = if line <= 1 {
-            0
-        } else {
-            text.match_indices('\n')
-                .nth(line - 2)
-                .map_or(text.len(), |(i, _)| i + 1)
-        };
+        let line_start = self
+            .line_starts()
+            .get(line.saturating_sub(1))
+            .copied()
+            .unwrap_or(text.len());
         let rest = &text[line_start..];
         let line_text = &rest[..rest.find('\n').unwrap_or(rest.len())];
         line_start
@@ -63,6 +104,14 @@ impl SourceFile {
                 .nth(column.saturating_sub(1))
                 .map_or(line_text.len(), |(i, _)| i)
     }
+}
+
+/// The offsets of every `\n` in `bytes`.
+fn memchr_newlines(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    bytes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &b)| (b == b'\n').then_some(i))
 }
 
 /// A byte range in a source file.
@@ -119,5 +168,18 @@ mod tests {
         assert_eq!(src.offset_of(2, 8), 13);
         assert_eq!(src.offset_of(1, 1), 0);
         assert_eq!(src.offset_of(9, 9), src.text.len());
+        assert_eq!(src.line_col(src.text.len()), (3, 1));
+    }
+
+    #[test]
+    fn line_ranges_leave_out_the_line_break() {
+        let src = SourceFile::new("a.csv", "ab\r\ncd\n\nlast");
+        assert_eq!(src.line_count(), 4);
+        assert_eq!(src.line_range(0), 0..2);
+        assert_eq!(src.line_range(1), 4..6);
+        assert_eq!(src.line_range(2), 7..7);
+        assert_eq!(src.line_range(3), 8..12);
+        assert_eq!(src.line_index(5), 1);
+        assert_eq!(src.line_index(7), 2);
     }
 }

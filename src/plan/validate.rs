@@ -295,7 +295,17 @@ fn read_platforms(r: &mut Reader<'_>, top: Fields<'_>) -> Platforms {
             _ => Some(PlatformKind::Imap),
         };
         let imap = match f.get("imap") {
-            Some(n) => read_imap(r, n, &what),
+            // A block with errors (already reported) still counts as written: the accounts
+            // reading from this platform are not told that it has no `imap:` block.
+            Some(n) => read_imap(r, n, &what).or_else(|| {
+                Some(ImapServer {
+                    host: String::new(),
+                    port: 993,
+                    tls: TlsMode::Implicit,
+                    tls_verify: true,
+                    max_connections: None,
+                })
+            }),
             None if kind_name == "imap" => {
                 r.required(f, "imap", &what);
                 None
@@ -712,6 +722,25 @@ fn read_account(
         }
     }
 
+    // Every flow logs in to its source, and to its target except OVH's own migration (which
+    // gives the Exchange account the source's password): a missing password is the plan's
+    // problem, found here rather than when `apply` resolves secrets.
+    let needs_target = flow != Flow::LegacyToExchange;
+    for (key, needed) in [("source-password", true), ("target-password", needs_target)] {
+        if needed && f.get(key).is_none() {
+            r.diags.push(
+                Diagnostic::error(
+                    Code::MissingKey,
+                    format!("account {address} has no `{key}`, and its flow ({flow}) logs in with it"),
+                )
+                .with_label(r.source, address_node.span, format!("no `{key}`"))
+                .with_help(format!(
+                    "add `{key}: {{ env: NAME }}` (or `{{ file: PATH }}`, `{{ command: \"…\" }}`) to this account in the plan, or a `{key}` column to its CSV import"
+                )),
+            );
+        }
+    }
+
     Some(Written {
         source: Arc::clone(r.source),
         address_span: address_node.span,
@@ -1085,6 +1114,7 @@ domains:
         let found = diags
             .items
             .iter()
+            .filter(|d| !is_missing_password(d))
             .map(|d| {
                 let (_, line, col) = d.location().unwrap_or(("", 0, 0));
                 let label = d
@@ -1098,6 +1128,12 @@ domains:
         (plan, found)
     }
 
+    /// The plans of these tests, about other checks, write no passwords; the missing-password
+    /// check has its own test ([`an_account_without_a_password_it_needs_is_an_error`]).
+    fn is_missing_password(d: &Diagnostic) -> bool {
+        d.code == Code::MissingKey && d.message.ends_with("logs in with it")
+    }
+
     fn with_accounts(accounts: &str) -> String {
         format!("{HEADER}accounts:\n{accounts}")
     }
@@ -1105,9 +1141,9 @@ domains:
     #[test]
     fn a_valid_plan_gives_flows_and_provisional_names() {
         let (plan, found) = run(&with_accounts(
-            "  - { address: John.Smith@acme.example, from: old, to: exchange }
-  - { address: jane@acme.example, from: legacy, to: exchange, wave: 1, after: [john.smith@acme.example] }
-  - { address: bob@isp.example, from: isp, to: isp2 }
+            "  - { address: John.Smith@acme.example, from: old, to: exchange, source-password: { env: S }, target-password: { env: T } }
+  - { address: jane@acme.example, from: legacy, to: exchange, wave: 1, after: [john.smith@acme.example], source-password: { env: S } }
+  - { address: bob@isp.example, from: isp, to: isp2, source-password: { env: S }, target-password: { env: T } }
 ",
         ).replace("domains:", "  isp2: { type: imap, imap: { host: imap.new.example, tls: starttls } }\ndomains:"));
         assert!(found.is_empty(), "{found:?}");
@@ -1275,6 +1311,70 @@ domains:
     }
 
     #[test]
+    fn an_account_without_a_password_it_needs_is_an_error() {
+        let text = with_accounts(
+            "  - { address: a@isp.example, from: isp, to: isp2, source-password: { env: S } }
+  - { address: b@acme.example, from: legacy, to: exchange, source-password: { env: S } }
+  - { address: c@acme.example, from: old, to: exchange, target-password: { env: T } }
+",
+        )
+        .replace(
+            "domains:",
+            "  isp2: { type: imap, imap: { host: imap.new.example } }\ndomains:",
+        );
+        let source = SourceFile::new("p.yaml", text.as_str());
+        let (plan, diags) = load(&source, &PathBuf::from("plans/p.yaml"));
+        assert!(plan.is_none());
+        let found: Vec<(Code, &str, usize, usize)> = diags
+            .items
+            .iter()
+            .map(|d| {
+                let (_, line, col) = d.location().unwrap_or(("", 0, 0));
+                (d.code, d.message.as_str(), line, col)
+            })
+            .collect();
+        // OVH's own migration (b) needs no target password: it keeps the source's.
+        assert_eq!(
+            found,
+            [
+                (
+                    Code::MissingKey,
+                    "account a@isp.example has no `target-password`, and its flow (imap-to-imap) logs in with it",
+                    14,
+                    16
+                ),
+                (
+                    Code::MissingKey,
+                    "account c@acme.example has no `source-password`, and its flow (mxplan-to-exchange) logs in with it",
+                    16,
+                    16
+                ),
+            ]
+        );
+        let help = diags.items[0].help.as_deref().unwrap_or_default();
+        assert!(help.contains("to this account in the plan"), "{help}");
+        assert!(
+            !help.contains("environment") && !help.contains("set it"),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn a_bad_imap_setting_is_not_followed_by_a_missing_imap_block() {
+        let text = "version: 1
+platforms:
+  old: { type: imap, imap: { host: a.example, max-connections: 1 } }
+  new: { type: imap, imap: { host: b.example, port: 0x } }
+accounts:
+  - { address: a@x.example, from: old, to: new, source-password: { env: S }, target-password: { env: T } }
+";
+        let (plan, found) = run(text);
+        assert!(plan.is_none());
+        let codes: Vec<Code> = found.iter().map(|f| f.0).collect();
+        assert_eq!(codes, [Code::InvalidValue, Code::WrongType], "{found:?}");
+    }
+
+    #[test]
     fn a_duplicate_key_alone_withholds_the_plan() {
         let (plan, found) = run("version: 1\nplatforms: {}\nplatforms: {}\n");
         assert_eq!(found.len(), 1, "{found:?}");
@@ -1304,6 +1404,7 @@ domains:
         let found: Vec<(Code, &str, usize, usize)> = diags
             .items
             .iter()
+            .filter(|d| !is_missing_password(d))
             .map(|d| {
                 let (file, line, col) = d.location().unwrap_or(("", 0, 0));
                 (d.code, file, line, col)
@@ -1318,7 +1419,11 @@ domains:
             ]
         );
         // The duplicate shows both places, in both files, and every CSV diagnostic the import line.
-        let dup = &diags.items[0];
+        let dup = diags
+            .items
+            .iter()
+            .find(|d| d.code == Code::DuplicateAccount)
+            .expect("the duplicate");
         let places: Vec<(&str, usize)> = dup
             .labels
             .iter()
@@ -1336,13 +1441,21 @@ domains:
             diags
                 .items
                 .iter()
+                .filter(|d| d
+                    .location()
+                    .is_some_and(|(file, ..)| file == "plans/more.csv"))
                 .all(|d| d.labels.last().is_some_and(|l| l.text == "imported here"))
         );
 
         // Without the problems, the rows are accounts in place, after the YAML ones.
-        let csv =
-            "address,from,to,wave,target-password\nb@acme.example,isp,exchange,1,file:b.pass\n";
+        let csv = "address,from,to,wave,target-password,source-password\n\
+                   b@acme.example,isp,exchange,1,file:b.pass,env:S\n";
         let files = |_: &Path, _: usize| Ok(csv.as_bytes().to_vec());
+        let text = text.replace(
+            "to: exchange }",
+            "to: exchange, source-password: { env: S }, target-password: { env: T } }",
+        );
+        let source = SourceFile::new("plans/p.yaml", text.as_str());
         let (plan, diags) = crate::plan::load_with(&source, Path::new("plans/p.yaml"), &files);
         let plan = plan.unwrap_or_else(|| panic!("{:?}", diags.items));
         let b = &plan.accounts[1];

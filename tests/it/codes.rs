@@ -123,7 +123,7 @@ fn cases() -> Vec<Case> {
             Some("address,from,to\nx@acme.example,isp,exchange\ny@acme.example,isp\n"),
             "a.csv", 3, 1,
         ),
-        (Code::UnresolvedSecret, account("address: n@acme.example, from: isp, to: exchange, source-password: { env: MAILPLAN_CODES_UNSET_9 }"), None, "p.yaml", 13, 74),
+        (Code::UnresolvedSecret, account("address: n@acme.example, from: isp, to: exchange, source-password: { env: MAILPLAN_CODES_UNSET_9 }, target-password: { env: MAILPLAN_CODES_UNSET_9 }"), None, "p.yaml", 13, 74),
         (Code::Insecure, b"version: 1\nplatforms:\n  x: { type: imap, imap: { host: h, tls: none } }\n".to_vec(), None, "p.yaml", 3, 42),
         (
             Code::DuplicateDomain,

@@ -4,6 +4,7 @@
 mod apply;
 mod codes;
 mod harness;
+mod input;
 mod interop;
 mod ovh;
 mod pipelined;

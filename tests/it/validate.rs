@@ -249,7 +249,7 @@ fn csv_imports_are_read_relative_to_the_plan_and_located_by_file_and_line() {
     .expect("write");
     std::fs::write(
         dir.path().join("rows.csv"),
-        "address,from,to,wave\nx@y.example,a,b,1\nbad,a,b,\nz@y.example,a,b\n",
+        "address,from,to,wave,source-password,target-password\nx@y.example,a,b,1,env:A,env:B\nbad,a,b,,,\nz@y.example,a,b\n",
     )
     .expect("write");
     let out = mailplan(&["validate", plan.to_str().expect("path"), "--format", "json"]);
