@@ -267,6 +267,11 @@ fn fingerprints(plan: &Plan, graph: &StepGraph) -> Vec<String> {
         if let Some(i) = step.account {
             let a = &plan.accounts[i];
             h.update(account_definition(plan, a));
+            // Only the step that writes it: another display name configures the target again,
+            // it does not make the copy or the checks of other steps look changed by itself.
+            if step.kind == StepKind::ConfigureTarget {
+                h.update(format!("display-name:{:?}", a.display_name));
+            }
         }
         if let Some(d) = &step.domain {
             h.update(d);
@@ -664,15 +669,32 @@ async fn interrupted() {
 struct StoreLedger<'a> {
     store: Option<&'a Mutex<StateStore>>,
     account: &'a str,
+    /// Where this account's mail goes now (see [`route`]): a folder's record is only trusted
+    /// for the route and target folder it was recorded on.
+    route: String,
     mode: RunMode,
 }
 
+/// The mailboxes an account's copy reads and writes, as the plan says today: the source login
+/// and server, the target login and server. An edit of any of them between runs makes every
+/// folder's record of the old route untrustworthy for the new one.
+fn route(c: &Credentials, source: &ImapServer, target: &ImapServer) -> String {
+    format!(
+        "{} at {} -> {} at {}",
+        c.source_login,
+        server_name(source),
+        c.target_login,
+        server_name(target)
+    )
+}
+
 impl<'a> StoreLedger<'a> {
-    /// The ledger of one account of the run.
-    fn of(shared: &'a Shared, account: &'a Account) -> Self {
+    /// The ledger of account `i` of the run, copying from `source` to `target`.
+    fn of(shared: &'a Shared, i: usize, source: &ImapServer, target: &ImapServer) -> Self {
         StoreLedger {
             store: shared.store.as_deref(),
-            account: &account.address,
+            account: &shared.plan.accounts[i].address,
+            route: route(&shared.credentials[i], source, target),
             mode: shared.mode,
         }
     }
@@ -694,17 +716,23 @@ impl StoreLedger<'_> {
 }
 
 impl Ledger for StoreLedger<'_> {
-    fn folder(&self, source: &str) -> Result<Option<FolderRecord>, String> {
+    fn folder(&self, source: &str, target: &str) -> Result<Option<FolderRecord>, String> {
         if self.store.is_none() {
             return Ok(None);
         }
-        self.with(|s| s.folder(self.account, source))
+        self.with(|s| s.folder(self.account, source, target, &self.route))
     }
     fn begin_batch(&self, source: &str, target: &str, uidvalidity: u32) -> Result<(), String> {
-        self.write(|s| s.begin_batch(self.account, source, target, uidvalidity))
+        self.write(|s| s.begin_batch(self.account, source, target, &self.route, uidvalidity))
     }
-    fn end_batch(&self, source: &str, r: FolderRecord, c: &FolderCounts) -> Result<(), String> {
-        self.write(|s| s.end_batch(self.account, source, r, c))
+    fn end_batch(
+        &self,
+        source: &str,
+        target: &str,
+        r: FolderRecord,
+        c: &FolderCounts,
+    ) -> Result<(), String> {
+        self.write(|s| s.end_batch(self.account, source, target, &self.route, r, c))
     }
     fn issue(&self, source: &str, uid: u32, kind: IssueKind, detail: &str) -> Result<(), String> {
         self.write(|s| s.issue(self.account, source, uid, kind, detail))
@@ -1146,7 +1174,7 @@ async fn copy_step(
 ) -> Result<StepResult, StepError> {
     let a = &shared.plan.accounts[i];
     let (mut s, mut t, _slots) = sessions(shared, i, source, target).await?;
-    let ledger = StoreLedger::of(shared, a);
+    let ledger = StoreLedger::of(shared, i, source, target);
     let printer = &shared.printer;
     let address = a.address.as_str();
     let dry = shared.mode == RunMode::DryRun;
@@ -1283,7 +1311,7 @@ async fn verify_step(
         None => {
             let (mut s, mut t, _slots) = sessions(shared, i, source, target).await?;
             let (ss, ts) = (server_name(source), server_name(target));
-            let ledger = StoreLedger::of(shared, a);
+            let ledger = StoreLedger::of(shared, i, source, target);
             let checks = copy::verify_account(&mut s, &ss, &mut t, &ts, &a.copy, &ledger).await?;
             let _ = s.logout().await;
             let _ = t.logout().await;
@@ -1477,6 +1505,42 @@ platforms:
             );
             assert!(b <= Duration::from_secs(60));
         }
+    }
+
+    fn fingerprints_of(display_name: &str) -> HashMap<String, String> {
+        use crate::plan::load;
+        use crate::plan::source::SourceFile;
+        let text = format!(
+            "version: 1
+platforms:
+  old: {{ type: ovh-mxplan, service: mxplan-1 }}
+  ex: {{ type: ovh-exchange, organization: hosted-1, imap: {{ host: ex5.mail.ovh.net }} }}
+domains:
+  - {{ name: acme.example, platform: ex }}
+accounts:
+  - {{ address: a@acme.example, from: old, to: ex, display-name: {display_name},
+      source-password: {{ env: A }}, target-password: {{ env: B }} }}
+"
+        );
+        let path = std::path::Path::new("p.yaml");
+        let (plan, diags) = load(&SourceFile::new("p.yaml", text), path);
+        let plan = plan.unwrap_or_else(|| panic!("{:?}", diags.items));
+        let graph = StepGraph::build(&plan);
+        let fps = fingerprints(&plan, &graph);
+        graph
+            .graph
+            .node_indices()
+            .map(|id| (step_key(&plan, &graph, id), fps[id.index()].clone()))
+            .collect()
+    }
+
+    #[test]
+    fn another_display_name_configures_the_target_again_and_touches_no_earlier_step() {
+        let (before, after) = (fingerprints_of("Alice"), fingerprints_of("Alice Smith"));
+        let changed = |key: &str| before[key] != after[key];
+        assert!(changed("configure-target a@acme.example"));
+        assert!(!changed("rename-source a@acme.example"));
+        assert!(!changed("add-domain acme.example"));
     }
 
     #[test]

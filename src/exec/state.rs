@@ -5,6 +5,12 @@
 //! Every write is one transaction (WAL journal), so a crash at any instant leaves the store
 //! consistent: the last committed batch is the truth, and the copy reconciles anything after it.
 //! Secrets are never written here: only addresses, folder names, counters and servers' words.
+//!
+//! A folder's record belongs to one *route*: the source mailbox (login and server) and the
+//! target mailbox and folder it was copied to. It is only found again for that same route, so a
+//! plan edited between runs (another `target-login`, target server or platform, a `map` entry)
+//! makes the next pass compare the folder with its new target instead of trusting a mark that
+//! was earned elsewhere.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -91,7 +97,7 @@ CREATE TABLE IF NOT EXISTS folders (
     uidvalidity INTEGER NOT NULL DEFAULT 0, last_uid INTEGER NOT NULL DEFAULT 0,
     pending INTEGER NOT NULL DEFAULT 0, failed_now INTEGER NOT NULL DEFAULT 0,
     copied INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0, updated_at INTEGER,
+    bytes INTEGER NOT NULL DEFAULT 0, updated_at INTEGER, route TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (account, source));
 CREATE TABLE IF NOT EXISTS issues (
     account TEXT NOT NULL, folder TEXT NOT NULL, uid INTEGER NOT NULL, kind TEXT NOT NULL,
@@ -103,6 +109,9 @@ CREATE TABLE IF NOT EXISTS issues (
 pub struct StateStore {
     conn: Connection,
     path: PathBuf,
+    /// Whether `folders` has its `route` column (a store written before it has none until a
+    /// run that writes opens it; read only, its records are then never trusted).
+    routes: bool,
 }
 
 /// Seconds since the Unix epoch.
@@ -147,9 +156,10 @@ impl StateStore {
             create_private(path).map_err(|e| err(e.to_string()))?;
         }
         let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
-        let store = StateStore {
+        let mut store = StateStore {
             conn,
             path: path.to_owned(),
+            routes: true,
         };
         store
             .conn
@@ -168,7 +178,27 @@ impl StateStore {
             .conn
             .execute_batch(SCHEMA)
             .map_err(|e| store.error(&e))?;
+        if !store.has_routes()? {
+            // A store from before folder records had routes: their records match no route, so
+            // each folder is compared whole once (safe: nothing is sent twice), then recorded.
+            store
+                .conn
+                .execute_batch("ALTER TABLE folders ADD COLUMN route TEXT NOT NULL DEFAULT ''")
+                .map_err(|e| store.error(&e))?;
+        }
+        store.routes = true;
         Ok(store)
+    }
+
+    fn has_routes(&self) -> Result<bool, StateError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('folders') WHERE name = 'route'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.error(&e))
     }
 
     /// Open an existing store without writing anything (`status`, `report`, dry runs).
@@ -184,10 +214,13 @@ impl StateStore {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        Ok(Some(StateStore {
+        let mut store = StateStore {
             conn,
             path: path.to_owned(),
-        }))
+            routes: false,
+        };
+        store.routes = store.has_routes()?;
+        Ok(Some(store))
     }
 
     pub fn path(&self) -> &Path {
@@ -364,12 +397,23 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn folder(&self, account: &str, source: &str) -> Result<Option<FolderRecord>, StateError> {
+    /// The record of a folder copied along `route` to `target`; none when it was copied along
+    /// another route or to another folder (the plan changed since).
+    pub fn folder(
+        &self,
+        account: &str,
+        source: &str,
+        target: &str,
+        route: &str,
+    ) -> Result<Option<FolderRecord>, StateError> {
+        if !self.routes {
+            return Ok(None);
+        }
         self.conn
             .query_row(
                 "SELECT uidvalidity, last_uid, pending, failed_now FROM folders
-                 WHERE account = ?1 AND source = ?2",
-                params![account, source],
+                 WHERE account = ?1 AND source = ?2 AND target = ?3 AND route = ?4",
+                params![account, source, target, route],
                 |r| {
                     Ok(FolderRecord {
                         uidvalidity: r.get(0)?,
@@ -383,40 +427,49 @@ impl StateStore {
             .map_err(|e| self.error(&e))
     }
 
+    /// Before a batch's first APPEND: the folder is pending, and its record now belongs to
+    /// `route` and `target`.
     pub fn begin_batch(
         &self,
         account: &str,
         source: &str,
         target: &str,
+        route: &str,
         uidvalidity: u32,
     ) -> Result<(), StateError> {
         self.conn
             .execute(
-                "INSERT INTO folders (account, source, target, uidvalidity, pending, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5)
-                 ON CONFLICT (account, source) DO UPDATE SET target = ?3, pending = 1,
-                   updated_at = ?5",
-                params![account, source, target, uidvalidity, now()],
+                "INSERT INTO folders (account, source, target, route, uidvalidity, pending,
+                   updated_at)
+                 VALUES (?1, ?2, ?3, ?6, ?4, 1, ?5)
+                 ON CONFLICT (account, source) DO UPDATE SET target = ?3, route = ?6,
+                   pending = 1, updated_at = ?5",
+                params![account, source, target, uidvalidity, now(), route],
             )
             .map_err(|e| self.error(&e))?;
         Ok(())
     }
 
+    /// After a batch (or a pass that had nothing to send): the folder's new mark along `route`
+    /// to `target`, and what the batch did.
     pub fn end_batch(
         &self,
         account: &str,
         source: &str,
+        target: &str,
+        route: &str,
         record: FolderRecord,
         counts: &FolderCounts,
     ) -> Result<(), StateError> {
         self.conn
             .execute(
-                "INSERT INTO folders (account, source, target, uidvalidity, last_uid, pending,
-                   failed_now, copied, failed, bytes, updated_at)
-                 VALUES (?1, ?2, '', ?3, ?4, ?10, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (account, source) DO UPDATE SET uidvalidity = ?3, last_uid = ?4,
-                   pending = ?10, failed_now = ?5, copied = copied + ?6, failed = failed + ?7,
-                   bytes = bytes + ?8, updated_at = ?9",
+                "INSERT INTO folders (account, source, target, route, uidvalidity, last_uid,
+                   pending, failed_now, copied, failed, bytes, updated_at)
+                 VALUES (?1, ?2, ?11, ?12, ?3, ?4, ?10, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (account, source) DO UPDATE SET target = ?11, route = ?12,
+                   uidvalidity = ?3, last_uid = ?4, pending = ?10, failed_now = ?5,
+                   copied = copied + ?6, failed = failed + ?7, bytes = bytes + ?8,
+                   updated_at = ?9",
                 params![
                     account,
                     source,
@@ -427,7 +480,9 @@ impl StateStore {
                     counts.failed,
                     counts.bytes,
                     now(),
-                    record.pending
+                    record.pending,
+                    target,
+                    route
                 ],
             )
             .map_err(|e| self.error(&e))?;
@@ -583,9 +638,12 @@ mod tests {
         let path = dir.path().join(".mailplan/p.db");
         let store = StateStore::open(&path).expect("open");
         store
-            .begin_batch("a@x", "INBOX", "INBOX", 7)
+            .begin_batch("a@x", "INBOX", "INBOX", ROUTE, 7)
             .expect("begin");
-        let rec = store.folder("a@x", "INBOX").expect("read").expect("row");
+        let rec = store
+            .folder("a@x", "INBOX", "INBOX", ROUTE)
+            .expect("read")
+            .expect("row");
         assert!(rec.pending);
         let counts = FolderCounts {
             copied: 3,
@@ -598,8 +656,11 @@ mod tests {
             pending: false,
             failed: 0,
         };
-        store.end_batch("a@x", "INBOX", done, &counts).expect("end");
-        store.end_batch("a@x", "INBOX", done, &counts).expect("end");
+        for _ in 0..2 {
+            store
+                .end_batch("a@x", "INBOX", "INBOX", ROUTE, done, &counts)
+                .expect("end");
+        }
         let rows = store.folders("a@x").expect("rows");
         assert_eq!(rows[0].record, done);
         assert_eq!((rows[0].copied, rows[0].bytes), (6, 600));
@@ -609,6 +670,75 @@ mod tests {
             let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    const ROUTE: &str = "a@x at old:993 -> a@y at new:993";
+
+    #[test]
+    fn a_record_is_found_only_for_the_route_and_target_it_was_earned_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(&dir.path().join("s.db")).expect("open");
+        let done = FolderRecord {
+            uidvalidity: 7,
+            last_uid: 30,
+            pending: false,
+            failed: 0,
+        };
+        let counts = FolderCounts::default();
+        store
+            .end_batch("a@x", "Sent", "Sent", ROUTE, done, &counts)
+            .expect("end");
+        let found =
+            |target: &str, route: &str| store.folder("a@x", "Sent", target, route).expect("read");
+        assert_eq!(found("Sent", ROUTE), Some(done));
+        assert_eq!(found("Sent Items", ROUTE), None, "another target folder");
+        let other = "a@x at old:993 -> b@y at new:993";
+        assert_eq!(found("Sent", other), None, "another target mailbox");
+        // Copied along the new route: the record is that route's now.
+        store
+            .end_batch("a@x", "Sent", "Sent Items", other, done, &counts)
+            .expect("end");
+        assert_eq!(found("Sent Items", other), Some(done));
+        assert_eq!(found("Sent", ROUTE), None);
+    }
+
+    #[test]
+    fn a_store_from_before_routes_gets_the_column_and_its_records_are_not_trusted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).expect("create");
+            conn.execute_batch(
+                "CREATE TABLE folders (
+                    account TEXT NOT NULL, source TEXT NOT NULL, target TEXT NOT NULL,
+                    uidvalidity INTEGER NOT NULL DEFAULT 0, last_uid INTEGER NOT NULL DEFAULT 0,
+                    pending INTEGER NOT NULL DEFAULT 0, failed_now INTEGER NOT NULL DEFAULT 0,
+                    copied INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
+                    bytes INTEGER NOT NULL DEFAULT 0, updated_at INTEGER,
+                    PRIMARY KEY (account, source));
+                 INSERT INTO folders (account, source, target, uidvalidity, last_uid)
+                    VALUES ('a@x', 'INBOX', 'INBOX', 7, 30);",
+            )
+            .expect("an old store");
+        }
+        let read = StateStore::open_read_only(&path)
+            .expect("open")
+            .expect("exists");
+        assert_eq!(
+            read.folder("a@x", "INBOX", "INBOX", ROUTE).expect("read"),
+            None
+        );
+        assert_eq!(
+            read.folders("a@x").expect("rows").len(),
+            1,
+            "status still reads it"
+        );
+        drop(read);
+        let store = StateStore::open(&path).expect("migrated");
+        assert_eq!(
+            store.folder("a@x", "INBOX", "INBOX", ROUTE).expect("read"),
+            None
+        );
     }
 
     #[test]
