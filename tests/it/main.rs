@@ -4,6 +4,7 @@
 mod apply;
 mod codes;
 mod harness;
+mod operator;
 mod ovh;
 mod pipelined;
 mod schema;
