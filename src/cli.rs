@@ -321,7 +321,7 @@ pub fn run() -> u8 {
             Ok(plan) => match snapshot::read(&plan, &state.resolve(&plan, &path)) {
                 Ok(s) => {
                     let _ = crate::report::run::render_status(&s, format, &mut io::stdout().lock());
-                    0
+                    s.exit_code()
                 }
                 Err(e) => print_error(&e, color, EXIT_INVALID),
             },

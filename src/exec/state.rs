@@ -42,6 +42,23 @@ pub enum StateError {
     },
 }
 
+/// The run lock's holder: the `apply` that took it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockHolder {
+    pub host: String,
+    pub pid: u32,
+    /// When it was taken, `2026-11-24T20:10:00Z`.
+    pub since: String,
+}
+
+impl LockHolder {
+    /// Whether that process still runs, as far as this host can tell: on this host, its pid is
+    /// alive; a lock of another host is taken to be held.
+    pub fn alive(&self, this_host: &str) -> bool {
+        self.host != this_host || process_alive(self.pid)
+    }
+}
+
 /// A step as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StepRecord {
@@ -269,6 +286,21 @@ impl StateStore {
         )
         .map_err(e)?;
         tx.commit().map_err(e)
+    }
+
+    /// Who holds the run lock, if anyone: a running `apply`, or one that died without
+    /// releasing it.
+    pub fn lock_holder(&self) -> Result<Option<LockHolder>, StateError> {
+        self.conn
+            .query_row("SELECT host, pid, since FROM lock WHERE id = 1", [], |r| {
+                Ok(LockHolder {
+                    host: r.get(0)?,
+                    pid: r.get(1)?,
+                    since: r.get(2)?,
+                })
+            })
+            .optional()
+            .map_err(|e| self.error(&e))
     }
 
     pub fn unlock(&self, pid: u32) -> Result<(), StateError> {

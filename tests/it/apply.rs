@@ -14,6 +14,7 @@ use crate::support::proxy::{Faults, Proxy, Side};
 use crate::support::wire;
 
 mod edits;
+mod status;
 
 const SOURCE: (&str, &str) = ("alice@old.example", "source-secret");
 const TARGET: (&str, &str) = ("alice@new.example", "target-secret");
