@@ -102,6 +102,25 @@ fn status_exits_1_when_a_step_failed() {
         human.contains("alice@old.example [imap-to-imap] failed"),
         "{human}"
     );
+    // The server's words as it wrote them, never Rust's debug notation, wherever they appear.
+    let report = |format: &str| {
+        let out = s.run(&["report", plan, "--format", format]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = "while logging in as alice@old.example: [AUTHENTICATIONFAILED] Authentication \
+                failed.";
+    for (what, output) in [
+        ("apply", String::from_utf8_lossy(&out.stderr).into_owned()),
+        ("status", human.clone()),
+        ("report", report("markdown")),
+        ("report --format html", report("html")),
+    ] {
+        assert!(output.contains(said), "{what}: {output}");
+        assert!(
+            !output.contains("info: Some") && !output.contains("code: None"),
+            "{what}: {output}"
+        );
+    }
     let json = s.run(&["status", plan, "--format", "json"]);
     assert_eq!(json.status.code(), Some(1), "{}", text(&json));
 
