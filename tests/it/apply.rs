@@ -14,6 +14,7 @@ use crate::support::proxy::{Faults, Proxy, Side};
 use crate::support::wire;
 
 mod edits;
+mod messages;
 mod status;
 
 const SOURCE: (&str, &str) = ("alice@old.example", "source-secret");
