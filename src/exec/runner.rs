@@ -171,6 +171,7 @@ async fn ovh_preflight(
     plan: &Plan,
     options: &ApplyOptions,
     graph: &StepGraph,
+    printer: &Printer,
 ) -> Result<Option<ovh::Ovh>, ExecError> {
     if plan.accounts.iter().all(|a| a.flow == Flow::ImapToImap) {
         return Ok(None);
@@ -194,11 +195,37 @@ async fn ovh_preflight(
         })
         .filter_map(|id| graph.step(id).account.map(|i| &plan.accounts[i]))
         .collect();
-    let missing = ovh::capacity(&ovh_side, plan, &needing).await?;
+    let what = format!(
+        "the OVH API at {} (its clock and the free @configureme.me accounts, checked before \
+         anything runs)",
+        ovh_side.client.base_url()
+    );
+    let missing = announced(printer, &what, ovh::capacity(&ovh_side, plan, &needing)).await?;
     if !missing.is_empty() {
         return Err(ExecError::Capacity(missing.join("\n")));
     }
     Ok(Some(ovh_side))
+}
+
+/// The first notice of a wait, then one every [`WAIT_NOTICE_EVERY`].
+const WAIT_NOTICE_AFTER: Duration = Duration::from_secs(5);
+const WAIT_NOTICE_EVERY: Duration = Duration::from_secs(10);
+
+/// Run `work`, saying what the run waits for while it takes long (an unreachable API is
+/// retried for minutes: the operator must see why nothing happens).
+async fn announced<F: std::future::Future>(printer: &Printer, what: &str, work: F) -> F::Output {
+    let started = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval_at(started + WAIT_NOTICE_AFTER, WAIT_NOTICE_EVERY);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = ticks.tick() => printer.event(&Event::Waiting {
+                what,
+                elapsed: started.elapsed(),
+            }),
+        }
+    }
 }
 
 /// Resolve every account's logins and passwords; all problems at once.
@@ -338,7 +365,7 @@ pub async fn apply(
 ) -> Result<RunSummary, ExecError> {
     let credentials = resolve_credentials(&plan)?;
     let graph = Arc::new(StepGraph::build(&plan));
-    let ovh_side = ovh_preflight(&plan, options, &graph).await?;
+    let ovh_side = ovh_preflight(&plan, options, &graph, &printer).await?;
     let fps = fingerprints(&plan, &graph);
     let pid = std::process::id();
     let host = gethostname::gethostname().to_string_lossy().into_owned();

@@ -64,3 +64,65 @@ fn apply_with_an_unknown_exclude_address_runs_nothing() {
     assert!(err.contains("lists the plan's accounts"), "{err}");
     assert!(!state.exists(), "nothing ran: {err}");
 }
+
+#[test]
+fn a_silent_ovh_api_is_named_while_apply_waits_for_it() {
+    use std::io::{BufRead, BufReader};
+    use std::time::Duration;
+    // An API that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}/1.0", silent.local_addr().expect("addr"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("silent.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "version: 1\novh: {{ endpoint: \"{base}\" }}\nplatforms:\n  old: {{ type: \
+             ovh-mxplan, service: mxplan-1 }}\n  ex: {{ type: ovh-exchange, organization: \
+             hosted-1, imap: {{ host: 127.0.0.1 }} }}\ndomains:\n  - {{ name: acme.test, \
+             platform: ex }}\naccounts:\n  - {{ address: a@acme.test, from: old, to: ex, \
+             source-password: {{ env: A }}, target-password: {{ env: B }} }}\n"
+        ),
+    )
+    .expect("write the plan");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailplan"))
+        .arg("apply")
+        .arg(&plan)
+        .env("NO_COLOR", "1")
+        .env("A", "Old-password-1")
+        .env("B", "New-password-1")
+        .env("OVH_APPLICATION_KEY", "ak")
+        .env("OVH_APPLICATION_SECRET", "as")
+        .env("OVH_CONSUMER_KEY", "ck")
+        .env("HOME", dir.path())
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("apply starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let notice = loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.starts_with("waiting for the OVH API") => break Some(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break None,
+        }
+    };
+    child.kill().ok();
+    child.wait().ok();
+    drop(silent);
+    let notice = notice.unwrap_or_else(|| panic!("no notice of the wait: {seen:?}"));
+    assert!(
+        notice.contains(&base) && notice.contains("s so far"),
+        "{notice}"
+    );
+}
