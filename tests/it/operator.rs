@@ -126,3 +126,35 @@ fn a_silent_ovh_api_is_named_while_apply_waits_for_it() {
         "{notice}"
     );
 }
+
+#[test]
+fn the_demo_run_by_another_user_than_root_says_what_it_needs_and_touches_nothing() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo_dir = dir.path().join("demo");
+    let mut command = if root {
+        // As `nobody`.
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash"]);
+        c
+    } else {
+        std::process::Command::new("bash")
+    };
+    let out = command
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo"))
+        .env("DEMO_DIR", &demo_dir)
+        .output()
+        .expect("bash runs the demo");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.starts_with("scripts/demo needs root"), "{err}");
+    assert!(err.contains("sudo bash scripts/demo"), "{err}");
+    assert!(
+        !err.contains("apt-get:") && !err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(!demo_dir.exists(), "the demo touched its folder");
+}
