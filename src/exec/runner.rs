@@ -148,6 +148,10 @@ struct Shared {
     ovh: Option<ovh::Ovh>,
     /// Verification results computed by `copy-mail` on its connections, for `verify`.
     verified: Mutex<HashMap<usize, Vec<copy::FolderCheck>>>,
+    /// Messages and bytes the targets acknowledged in this run, whatever became of their step
+    /// (an interrupted or failed copy carried mail too): the run's summary counts these.
+    copied: std::sync::atomic::AtomicU64,
+    copied_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// The stable name of a step in the state store and the output: `copy-mail alice@x.example`.
@@ -347,12 +351,7 @@ fn hex(bytes: &[u8]) -> String {
 /// What a step task returns.
 #[derive(Debug)]
 enum StepResult {
-    Done {
-        summary: String,
-        output: String,
-        messages: u64,
-        bytes: u64,
-    },
+    Done { summary: String, output: String },
     Failed(String),
     Interrupted,
 }
@@ -418,6 +417,8 @@ pub async fn apply(
         connections: options.connections.max(1),
         ovh: ovh_side,
         verified: Mutex::new(HashMap::new()),
+        copied: 0.into(),
+        copied_bytes: 0.into(),
     });
 
     let mut summary = RunSummary::default();
@@ -546,8 +547,6 @@ pub async fn apply(
             StepResult::Done {
                 summary: text,
                 output,
-                messages,
-                bytes,
             } => {
                 with_store(&|s| s.step_finished(key, "done", Some(ms), Some(&output), None));
                 printer.event(&Event::StepDone {
@@ -556,8 +555,6 @@ pub async fn apply(
                     ms: u64::try_from(ms).unwrap_or(0),
                 });
                 summary.done += 1;
-                summary.messages += messages;
-                summary.bytes += bytes;
                 queue.finish(id);
             }
             StepResult::Failed(error) => {
@@ -584,6 +581,8 @@ pub async fn apply(
     }
 
     summary.interrupted = stop.load(Ordering::SeqCst);
+    summary.messages = shared.copied.load(Ordering::SeqCst);
+    summary.bytes = shared.copied_bytes.load(Ordering::SeqCst);
     signals.abort();
     if let (Some(s), false) = (&store, dry)
         && let Ok(guard) = s.lock()
@@ -849,12 +848,7 @@ async fn imap_step(shared: &Shared, kind: StepKind, i: usize) -> Result<StepResu
 }
 
 fn done(summary: String, output: String) -> StepResult {
-    StepResult::Done {
-        summary,
-        output,
-        messages: 0,
-        bytes: 0,
-    }
+    StepResult::Done { summary, output }
 }
 
 /// The OVH API steps.
@@ -1223,11 +1217,15 @@ async fn copy_step(
                 });
             }
         }
-        CopyEvent::Copied { messages, bytes } => printer.event(&Event::Copied {
-            account: address,
-            messages,
-            bytes,
-        }),
+        CopyEvent::Copied { messages, bytes } => {
+            shared.copied.fetch_add(messages, Ordering::SeqCst);
+            shared.copied_bytes.fetch_add(bytes, Ordering::SeqCst);
+            printer.event(&Event::Copied {
+                account: address,
+                messages,
+                bytes,
+            });
+        }
     };
     let (ss, ts) = (server_name(source), server_name(target));
     let mut ctx = CopyContext {
@@ -1316,12 +1314,7 @@ async fn copy_step(
     };
     let output = serde_json::json!({ "folders": outcomes, "total": total, "flow": survey.flow() })
         .to_string();
-    Ok(StepResult::Done {
-        summary,
-        output,
-        messages: total.copied,
-        bytes: total.bytes,
-    })
+    Ok(StepResult::Done { summary, output })
 }
 
 async fn verify_step(
@@ -1348,12 +1341,7 @@ async fn verify_step(
     let missing: u64 = checks.iter().map(|c| c.missing_count).sum();
     let output = serde_json::json!({ "folders": checks, "missing": missing }).to_string();
     match verify_verdict(&checks, shared.plan.resets_source(a)) {
-        Ok(summary) => Ok(StepResult::Done {
-            summary,
-            output,
-            messages: 0,
-            bytes: 0,
-        }),
+        Ok(summary) => Ok(StepResult::Done { summary, output }),
         Err(failure) => {
             if let Some(store) = &shared.store
                 && shared.mode == RunMode::Real

@@ -147,6 +147,16 @@ fn plain_words(text: &str) -> String {
         };
         code = response_code(c);
         info
+    } else if let Some(rest) = text.strip_prefix("outcome: Outcome { code: ") {
+        // `outcome: Outcome { code: None, information: Some("…") }` (SELECT, EXAMINE).
+        let Some((c, info)) = rest
+            .strip_suffix(" }")
+            .and_then(|r| r.split_once(", information: "))
+        else {
+            return text.to_owned();
+        };
+        code = response_code(c);
+        info
     } else if let Some(info) = text.strip_prefix("outcome: ") {
         info
     } else if let Some(rest) = text.strip_prefix("status: ") {
@@ -303,6 +313,10 @@ mod tests {
             (
                 r#"status: Bye, code: Some(ReadOnly), information: Some("Shutting down")"#,
                 "[READ-ONLY] Shutting down",
+            ),
+            (
+                r#"outcome: Outcome { code: None, information: Some("Mailbox doesn't exist: Sent") }"#,
+                "Mailbox doesn't exist: Sent",
             ),
             ("[OVERQUOTA] Quota exceeded", "[OVERQUOTA] Quota exceeded"),
             ("code: odd", "code: odd"),

@@ -129,3 +129,44 @@ fn status_exits_1_when_a_step_failed() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(status(&s, plan).0, Some(0));
 }
+
+#[test]
+fn the_summary_after_an_interrupt_counts_what_was_really_copied() {
+    let s = Sandbox::new();
+    Corpus::with_seed(600, 6).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let proxy = s.throttled(1_500_000);
+    let plan = s.plan("summary", Some(proxy.addr()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let mut child = s
+        .command(&["apply", plan, "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while super::target_count(&s.dovecot) < 100 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    super::signal(&child, "TERM");
+    let code = super::wait_exit(&mut child, Duration::from_secs(60));
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().expect("stdout"), &mut out).ok();
+    assert_eq!(code, Some(130), "{out}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let finished = events.last().expect("events");
+    assert_eq!(finished["event"], "finished", "{out}");
+    assert_eq!(finished["interrupted"], true, "{out}");
+    // What the target holds now is what this run copied (it started empty).
+    let on_target = s.target().message_total() as u64;
+    assert!(on_target >= 100, "{on_target}");
+    assert_eq!(finished["messages"].as_u64(), Some(on_target), "{finished}");
+    let bytes: u64 = events
+        .iter()
+        .filter(|e| e["event"] == "copied")
+        .filter_map(|e| e["bytes"].as_u64())
+        .sum();
+    assert_eq!(finished["bytes"].as_u64(), Some(bytes), "{finished}");
+}
