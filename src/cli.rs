@@ -228,6 +228,23 @@ pub fn run() -> u8 {
             };
             match load_shown(&path, color, detail, secrets) {
                 Ok(mut plan) => {
+                    if !refresh {
+                        // (With --refresh, read_and_select checked and selected already.)
+                        let mut unknown = Diagnostics::default();
+                        unknown.extend(unknown_selection(&plan, &only, &exclude));
+                        if unknown.has_errors() {
+                            let mut err = io::stderr().lock();
+                            let _ = diagnostics::render(
+                                &unknown,
+                                Format::Human,
+                                color,
+                                detail,
+                                &mut io::sink(),
+                                &mut err,
+                            );
+                            return EXIT_INVALID;
+                        }
+                    }
                     plan.select(&only, &exclude);
                     let live = if refresh {
                         match runtime().map(|r| r.block_on(crate::exec::refresh::refresh(&plan))) {
@@ -321,7 +338,7 @@ pub fn run() -> u8 {
             Ok(plan) => match snapshot::read(&plan, &state.resolve(&plan, &path)) {
                 Ok(s) => {
                     let _ = crate::report::run::render_status(&s, format, &mut io::stdout().lock());
-                    0
+                    s.exit_code()
                 }
                 Err(e) => print_error(&e, color, EXIT_INVALID),
             },
@@ -496,6 +513,7 @@ fn read_and_select(path: &Path, secrets: Secrets<'_>) -> (Option<Plan>, Diagnost
             let (mut plan, mut diags) = plan::load_with(&source, path, &read_import);
             if let Some(p) = &mut plan {
                 if let Secrets::Required(only, exclude) = secrets {
+                    diags.extend(unknown_selection(p, only, exclude));
                     p.select(only, exclude);
                 }
                 if !matches!(secrets, Secrets::Unused) {
@@ -518,6 +536,34 @@ fn read_and_select(path: &Path, secrets: Secrets<'_>) -> (Option<Plan>, Diagnost
             (None, diags)
         }
     }
+}
+
+/// An error for each `--only`/`--exclude` address (lower-cased) that is no account of the plan,
+/// with the closest one as a "did you mean": a typo must not turn into a run of nothing.
+fn unknown_selection(plan: &Plan, only: &[String], exclude: &[String]) -> Vec<Diagnostic> {
+    let known: std::collections::HashSet<&str> =
+        plan.accounts.iter().map(|a| a.address.as_str()).collect();
+    let addresses: Vec<&str> = plan.accounts.iter().map(|a| a.address.as_str()).collect();
+    let flagged = only
+        .iter()
+        .map(|a| ("--only", a))
+        .chain(exclude.iter().map(|a| ("--exclude", a)));
+    flagged
+        .filter(|(_, a)| !known.contains(a.as_str()))
+        .map(|(flag, a)| {
+            let help = match plan::decode::did_you_mean(a, &addresses) {
+                Some(close) => format!("did you mean `{close}`?"),
+                None => "`mailplan plan PLAN` lists the plan's accounts; addresses are matched \
+                         ignoring case"
+                    .to_owned(),
+            };
+            Diagnostic::error(
+                Code::UnknownAccount,
+                format!("{flag} {a}: no account of the plan has this address; nothing was run"),
+            )
+            .with_help(help)
+        })
+        .collect()
 }
 
 /// For commands that need a valid plan: warnings are shown, errors end the command with 2.

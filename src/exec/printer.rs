@@ -81,6 +81,12 @@ pub enum Event<'a> {
         bytes: u64,
     },
     Interrupting,
+    /// Something the run cannot go on without is slow to answer: said at a steady interval, so
+    /// that a long silence never hides what the run waits for.
+    Waiting {
+        what: &'a str,
+        elapsed: Duration,
+    },
     Finished {
         done: usize,
         failed: usize,
@@ -310,6 +316,10 @@ fn line(event: &Event<'_>) -> Option<String> {
             s
         }
         Event::Copied { .. } => return None,
+        Event::Waiting { what, elapsed } => format!(
+            "waiting for {what} ({} s so far; Ctrl-C stops)",
+            elapsed.as_secs()
+        ),
         Event::Interrupting => "interrupt: finishing the current batches, then stopping (press \
                                 Ctrl-C again to stop at once; apply resumes either way)"
             .to_owned(),
@@ -386,6 +396,9 @@ fn json_event(event: &Event<'_>) -> serde_json::Value {
             bytes,
         } => json!({"event": "copied", "account": account, "messages": messages, "bytes": bytes}),
         Event::Interrupting => json!({"event": "interrupting"}),
+        Event::Waiting { what, elapsed } => {
+            json!({"event": "waiting", "for": what, "seconds": elapsed.as_secs()})
+        }
         Event::Finished {
             done,
             failed,

@@ -157,6 +157,10 @@ struct Shared {
     verified: Mutex<HashMap<usize, Vec<copy::FolderCheck>>>,
     /// Message sizes the IMAP targets refused as too large in this run.
     size_refusals: copy::SizeRefusals,
+    /// Messages and bytes the targets acknowledged in this run, whatever became of their step
+    /// (an interrupted or failed copy carried mail too): the run's summary counts these.
+    copied: std::sync::atomic::AtomicU64,
+    copied_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// The stable name of a step in the state store and the output: `copy-mail alice@x.example`.
@@ -180,6 +184,7 @@ async fn ovh_preflight(
     plan: &Plan,
     options: &ApplyOptions,
     credentials: &[Credentials],
+    printer: &Printer,
 ) -> Result<Option<ovh::Ovh>, ExecError> {
     if plan.accounts.iter().all(|a| a.flow == Flow::ImapToImap) {
         return Ok(None);
@@ -192,7 +197,17 @@ async fn ovh_preflight(
             .and_then(|s| s.step(&format!("{} {who}", kind.name())).ok().flatten())
             .is_some_and(|r| r.status == "done")
     };
-    let problems = super::preflight::check(&ovh_side, plan, credentials, &done).await?;
+    let what = format!(
+        "the OVH API at {} (its clock, the services, domains and accounts the plan names, \
+         checked before anything changes)",
+        ovh_side.client.base_url()
+    );
+    let problems = announced(
+        printer,
+        &what,
+        super::preflight::check(&ovh_side, plan, credentials, &done),
+    )
+    .await?;
     if !problems.is_empty() {
         return Err(ExecError::Preflight {
             count: problems.len(),
@@ -204,6 +219,27 @@ async fn ovh_preflight(
         });
     }
     Ok(Some(ovh_side))
+}
+
+/// The first notice of a wait, then one every [`WAIT_NOTICE_EVERY`].
+const WAIT_NOTICE_AFTER: Duration = Duration::from_secs(5);
+const WAIT_NOTICE_EVERY: Duration = Duration::from_secs(10);
+
+/// Run `work`, saying what the run waits for while it takes long (an unreachable API is
+/// retried for minutes: the operator must see why nothing happens).
+async fn announced<F: std::future::Future>(printer: &Printer, what: &str, work: F) -> F::Output {
+    let started = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval_at(started + WAIT_NOTICE_AFTER, WAIT_NOTICE_EVERY);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = ticks.tick() => printer.event(&Event::Waiting {
+                what,
+                elapsed: started.elapsed(),
+            }),
+        }
+    }
 }
 
 /// Resolve every account's logins and passwords; all problems at once.
@@ -272,6 +308,11 @@ fn fingerprints(plan: &Plan, graph: &StepGraph) -> Vec<String> {
         if let Some(i) = step.account {
             let a = &plan.accounts[i];
             h.update(account_definition(plan, a));
+            // Only the step that writes it: another display name configures the target again,
+            // it does not make the copy or the checks of other steps look changed by itself.
+            if step.kind == StepKind::ConfigureTarget {
+                h.update(format!("display-name:{:?}", a.display_name));
+            }
         }
         if let Some(d) = &step.domain {
             h.update(d);
@@ -320,12 +361,7 @@ fn hex(bytes: &[u8]) -> String {
 /// What a step task returns.
 #[derive(Debug)]
 enum StepResult {
-    Done {
-        summary: String,
-        output: String,
-        messages: u64,
-        bytes: u64,
-    },
+    Done { summary: String, output: String },
     Failed(String),
     Interrupted,
 }
@@ -338,7 +374,7 @@ pub async fn apply(
 ) -> Result<RunSummary, ExecError> {
     let credentials = resolve_credentials(&plan)?;
     let graph = Arc::new(StepGraph::build(&plan));
-    let ovh_side = ovh_preflight(&plan, options, &credentials).await?;
+    let ovh_side = ovh_preflight(&plan, options, &credentials, &printer).await?;
     let fps = fingerprints(&plan, &graph);
     let pid = std::process::id();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
@@ -393,6 +429,8 @@ pub async fn apply(
         ovh: ovh_side,
         verified: Mutex::new(HashMap::new()),
         size_refusals: copy::SizeRefusals::default(),
+        copied: 0.into(),
+        copied_bytes: 0.into(),
     });
 
     let mut summary = RunSummary::default();
@@ -527,8 +565,6 @@ pub async fn apply(
             StepResult::Done {
                 summary: text,
                 output,
-                messages,
-                bytes,
             } => {
                 with_store(&|s| s.step_finished(key, "done", Some(ms), Some(&output), None));
                 printer.event(&Event::StepDone {
@@ -537,8 +573,6 @@ pub async fn apply(
                     ms: u64::try_from(ms).unwrap_or(0),
                 });
                 summary.done += 1;
-                summary.messages += messages;
-                summary.bytes += bytes;
                 queue.finish(id);
             }
             StepResult::Failed(error) => {
@@ -567,6 +601,9 @@ pub async fn apply(
     let state_failed = shared.state_failed.load(Ordering::SeqCst);
     summary.interrupted = stop.load(Ordering::SeqCst) && !state_failed;
     summary.failed += usize::from(state_failed);
+    summary.interrupted = stop.load(Ordering::SeqCst);
+    summary.messages = shared.copied.load(Ordering::SeqCst);
+    summary.bytes = shared.copied_bytes.load(Ordering::SeqCst);
     signals.abort();
     if let (Some(s), false) = (&store, dry)
         && let Ok(guard) = s.lock()
@@ -679,17 +716,34 @@ async fn interrupted() {
 struct StoreLedger<'a> {
     store: Option<&'a Mutex<StateStore>>,
     account: &'a str,
+    /// Where this account's mail goes now (see [`route`]): a folder's record is only trusted
+    /// for the route and target folder it was recorded on.
+    route: String,
     mode: RunMode,
     /// The run's [`Shared`], told when a write fails (the run stops).
     shared: &'a Shared,
 }
 
+/// The mailboxes an account's copy reads and writes, as the plan says today: the source login
+/// and server, the target login and server. An edit of any of them between runs makes every
+/// folder's record of the old route untrustworthy for the new one.
+fn route(c: &Credentials, source: &ImapServer, target: &ImapServer) -> String {
+    format!(
+        "{} at {} -> {} at {}",
+        c.source_login,
+        server_name(source),
+        c.target_login,
+        server_name(target)
+    )
+}
+
 impl<'a> StoreLedger<'a> {
-    /// The ledger of one account of the run.
-    fn of(shared: &'a Shared, account: &'a Account) -> Self {
+    /// The ledger of account `i` of the run, copying from `source` to `target`.
+    fn of(shared: &'a Shared, i: usize, source: &ImapServer, target: &ImapServer) -> Self {
         StoreLedger {
             store: shared.store.as_deref(),
-            account: &account.address,
+            account: &shared.plan.accounts[i].address,
+            route: route(&shared.credentials[i], source, target),
             mode: shared.mode,
             shared,
         }
@@ -717,17 +771,23 @@ impl StoreLedger<'_> {
 }
 
 impl Ledger for StoreLedger<'_> {
-    fn folder(&self, source: &str) -> Result<Option<FolderRecord>, String> {
+    fn folder(&self, source: &str, target: &str) -> Result<Option<FolderRecord>, String> {
         if self.store.is_none() {
             return Ok(None);
         }
-        self.with(|s| s.folder(self.account, source))
+        self.with(|s| s.folder(self.account, source, target, &self.route))
     }
     fn begin_batch(&self, source: &str, target: &str, uidvalidity: u32) -> Result<(), String> {
-        self.write(|s| s.begin_batch(self.account, source, target, uidvalidity))
+        self.write(|s| s.begin_batch(self.account, source, target, &self.route, uidvalidity))
     }
-    fn end_batch(&self, source: &str, r: FolderRecord, c: &FolderCounts) -> Result<(), String> {
-        self.write(|s| s.end_batch(self.account, source, r, c))
+    fn end_batch(
+        &self,
+        source: &str,
+        target: &str,
+        r: FolderRecord,
+        c: &FolderCounts,
+    ) -> Result<(), String> {
+        self.write(|s| s.end_batch(self.account, source, target, &self.route, r, c))
     }
     fn issue(&self, source: &str, uid: u32, kind: IssueKind, detail: &str) -> Result<(), String> {
         self.write(|s| s.issue(self.account, source, uid, kind, detail))
@@ -817,12 +877,7 @@ async fn imap_step(shared: &Shared, kind: StepKind, i: usize) -> Result<StepResu
 }
 
 fn done(summary: String, output: String) -> StepResult {
-    StepResult::Done {
-        summary,
-        output,
-        messages: 0,
-        bytes: 0,
-    }
+    StepResult::Done { summary, output }
 }
 
 /// The OVH API steps.
@@ -1179,7 +1234,7 @@ async fn copy_step(
 ) -> Result<StepResult, StepError> {
     let a = &shared.plan.accounts[i];
     let (mut s, mut t, _slots) = sessions(shared, i, source, target).await?;
-    let ledger = StoreLedger::of(shared, a);
+    let ledger = StoreLedger::of(shared, i, source, target);
     let printer = &shared.printer;
     let address = a.address.as_str();
     let dry = shared.mode == RunMode::DryRun;
@@ -1201,11 +1256,15 @@ async fn copy_step(
                 });
             }
         }
-        CopyEvent::Copied { messages, bytes } => printer.event(&Event::Copied {
-            account: address,
-            messages,
-            bytes,
-        }),
+        CopyEvent::Copied { messages, bytes } => {
+            shared.copied.fetch_add(messages, Ordering::SeqCst);
+            shared.copied_bytes.fetch_add(bytes, Ordering::SeqCst);
+            printer.event(&Event::Copied {
+                account: address,
+                messages,
+                bytes,
+            });
+        }
     };
     let (ss, ts) = (server_name(source), server_name(target));
     let mut ctx = CopyContext {
@@ -1295,12 +1354,7 @@ async fn copy_step(
     };
     let output = serde_json::json!({ "folders": outcomes, "total": total, "flow": survey.flow() })
         .to_string();
-    Ok(StepResult::Done {
-        summary,
-        output,
-        messages: total.copied,
-        bytes: total.bytes,
-    })
+    Ok(StepResult::Done { summary, output })
 }
 
 /// The folders the target refused to create, for a copy's summary (the report has why).
@@ -1335,7 +1389,7 @@ async fn verify_step(
         None => {
             let (mut s, mut t, _slots) = sessions(shared, i, source, target).await?;
             let (ss, ts) = (server_name(source), server_name(target));
-            let ledger = StoreLedger::of(shared, a);
+            let ledger = StoreLedger::of(shared, i, source, target);
             let checks = copy::verify_account(&mut s, &ss, &mut t, &ts, &a.copy, &ledger).await?;
             let _ = s.logout().await;
             let _ = t.logout().await;
@@ -1345,12 +1399,7 @@ async fn verify_step(
     let missing: u64 = checks.iter().map(|c| c.missing_count).sum();
     let output = serde_json::json!({ "folders": checks, "missing": missing }).to_string();
     match verify_verdict(&checks, shared.plan.resets_source(a)) {
-        Ok(summary) => Ok(StepResult::Done {
-            summary,
-            output,
-            messages: 0,
-            bytes: 0,
-        }),
+        Ok(summary) => Ok(StepResult::Done { summary, output }),
         Err(failure) => {
             if let Some(store) = &shared.store
                 && shared.mode == RunMode::Real
@@ -1529,6 +1578,42 @@ platforms:
             );
             assert!(b <= Duration::from_secs(60));
         }
+    }
+
+    fn fingerprints_of(display_name: &str) -> HashMap<String, String> {
+        use crate::plan::load;
+        use crate::plan::source::SourceFile;
+        let text = format!(
+            "version: 1
+platforms:
+  old: {{ type: ovh-mxplan, service: mxplan-1 }}
+  ex: {{ type: ovh-exchange, organization: hosted-1, imap: {{ host: ex5.mail.ovh.net }} }}
+domains:
+  - {{ name: acme.example, platform: ex }}
+accounts:
+  - {{ address: a@acme.example, from: old, to: ex, display-name: {display_name},
+      source-password: {{ env: A }}, target-password: {{ env: B }} }}
+"
+        );
+        let path = std::path::Path::new("p.yaml");
+        let (plan, diags) = load(&SourceFile::new("p.yaml", text), path);
+        let plan = plan.unwrap_or_else(|| panic!("{:?}", diags.items));
+        let graph = StepGraph::build(&plan);
+        let fps = fingerprints(&plan, &graph);
+        graph
+            .graph
+            .node_indices()
+            .map(|id| (step_key(&plan, &graph, id), fps[id.index()].clone()))
+            .collect()
+    }
+
+    #[test]
+    fn another_display_name_configures_the_target_again_and_touches_no_earlier_step() {
+        let (before, after) = (fingerprints_of("Alice"), fingerprints_of("Alice Smith"));
+        let changed = |key: &str| before[key] != after[key];
+        assert!(changed("configure-target a@acme.example"));
+        assert!(!changed("rename-source a@acme.example"));
+        assert!(!changed("add-domain acme.example"));
     }
 
     #[test]

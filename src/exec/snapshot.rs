@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::state::{FolderRow, IssueRow, StateError, StateStore, StepRecord};
+use super::state::{FolderRow, IssueRow, LockHolder, StateError, StateStore, StepRecord};
 use crate::plan::model::Plan;
 
 /// One account as recorded.
@@ -38,9 +38,27 @@ pub struct Snapshot {
     /// `false` when `apply` never ran (no store yet).
     pub exists: bool,
     pub last_run: Option<String>,
+    /// The `apply` running on this state now (host, pid, since), when one is.
+    pub running: Option<LockHolder>,
+    /// An `apply` that held the lock and died without finishing (killed, a crash): its steps
+    /// marked running were interrupted.
+    pub stale_lock: Option<LockHolder>,
     /// Steps not tied to an account (domains, wave gates).
     pub shared_steps: Vec<StepRecord>,
     pub accounts: Vec<AccountState>,
+}
+
+impl Snapshot {
+    /// `status`'s exit code: 1 when a step failed or was skipped because of a failure (what
+    /// `apply` would exit with), 0 otherwise (done, not started, in progress or running).
+    pub fn exit_code(&self) -> u8 {
+        let mut steps = self
+            .accounts
+            .iter()
+            .flat_map(|a| &a.steps)
+            .chain(&self.shared_steps);
+        u8::from(steps.any(|s| s.status == "failed" || s.status == "skipped"))
+    }
 }
 
 /// Read the store at `path` (absent: every account shown as not started).
@@ -52,16 +70,33 @@ pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError>
         state: path.display().to_string(),
         exists: store.is_some(),
         last_run: None,
+        running: None,
+        stale_lock: None,
         shared_steps: Vec::new(),
         accounts: Vec::with_capacity(plan.accounts.len()),
     };
     let steps = match &store {
         Some(s) => {
             snapshot.last_run = s.meta("last_run")?;
+            if let Some(holder) = s.lock_holder()? {
+                let host = gethostname::gethostname().to_string_lossy().into_owned();
+                if holder.alive(&host) {
+                    snapshot.running = Some(holder);
+                } else {
+                    snapshot.stale_lock = Some(holder);
+                }
+            }
             s.steps()?
         }
         None => Vec::new(),
     };
+    let mut steps = steps;
+    if snapshot.running.is_none() {
+        // No apply runs now: a step still marked running was cut short (a kill, a crash).
+        for step in steps.iter_mut().filter(|s| s.status == "running") {
+            "interrupted".clone_into(&mut step.status);
+        }
+    }
     let mut by_account: std::collections::HashMap<String, Vec<StepRecord>> =
         std::collections::HashMap::new();
     for step in steps {

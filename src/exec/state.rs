@@ -13,6 +13,12 @@
 //! mailplan, another plan's store, a symbolic link, and a file or `.mailplan/` folder that
 //! others may read or change (see [`check_place`]). The batch marker written before each
 //! APPEND group ([`StateStore::begin_batch`]) is synced to disk, so a power cut cannot lose it.
+//!
+//! A folder's record belongs to one *route*: the source mailbox (login and server) and the
+//! target mailbox and folder it was copied to. It is only found again for that same route, so a
+//! plan edited between runs (another `target-login`, target server or platform, a `map` entry)
+//! makes the next pass compare the folder with its new target instead of trusting a mark that
+//! was earned elsewhere.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -87,6 +93,23 @@ pub enum StateError {
     },
 }
 
+/// The run lock's holder: the `apply` that took it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockHolder {
+    pub host: String,
+    pub pid: u32,
+    /// When it was taken, `2026-11-24T20:10:00Z`.
+    pub since: String,
+}
+
+impl LockHolder {
+    /// Whether that process still runs, as far as this host can tell: on this host, its pid is
+    /// alive; a lock of another host is taken to be held.
+    pub fn alive(&self, this_host: &str) -> bool {
+        self.host != this_host || process_alive(self.pid)
+    }
+}
+
 /// A step as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StepRecord {
@@ -152,10 +175,16 @@ CREATE TABLE IF NOT EXISTS issues (
 /// `PRAGMA application_id` of a mailplan store: `mlpn` in ASCII.
 pub const APPLICATION_ID: i64 = 0x6d6c_706e;
 /// `PRAGMA user_version` of the schema this mailplan writes: one per entry of `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// `MIGRATIONS[v]` takes a store from version `v` to `v + 1`. Version 0 is an empty file or a
 /// store from before versions were kept (the same tables, no `application_id`).
-const MIGRATIONS: &[&str] = &[SCHEMA];
+/// Version 2: a folder's record belongs to a route (see the module doc); the records of a
+/// version-1 store get the empty route, which matches none, so each folder is compared whole
+/// once (safe: nothing is sent twice), then recorded.
+const MIGRATIONS: &[&str] = &[
+    SCHEMA,
+    "ALTER TABLE folders ADD COLUMN route TEXT NOT NULL DEFAULT '';",
+];
 /// The tables of a version-0 store: a file with any other is not one.
 const TABLES_V0: [&str; 5] = ["meta", "lock", "steps", "folders", "issues"];
 
@@ -175,6 +204,9 @@ enum Found {
 pub struct StateStore {
     conn: Connection,
     path: PathBuf,
+    /// Whether `folders` has its `route` column (a store written before it has none until a
+    /// run that writes opens it; read only, its records are then never trusted).
+    routes: bool,
 }
 
 /// Seconds since the Unix epoch.
@@ -239,6 +271,7 @@ impl StateStore {
         let mut store = StateStore {
             conn,
             path: path.to_owned(),
+            routes: true,
         };
         store
             .conn
@@ -256,6 +289,7 @@ impl StateStore {
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .map_err(|e| store.error(&e))?;
         store.migrate(version)?;
+        store.routes = true;
         store.set_meta("plan_name", plan)?;
         Ok(store)
     }
@@ -288,6 +322,17 @@ impl StateStore {
         Ok(())
     }
 
+    fn has_routes(&self) -> Result<bool, StateError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('folders') WHERE name = 'route'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.error(&e))
+    }
+
     /// Open an existing store of the plan `plan` without writing anything (`status`, `report`,
     /// dry runs); the same refusals as [`StateStore::open`].
     pub fn open_read_only(path: &Path, plan: &str) -> Result<Option<StateStore>, StateError> {
@@ -307,10 +352,13 @@ impl StateStore {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        Ok(Some(StateStore {
+        let mut store = StateStore {
             conn,
             path: path.to_owned(),
-        }))
+            routes: false,
+        };
+        store.routes = store.has_routes()?;
+        Ok(Some(store))
     }
 
     pub fn path(&self) -> &Path {
@@ -359,6 +407,21 @@ impl StateStore {
         )
         .map_err(e)?;
         tx.commit().map_err(e)
+    }
+
+    /// Who holds the run lock, if anyone: a running `apply`, or one that died without
+    /// releasing it.
+    pub fn lock_holder(&self) -> Result<Option<LockHolder>, StateError> {
+        self.conn
+            .query_row("SELECT host, pid, since FROM lock WHERE id = 1", [], |r| {
+                Ok(LockHolder {
+                    host: r.get(0)?,
+                    pid: r.get(1)?,
+                    since: r.get(2)?,
+                })
+            })
+            .optional()
+            .map_err(|e| self.error(&e))
     }
 
     pub fn unlock(&self, pid: u32) -> Result<(), StateError> {
@@ -487,12 +550,23 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn folder(&self, account: &str, source: &str) -> Result<Option<FolderRecord>, StateError> {
+    /// The record of a folder copied along `route` to `target`; none when it was copied along
+    /// another route or to another folder (the plan changed since).
+    pub fn folder(
+        &self,
+        account: &str,
+        source: &str,
+        target: &str,
+        route: &str,
+    ) -> Result<Option<FolderRecord>, StateError> {
+        if !self.routes {
+            return Ok(None);
+        }
         self.conn
             .query_row(
                 "SELECT uidvalidity, last_uid, pending, failed_now FROM folders
-                 WHERE account = ?1 AND source = ?2",
-                params![account, source],
+                 WHERE account = ?1 AND source = ?2 AND target = ?3 AND route = ?4",
+                params![account, source, target, route],
                 |r| {
                     Ok(FolderRecord {
                         uidvalidity: r.get(0)?,
@@ -509,43 +583,52 @@ impl StateStore {
     /// The batch marker, written before a group's first APPEND: synced to disk before it
     /// returns (`synchronous = FULL` for this one commit), so that after a power cut the folder
     /// is still known to be pending and is reconciled rather than trusted.
+    /// The folder is pending, and its record then belongs to
+    /// `route` and `target`.
     pub fn begin_batch(
         &self,
         account: &str,
         source: &str,
         target: &str,
+        route: &str,
         uidvalidity: u32,
     ) -> Result<(), StateError> {
         self.conn
             .execute_batch("PRAGMA synchronous = FULL")
             .map_err(|e| self.error(&e))?;
         let written = self.conn.execute(
-            "INSERT INTO folders (account, source, target, uidvalidity, pending, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5)
-                 ON CONFLICT (account, source) DO UPDATE SET target = ?3, pending = 1,
-                   updated_at = ?5",
-            params![account, source, target, uidvalidity, now()],
+            "INSERT INTO folders (account, source, target, route, uidvalidity, pending,
+                   updated_at)
+                 VALUES (?1, ?2, ?3, ?6, ?4, 1, ?5)
+                 ON CONFLICT (account, source) DO UPDATE SET target = ?3, route = ?6,
+                   pending = 1, updated_at = ?5",
+            params![account, source, target, uidvalidity, now(), route],
         );
         let normal = self.conn.execute_batch("PRAGMA synchronous = NORMAL");
         written.map_err(|e| self.error(&e))?;
         normal.map_err(|e| self.error(&e))
     }
 
+    /// After a batch (or a pass that had nothing to send): the folder's new mark along `route`
+    /// to `target`, and what the batch did.
     pub fn end_batch(
         &self,
         account: &str,
         source: &str,
+        target: &str,
+        route: &str,
         record: FolderRecord,
         counts: &FolderCounts,
     ) -> Result<(), StateError> {
         self.conn
             .execute(
-                "INSERT INTO folders (account, source, target, uidvalidity, last_uid, pending,
-                   failed_now, copied, failed, bytes, updated_at)
-                 VALUES (?1, ?2, '', ?3, ?4, ?10, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (account, source) DO UPDATE SET uidvalidity = ?3, last_uid = ?4,
-                   pending = ?10, failed_now = ?5, copied = copied + ?6, failed = failed + ?7,
-                   bytes = bytes + ?8, updated_at = ?9",
+                "INSERT INTO folders (account, source, target, route, uidvalidity, last_uid,
+                   pending, failed_now, copied, failed, bytes, updated_at)
+                 VALUES (?1, ?2, ?11, ?12, ?3, ?4, ?10, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (account, source) DO UPDATE SET target = ?11, route = ?12,
+                   uidvalidity = ?3, last_uid = ?4, pending = ?10, failed_now = ?5,
+                   copied = copied + ?6, failed = failed + ?7, bytes = bytes + ?8,
+                   updated_at = ?9",
                 params![
                     account,
                     source,
@@ -556,7 +639,9 @@ impl StateStore {
                     counts.failed,
                     counts.bytes,
                     now(),
-                    record.pending
+                    record.pending,
+                    target,
+                    route
                 ],
             )
             .map_err(|e| self.error(&e))?;
@@ -897,9 +982,12 @@ mod tests {
         let path = dir.path().join(".mailplan/p.db");
         let store = StateStore::open(&path, "p").expect("open");
         store
-            .begin_batch("a@x", "INBOX", "INBOX", 7)
+            .begin_batch("a@x", "INBOX", "INBOX", ROUTE, 7)
             .expect("begin");
-        let rec = store.folder("a@x", "INBOX").expect("read").expect("row");
+        let rec = store
+            .folder("a@x", "INBOX", "INBOX", ROUTE)
+            .expect("read")
+            .expect("row");
         assert!(rec.pending);
         let counts = FolderCounts {
             copied: 3,
@@ -912,8 +1000,11 @@ mod tests {
             pending: false,
             failed: 0,
         };
-        store.end_batch("a@x", "INBOX", done, &counts).expect("end");
-        store.end_batch("a@x", "INBOX", done, &counts).expect("end");
+        for _ in 0..2 {
+            store
+                .end_batch("a@x", "INBOX", "INBOX", ROUTE, done, &counts)
+                .expect("end");
+        }
         let rows = store.folders("a@x").expect("rows");
         assert_eq!(rows[0].record, done);
         assert_eq!((rows[0].copied, rows[0].bytes), (6, 600));
@@ -1038,7 +1129,8 @@ mod tests {
             .expect("folder");
         }
         let store = StateStore::open(&path, "p").expect("a version-0 store is adopted");
-        let rec = store.folder("a@x", "INBOX").expect("read").expect("kept");
+        let rows = store.folders("a@x").expect("rows");
+        let rec = rows[0].record;
         assert_eq!((rec.uidvalidity, rec.last_uid), (7, 12));
         drop(store);
         assert_eq!(pragma(&path, "application_id"), APPLICATION_ID);
@@ -1081,6 +1173,74 @@ mod tests {
         assert!(StateStore::open(&open.join("s.db"), "p").is_err());
         restrict(&open, 0o1777).expect("sticky, as /tmp");
         drop(StateStore::open(&open.join("s.db"), "p").expect("a sticky folder is fine"));
+    }
+
+    const ROUTE: &str = "a@x at old:993 -> a@y at new:993";
+
+    #[test]
+    fn a_record_is_found_only_for_the_route_and_target_it_was_earned_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(&dir.path().join("s.db"), "p").expect("open");
+        let done = FolderRecord {
+            uidvalidity: 7,
+            last_uid: 30,
+            pending: false,
+            failed: 0,
+        };
+        let counts = FolderCounts::default();
+        store
+            .end_batch("a@x", "Sent", "Sent", ROUTE, done, &counts)
+            .expect("end");
+        let found =
+            |target: &str, route: &str| store.folder("a@x", "Sent", target, route).expect("read");
+        assert_eq!(found("Sent", ROUTE), Some(done));
+        assert_eq!(found("Sent Items", ROUTE), None, "another target folder");
+        let other = "a@x at old:993 -> b@y at new:993";
+        assert_eq!(found("Sent", other), None, "another target mailbox");
+        // Copied along the new route: the record is that route's now.
+        store
+            .end_batch("a@x", "Sent", "Sent Items", other, done, &counts)
+            .expect("end");
+        assert_eq!(found("Sent Items", other), Some(done));
+        assert_eq!(found("Sent", ROUTE), None);
+    }
+
+    #[test]
+    fn a_store_from_before_routes_gets_the_column_and_its_records_are_not_trusted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        {
+            // A version-1 store, as written before folder records had routes.
+            create_private(&path).expect("create");
+            let conn = Connection::open(&path).expect("create");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1;
+                 INSERT INTO meta (key, value) VALUES ('plan_name', 'p');
+                 INSERT INTO folders (account, source, target, uidvalidity, last_uid)
+                    VALUES ('a@x', 'INBOX', 'INBOX', 7, 30);"
+            ))
+            .expect("an old store");
+        }
+        let read = StateStore::open_read_only(&path, "p")
+            .expect("open")
+            .expect("exists");
+        assert_eq!(
+            read.folder("a@x", "INBOX", "INBOX", ROUTE).expect("read"),
+            None
+        );
+        assert_eq!(
+            read.folders("a@x").expect("rows").len(),
+            1,
+            "status still reads it"
+        );
+        drop(read);
+        let store = StateStore::open(&path, "p").expect("migrated");
+        assert_eq!(pragma(&path, "user_version"), SCHEMA_VERSION);
+        assert_eq!(
+            store.folder("a@x", "INBOX", "INBOX", ROUTE).expect("read"),
+            None
+        );
     }
 
     #[test]

@@ -32,11 +32,10 @@ fn account_state(a: &AccountState) -> &'static str {
         "not started"
     } else if a.steps.iter().any(|s| s.status == "failed") {
         "failed"
-    } else if a
-        .steps
-        .iter()
-        .any(|s| s.status == "running" || s.status == "interrupted")
-    {
+    } else if a.steps.iter().any(|s| s.status == "running") {
+        // Only while an apply holds the lock: the snapshot calls the others interrupted.
+        "running"
+    } else if a.steps.iter().any(|s| s.status == "interrupted") {
         "interrupted"
     } else if status("verify") == Some("done") {
         "verified"
@@ -58,7 +57,13 @@ pub fn render_status(s: &Snapshot, format: StatusFormat, out: &mut dyn Write) ->
         serde_json::to_writer_pretty(&mut *out, s)?;
         return writeln!(out);
     }
-    if s.exists {
+    if let Some(r) = &s.running {
+        writeln!(
+            out,
+            "{}: apply is running (host {}, pid {}, since {}); state {}",
+            s.plan, r.host, r.pid, r.since, s.state
+        )?;
+    } else if s.exists {
         writeln!(
             out,
             "{}: state {} (last run {})",
@@ -66,6 +71,14 @@ pub fn render_status(s: &Snapshot, format: StatusFormat, out: &mut dyn Write) ->
             s.state,
             s.last_run.as_deref().unwrap_or("unfinished")
         )?;
+        if let Some(r) = &s.stale_lock {
+            writeln!(
+                out,
+                "the apply started {} (host {}, pid {}) stopped without finishing; run apply \
+                 again to resume",
+                r.since, r.host, r.pid
+            )?;
+        }
     } else {
         writeln!(
             out,

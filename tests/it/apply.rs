@@ -13,6 +13,10 @@ use crate::support::mailbox::{Multiset, diff, message_count, snapshot};
 use crate::support::proxy::{Faults, Proxy, Side};
 use crate::support::wire;
 
+mod edits;
+mod messages;
+mod status;
+
 const SOURCE: (&str, &str) = ("alice@old.example", "source-secret");
 const TARGET: (&str, &str) = ("alice@new.example", "target-secret");
 

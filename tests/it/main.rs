@@ -6,6 +6,7 @@ mod codes;
 mod harness;
 mod input;
 mod interop;
+mod operator;
 mod ovh;
 mod pipelined;
 mod schema;

@@ -830,7 +830,12 @@ impl<'a, 'c> Appender<'a, 'c> {
             failed: self.counts.failed + self.counts.skipped + self.batch.failed,
         };
         self.ledger
-            .end_batch(&self.m.source.path, record, &self.batch)
+            .end_batch(
+                &self.m.source.path,
+                &self.m.target_path,
+                record,
+                &self.batch,
+            )
             .map_err(CopyError::Ledger)?;
         add(self.counts, &self.batch);
         self.batch = FolderCounts::default();

@@ -187,9 +187,52 @@ async fn handshake(
         TlsConnector::from(config)
             .connect(host, tcp)
             .await
-            .map_err(|e| ImapError::new(ImapErrorKind::Tls, name, "starting TLS", e.to_string()))
+            .map_err(|e| {
+                let words = tls_failure(&server.host, &e);
+                ImapError::new(ImapErrorKind::Tls, name, "starting TLS", words)
+            })
     })
     .await
+}
+
+/// What a failed TLS handshake means to the person running the plan, and what to do: a
+/// certificate from an authority this system does not trust (a private CA, a self-signed
+/// certificate) is the common case, and has two answers.
+fn tls_failure(host: &str, e: &std::io::Error) -> String {
+    use rustls::CertificateError as C;
+    let cause = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let Some(rustls::Error::InvalidCertificate(cert)) = cause else {
+        return e.to_string();
+    };
+    let private = "its certificate is signed by an authority this system does not trust (a \
+                   private CA or a self-signed certificate). To trust that CA, run with \
+                   SSL_CERT_FILE=bundle.pem, a PEM file holding it and the system's roots (e.g. \
+                   `cat /etc/ssl/certs/ca-certificates.crt private-ca.pem > bundle.pem`: the \
+                   file replaces the system's roots for mailplan); or, to accept an \
+                   unauthenticated connection, set `tls-verify: false` in the `imap:` block of \
+                   the platform that names this server in the plan";
+    match cert {
+        C::UnknownIssuer | C::BadSignature => private.to_owned(),
+        C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+            "its certificate is not valid for the name {host}: check `host:` in the platform's \
+             `imap:` block (the name the certificate gives, not an IP address or an alias)"
+        ),
+        C::Expired | C::ExpiredContext { .. } => {
+            "its certificate has expired (or this machine's clock is wrong); the server's \
+             administrator must renew it, or `tls-verify: false` in the platform's `imap:` \
+             block accepts it unauthenticated"
+                .to_owned()
+        }
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "its certificate is not valid yet (is this machine's clock right?)".to_owned()
+        }
+        other => format!(
+            "its certificate was refused ({other}); SSL_CERT_FILE names the authorities to \
+             trust, and `tls-verify: false` in the platform's `imap:` block turns the check off"
+        ),
+    }
 }
 
 /// The system's roots (or `SSL_CERT_FILE`), loaded once per process.
@@ -297,5 +340,37 @@ async fn bounded<T>(
     match tokio::time::timeout(CONNECT_TIMEOUT, fut).await {
         Ok(r) => r,
         Err(_) => Err(ImapError::timeout(name, activity, CONNECT_TIMEOUT)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_untrusted_certificate_says_how_to_trust_its_ca_or_where_to_turn_the_check_off() {
+        let refused = |cert: rustls::CertificateError| {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(cert),
+            );
+            tls_failure("imap.example", &e)
+        };
+        let words = refused(rustls::CertificateError::UnknownIssuer);
+        assert!(words.contains("SSL_CERT_FILE=bundle.pem"), "{words}");
+        assert!(
+            words.contains("`tls-verify: false` in the `imap:` block"),
+            "{words}"
+        );
+        let words = refused(rustls::CertificateError::NotValidForName);
+        assert!(
+            words.contains("not valid for the name imap.example"),
+            "{words}"
+        );
+        let words = refused(rustls::CertificateError::Expired);
+        assert!(words.contains("expired"), "{words}");
+        // Anything else keeps its own words.
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert_eq!(tls_failure("imap.example", &reset), "reset by peer");
     }
 }

@@ -228,7 +228,10 @@ impl TargetFlags {
 /// Where the copy keeps its progress (the state store, for one account). Each call is one
 /// transaction.
 pub trait Ledger: Send + Sync {
-    fn folder(&self, source: &str) -> Result<Option<FolderRecord>, String>;
+    /// The record of `source` as copied to `target` on this account's current route; none when
+    /// the folder was never copied there (a new folder, or a plan edited since: another target
+    /// folder, login or server), which makes the pass compare the folder whole.
+    fn folder(&self, source: &str, target: &str) -> Result<Option<FolderRecord>, String>;
     /// Before the first APPEND of a batch.
     fn begin_batch(&self, source: &str, target: &str, uidvalidity: u32) -> Result<(), String>;
     /// After the last APPEND of a batch was acknowledged: the new mark and what this batch did.
@@ -236,6 +239,7 @@ pub trait Ledger: Send + Sync {
     fn end_batch(
         &self,
         source: &str,
+        target: &str,
         record: FolderRecord,
         counts: &FolderCounts,
     ) -> Result<(), String>;
@@ -410,7 +414,7 @@ impl Survey {
     pub fn work(&self, ledger: &dyn Ledger) -> Work {
         let mut work = Work::default();
         for (m, status) in self.mappings.iter().zip(&self.statuses) {
-            let record = ledger.folder(&m.source.path).ok().flatten();
+            let record = ledger.folder(&m.source.path, &m.target_path).ok().flatten();
             let n = match record.filter(|r| fast_path(r, status)) {
                 Some(r) => status
                     .uid_next
@@ -682,8 +686,8 @@ struct PartLedger<'a> {
 }
 
 impl Ledger for PartLedger<'_> {
-    fn folder(&self, source: &str) -> Result<Option<FolderRecord>, String> {
-        self.inner.folder(source)
+    fn folder(&self, source: &str, target: &str) -> Result<Option<FolderRecord>, String> {
+        self.inner.folder(source, target)
     }
     fn begin_batch(&self, source: &str, target: &str, uidvalidity: u32) -> Result<(), String> {
         self.inner.begin_batch(source, target, uidvalidity)
@@ -691,6 +695,7 @@ impl Ledger for PartLedger<'_> {
     fn end_batch(
         &self,
         source: &str,
+        target: &str,
         record: FolderRecord,
         counts: &FolderCounts,
     ) -> Result<(), String> {
@@ -699,7 +704,7 @@ impl Ledger for PartLedger<'_> {
             pending: true,
             ..record
         };
-        self.inner.end_batch(source, record, counts)
+        self.inner.end_batch(source, target, record, counts)
     }
     fn issue(&self, source: &str, uid: u32, kind: IssueKind, detail: &str) -> Result<(), String> {
         self.inner.issue(source, uid, kind, detail)
@@ -1055,7 +1060,10 @@ async fn copy_folder(
 ) -> Result<FolderOutcome, CopyError> {
     let src = &m.source.path;
     let (ss, ts) = (ctx.source_server, ctx.target_server);
-    let record = ctx.ledger.folder(src).map_err(CopyError::Ledger)?;
+    let record = ctx
+        .ledger
+        .folder(src, &m.target_path)
+        .map_err(CopyError::Ledger)?;
     let uidvalidity = status.uid_validity.unwrap_or(0);
     let mut outcome = FolderOutcome {
         source: src.clone(),
@@ -1235,7 +1243,7 @@ async fn copy_folder(
     };
     let nothing = FolderCounts::default();
     ctx.ledger
-        .end_batch(src, record, &nothing)
+        .end_batch(src, &m.target_path, record, &nothing)
         .map_err(CopyError::Ledger)?;
     Ok(outcome)
 }
@@ -2134,7 +2142,7 @@ pub async fn verify_folders(
             Vec::new()
         };
         let mark = ledger
-            .folder(&m.source.path)
+            .folder(&m.source.path, &m.target_path)
             .ok()
             .flatten()
             .and_then(|r| trusted_mark(&r, source_read.uid_validity));
@@ -2445,13 +2453,19 @@ mod tests {
     struct Written(std::sync::Mutex<Vec<(FolderRecord, u64)>>);
 
     impl Ledger for Written {
-        fn folder(&self, _: &str) -> Result<Option<FolderRecord>, String> {
+        fn folder(&self, _: &str, _: &str) -> Result<Option<FolderRecord>, String> {
             Ok(None)
         }
         fn begin_batch(&self, _: &str, _: &str, _: u32) -> Result<(), String> {
             Ok(())
         }
-        fn end_batch(&self, _: &str, r: FolderRecord, c: &FolderCounts) -> Result<(), String> {
+        fn end_batch(
+            &self,
+            _: &str,
+            _: &str,
+            r: FolderRecord,
+            c: &FolderCounts,
+        ) -> Result<(), String> {
             self.0
                 .lock()
                 .map_err(|e| e.to_string())?
@@ -2484,7 +2498,8 @@ mod tests {
                 pending,
                 failed: 1,
             };
-            part.end_batch("INBOX", record, &done).expect("recorded");
+            part.end_batch("INBOX", "INBOX", record, &done)
+                .expect("recorded");
         }
         let written = inner.0.lock().expect("lock").clone();
         let kept = FolderRecord {

@@ -109,12 +109,15 @@ impl ImapError {
     ) -> Self {
         use async_imap::error::Error as E;
         let (kind, message) = match e {
-            E::Io(e) => (ImapErrorKind::Network, e.to_string()),
+            E::Io(e) => (ImapErrorKind::Network, plain_words(&e.to_string())),
             E::ConnectionLost => (
                 ImapErrorKind::Network,
                 "the server closed the connection".to_owned(),
             ),
-            E::No(text) | E::Bad(text) => (classify_refusal(&text), text),
+            E::No(text) | E::Bad(text) => {
+                let text = plain_words(&text);
+                (classify_refusal(&text), text)
+            }
             other => (ImapErrorKind::Refused, other.to_string()),
         };
         let backoff = if kind == ImapErrorKind::Throttled {
@@ -140,6 +143,106 @@ impl ImapError {
             format!("no answer within {} s", after.as_secs()),
         )
     }
+}
+
+/// The server's words as it wrote them. async-imap hands a NO or BAD over in Rust's debug
+/// notation (`code: None, info: Some("[AUTHENTICATIONFAILED] Authentication failed.")`,
+/// `outcome: Some("…")`); a person reads `[AUTHENTICATIONFAILED] Authentication failed.`.
+/// Any other text is returned as it is.
+fn plain_words(text: &str) -> String {
+    let mut code = None;
+    let info = if let Some(rest) = text.strip_prefix("code: ") {
+        let Some((c, info)) = rest.split_once(", info: ") else {
+            return text.to_owned();
+        };
+        code = response_code(c);
+        info
+    } else if let Some(rest) = text.strip_prefix("outcome: Outcome { code: ") {
+        // `outcome: Outcome { code: None, information: Some("…") }` (SELECT, EXAMINE).
+        let Some((c, info)) = rest
+            .strip_suffix(" }")
+            .and_then(|r| r.split_once(", information: "))
+        else {
+            return text.to_owned();
+        };
+        code = response_code(c);
+        info
+    } else if let Some(info) = text.strip_prefix("outcome: ") {
+        info
+    } else if let Some(rest) = text.strip_prefix("status: ") {
+        // `status: Bye, code: None, information: Some("…")`.
+        let Some((_, rest)) = rest.split_once(", code: ") else {
+            return text.to_owned();
+        };
+        let Some((c, info)) = rest.split_once(", information: ") else {
+            return text.to_owned();
+        };
+        code = response_code(c);
+        info
+    } else {
+        return text.to_owned();
+    };
+    let words = match info {
+        "None" => Some(String::new()),
+        _ => info
+            .strip_prefix("Some(\"")
+            .and_then(|i| i.strip_suffix("\")"))
+            .and_then(unescape),
+    };
+    let Some(words) = words else {
+        return text.to_owned();
+    };
+    match (code, words.is_empty()) {
+        (Some(c), true) => format!("[{c}]"),
+        (Some(c), false) => format!("[{c}] {words}"),
+        (None, true) => "no reason given".to_owned(),
+        (None, false) => words,
+    }
+}
+
+/// `Some(Alert)`, `Some(UidValidity(7))` → `ALERT`, `UIDVALIDITY` (the response code as the
+/// server wrote it, without its arguments); `None` → none.
+fn response_code(debug: &str) -> Option<String> {
+    let inner = debug.strip_prefix("Some(")?.strip_suffix(')')?;
+    let name: String = inner
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    Some(match name.as_str() {
+        "" => return None,
+        "ReadOnly" => "READ-ONLY".to_owned(),
+        "ReadWrite" => "READ-WRITE".to_owned(),
+        "Capabilities" => "CAPABILITY".to_owned(),
+        _ => name.to_ascii_uppercase(),
+    })
+}
+
+/// A Rust string literal's content, unescaped (`\"`, `\\`, `\n`, `\u{e9}`, …).
+fn unescape(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            '0' => out.push('\0'),
+            'u' => {
+                let hex: String = chars
+                    .by_ref()
+                    .skip_while(|c| *c == '{')
+                    .take_while(|c| *c != '}')
+                    .collect();
+                out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+            }
+            other => out.push(other),
+        }
+    }
+    Some(out)
 }
 
 /// NO/BAD texts that mean "try later" rather than "never".
@@ -232,6 +335,56 @@ mod tests {
         assert!(!e.is_retryable());
         let code = miette::Diagnostic::code(&e).map(|c| c.to_string());
         assert_eq!(code.as_deref(), Some("imap::full"));
+    }
+
+    #[test]
+    fn the_servers_words_are_given_as_written_not_in_debug_notation() {
+        let login = ImapError::from_imap(
+            "h:993",
+            "logging in as a@x",
+            async_imap::error::Error::No(
+                r#"code: None, info: Some("[AUTHENTICATIONFAILED] Authentication failed.")"#.into(),
+            ),
+        );
+        assert_eq!(
+            login.to_string(),
+            "IMAP h:993 while logging in as a@x: [AUTHENTICATIONFAILED] Authentication failed."
+        );
+        let cases = [
+            (
+                r#"code: Some(Alert), info: Some("Say \"hi\" to the admin \u{e9}")"#,
+                "[ALERT] Say \"hi\" to the admin é",
+            ),
+            ("code: Some(TryCreate), info: None", "[TRYCREATE]"),
+            ("code: None, info: None", "no reason given"),
+            (
+                r#"outcome: Some("Mailbox doesn't exist: Nope")"#,
+                "Mailbox doesn't exist: Nope",
+            ),
+            (
+                r#"status: Bye, code: Some(ReadOnly), information: Some("Shutting down")"#,
+                "[READ-ONLY] Shutting down",
+            ),
+            (
+                r#"outcome: Outcome { code: None, information: Some("Mailbox doesn't exist: Sent") }"#,
+                "Mailbox doesn't exist: Sent",
+            ),
+            ("[OVERQUOTA] Quota exceeded", "[OVERQUOTA] Quota exceeded"),
+            ("code: odd", "code: odd"),
+        ];
+        for (debug, plain) in cases {
+            assert_eq!(plain_words(debug), plain, "{debug}");
+        }
+        let throttled = ImapError::from_imap(
+            "h:993",
+            "appending",
+            async_imap::error::Error::No(
+                r#"code: None, info: Some("[THROTTLED] Suggested Backoff Time: 100 milliseconds")"#
+                    .into(),
+            ),
+        );
+        assert_eq!(throttled.kind, ImapErrorKind::Throttled);
+        assert_eq!(throttled.backoff, Some(Duration::from_millis(100)));
     }
 
     #[test]
