@@ -6,6 +6,7 @@ mod codes;
 mod harness;
 mod ovh;
 mod pipelined;
+mod report;
 mod schema;
 mod snapshots;
 mod support;
