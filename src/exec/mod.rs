@@ -6,6 +6,7 @@ pub(crate) mod ovh;
 pub mod printer;
 pub mod refresh;
 pub mod runner;
+pub mod saved;
 pub mod secrets;
 pub mod snapshot;
 pub mod state;

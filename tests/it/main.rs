@@ -7,6 +7,7 @@ mod harness;
 mod ovh;
 mod pipelined;
 mod report;
+mod saved_plan;
 mod schema;
 mod snapshots;
 mod support;
