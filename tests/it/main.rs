@@ -5,6 +5,7 @@ mod apply;
 mod codes;
 mod harness;
 mod ovh;
+mod packaging;
 mod pipelined;
 mod report;
 mod saved_plan;
