@@ -812,3 +812,32 @@ fn read_source(path: &Path) -> Result<std::sync::Arc<SourceFile>, Diagnostic> {
     let bytes = fs_err::read(path).map_err(|e| unreadable(&e))?;
     yaml::decode(&name, bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `--format` of every command says what its values are for.
+    #[test]
+    fn every_format_option_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, seen: &mut usize) {
+            for arg in cmd.get_arguments() {
+                if arg.get_long() == Some("format") {
+                    *seen += 1;
+                    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                    assert!(help.len() > 10, "`{path} --format` has no help");
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), seen);
+            }
+        }
+        let mut seen = 0;
+        walk(
+            &<Cli as clap::CommandFactory>::command(),
+            "mailplan",
+            &mut seen,
+        );
+        assert!(seen >= 6, "{seen} --format options");
+    }
+}

@@ -349,3 +349,50 @@ fn the_readme_validate_example_exists_and_says_what_the_readme_shows() {
         );
     }
 }
+
+#[test]
+fn no_escape_codes_off_a_terminal() {
+    let runs: [&[&str]; 6] = [
+        &["validate", "docs/examples/bad.yaml"],
+        &["plan", "plans/demo.yaml"],
+        &["plan", "plans/demo.yaml", "--format", "markdown"],
+        &["graph", "plans/demo.yaml"],
+        &[
+            "status",
+            "plans/demo.yaml",
+            "--state",
+            "/nonexistent/state.db",
+        ],
+        &["--help"],
+    ];
+    for args in runs {
+        // NO_COLOR unset: `--color auto` must see that stdout and stderr are pipes.
+        let out = Command::new(env!("CARGO_BIN_EXE_mailplan"))
+            .args(args)
+            .current_dir(repo())
+            .env_remove("NO_COLOR")
+            .env("TERM", "xterm-256color")
+            .output()
+            .expect("mailplan runs");
+        for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            assert!(
+                !bytes.contains(&0x1b),
+                "`mailplan {}` wrote an escape code on {name}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+    // The demo prints its commands in bold only on a terminal.
+    let demo = read("scripts/demo");
+    let bold = demo
+        .lines()
+        .position(|l| l.contains("\\033["))
+        .expect("the demo's bold step");
+    assert!(
+        demo.lines()
+            .nth(bold - 1)
+            .is_some_and(|l| l.contains("-t 2")),
+        "the demo's escape codes are guarded by a terminal test"
+    );
+}

@@ -196,3 +196,17 @@ fn a_saved_refreshed_plan_is_refused_when_the_live_state_moved() {
     );
     assert_eq!(w.total("alice@new.example", "alice-new"), 0, "nothing ran");
 }
+
+#[test]
+fn plan_refresh_exits_1_when_a_server_cannot_be_read() {
+    let w = World::new();
+    let out = w.run(&["plan", "saved.yaml", "--refresh"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Bob's target login does not exist: his side cannot be read; the dry run is still shown.
+    w.write_csv("nobody@new.example");
+    let out = w.run(&["plan", "saved.yaml", "--refresh"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("cannot read"), "{stdout}");
+    assert!(stdout.contains("alice@old.example"), "{stdout}");
+}
