@@ -163,19 +163,18 @@ fn step_line(st: &StepRecord) -> String {
         Some(_) => st.kind.clone(),
         None => st.key.clone(),
     };
-    let mut line = format!(
-        "  {:<11} {:<22} {}",
-        st.status,
-        what,
-        duration(st.duration_ms)
-    );
+    let mut line = format!("  {:<11} {what:<22}", st.status);
+    if st.duration_ms.is_some() {
+        let _ = write!(line, " {}", duration(st.duration_ms));
+    }
     if st.attempts > 1 {
         let _ = write!(line, " ({} attempts)", st.attempts);
     }
+    let mut line = line.trim_end().to_owned();
     if let Some(e) = &st.error {
         let _ = write!(line, " — {}", e.replace('\n', " "));
     }
-    line.trim_end().to_owned()
+    line
 }
 
 /// A domain's DNS to-do in plain lines: what to change, or that nothing is left.
@@ -770,4 +769,72 @@ fn html(s: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
          </body></html>",
         env!("CARGO_PKG_VERSION")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(status: &str, ms: Option<i64>, error: Option<&str>) -> StepRecord {
+        StepRecord {
+            key: "verify a@b.example".to_owned(),
+            account: Some("a@b.example".to_owned()),
+            kind: "verify".to_owned(),
+            fingerprint: String::new(),
+            status: status.to_owned(),
+            attempts: 1,
+            started_at: None,
+            finished_at: None,
+            duration_ms: ms,
+            output: None,
+            error: error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn durations_read_as_people_read_them() {
+        assert_eq!(duration(Some(0)), "0 ms");
+        assert_eq!(duration(Some(340)), "340 ms");
+        assert_eq!(duration(Some(4_250)), "4.2 s");
+        assert_eq!(duration(Some(185_000)), "3 min 05 s");
+        assert_eq!(duration(Some(3_720_000)), "1 h 02 min");
+        assert_eq!(duration(None), "");
+    }
+
+    #[test]
+    fn a_step_line_has_no_gap_where_a_duration_is_missing() {
+        assert_eq!(
+            step_line(&step("skipped", None, Some("copy-mail failed"))),
+            "  skipped     verify — copy-mail failed"
+        );
+        assert_eq!(
+            step_line(&step("done", Some(72), None)),
+            "  done        verify                 72 ms"
+        );
+    }
+
+    #[test]
+    fn too_large_messages_share_one_reason_and_keep_their_size() {
+        let issue = |detail: &str| IssueRow {
+            account: "a@b.example".to_owned(),
+            folder: "Archive".to_owned(),
+            uid: 1,
+            kind: "too-large".to_owned(),
+            detail: detail.to_owned(),
+        };
+        assert_eq!(
+            split_detail(&issue(
+                "154200 bytes, larger than max-message-size (100000 bytes)"
+            )),
+            (
+                "larger than max-message-size (100000 bytes)".to_owned(),
+                Some(154_200)
+            )
+        );
+        let refused = IssueRow {
+            kind: "refused".to_owned(),
+            ..issue("[LIMIT] too big")
+        };
+        assert_eq!(split_detail(&refused), ("[LIMIT] too big".to_owned(), None));
+    }
 }
