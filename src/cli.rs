@@ -55,6 +55,10 @@ pub enum Command {
         /// (Actions annotations) or `json` (`mailplan.validate/v1`).
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// Do not check that the secrets' variables, files and commands exist (a CI job that
+        /// reviews the plan and has no secrets): no `plan::unresolved_secret` warnings.
+        #[arg(long)]
+        no_secret_check: bool,
     },
     /// The offline dry run: per account the ordered steps and what each would do, totals, stages.
     Plan {
@@ -215,7 +219,11 @@ pub fn run() -> u8 {
         Color::Auto => std::env::var_os("NO_COLOR").is_none() && io::stderr().is_terminal(),
     };
     match cli.command {
-        Command::Validate { plan, format } => validate(&plan, format, color),
+        Command::Validate {
+            plan,
+            format,
+            no_secret_check,
+        } => validate(&plan, format, color, no_secret_check),
         Command::Plan {
             plan: path,
             format,
@@ -758,8 +766,11 @@ fn show_loaded(
     }
 }
 
-fn validate(path: &Path, format: Format, color: bool) -> u8 {
-    let diags = read_and_load(path).1;
+fn validate(path: &Path, format: Format, color: bool, no_secret_check: bool) -> u8 {
+    let mut diags = read_and_load(path).1;
+    if no_secret_check {
+        diags.items.retain(|d| d.code != Code::UnresolvedSecret);
+    }
     let (stdout, stderr) = (io::stdout(), io::stderr());
     let (mut out, mut err) = (stdout.lock(), stderr.lock());
     // A closed pipe on stdout is not worth a second error.

@@ -298,7 +298,10 @@ fn the_github_workflow_is_valid_yaml_and_names_real_commands() {
     // The pull request reviews the saved plan, the merge applies it.
     assert!(runs("plan").contains("--out saved-plan.json"));
     assert!(runs("apply").contains("mailplan apply saved-plan.json"));
-    assert!(runs("plan").contains("mailplan validate migration/plan.yaml --format github"));
+    assert!(
+        runs("plan")
+            .contains("mailplan validate migration/plan.yaml --format github --no-secret-check")
+    );
 
     // Every command and flag named exists.
     let mut named = 0;
@@ -394,5 +397,38 @@ fn no_escape_codes_off_a_terminal() {
             .nth(bold - 1)
             .is_some_and(|l| l.contains("-t 2")),
         "the demo's escape codes are guarded by a terminal test"
+    );
+}
+
+#[test]
+fn validate_no_secret_check_leaves_out_only_the_unset_secret_warnings() {
+    let validate = |extra: &[&str]| {
+        let mut args = vec!["validate", "plans/company-waves.yaml", "--format", "github"];
+        args.extend_from_slice(extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_mailplan"))
+            .args(&args)
+            .current_dir(repo())
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("mailplan runs");
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let all = validate(&[]);
+    // The annotation's title is the code, %-encoded (`plan%3A%3Aunresolved_secret`).
+    assert!(
+        all.contains("unresolved_secret"),
+        "without secrets, validate warns: {all}"
+    );
+    let quiet = validate(&["--no-secret-check"]);
+    assert!(!quiet.contains("unresolved_secret"), "{quiet}");
+    // Every other annotation stays.
+    assert_eq!(
+        quiet.lines().count(),
+        all.lines().count()
+            - all
+                .lines()
+                .filter(|l| l.contains("unresolved_secret"))
+                .count()
     );
 }
