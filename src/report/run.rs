@@ -515,7 +515,8 @@ svg text{font:12px system-ui,'DejaVu Sans',sans-serif;fill:var(--ink)}
 .problem{border-left:4px solid var(--bad);padding:2px 0 2px 12px;margin:12px 0}
 .problem table{margin:4px 0 8px}code{font-size:12px}
 footer{margin-top:36px;color:var(--muted);font-size:12px}
-@media print{body{padding:0;max-width:none;font-size:11px}.charts{grid-template-columns:1fr 1fr}
+@media print{body{padding:0;max-width:none;font-size:11px;-webkit-print-color-adjust:exact;
+print-color-adjust:exact}.cards{grid-template-columns:repeat(6,1fr)}
 section,tr,.problem{break-inside:avoid}h2{break-after:avoid}a{color:inherit}}
 ";
 

@@ -395,4 +395,28 @@ fn the_html_report_renders_in_a_real_browser_without_errors_and_shows_the_state(
     if let Some(keep) = screenshot_path() {
         std::fs::copy(&shot, keep).expect("keep the screenshot");
     }
+
+    // Printable: the browser prints it to a short PDF.
+    let pdf = f.dir.path().join("report.pdf");
+    let out = chromium(&f.dir.path().join("profile-pdf"))
+        .arg("--no-pdf-header-footer")
+        .arg(format!("--print-to-pdf={}", pdf.display()))
+        .arg(&url)
+        .output()
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pdf = std::fs::read(&pdf).expect("the PDF");
+    assert!(pdf.starts_with(b"%PDF"), "a PDF");
+    let pages = pdf
+        .windows(b"/Type /Page\n".len())
+        .filter(|w| w.starts_with(b"/Type /Page") && !w.starts_with(b"/Type /Pages"))
+        .count();
+    assert!(
+        (1..=3).contains(&pages),
+        "{pages} printed pages for four accounts"
+    );
 }
