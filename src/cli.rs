@@ -59,14 +59,21 @@ pub enum Command {
     Validate {
         /// The plan file (YAML).
         plan: PathBuf,
-        /// How to print the diagnostics.
+        /// How to print the diagnostics: `human` (with the YAML around each), `github`
+        /// (Actions annotations) or `json` (`mailplan.validate/v1`).
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// Do not check that the secrets' variables, files and commands exist (a CI job that
+        /// reviews the plan and has no secrets): no `plan::unresolved_secret` warnings.
+        #[arg(long)]
+        no_secret_check: bool,
     },
     /// The offline dry run: per account the ordered steps and what each would do, totals, stages.
     Plan {
         /// The plan file (YAML).
         plan: PathBuf,
+        /// `text` for people, `json` for machines (`mailplan.plan/v1`), `markdown` for a
+        /// pull-request comment.
         #[arg(long, value_enum, default_value_t = DryRunFormat::Text)]
         format: DryRunFormat,
         /// Only these accounts (addresses).
@@ -76,19 +83,29 @@ pub enum Command {
         #[arg(long, num_args = 1..)]
         exclude: Vec<String>,
         /// Also read the live state (read-only): log in, list folders, show where each goes and
-        /// how many messages each side holds.
+        /// how many messages each side holds. Exit 1 when a server cannot be read.
         #[arg(long)]
         refresh: bool,
+        /// Also save this dry run (with the digests of the plan, its imports and, with
+        /// `--refresh`, the live state) for `mailplan apply FILE`, which runs exactly it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Print the plan format's JSON Schema (the one in `schemas/plan.schema.json`).
     Schema,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff) on standard output.
-    Man,
+    /// Print the man page (roff) on standard output, or write every page with `--dir`.
+    Man {
+        /// Write `mailplan.1` and one page per subcommand (`mailplan-apply.1`, …) into this
+        /// folder (made when missing), e.g. `~/.local/share/man/man1`.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Execute the plan: copy and verify mail, recording progress so that a rerun resumes.
     Apply {
-        /// The plan file (YAML).
+        /// The plan file (YAML), or a saved plan (`mailplan plan PLAN --out FILE`): then exactly
+        /// what was reviewed runs, or nothing when the plan, an import or the live state changed.
         plan: PathBuf,
         #[command(flatten)]
         state: StateArg,
@@ -131,6 +148,7 @@ pub enum Command {
         plan: PathBuf,
         #[command(flatten)]
         state: StateArg,
+        /// `text` for people, `json` for machines (`mailplan.status/v1`).
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
     },
@@ -141,6 +159,8 @@ pub enum Command {
         plan: PathBuf,
         #[command(flatten)]
         state: StateArg,
+        /// `markdown` for a ticket, `html` for a browser or print (self-contained), `json` for
+        /// machines (`mailplan.report/v1`).
         #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
         format: ReportFormat,
     },
@@ -148,6 +168,7 @@ pub enum Command {
     Graph {
         /// The plan file (YAML).
         plan: PathBuf,
+        /// `dot` for Graphviz, `mermaid` for Markdown that renders it (GitHub, GitLab).
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
@@ -210,13 +231,18 @@ pub fn run() -> u8 {
         quiet: cli.quiet,
     };
     match cli.command {
-        Command::Validate { plan, format } => validate(&plan, format, color, detail),
+        Command::Validate {
+            plan,
+            format,
+            no_secret_check,
+        } => validate(&plan, format, color, detail, no_secret_check),
         Command::Plan {
             plan: path,
             format,
             only,
             exclude,
             refresh,
+            out,
         } => {
             let only: Vec<String> = only.iter().map(|a| a.to_lowercase()).collect();
             let exclude: Vec<String> = exclude.iter().map(|a| a.to_lowercase()).collect();
@@ -226,12 +252,12 @@ pub fn run() -> u8 {
             } else {
                 Secrets::Checked
             };
-            match load_shown(&path, color, detail, secrets) {
-                Ok(mut plan) => {
+            match load_recorded(&path, color, detail, secrets) {
+                Ok(mut loaded) => {
                     if !refresh {
                         // (With --refresh, read_and_select checked and selected already.)
                         let mut unknown = Diagnostics::default();
-                        unknown.extend(unknown_selection(&plan, &only, &exclude));
+                        unknown.extend(unknown_selection(&loaded.plan, &only, &exclude));
                         if unknown.has_errors() {
                             let mut err = io::stderr().lock();
                             let _ = diagnostics::render(
@@ -245,9 +271,10 @@ pub fn run() -> u8 {
                             return EXIT_INVALID;
                         }
                     }
-                    plan.select(&only, &exclude);
+                    loaded.plan.select(&only, &exclude);
+                    let plan = &loaded.plan;
                     let live = if refresh {
-                        match runtime().map(|r| r.block_on(crate::exec::refresh::refresh(&plan))) {
+                        match runtime().map(|r| r.block_on(crate::exec::refresh::refresh(plan))) {
                             Ok(Ok(live)) => Some(live),
                             Ok(Err(e)) => return print_error(&e, color, e.exit_code()),
                             Err(code) => return code,
@@ -255,17 +282,32 @@ pub fn run() -> u8 {
                     } else {
                         None
                     };
-                    let graph = StepGraph::build(&plan);
-                    let mut out = io::BufWriter::new(io::stdout().lock());
+                    let graph = StepGraph::build(plan);
+                    let mut stdout = io::BufWriter::new(io::stdout().lock());
                     let _ = crate::report::dry_run::render(
-                        &plan,
+                        plan,
                         &graph,
                         format,
                         live.as_deref(),
-                        &mut out,
+                        &mut stdout,
                     );
-                    let _ = out.flush();
-                    0
+                    let _ = stdout.flush();
+                    if let Some(out) = out {
+                        let saved = loaded.record(&path, &only, &exclude, &graph, live.as_deref());
+                        if let Err(e) = crate::exec::saved::write(&out, &saved) {
+                            return print_error(&e, color, 1);
+                        }
+                        let _ = writeln!(
+                            io::stderr(),
+                            "saved plan written to {}; `mailplan apply {0}` runs exactly this",
+                            out.display()
+                        );
+                    }
+                    // A server that could not be read: the dry run is incomplete.
+                    match &live {
+                        Some(live) if live.iter().any(|a| a.error.is_some()) => 1,
+                        _ => 0,
+                    }
                 }
                 Err(code) => code,
             }
@@ -281,13 +323,7 @@ pub fn run() -> u8 {
             clap_complete::generate(shell, &mut cmd, "mailplan", &mut io::stdout());
             0
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            match clap_mangen::Man::new(cmd).render(&mut io::stdout()) {
-                Ok(()) => 0,
-                Err(_) => 1,
-            }
-        }
+        Command::Man { dir } => man(dir.as_deref()),
         Command::Apply {
             plan: path,
             state,
@@ -302,10 +338,35 @@ pub fn run() -> u8 {
             only,
             exclude,
         } => {
-            let only: Vec<String> = only.iter().map(|a| a.to_lowercase()).collect();
-            let exclude: Vec<String> = exclude.iter().map(|a| a.to_lowercase()).collect();
-            match load_shown(&path, color, detail, Secrets::Required(&only, &exclude)) {
-                Ok(plan) => {
+            let mut only: Vec<String> = only.iter().map(|a| a.to_lowercase()).collect();
+            let mut exclude: Vec<String> = exclude.iter().map(|a| a.to_lowercase()).collect();
+            // A saved plan: the plan it was made from, checked against what was reviewed.
+            let (path, saved) = match saved_plan(&path, &only, &exclude, color) {
+                Ok(Some((plan_path, saved))) => {
+                    only.clone_from(&saved.only);
+                    exclude.clone_from(&saved.exclude);
+                    (plan_path, Some((path, saved)))
+                }
+                Ok(None) => (path, None),
+                Err(code) => return code,
+            };
+            let loaded = match &saved {
+                Some(_) => load_recorded(&path, color, detail, Secrets::Required(&only, &exclude)),
+                None => load_shown(&path, color, detail, Secrets::Required(&only, &exclude)).map(|plan| Loaded {
+                    plan,
+                    text: std::sync::Arc::from(""),
+                    imports: Vec::new(),
+                }),
+            };
+            match loaded {
+                Ok(loaded) => {
+                    if let Some((file, saved)) = &saved
+                        && let Err(code) =
+                            check_saved(file, saved, &loaded, &path, &only, &exclude, color)
+                    {
+                        return code;
+                    }
+                    let plan = loaded.plan;
                     let options = ApplyOptions {
                         state_path: state.resolve(&plan, &path),
                         parallelism: usize::from(parallelism),
@@ -371,6 +432,163 @@ pub fn run() -> u8 {
             Err(code) => code,
         },
     }
+}
+
+/// `mailplan man`: the top page on stdout, or every page (the top one names
+/// `mailplan-apply(1)` and the others) written into `dir`.
+fn man(dir: Option<&Path>) -> u8 {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let Some(dir) = dir else {
+        return match clap_mangen::Man::new(cmd).render(&mut io::stdout()) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        };
+    };
+    let written = fs_err::create_dir_all(dir).and_then(|()| {
+        clap_mangen::generate_to(cmd, dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("writing the man pages into {}: {e}", dir.display()),
+            )
+        })
+    });
+    match written {
+        Ok(()) => {
+            let _ = writeln!(io::stderr(), "man pages written into {}", dir.display());
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "{e}");
+            1
+        }
+    }
+}
+
+/// A plan loaded for a saved plan: the plan, its text and the digests of the files it imported.
+struct Loaded {
+    plan: Plan,
+    text: std::sync::Arc<str>,
+    imports: Vec<crate::exec::saved::FileDigest>,
+}
+
+impl Loaded {
+    /// What `plan --out` saves and `apply FILE` compares (the dry run as JSON inside).
+    fn record(
+        &self,
+        path: &Path,
+        only: &[String],
+        exclude: &[String],
+        graph: &StepGraph,
+        live: Option<&[crate::exec::refresh::AccountRefresh]>,
+    ) -> crate::exec::saved::SavedPlan {
+        let mut json = Vec::new();
+        let _ =
+            crate::report::dry_run::render(&self.plan, graph, DryRunFormat::Json, live, &mut json);
+        let dry_run = serde_json::from_slice(&json).unwrap_or(serde_json::Value::Null);
+        let plan_path = path.display().to_string();
+        let inputs = crate::exec::saved::Inputs {
+            plan_path: &plan_path,
+            plan_text: &self.text,
+            imports: self.imports.clone(),
+            only,
+            exclude,
+        };
+        crate::exec::saved::record(inputs, &self.plan, graph, live, dry_run)
+    }
+}
+
+/// [`load_shown`], recording the plan's text and every import's digest.
+fn load_recorded(
+    path: &Path,
+    color: bool,
+    detail: Detail,
+    secrets: Secrets<'_>,
+) -> Result<Loaded, u8> {
+    let imports = std::cell::RefCell::new(Vec::new());
+    let recording = |p: &Path, max_len: usize| {
+        let bytes = read_import(p, max_len)?;
+        imports.borrow_mut().push(crate::exec::saved::FileDigest {
+            path: p.display().to_string(),
+            sha256: crate::exec::saved::sha256(&bytes),
+        });
+        Ok(bytes)
+    };
+    let (plan, diags, text) = read_and_select_with(path, secrets, &recording);
+    let plan = show_loaded(path, plan, &diags, color, detail)?;
+    Ok(Loaded {
+        plan,
+        text: text.unwrap_or_else(|| std::sync::Arc::from("")),
+        imports: imports.into_inner(),
+    })
+}
+
+/// When `path` is a saved plan: the plan it was made from and the record. `--only`/`--exclude`
+/// cannot change what was reviewed.
+fn saved_plan(
+    path: &Path,
+    only: &[String],
+    exclude: &[String],
+    color: bool,
+) -> Result<Option<(PathBuf, crate::exec::saved::SavedPlan)>, u8> {
+    use crate::exec::saved;
+    let Ok(bytes) = fs_err::read(path) else {
+        // Not readable here: the plan loader says why.
+        return Ok(None);
+    };
+    if !saved::is_saved_plan(&bytes) {
+        return Ok(None);
+    }
+    let record = saved::read(path, &bytes).map_err(|e| print_error(&e, color, EXIT_INVALID))?;
+    if !only.is_empty() || !exclude.is_empty() {
+        let e = saved::SavedPlanError::Unreadable {
+            path: path.display().to_string(),
+            reason: "--only and --exclude cannot change a saved plan (it keeps the selection \
+                     it was made with)"
+                .to_owned(),
+        };
+        return Err(print_error(&e, color, EXIT_INVALID));
+    }
+    Ok(Some((PathBuf::from(&record.plan.path), record)))
+}
+
+/// `apply FILE`: refuse, naming each difference, unless what would run now is what was saved.
+fn check_saved(
+    file: &Path,
+    saved: &crate::exec::saved::SavedPlan,
+    loaded: &Loaded,
+    path: &Path,
+    only: &[String],
+    exclude: &[String],
+    color: bool,
+) -> Result<(), u8> {
+    use crate::exec::saved;
+    let graph = StepGraph::build(&loaded.plan);
+    let live = if saved.live.is_some() {
+        let read = runtime()?.block_on(crate::exec::refresh::refresh(&loaded.plan));
+        Some(read.map_err(|e| print_error(&e, color, e.exit_code()))?)
+    } else {
+        None
+    };
+    let now = loaded.record(path, only, exclude, &graph, live.as_deref());
+    let list = saved::differences(saved, &now);
+    if list.is_empty() {
+        let _ = writeln!(
+            io::stderr(),
+            "{}: the saved plan matches the plan{}; applying it",
+            file.display(),
+            if live.is_some() {
+                " and the live state"
+            } else {
+                ""
+            }
+        );
+        return Ok(());
+    }
+    let e = saved::SavedPlanError::Stale {
+        path: file.display().to_string(),
+        list,
+    };
+    Err(print_error(&e, color, EXIT_INVALID))
 }
 
 /// The async runtime of the commands that talk to servers.
@@ -508,9 +726,19 @@ enum Secrets<'a> {
 
 /// Read and validate a plan; the diagnostics and the plan when it has no error.
 fn read_and_select(path: &Path, secrets: Secrets<'_>) -> (Option<Plan>, Diagnostics) {
+    let (plan, diags, _) = read_and_select_with(path, secrets, &read_import);
+    (plan, diags)
+}
+
+/// [`read_and_select`] reading the imports through `files`; also returns the plan's text.
+fn read_and_select_with(
+    path: &Path,
+    secrets: Secrets<'_>,
+    files: &dyn plan::FileReader,
+) -> (Option<Plan>, Diagnostics, Option<std::sync::Arc<str>>) {
     match read_source(path) {
         Ok(source) => {
-            let (mut plan, mut diags) = plan::load_with(&source, path, &read_import);
+            let (mut plan, mut diags) = plan::load_with(&source, path, files);
             if let Some(p) = &mut plan {
                 if let Secrets::Required(only, exclude) = secrets {
                     diags.extend(unknown_selection(p, only, exclude));
@@ -528,12 +756,12 @@ fn read_and_select(path: &Path, secrets: Secrets<'_>) -> (Option<Plan>, Diagnost
             if diags.has_errors() {
                 plan = None;
             }
-            (plan, diags)
+            (plan, diags, Some(std::sync::Arc::clone(&source.text)))
         }
         Err(d) => {
             let mut diags = Diagnostics::default();
             diags.push(d);
-            (None, diags)
+            (None, diags, None)
         }
     }
 }
@@ -574,10 +802,21 @@ fn load_valid(path: &Path, color: bool, detail: Detail) -> Result<Plan, u8> {
 /// [`load_valid`], with the secrets checked as the command needs (see [`Secrets`]).
 fn load_shown(path: &Path, color: bool, detail: Detail, secrets: Secrets<'_>) -> Result<Plan, u8> {
     let (plan, diags) = read_and_select(path, secrets);
+    show_loaded(path, plan, &diags, color, detail)
+}
+
+/// Show a loaded plan's diagnostics; the plan, or exit 2 when it has errors.
+fn show_loaded(
+    path: &Path,
+    plan: Option<Plan>,
+    diags: &Diagnostics,
+    color: bool,
+    detail: Detail,
+) -> Result<Plan, u8> {
     let stderr = io::stderr();
     let mut err = stderr.lock();
     let _ = diagnostics::render(
-        &diags,
+        diags,
         Format::Human,
         color,
         detail,
@@ -598,8 +837,11 @@ fn load_shown(path: &Path, color: bool, detail: Detail, secrets: Secrets<'_>) ->
     }
 }
 
-fn validate(path: &Path, format: Format, color: bool, detail: Detail) -> u8 {
-    let diags = read_and_select(path, Secrets::Checked).1;
+fn validate(path: &Path, format: Format, color: bool, detail: Detail, no_secret_check: bool) -> u8 {
+    let mut diags = read_and_select(path, Secrets::Checked).1;
+    if no_secret_check {
+        diags.items.retain(|d| d.code != Code::UnresolvedSecret);
+    }
     let (stdout, stderr) = (io::stdout(), io::stderr());
     let (mut out, mut err) = (stdout.lock(), stderr.lock());
     // A closed pipe on stdout is not worth a second error.
@@ -653,4 +895,33 @@ fn read_source(path: &Path) -> Result<std::sync::Arc<SourceFile>, Diagnostic> {
     yaml::check_size(&name, len)?;
     let bytes = fs_err::read(path).map_err(|e| unreadable(&e))?;
     yaml::decode(&name, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `--format` of every command says what its values are for.
+    #[test]
+    fn every_format_option_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, seen: &mut usize) {
+            for arg in cmd.get_arguments() {
+                if arg.get_long() == Some("format") {
+                    *seen += 1;
+                    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                    assert!(help.len() > 10, "`{path} --format` has no help");
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), seen);
+            }
+        }
+        let mut seen = 0;
+        walk(
+            &<Cli as clap::CommandFactory>::command(),
+            "mailplan",
+            &mut seen,
+        );
+        assert!(seen >= 6, "{seen} --format options");
+    }
 }

@@ -8,6 +8,7 @@ pub(crate) mod preflight;
 pub mod printer;
 pub mod refresh;
 pub mod runner;
+pub mod saved;
 pub mod secrets;
 pub mod snapshot;
 pub mod state;

@@ -409,7 +409,7 @@ fn json_event(event: &Event<'_>) -> serde_json::Value {
         } => json!({"event": "finished", "done": done, "failed": failed, "skipped": skipped,
                     "interrupted": interrupted, "messages": messages, "bytes": bytes}),
     };
-    v["schema"] = json!("mailplan.events/v1");
+    v["format"] = json!("mailplan.events/v1");
     v
 }
 
@@ -434,7 +434,7 @@ mod tests {
         );
         let j = json_event(&e);
         assert_eq!(j["event"], "folder");
-        assert_eq!(j["schema"], "mailplan.events/v1");
+        assert_eq!(j["format"], "mailplan.events/v1");
         assert_eq!(human_bytes(1_500_000), "1.5 MB");
         assert_eq!(human_bytes(999), "999 B");
     }

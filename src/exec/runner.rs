@@ -298,7 +298,7 @@ pub(crate) fn resolve_credentials(plan: &Plan) -> Result<Vec<Credentials>, ExecE
 }
 
 /// Fingerprints of every step: its kind, its account's definition and its dependencies'.
-fn fingerprints(plan: &Plan, graph: &StepGraph) -> Vec<String> {
+pub(crate) fn fingerprints(plan: &Plan, graph: &StepGraph) -> Vec<String> {
     let mut out = vec![String::new(); graph.len()];
     let order = toposort(&graph.graph, None).unwrap_or_default();
     for id in order {

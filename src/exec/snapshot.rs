@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::state::{FolderRow, IssueRow, LockHolder, StateError, StateStore, StepRecord};
-use crate::plan::model::Plan;
+use crate::plan::model::{Flow, Plan};
 
 /// One account as recorded.
 #[derive(Debug, Clone, Serialize)]
@@ -27,12 +27,28 @@ pub struct AccountState {
     pub refused: u64,
     /// From the last `verify`: messages missing on the target.
     pub missing: Option<u64>,
+    /// Who copied the mail: `mailplan` (IMAP copy) or `ovh` (a historical MX Plan account,
+    /// moved by OVH's migration; its counts are the ones `verify` took before and after).
+    pub copied_by: &'static str,
+}
+
+/// What the user still has to change in a domain's DNS, from its `check-dns` step.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsTodo {
+    pub domain: String,
+    /// The `check-dns` step's status (`done`, `failed`, …), or `pending` when it has not run.
+    pub status: String,
+    /// What to change (empty once MX, SRV and SPF are valid, or before the check ran).
+    pub advice: Vec<String>,
+    /// When the check ran (UTC, RFC 3339).
+    pub checked_at: Option<String>,
 }
 
 /// The whole plan as recorded.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
-    pub schema: &'static str,
+    /// The JSON format tag (`mailplan.status/v1`; the report's JSON says `mailplan.report/v1`).
+    pub format: &'static str,
     pub plan: String,
     pub state: String,
     /// `false` when `apply` never ran (no store yet).
@@ -43,6 +59,13 @@ pub struct Snapshot {
     /// An `apply` that held the lock and died without finishing (killed, a crash): its steps
     /// marked running were interrupted.
     pub stale_lock: Option<LockHolder>,
+    /// The earliest start and the latest end of any recorded step (UTC, RFC 3339), and the time
+    /// spent between them, in seconds, over every run.
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub elapsed_s: Option<i64>,
+    /// The DNS changes left to the user, per domain the plan checks (MX Plan flows).
+    pub dns: Vec<DnsTodo>,
     /// Steps not tied to an account (domains, wave gates).
     pub shared_steps: Vec<StepRecord>,
     pub accounts: Vec<AccountState>,
@@ -65,13 +88,17 @@ impl Snapshot {
 pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError> {
     let store = StateStore::open_read_only(path, &plan.name)?;
     let mut snapshot = Snapshot {
-        schema: "mailplan.status/v1",
+        format: "mailplan.status/v1",
         plan: plan.name.clone(),
         state: path.display().to_string(),
         exists: store.is_some(),
         last_run: None,
         running: None,
         stale_lock: None,
+        started: None,
+        finished: None,
+        elapsed_s: None,
+        dns: Vec::new(),
         shared_steps: Vec::new(),
         accounts: Vec::with_capacity(plan.accounts.len()),
     };
@@ -97,6 +124,12 @@ pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError>
             "interrupted".clone_into(&mut step.status);
         }
     }
+    let first = steps.iter().filter_map(|s| s.started_at).min();
+    let last = steps.iter().filter_map(|s| s.finished_at).max();
+    snapshot.started = first.map(super::state::timestamp);
+    snapshot.finished = last.map(super::state::timestamp);
+    snapshot.elapsed_s = first.zip(last).map(|(a, b)| (b - a).max(0));
+    snapshot.dns = dns_todo(plan, &steps);
     let mut by_account: std::collections::HashMap<String, Vec<StepRecord>> =
         std::collections::HashMap::new();
     for step in steps {
@@ -125,12 +158,28 @@ pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError>
                 .and_then(|c| c["total"][field].as_u64())
                 .unwrap_or(0)
         };
+        let by_ovh = a.flow == Flow::LegacyToExchange;
+        // A historical account: OVH copied it; `verify` counted the source before the migration
+        // and the Exchange mailbox after it.
+        let counted = |side: &str| -> Option<u64> {
+            let counts = verify.as_ref()?.get(side)?.as_object()?;
+            Some(counts.values().filter_map(serde_json::Value::as_u64).sum())
+        };
+        let (found, on_target) = if by_ovh {
+            (counted("before").unwrap_or(0), counted("after"))
+        } else {
+            (
+                total("found"),
+                copy.as_ref().map(|_| total("already") + total("copied")),
+            )
+        };
         snapshot.accounts.push(AccountState {
             address: a.address.clone(),
             flow: a.flow.name().to_owned(),
-            found: total("found"),
+            copied_by: if by_ovh { "ovh" } else { "mailplan" },
+            found,
             already: total("already"),
-            on_target: copy.as_ref().map(|_| total("already") + total("copied")),
+            on_target,
             copied: folders.iter().map(|f| f.copied).sum(),
             bytes: folders.iter().map(|f| f.bytes).sum(),
             too_large: issues.iter().filter(|i| i.kind == "too-large").count() as u64,
@@ -142,4 +191,36 @@ pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError>
         });
     }
     Ok(snapshot)
+}
+
+/// One entry per domain of the plan (each has its `check-dns` step), in the plan's order.
+fn dns_todo(plan: &Plan, steps: &[StepRecord]) -> Vec<DnsTodo> {
+    plan.domains
+        .iter()
+        .map(|d| {
+            let step = steps
+                .iter()
+                .find(|s| s.kind == "check-dns" && s.key == format!("check-dns {}", d.name));
+            let advice = step
+                .and_then(|s| s.output.as_deref())
+                .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
+                .and_then(|o| {
+                    o["advice"].as_array().map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                })
+                .unwrap_or_default();
+            DnsTodo {
+                domain: d.name.clone(),
+                status: step.map_or_else(|| "pending".to_owned(), |s| s.status.clone()),
+                advice,
+                checked_at: step
+                    .filter(|s| s.status == "done")
+                    .and_then(|s| s.finished_at)
+                    .map(super::state::timestamp),
+            }
+        })
+        .collect()
 }

@@ -304,8 +304,11 @@ fn render_offline(
         Format::Text => {
             writeln!(
                 out,
-                "Plan {}: {} accounts, {} steps in {} stages (dry run: nothing is contacted)",
-                plan.name, totals.accounts, totals.steps, totals.stages
+                "Plan {}: {}, {} in {} (dry run: nothing is contacted)",
+                plan.name,
+                count(totals.accounts, "account"),
+                count(totals.steps, "step"),
+                count(totals.stages, "stage")
             )?;
             if !shared.is_empty() {
                 writeln!(out, "\nShared steps:")?;
@@ -355,12 +358,35 @@ fn render_offline(
             writeln!(out, "### mailplan: `{}`\n", plan.name)?;
             writeln!(
                 out,
-                "**{}** accounts, **{}** steps in **{}** stages.\n",
-                totals.accounts, totals.steps, totals.stages
+                "{}, {} in {}.\n",
+                count_bold(totals.accounts, "account"),
+                count_bold(totals.steps, "step"),
+                count_bold(totals.stages, "stage")
             )?;
             writeln!(out, "| flow | accounts |\n|---|---|")?;
             for (flow, n) in &totals.by_flow {
                 writeln!(out, "| {flow} | {n} |")?;
+            }
+            if !shared.is_empty() {
+                writeln!(
+                    out,
+                    "\nShared steps (one per domain or wave, before or after its accounts):\n\n\
+                     | step | for | what |\n|---|---|---|"
+                )?;
+                for id in &shared {
+                    let step = graph.step(*id);
+                    let what = step
+                        .domain
+                        .clone()
+                        .or_else(|| step.wave.map(|w| format!("wave {w}")))
+                        .unwrap_or_default();
+                    writeln!(
+                        out,
+                        "| {} | {what} | {} |",
+                        step.kind.name(),
+                        describe(plan, graph, *id).replace('|', "\\|")
+                    )?;
+                }
             }
             writeln!(
                 out,
@@ -394,6 +420,24 @@ fn render_offline(
     }
 }
 
+/// `1 account`, `2 accounts`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// `**1** account`, `**2** accounts`.
+fn count_bold(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("**1** {noun}")
+    } else {
+        format!("**{n}** {noun}s")
+    }
+}
+
 fn kind_counts(graph: &StepGraph, stage: &[StepId]) -> String {
     let mut counts: BTreeMap<StepKind, usize> = BTreeMap::new();
     for id in stage {
@@ -414,6 +458,10 @@ mod tests {
     use std::path::Path;
 
     fn render_text(accounts: &str) -> String {
+        render_as(accounts, Format::Text)
+    }
+
+    fn render_as(accounts: &str, format: Format) -> String {
         let text = format!(
             "version: 1\nplatforms:\n  a: {{ type: imap, imap: {{ host: a.example }} }}\n  b: {{ type: imap, imap: {{ host: b.example }} }}\naccounts:\n{accounts}"
         );
@@ -421,8 +469,39 @@ mod tests {
         let plan = plan.unwrap_or_else(|| panic!("{:?}", diags.items));
         let graph = StepGraph::build(&plan);
         let mut out = Vec::new();
-        render(&plan, &graph, Format::Text, None, &mut out).expect("render");
+        render(&plan, &graph, format, None, &mut out).expect("render");
         String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn one_account_is_counted_in_the_singular() {
+        let one = "  - { address: u0@x.example, from: a, to: b }\n";
+        let text = render_text(one);
+        assert!(
+            text.starts_with("Plan p: 1 account, 2 steps in 2 stages"),
+            "{text}"
+        );
+        let md = render_as(one, Format::Markdown);
+        assert!(
+            md.contains("**1** account, **2** steps in **2** stages."),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn markdown_lists_the_shared_steps() {
+        let md = render_as(
+            "  - { address: u0@x.example, from: a, to: b }\n  \
+             - { address: u1@x.example, from: a, to: b, wave: 1 }\n",
+            Format::Markdown,
+        );
+        assert!(
+            md.contains(
+                "| step | for | what |\n|---|---|---|\n| wave-gate | wave 1 | start wave 1 once \
+                 the previous wave is verified |\n"
+            ),
+            "{md}"
+        );
     }
 
     #[test]

@@ -277,7 +277,7 @@ fn a_full_copy_is_exact_a_rerun_copies_nothing_and_a_delta_pass_takes_only_new_m
     let out = s.run(&["status", plan, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-    assert_eq!(status["schema"], "mailplan.status/v1");
+    assert_eq!(status["format"], "mailplan.status/v1");
     let account = &status["accounts"][0];
     assert_eq!(
         account["copied"].as_u64(),

@@ -197,7 +197,7 @@ fn plan_dry_run_in_three_formats_with_selection() {
     let out = mailplan(&["plan", plan, "--only", "JANE@acme.example"]);
     let text = String::from_utf8(out.stdout).expect("utf-8");
     assert!(
-        text.starts_with("Plan acme-to-exchange: 1 accounts"),
+        text.starts_with("Plan acme-to-exchange: 1 account,"),
         "{text}"
     );
     assert!(
