@@ -352,11 +352,13 @@ pub fn run() -> u8 {
             };
             let loaded = match &saved {
                 Some(_) => load_recorded(&path, color, detail, Secrets::Required(&only, &exclude)),
-                None => load_shown(&path, color, detail, Secrets::Required(&only, &exclude)).map(|plan| Loaded {
-                    plan,
-                    text: std::sync::Arc::from(""),
-                    imports: Vec::new(),
-                }),
+                None => load_shown(&path, color, detail, Secrets::Required(&only, &exclude)).map(
+                    |plan| Loaded {
+                        plan,
+                        text: std::sync::Arc::from(""),
+                        imports: Vec::new(),
+                    },
+                ),
             };
             match loaded {
                 Ok(loaded) => {

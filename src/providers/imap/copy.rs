@@ -580,7 +580,7 @@ async fn settle_pending(ctx: &mut CopyContext<'_>, survey: &Survey) -> Result<()
     for m in survey.mappings.iter().filter(|m| m.target_exists) {
         let record = ctx
             .ledger
-            .folder(&m.source.path)
+            .folder(&m.source.path, &m.target_path)
             .map_err(CopyError::Ledger)?;
         if record.is_some_and(|r| r.pending) {
             pending.push((m.target_wire.as_str(), m.target_path.as_str()));
