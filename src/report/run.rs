@@ -528,20 +528,39 @@ fn badge(state: &str) -> String {
     )
 }
 
+/// Bars per chart at most: a chart of thousands of accounts is read by nobody.
+const CHART_BARS: usize = 25;
+
 /// A horizontal bar chart in inline SVG: one bar per account, `value` against the largest.
+/// Beyond [`CHART_BARS`] accounts, only the largest are drawn (the caption says so).
 fn bar_chart(caption: &str, bars: &[(&str, u64, String)]) -> String {
     const ROW: usize = 22;
     const LABEL: usize = 190;
     const WIDTH: usize = 500;
     const BAR: usize = 220;
+    let mut caption = caption.to_owned();
+    let mut largest: Vec<&(&str, u64, String)>;
+    let bars = if bars.len() > CHART_BARS {
+        largest = bars.iter().collect();
+        largest.sort_by_key(|b| std::cmp::Reverse(b.1));
+        largest.truncate(CHART_BARS);
+        let _ = write!(
+            caption,
+            " (the {CHART_BARS} largest of {} accounts)",
+            bars.len()
+        );
+        largest
+    } else {
+        bars.iter().collect()
+    };
     let max = bars.iter().map(|b| b.1).max().unwrap_or(0).max(1);
     let height = bars.len() * ROW + 6;
     let mut svg = format!(
         "<figure><figcaption>{}</figcaption><svg role=\"img\" aria-label=\"{0}\" \
          viewBox=\"0 0 {WIDTH} {height}\" width=\"100%\">",
-        escape(caption)
+        escape(&caption)
     );
-    for (i, (label, value, shown)) in bars.iter().enumerate() {
+    for (i, (label, value, shown)) in bars.iter().copied().enumerate() {
         let y = i * ROW + 4;
         #[allow(clippy::cast_possible_truncation)]
         let w = ((u128::from(*value) * BAR as u128) / u128::from(max)) as usize;
@@ -790,6 +809,26 @@ mod tests {
             output: None,
             error: error.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn a_chart_of_many_accounts_draws_the_largest() {
+        let names: Vec<String> = (0..40).map(|i| format!("u{i}@x.example")).collect();
+        let bars: Vec<(&str, u64, String)> = names
+            .iter()
+            .zip(0u64..)
+            .map(|(n, i)| (n.as_str(), i, i.to_string()))
+            .collect();
+        let svg = bar_chart("Messages", &bars);
+        assert!(
+            svg.contains("Messages (the 25 largest of 40 accounts)"),
+            "{svg}"
+        );
+        assert_eq!(svg.matches("<rect").count(), CHART_BARS);
+        assert!(svg.contains(">u39@x.example<") && !svg.contains(">u14@x.example<"));
+        let few = bar_chart("Messages", &bars[..3]);
+        assert_eq!(few.matches("<rect").count(), 3);
+        assert!(few.contains("<figcaption>Messages</figcaption>"));
     }
 
     #[test]
