@@ -62,14 +62,17 @@ fn duration(ms: Option<i64>) -> String {
     })
 }
 
-/// Whole seconds as people read them: `42 s`, `3 min 05 s`, `1 h 02 min`.
+/// Whole seconds as people read them: `42 s`, `3 min 05 s`, `1 h 02 min`, `3 d 04 h` (a
+/// migration run in waves over days).
 fn human_seconds(s: i64) -> String {
     if s < 60 {
         format!("{s} s")
     } else if s < 3600 {
         format!("{} min {:02} s", s / 60, s % 60)
-    } else {
+    } else if s < 86_400 {
         format!("{} h {:02} min", s / 3600, s % 3600 / 60)
+    } else {
+        format!("{} d {:02} h", s / 86_400, s % 86_400 / 3600)
     }
 }
 
@@ -78,7 +81,8 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// When the steps ran: `2026-12-04T18:01:02Z → 2026-12-04T18:03:10Z (2 min 08 s)`.
+/// When the steps ran: `2026-12-04T18:01:02Z → 2026-12-04T18:03:10Z (2 min 08 s)`, from the
+/// first step's start to the last one's end, over every run (waves may be days apart).
 fn ran(s: &Snapshot) -> Option<String> {
     let (from, to) = (s.started.as_deref()?, s.finished.as_deref()?);
     let took = s.elapsed_s.map(human_seconds).unwrap_or_default();
@@ -838,6 +842,7 @@ mod tests {
         assert_eq!(duration(Some(4_250)), "4.2 s");
         assert_eq!(duration(Some(185_000)), "3 min 05 s");
         assert_eq!(duration(Some(3_720_000)), "1 h 02 min");
+        assert_eq!(human_seconds(3 * 86_400 + 4 * 3600 + 59), "3 d 04 h");
         assert_eq!(duration(None), "");
     }
 
