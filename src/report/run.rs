@@ -61,14 +61,17 @@ fn duration(ms: Option<i64>) -> String {
     })
 }
 
-/// Whole seconds as people read them: `42 s`, `3 min 05 s`, `1 h 02 min`.
+/// Whole seconds as people read them: `42 s`, `3 min 05 s`, `1 h 02 min`, `3 d 04 h` (a
+/// migration run in waves over days).
 fn human_seconds(s: i64) -> String {
     if s < 60 {
         format!("{s} s")
     } else if s < 3600 {
         format!("{} min {:02} s", s / 60, s % 60)
-    } else {
+    } else if s < 86_400 {
         format!("{} h {:02} min", s / 3600, s % 3600 / 60)
+    } else {
+        format!("{} d {:02} h", s / 86_400, s % 86_400 / 3600)
     }
 }
 
@@ -77,7 +80,8 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// When the steps ran: `2026-12-04T18:01:02Z → 2026-12-04T18:03:10Z (2 min 08 s)`.
+/// When the steps ran: `2026-12-04T18:01:02Z → 2026-12-04T18:03:10Z (2 min 08 s)`, from the
+/// first step's start to the last one's end, over every run (waves may be days apart).
 fn ran(s: &Snapshot) -> Option<String> {
     let (from, to) = (s.started.as_deref()?, s.finished.as_deref()?);
     let took = s.elapsed_s.map(human_seconds).unwrap_or_default();
@@ -541,20 +545,39 @@ fn badge(state: &str) -> String {
     )
 }
 
+/// Bars per chart at most: a chart of thousands of accounts is read by nobody.
+const CHART_BARS: usize = 25;
+
 /// A horizontal bar chart in inline SVG: one bar per account, `value` against the largest.
+/// Beyond [`CHART_BARS`] accounts, only the largest are drawn (the caption says so).
 fn bar_chart(caption: &str, bars: &[(&str, u64, String)]) -> String {
     const ROW: usize = 22;
     const LABEL: usize = 190;
     const WIDTH: usize = 500;
     const BAR: usize = 220;
+    let mut caption = caption.to_owned();
+    let mut largest: Vec<&(&str, u64, String)>;
+    let bars = if bars.len() > CHART_BARS {
+        largest = bars.iter().collect();
+        largest.sort_by_key(|b| std::cmp::Reverse(b.1));
+        largest.truncate(CHART_BARS);
+        let _ = write!(
+            caption,
+            " (the {CHART_BARS} largest of {} accounts)",
+            bars.len()
+        );
+        largest
+    } else {
+        bars.iter().collect()
+    };
     let max = bars.iter().map(|b| b.1).max().unwrap_or(0).max(1);
     let height = bars.len() * ROW + 6;
     let mut svg = format!(
         "<figure><figcaption>{}</figcaption><svg role=\"img\" aria-label=\"{0}\" \
          viewBox=\"0 0 {WIDTH} {height}\" width=\"100%\">",
-        escape(caption)
+        escape(&caption)
     );
-    for (i, (label, value, shown)) in bars.iter().enumerate() {
+    for (i, (label, value, shown)) in bars.iter().copied().enumerate() {
         let y = i * ROW + 4;
         #[allow(clippy::cast_possible_truncation)]
         let w = ((u128::from(*value) * BAR as u128) / u128::from(max)) as usize;
@@ -806,12 +829,33 @@ mod tests {
     }
 
     #[test]
+    fn a_chart_of_many_accounts_draws_the_largest() {
+        let names: Vec<String> = (0..40).map(|i| format!("u{i}@x.example")).collect();
+        let bars: Vec<(&str, u64, String)> = names
+            .iter()
+            .zip(0u64..)
+            .map(|(n, i)| (n.as_str(), i, i.to_string()))
+            .collect();
+        let svg = bar_chart("Messages", &bars);
+        assert!(
+            svg.contains("Messages (the 25 largest of 40 accounts)"),
+            "{svg}"
+        );
+        assert_eq!(svg.matches("<rect").count(), CHART_BARS);
+        assert!(svg.contains(">u39@x.example<") && !svg.contains(">u14@x.example<"));
+        let few = bar_chart("Messages", &bars[..3]);
+        assert_eq!(few.matches("<rect").count(), 3);
+        assert!(few.contains("<figcaption>Messages</figcaption>"));
+    }
+
+    #[test]
     fn durations_read_as_people_read_them() {
         assert_eq!(duration(Some(0)), "0 ms");
         assert_eq!(duration(Some(340)), "340 ms");
         assert_eq!(duration(Some(4_250)), "4.2 s");
         assert_eq!(duration(Some(185_000)), "3 min 05 s");
         assert_eq!(duration(Some(3_720_000)), "1 h 02 min");
+        assert_eq!(human_seconds(3 * 86_400 + 4 * 3600 + 59), "3 d 04 h");
         assert_eq!(duration(None), "");
     }
 

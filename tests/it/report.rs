@@ -276,10 +276,12 @@ fn status_and_reports_show_the_dns_to_do_the_historical_counts_and_grouped_probl
     assert!(md.contains("#### bob@old.example"), "{md}");
 }
 
-/// Headless Chromium as the lead's notes say (no network, no first-run, a fresh profile).
+/// Headless Chromium (no network, no first run, a fresh profile), bounded to two minutes.
 fn chromium(profile: &Path) -> Command {
-    let mut c = Command::new("chromium");
+    let mut c = Command::new("timeout");
     c.args([
+        "120",
+        "chromium",
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
