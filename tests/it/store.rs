@@ -148,6 +148,13 @@ fn twenty_immediate_resumes_after_sigkill_behind_a_slow_link_leave_no_duplicate(
         );
         // No waiting: the next run starts while the dead one's bytes are still on the link.
     }
+    // How far the killed runs got (shown with --nocapture): the corpus must outlast them.
+    eprintln!(
+        "{kills} kills in {:?}: {} of {} messages on the target (seed {seed})",
+        started.elapsed(),
+        s.target_count(&watched),
+        corpus.messages.len()
+    );
     let out = s.run(&["apply", plan]);
     let target = snapshot(&s.dovecot, TARGET.0, TARGET.1);
     let source = snapshot(&s.dovecot, SOURCE.0, SOURCE.1);
