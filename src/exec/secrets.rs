@@ -7,6 +7,9 @@
 //! that executes turns those warnings into errors with
 //! [`Diagnostics::escalate`](crate::plan::diag::Diagnostics::escalate).
 //!
+//! Both also warn (`plan::insecure`, never escalated) about a `file:` secret, and for a plan
+//! with OVH steps an `ovh.conf`, that its group or everyone may read.
+//!
 //! Invariant: a secret value only ever lives in a [`Secret`]; no error or diagnostic built here
 //! holds one (they name the reference: the variable, the path, the command).
 
@@ -176,7 +179,49 @@ type Use<'p> = (&'p str, &'static str, Option<&'p Origin>);
 /// the plan can be resolved. One `plan::unresolved_secret` warning per unavailable reference,
 /// labelled where it is first used; the help says how many accounts use it.
 pub fn check(plan: &Plan) -> Diagnostics {
-    check_with(plan, &|name| std::env::var_os(name), &find_program)
+    let mut diags = check_with(plan, &|name| std::env::var_os(name), &find_program);
+    if plan
+        .accounts
+        .iter()
+        .any(|a| a.flow != crate::plan::model::Flow::ImapToImap)
+    {
+        let files = crate::providers::ovh::config::default_files(
+            std::env::home_dir().as_deref(),
+            Path::new("."),
+        );
+        for file in files {
+            if let Some(mode) = readable_by_others(&file) {
+                diags.push(
+                    Diagnostic::warning(
+                        Code::Insecure,
+                        format!(
+                            "{} may be read by others (mode {mode:o}): it holds OVH API keys",
+                            file.display()
+                        ),
+                    )
+                    .with_help(format!("chmod 600 {}", file.display())),
+                );
+            }
+        }
+        diags.sort();
+    }
+    diags
+}
+
+/// The permission bits of a regular file its group or everyone may read.
+fn readable_by_others(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).ok()?;
+        let mode = meta.permissions().mode();
+        (meta.is_file() && mode & 0o044 != 0).then_some(mode & 0o7777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 fn check_with(
@@ -212,6 +257,25 @@ fn check_with(
         }
     }
     let mut diags = Diagnostics::default();
+    for (reference, uses) in &all {
+        if let SecretRef::File(path) = reference
+            && let Some(mode) = readable_by_others(&plan_dir.join(path))
+        {
+            let (address, role, origin) = uses[0];
+            let mut d = Diagnostic::warning(
+                Code::Insecure,
+                format!(
+                    "secret file {path} may be read by others (mode {mode:o}) ({role} of {address})"
+                ),
+            );
+            if let Some(origin) = origin {
+                d = d.with_label(&origin.source, origin.span, reference.to_string());
+            }
+            diags.push(d.with_help(format!(
+                "chmod 600 {path}: whoever can read it has the password"
+            )));
+        }
+    }
     for (reference, uses) in all {
         let why = match reference {
             SecretRef::Env(name) => match env(name) {
@@ -406,11 +470,62 @@ mod tests {
         assert_eq!(format!("{ok} {ok:?}"), "**** ****");
     }
 
+    /// Mode 0600, as a secret file should be (a wider one gets a `plan::insecure` warning).
+    fn private(path: &Path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_may_read_is_a_warning_that_never_blocks() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("open.pass");
+        std::fs::write(&path, VALUE).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let text = "version: 1
+platforms:
+  a: { type: imap, imap: { host: a.example } }
+  b: { type: imap, imap: { host: b.example } }
+accounts:
+  - { address: x@y.example, from: a, to: b, source-password: { file: open.pass }, target-password: { env: SET_VAR } }
+  - { address: z@y.example, from: a, to: b, source-password: { file: open.pass }, target-password: { env: SET_VAR } }
+";
+        let source = SourceFile::new("p.yaml", text);
+        let (plan, diags) = crate::plan::load(&source, &dir.path().join("p.yaml"));
+        let plan = plan.unwrap_or_else(|| panic!("{:?}", diags.items));
+        let mut diags = check_with(&plan, &env, &|_| true);
+        diags.escalate(Code::UnresolvedSecret);
+        assert_eq!(diags.items.len(), 1, "{:?}", diags.items);
+        let d = &diags.items[0];
+        assert_eq!((d.code, d.severity), (Code::Insecure, Severity::Warning));
+        assert!(
+            d.message
+                .contains("open.pass may be read by others (mode 644)"),
+            "{}",
+            d.message
+        );
+        assert!(
+            !d.message.contains(VALUE)
+                && d.help
+                    .as_deref()
+                    .is_some_and(|h| h.starts_with("chmod 600"))
+        );
+        assert_eq!(d.location().map(|(_, line, _)| line), Some(6));
+        private(&path);
+        assert!(check_with(&plan, &env, &|_| true).items.is_empty());
+    }
+
     #[test]
     fn check_warns_once_per_reference_at_its_first_use_and_escalates() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("here.pass"), VALUE).expect("write");
         std::fs::write(dir.path().join("empty.pass"), "\n").expect("write");
+        private(&dir.path().join("here.pass"));
         let text = "version: 1
 platforms:
   a: { type: imap, imap: { host: a.example } }

@@ -460,8 +460,8 @@ fn killed_three_times_then_resumed(corpus: &Corpus, args: &[&str]) {
         child.wait().expect("reap");
         // What the killed run had written is still on its way through the slow link (the
         // server may yet commit a whole MULTIAPPEND): resume once that has landed, as a person
-        // or a CI retry would, seconds later. A resume racing those bytes could find the
-        // messages missing and send them again; see the README's note on resuming after a kill.
+        // or a CI retry would, seconds later. (A resume started at once waits for it itself:
+        // store::twenty_immediate_resumes_after_sigkill_behind_a_slow_link_leave_no_duplicate.)
         assert!(
             proxy.wait_idle(Duration::from_secs(30)),
             "the killed run's connections did not drain"

@@ -148,6 +148,13 @@ fn twenty_immediate_resumes_after_sigkill_behind_a_slow_link_leave_no_duplicate(
         );
         // No waiting: the next run starts while the dead one's bytes are still on the link.
     }
+    // How far the killed runs got (shown with --nocapture): the corpus must outlast them.
+    eprintln!(
+        "{kills} kills in {:?}: {} of {} messages on the target (seed {seed})",
+        started.elapsed(),
+        s.target_count(&watched),
+        corpus.messages.len()
+    );
     let out = s.run(&["apply", plan]);
     let target = snapshot(&s.dovecot, TARGET.0, TARGET.1);
     let source = snapshot(&s.dovecot, SOURCE.0, SOURCE.1);
@@ -403,5 +410,45 @@ fn a_limit_that_refuses_every_message_stops_the_copy() {
         "{} of {} messages tried and refused",
         refused.len(),
         corpus.messages.len()
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn an_ovh_conf_others_may_read_is_warned_about_and_does_not_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/new-mxplan-to-exchange.yaml");
+    let plan = dir.path().join("p.yaml");
+    std::fs::copy(example, &plan).expect("copy the example plan");
+    let conf = dir.path().join("ovh.conf");
+    std::fs::write(&conf, "[default]\nendpoint=ovh-eu\n").expect("write ovh.conf");
+    let validate = || {
+        Command::new(env!("CARGO_BIN_EXE_mailplan"))
+            .args(["validate", "p.yaml"])
+            .env("NO_COLOR", "1")
+            .env("HOME", dir.path())
+            .current_dir(dir.path())
+            .output()
+            .expect("validate runs")
+    };
+    let set_mode = |mode: u32| {
+        std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
+    };
+    set_mode(0o644);
+    let out = validate();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plan::insecure") && err.contains("ovh.conf may be read by others (mode 644)"),
+        "{err}"
+    );
+    set_mode(0o600);
+    let out = validate();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("may be read by others"),
+        "{}",
+        text(&out)
     );
 }

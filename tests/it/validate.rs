@@ -314,6 +314,13 @@ fn unresolvable_secrets_are_warnings_and_no_secret_value_is_ever_printed() {
     )
     .expect("write");
     std::fs::write(dir.path().join("x.pass"), VALUE).expect("write");
+    // Private, as a secret file should be (a wider one is a `plan::insecure` warning).
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        dir.path().join("x.pass"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
     let plan = plan.to_str().expect("path");
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_mailplan"))
