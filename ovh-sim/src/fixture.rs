@@ -154,6 +154,10 @@ pub struct Timing {
     /// Milliseconds in `doing`.
     #[serde(default = "default_doing_ms")]
     pub doing_ms: u64,
+    /// [I] Milliseconds an Exchange or MX Plan task stays readable by id once it ended (OVH
+    /// drops finished tasks); absent: for good.
+    #[serde(default)]
+    pub done_kept_ms: Option<u64>,
 }
 
 fn default_todo_ms() -> u64 {
@@ -168,6 +172,7 @@ impl Default for Timing {
         Timing {
             todo_ms: default_todo_ms(),
             doing_ms: default_doing_ms(),
+            done_kept_ms: None,
         }
     }
 }
