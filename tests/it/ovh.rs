@@ -714,6 +714,35 @@ fn a_domain_outside_ovh_zones_says_at_once_which_cname_to_create() {
 }
 
 #[test]
+fn a_historical_account_migrates_to_a_provider_exchange_too() {
+    // A provider (or dedicated) Exchange is offered under its own `migrate?type=`, not as
+    // hosted: the migration must ask for the type of the plan's service.
+    let w = world_with(|y| {
+        y.replace(
+            "  - organization: hosted-test-1\n",
+            "  - organization: hosted-test-1\n    offer: provider\n",
+        )
+    });
+    let plan = w.plan("");
+    let out = w.run(&[
+        "apply",
+        plan.to_str().expect("utf-8"),
+        "--only",
+        "john@legacy.test",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("done    verify john@legacy.test"), "{err}");
+    assert!(
+        w.sim
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("/migrate?type=PROVIDER%20EXCHANGE")),
+        "the provider type was not asked for"
+    );
+}
+
+#[test]
 fn a_wrong_legacy_password_stops_the_run_before_any_change() {
     let w = World::new("");
     let plan = w.plan("");
