@@ -29,6 +29,7 @@ fn fixture_yaml(dir: &str, extra_legacy: &str) -> String {
 auth:
   application_key: {AK}
   application_secret: {AS}
+  requests_per_minute: 0
   consumer_keys:
     - key: {CK}
       rules:
