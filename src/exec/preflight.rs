@@ -419,9 +419,9 @@ async fn source_logins(
         }
         let cred = &credentials[i];
         let mut login = cred.source_login.clone();
-        if let (PlatformKind::OvhMxplan { service }, None) =
-            (&plan.platforms[&a.from].kind, &a.source_login)
-        {
+        // The copy's login is the renamed source's; until the rename, the mailbox answers at
+        // its address (an MX Plan login is the address).
+        if let PlatformKind::OvhMxplan { service } = &plan.platforms[&a.from].kind {
             if !renamed.contains_key(service.as_str()) {
                 let activity = format!("reading the accounts of {service} before the run");
                 let list = mxplan::list_accounts(c, &activity, service, None).await?;

@@ -744,6 +744,30 @@ fn a_historical_account_migrates_to_a_provider_exchange_too() {
 }
 
 #[test]
+fn a_source_login_named_after_the_rename_passes_the_preflight_before_it() {
+    // The plan names the copy's login (the provisional address): before the rename the
+    // mailbox still answers at its address, which is what the preflight tries.
+    let w = World::new("");
+    let plan = w.plan("");
+    let text_plan = std::fs::read_to_string(&plan).expect("plan").replace(
+        "    display-name: Mary\n",
+        "    display-name: Mary\n    source-login: mary-old@acme.test\n",
+    );
+    std::fs::write(&plan, text_plan).expect("write");
+    let out = w.run(&[
+        "apply",
+        plan.to_str().expect("utf-8"),
+        "--only",
+        "mary@acme.test",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        snapshot(&w.dovecot, "mary@acme.test", MARY_NEW).message_total(),
+        7
+    );
+}
+
+#[test]
 fn a_wrong_legacy_password_stops_the_run_before_any_change() {
     let w = World::new("");
     let plan = w.plan("");
