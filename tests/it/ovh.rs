@@ -329,6 +329,15 @@ fn both_mx_plan_flows_and_an_imap_account_migrate_end_to_end() {
     assert!(again.is_empty(), "the run without its store sent {again:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already migrated"), "{err}");
+
+    // plan --refresh sees it too, and every check before a run passes.
+    w.sim.clear_requests();
+    let out = w.run(&["plan", plan, "--refresh"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let live = String::from_utf8_lossy(&out.stdout);
+    assert!(live.contains("already migrated"), "{live}");
+    assert!(!live.contains("would migrate"), "{live}");
+    assert!(w.mutating().is_empty(), "{:?}", w.mutating());
 }
 
 #[test]
@@ -764,6 +773,42 @@ fn a_source_login_named_after_the_rename_passes_the_preflight_before_it() {
     assert_eq!(
         snapshot(&w.dovecot, "mary@acme.test", MARY_NEW).message_total(),
         7
+    );
+}
+
+#[test]
+fn a_clock_that_jumps_during_a_run_is_read_again_and_the_run_goes_on() {
+    // The server's clock moves an hour once the run is under way: the next signed call is
+    // refused (QUERY_TIME_OUT), the client reads /auth/time again and resends.
+    let w = World::new("");
+    let plan = w.plan("");
+    w.sim
+        .inject(Fault::slow_tasks(300, 300).on_path("/email/").times(4));
+    let child = w
+        .command(&["apply", plan.to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    while !w.mutating().iter().any(|c| c.starts_with("POST "))
+        && start.elapsed() < std::time::Duration::from_secs(30)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    w.sim.set_clock_offset(3600);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let requests = w.sim.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.status == 400 && r.response.contains("QUERY_TIME_OUT")),
+        "the jump was not seen"
+    );
+    assert!(
+        requests.iter().filter(|r| r.path == "/auth/time").count() >= 2,
+        "the time was not read again"
     );
 }
 
