@@ -447,3 +447,32 @@ async fn source_logins(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::concrete;
+    use crate::providers::ovh::api::auth::{GrantedRule, granted};
+
+    #[test]
+    fn rules_are_checked_against_the_plans_own_services() {
+        let org = ["hosted-1".to_owned(), "hosted-1".to_owned()];
+        let path = concrete("/email/exchange/*/service/*/account/*", &org);
+        assert_eq!(path, "/email/exchange/hosted-1/service/hosted-1/account/x");
+        let rule = |m: &str, p: &str| GrantedRule {
+            method: m.to_owned(),
+            path: p.to_owned(),
+        };
+        // A key limited to the plan's service fits; one for another service does not.
+        assert!(granted(
+            &[rule("PUT", "/email/exchange/hosted-1/*")],
+            "PUT",
+            &path
+        ));
+        assert!(!granted(
+            &[rule("PUT", "/email/exchange/hosted-2/*")],
+            "PUT",
+            &path
+        ));
+        assert!(!granted(&[rule("GET", "/email/*")], "PUT", &path));
+    }
+}
