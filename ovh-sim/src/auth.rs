@@ -102,6 +102,9 @@ pub(crate) struct Credentials {
     pub clock_offset_secs: i64,
     pub auto_validate: bool,
     pub keys: BTreeMap<String, Credential>,
+    /// Calls per consumer key in any 60 s (0: no limit), and each key's calls of the last 60 s.
+    pub requests_per_minute: u32,
+    recent: BTreeMap<String, std::collections::VecDeque<std::time::Instant>>,
     next_id: u64,
 }
 
@@ -122,6 +125,8 @@ impl Credentials {
             clock_offset_secs: fixture.clock_offset_secs,
             auto_validate: fixture.auto_validate,
             keys: BTreeMap::new(),
+            requests_per_minute: fixture.requests_per_minute,
+            recent: BTreeMap::new(),
             next_id: 1,
         };
         for key in &fixture.consumer_keys {
@@ -145,6 +150,30 @@ impl Credentials {
                 last_use: None,
             },
         );
+    }
+
+    /// Counts one call of `consumer` at `now`; when the key already made its
+    /// `requests_per_minute` in the last 60 s, the call is not counted and the answer is the
+    /// seconds until one of them is a minute old (a 429's `Retry-After`).
+    pub fn over_rate(&mut self, consumer: &str, now: std::time::Instant) -> Option<u64> {
+        if self.requests_per_minute == 0 {
+            return None;
+        }
+        let window = std::time::Duration::from_secs(60);
+        let calls = self.recent.entry(consumer.to_owned()).or_default();
+        while calls
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            calls.pop_front();
+        }
+        if calls.len() >= usize::try_from(self.requests_per_minute).unwrap_or(usize::MAX) {
+            let oldest = calls.front().copied().unwrap_or(now);
+            let wait = window.saturating_sub(now.duration_since(oldest));
+            return Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+        }
+        calls.push_back(now);
+        None
     }
 
     /// The server clock in Unix seconds.

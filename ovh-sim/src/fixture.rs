@@ -97,6 +97,15 @@ pub struct AuthFixture {
     /// validation URL needed).
     #[serde(default)]
     pub auto_validate: bool,
+    /// Authenticated calls a consumer key may make in any 60 seconds; more answer 429 with a
+    /// `Retry-After`. OVH's fair use is "60 req/min by consumer key" (API facts §6, a
+    /// maintainer's words; the exact window and answer are [I]). 0: no limit.
+    #[serde(default = "default_requests_per_minute")]
+    pub requests_per_minute: u32,
+}
+
+fn default_requests_per_minute() -> u32 {
+    60
 }
 
 fn default_max_skew() -> u64 {
@@ -154,6 +163,10 @@ pub struct Timing {
     /// Milliseconds in `doing`.
     #[serde(default = "default_doing_ms")]
     pub doing_ms: u64,
+    /// [I] Milliseconds an Exchange or MX Plan task stays readable by id once it ended (OVH
+    /// drops finished tasks); absent: for good.
+    #[serde(default)]
+    pub done_kept_ms: Option<u64>,
 }
 
 fn default_todo_ms() -> u64 {
@@ -168,6 +181,7 @@ impl Default for Timing {
         Timing {
             todo_ms: default_todo_ms(),
             doing_ms: default_doing_ms(),
+            done_kept_ms: None,
         }
     }
 }
@@ -490,6 +504,7 @@ impl Fixture {
                 max_skew_secs: default_max_skew(),
                 clock_offset_secs: 0,
                 auto_validate: false,
+                requests_per_minute: default_requests_per_minute(),
             },
             timing: Timing::default(),
             legacy_domains: Vec::new(),

@@ -321,6 +321,12 @@ impl Simulator {
             .set_state(consumer_key, CredentialState::Validated)
     }
 
+    /// Moves the server clock: it becomes the local clock plus `seconds` (`/auth/time` shows
+    /// it), as a server whose clock jumped, to test a client's resynchronisation.
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.shared.state().credentials.clock_offset_secs = seconds;
+    }
+
     /// The owner creates the domain's ownership record (`<cnameToCheck>.<domain> CNAME
     /// ovh.com.`): a domain that waited for it becomes `ok` and `domainValidated`.
     pub fn prove_domain(&self, domain: &str) {

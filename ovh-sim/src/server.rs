@@ -370,6 +370,11 @@ pub(crate) fn handle(shared: &Shared, request: &Request) -> Reply {
         Verdict::Allowed(consumer) => consumer,
         Verdict::Refused(reply) => return reply,
     };
+    if let Some(wait) = state.credentials.over_rate(&consumer, Instant::now()) {
+        let mut reply = Reply::json(429, json!({"message": "Too many requests"}));
+        reply.retry_after = Some(wait);
+        return reply;
+    }
     if let Some(reply) = take_request_fault(shared, &request.method, &api_path) {
         return reply;
     }

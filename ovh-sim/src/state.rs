@@ -219,6 +219,8 @@ pub(crate) struct Task {
     pub done_at: Instant,
     pub status: &'static str,
     pub finish_date: Option<u64>,
+    /// When it ended (a status task is dropped `timing.done_kept_ms` after).
+    pub finished_at: Option<Instant>,
     pub effect: Effect,
     pub fail: bool,
 }
@@ -465,6 +467,7 @@ impl State {
                     timing = Timing {
                         todo_ms: *todo_ms,
                         doing_ms: *doing_ms,
+                        ..timing
                     };
                 }
                 FaultKind::FailingTasks => fail = true,
@@ -493,6 +496,7 @@ impl State {
                 done_at: doing_at + Duration::from_millis(timing.doing_ms),
                 status: "todo",
                 finish_date: None,
+                finished_at: None,
                 effect,
                 fail,
             },
@@ -501,8 +505,15 @@ impl State {
     }
 
     /// Moves every task whose time has come and applies the effects of those that end; drops
-    /// the migrated sources whose time is up.
+    /// the migrated sources and the finished status tasks whose time is up.
     pub fn advance(&mut self, now: Instant) {
+        if let Some(kept) = self.timing.done_kept_ms {
+            let kept = Duration::from_millis(kept);
+            self.tasks.retain(|_, t| {
+                matches!(t.family, Family::Legacy(_))
+                    || t.finished_at.is_none_or(|end| end + kept > now)
+            });
+        }
         for legacy in self.legacy.values_mut() {
             legacy
                 .accounts
@@ -537,6 +548,7 @@ impl State {
             if let Some(task) = self.tasks.get_mut(&id) {
                 task.status = if outcome.is_ok() { "done" } else { "error" };
                 task.finish_date = Some(now_unix());
+                task.finished_at = Some(now);
             }
         }
     }

@@ -54,6 +54,8 @@ type StepResult = Result<Done, Failure>;
 pub(crate) struct Ovh {
     pub client: Client,
     claimed: Mutex<HashSet<String>>,
+    /// Each Exchange service's migration type (from its offer), read once.
+    offers: Mutex<BTreeMap<String, legacy::MigrationServiceType>>,
     poll: PollOptions,
 }
 
@@ -69,6 +71,7 @@ impl Ovh {
         Ok(Ovh {
             client: Client::new(credentials, options)?,
             claimed: Mutex::new(HashSet::new()),
+            offers: Mutex::new(BTreeMap::new()),
             poll: PollOptions {
                 initial_interval: Duration::from_millis(200),
                 ..PollOptions::default()
@@ -603,14 +606,28 @@ async fn legacy_destination(
     service: &exchange::Service,
 ) -> Result<Vec<String>, Failure> {
     let c = &ovh.client;
-    let services = legacy::migration_destinations(
-        c,
-        activity,
-        domain,
-        account,
-        legacy::MigrationServiceType::HostedExchange,
-    )
-    .await?;
+    // A private (dedicated) or provider Exchange is listed under its own type, not as hosted.
+    let kind = {
+        let known = ovh
+            .offers
+            .lock()
+            .map_err(|e| Failure::Blocked(e.to_string()))?
+            .get(&service.path())
+            .copied();
+        match known {
+            Some(kind) => kind,
+            None => {
+                let info = exchange::get_service(c, activity, service).await?;
+                let kind = legacy::MigrationServiceType::for_exchange_offer(info.offer.as_deref());
+                ovh.offers
+                    .lock()
+                    .map_err(|e| Failure::Blocked(e.to_string()))?
+                    .insert(service.path(), kind);
+                kind
+            }
+        }
+    };
+    let services = legacy::migration_destinations(c, activity, domain, account, kind).await?;
     if !services.contains(&service.service) {
         return Err(Failure::Blocked(format!(
             "{} is not offered as a migration destination for {account}@{domain} (offered: {})",

@@ -419,9 +419,9 @@ async fn source_logins(
         }
         let cred = &credentials[i];
         let mut login = cred.source_login.clone();
-        if let (PlatformKind::OvhMxplan { service }, None) =
-            (&plan.platforms[&a.from].kind, &a.source_login)
-        {
+        // The copy's login is the renamed source's; until the rename, the mailbox answers at
+        // its address (an MX Plan login is the address).
+        if let PlatformKind::OvhMxplan { service } = &plan.platforms[&a.from].kind {
             if !renamed.contains_key(service.as_str()) {
                 let activity = format!("reading the accounts of {service} before the run");
                 let list = mxplan::list_accounts(c, &activity, service, None).await?;
@@ -446,4 +446,33 @@ async fn source_logins(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::concrete;
+    use crate::providers::ovh::api::auth::{GrantedRule, granted};
+
+    #[test]
+    fn rules_are_checked_against_the_plans_own_services() {
+        let org = ["hosted-1".to_owned(), "hosted-1".to_owned()];
+        let path = concrete("/email/exchange/*/service/*/account/*", &org);
+        assert_eq!(path, "/email/exchange/hosted-1/service/hosted-1/account/x");
+        let rule = |m: &str, p: &str| GrantedRule {
+            method: m.to_owned(),
+            path: p.to_owned(),
+        };
+        // A key limited to the plan's service fits; one for another service does not.
+        assert!(granted(
+            &[rule("PUT", "/email/exchange/hosted-1/*")],
+            "PUT",
+            &path
+        ));
+        assert!(!granted(
+            &[rule("PUT", "/email/exchange/hosted-2/*")],
+            "PUT",
+            &path
+        ));
+        assert!(!granted(&[rule("GET", "/email/*")], "PUT", &path));
+    }
 }

@@ -201,3 +201,32 @@ fn a_requested_credential_works_once_validated() {
     let no_app = client.raw("POST", "/1.0/auth/credential", &[], &body);
     assert_eq!(no_app.status, 403);
 }
+
+#[test]
+fn a_consumer_key_gets_its_requests_per_minute_then_429_with_retry_after() {
+    let mut fixture = crate::support::fixture();
+    fixture.auth.requests_per_minute = 3;
+    let sim = ovh_sim::Simulator::start(fixture);
+    let client = Client::new(&sim, "ck-all");
+    for _ in 0..3 {
+        assert_eq!(client.get("/email/domain").status, 200);
+    }
+    let refused = client.get("/email/domain");
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json(), json!({"message": "Too many requests"}));
+    let wait: u64 = refused
+        .header("Retry-After")
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=60).contains(&wait), "{wait}");
+    // Per consumer key: /auth/time (no key) is not counted.
+    assert_eq!(client.get("/auth/time").status, 200);
+    assert_eq!(
+        ovh_sim::fixture::Fixture::from_yaml("auth: {application_key: a, application_secret: b}")
+            .expect("parses")
+            .auth
+            .requests_per_minute,
+        60,
+        "OVH's fair use is the default"
+    );
+}

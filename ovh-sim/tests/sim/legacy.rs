@@ -248,3 +248,36 @@ fn a_migrated_source_goes_away_once_its_time_is_up() {
         true
     );
 }
+
+#[test]
+fn placeholders_in_other_states_are_listed_but_never_offered() {
+    let mut fixture = crate::support::fixture();
+    let service = &mut fixture.exchange_services[0];
+    service.placeholders = 1;
+    for (login, state) in [("frozen01", "suspended"), ("newborn01", "creating")] {
+        service.accounts.push(ovh_sim::fixture::AccountFixture {
+            login: login.to_owned(),
+            domain: "configureme.me".to_owned(),
+            password: None,
+            state: state.to_owned(),
+            display_name: None,
+            license: "standard".to_owned(),
+            messages: std::collections::BTreeMap::new(),
+        });
+    }
+    let sim = ovh_sim::Simulator::start(fixture);
+    let client = crate::support::Client::new(&sim, "ck-all");
+    let listed = placeholders(&client);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let offered = offered(&client);
+    assert_eq!(offered.len(), 1, "{offered:?}");
+    assert!(
+        !offered
+            .iter()
+            .any(|a| a.starts_with("frozen01") || a.starts_with("newborn01"))
+    );
+    let frozen = client
+        .get(&format!("{EX}/account/frozen01@configureme.me"))
+        .ok();
+    assert_eq!(frozen["state"], "suspended");
+}

@@ -358,3 +358,32 @@ fn failing_tasks_end_in_error_without_effect() {
     );
     assert_eq!(sim.task_errors().len(), 1);
 }
+
+#[test]
+fn finished_tasks_can_be_dropped_as_ovh_drops_them() {
+    let mut fixture = crate::support::fixture();
+    fixture.timing.done_kept_ms = Some(0);
+    let sim = ovh_sim::Simulator::start(fixture);
+    let client = crate::support::Client::new(&sim, "ck-all");
+    let task = client
+        .post(
+            &format!("{EX}/domain"),
+            &json!({"name": "dns-ok.test", "type": "nonAuthoritative"}),
+        )
+        .ok();
+    let id = task["id"].as_u64().expect("id");
+    let start = std::time::Instant::now();
+    while client.get(&format!("{EX}/task/{id}")).status != 404 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "never dropped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(client.get(&format!("{EX}/task")).ok(), json!([]));
+    assert_eq!(
+        client.get(&format!("{EX}/domain/dns-ok.test")).ok()["state"],
+        "ok",
+        "it ran"
+    );
+}

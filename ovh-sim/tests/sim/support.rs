@@ -18,6 +18,7 @@ pub const FIXTURE: &str = r#"
 auth:
   application_key: ak-test
   application_secret: as-test-secret
+  requests_per_minute: 0      # the tests call fast; auth.rs tests the limit
   consumer_keys:
     - key: ck-all
       rules:

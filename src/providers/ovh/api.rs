@@ -769,6 +769,17 @@ pub mod legacy {
     }
 
     impl MigrationServiceType {
+        /// The type under which `migrate?type=` lists an Exchange service of this `offer`
+        /// (`email.exchange.ServiceOfferEnum`): `dedicated` and `dedicatedCluster` are private,
+        /// `provider` is provider, anything else hosted.
+        pub fn for_exchange_offer(offer: Option<&str>) -> Self {
+            match offer {
+                Some("dedicated" | "dedicatedCluster") => MigrationServiceType::PrivateExchange,
+                Some("provider") => MigrationServiceType::ProviderExchange,
+                _ => MigrationServiceType::HostedExchange,
+            }
+        }
+
         pub fn api_name(self) -> &'static str {
             match self {
                 MigrationServiceType::EmailPro => "EMAIL PRO",
@@ -1240,6 +1251,20 @@ mod tests {
     use super::*;
     use crate::plan::model::DomainType;
     use crate::plan::secret::Secret;
+
+    #[test]
+    fn each_exchange_offer_is_listed_under_its_migration_type() {
+        use legacy::MigrationServiceType as T;
+        for (offer, api) in [
+            (Some("hosted"), "HOSTED EXCHANGE"),
+            (Some("dedicated"), "PRIVATE EXCHANGE"),
+            (Some("dedicatedCluster"), "PRIVATE EXCHANGE"),
+            (Some("provider"), "PROVIDER EXCHANGE"),
+            (None, "HOSTED EXCHANGE"),
+        ] {
+            assert_eq!(T::for_exchange_offer(offer).api_name(), api, "{offer:?}");
+        }
+    }
 
     #[test]
     fn check_migrate_answers_decode_and_classify() {

@@ -555,7 +555,51 @@ async fn a_status_task_that_disappears_is_lost_not_done() {
     .await
     .expect_err("lost");
     assert_eq!(e.kind, OvhErrorKind::TaskLost);
-    assert_eq!(server.calls().len(), 2);
+    let polls = server
+        .calls()
+        .iter()
+        .filter(|r| r.target.ends_with("/task/9"))
+        .count();
+    assert_eq!(polls, 2);
+}
+
+#[tokio::test]
+async fn a_status_task_gone_from_the_pending_list_after_it_ran_is_done() {
+    // Seen doing, then dropped: 404 by id, and the service's task list no longer names it.
+    let server = Server::start(|r, n| {
+        if r.target.ends_with("/task/9") && n == 0 {
+            ok(r#"{"id":9,"function":"setAccount","status":"doing"}"#)
+        } else if r.target.ends_with("/task/9") {
+            (
+                404,
+                vec![],
+                r#"{"message":"The requested object (id = 9) does not exist"}"#.into(),
+            )
+        } else {
+            ok("[3]")
+        }
+    })
+    .await;
+    let done = tasks::wait(
+        &server.client(),
+        "renaming",
+        &TaskRef::Mxplan {
+            service: "mx".into(),
+            id: 9,
+        },
+        &quick_polls(),
+        &AtomicBool::new(false),
+    )
+    .await
+    .expect("done, not lost");
+    assert_eq!(done, None);
+    assert!(
+        server
+            .calls()
+            .iter()
+            .any(|r| r.target == "/1.0/email/mxplan/mx/task"),
+        "the list was read"
+    );
 }
 
 #[tokio::test]

@@ -9,8 +9,9 @@
 //! - Exchange (`/email/exchange/{o}/service/{s}/task/{id}`) and new MX Plan
 //!   (`/email/mxplan/{s}/task/{id}`) tasks have a `status`: `done` ends the wait, `error` and
 //!   `cancelled` are a [`OvhErrorKind::TaskFailed`] naming the task's function, `todo`/`doing`
-//!   wait on. A 404 there is not taken for success: after a few in a row it is
-//!   [`OvhErrorKind::TaskLost`].
+//!   wait on. A 404 there is success only when the service's task list (its pending tasks)
+//!   does not name the task either: OVH drops finished tasks. Otherwise, after a few in a row,
+//!   it is [`OvhErrorKind::TaskLost`].
 //!
 //! Polling starts at [`PollOptions::initial_interval`] and backs off to
 //! [`PollOptions::max_interval`]; the whole wait is bounded by [`PollOptions::timeout`]. The
@@ -240,6 +241,18 @@ pub async fn wait(
                 judge_status(found, activity, call_name)
             }
             Err(e) if e.kind == OvhErrorKind::NotFound => {
+                // OVH drops finished tasks: one gone from the service's list of tasks (which
+                // holds the pending ones) ran and ended, and is done. Only a task that cannot
+                // be read while the list still names it, or whose list cannot be read, is lost.
+                let pending_list = path.rsplit_once('/').map_or(path.as_str(), |(l, _)| l);
+                if let (Some(id), Ok(pending)) = (
+                    path.rsplit_once('/')
+                        .and_then(|(_, id)| id.parse::<u64>().ok()),
+                    client.get::<Vec<u64>>(activity, pending_list, &[]).await,
+                ) && !pending.contains(&id)
+                {
+                    return Ok(Verdict::Done(None));
+                }
                 let seen = missing.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 if seen >= options.lost_after {
                     let mut lost = e;
