@@ -665,6 +665,8 @@ async fn watch_interrupts(stop: Arc<AtomicBool>, printer: Arc<Printer>) {
             stop.store(true, Ordering::SeqCst);
             printer.event(&Event::Interrupting);
         } else {
+            // Nothing stale stays on the terminal: the bars are taken down first.
+            printer.clear();
             std::process::exit(130);
         }
     }
@@ -1205,17 +1207,16 @@ async fn copy_step(
             target,
             counts,
         } => {
-            if counts.to_copy > 0 || counts.skipped > 0 || dry {
-                printer.event(&Event::Folder {
-                    account: address,
-                    source,
-                    target,
-                    to_copy: counts.to_copy,
-                    already: counts.already,
-                    skipped: counts.skipped,
-                    dry_run: dry,
-                });
-            }
+            // Every folder, also those with nothing to send: the printer corrects its estimate.
+            printer.event(&Event::Folder {
+                account: address,
+                source,
+                target,
+                to_copy: counts.to_copy,
+                already: counts.already,
+                skipped: counts.skipped,
+                dry_run: dry,
+            });
         }
         CopyEvent::Copied { messages, bytes } => {
             shared.copied.fetch_add(messages, Ordering::SeqCst);
@@ -1242,6 +1243,18 @@ async fn copy_step(
     // Both folder lists and every source folder's STATUS first: they say what this pass has
     // to carry, and so whether more connection pairs pay off.
     let mut survey = copy::survey(&mut ctx).await?;
+    if !dry {
+        // What the pass is likely to carry, before anything is sent: bars and ETAs start right.
+        let estimates: Vec<(String, u64)> = survey
+            .estimates(&ledger)
+            .into_iter()
+            .map(|(folder, n)| (folder.to_owned(), n))
+            .collect();
+        printer.event(&Event::Estimated {
+            account: address,
+            folders: &estimates,
+        });
+    }
     let worth_more = shared.mode == RunMode::Real
         && extra_pairs_pay_off(
             shared.connections,
