@@ -328,15 +328,16 @@ impl Printer {
                     .accounts
                     .entry((*account).to_owned())
                     .or_insert_with(|| {
-                        let bar = bars.multi.add(ProgressBar::new(0));
-                        bar.set_style(
-                            ProgressStyle::with_template(ACCOUNT_BAR)
-                                .map_or_else(|_| ProgressStyle::default_bar(), with_rate)
-                                .progress_chars("=> "),
-                        );
-                        bar.set_prefix(short(account));
-                        bar.set_message(human_bytes(0));
-                        bar
+                        // Complete before it is first drawn.
+                        let bar = ProgressBar::new(expected)
+                            .with_style(
+                                ProgressStyle::with_template(ACCOUNT_BAR)
+                                    .map_or_else(|_| ProgressStyle::default_bar(), with_rate)
+                                    .progress_chars("=> "),
+                            )
+                            .with_prefix(short(account))
+                            .with_message(human_bytes(0));
+                        bars.multi.add(bar)
                     });
                 bar.set_length(expected.max(bar.position()));
             }
