@@ -40,6 +40,7 @@ fn status_during_a_run_says_it_is_running_and_after_a_kill_that_it_stopped() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let json = s.run(&["status", plan, "--format", "json"]);
     let still_running = child.try_wait().expect("try_wait").is_none();
     super::signal(&child, "KILL");
     child.wait().ok();
@@ -55,6 +56,12 @@ fn status_during_a_run_says_it_is_running_and_after_a_kill_that_it_stopped() {
         "{out}"
     );
     assert!(!out.contains("interrupted"), "{out}");
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("status JSON");
+    assert_eq!(
+        json["running"]["pid"].as_u64(),
+        Some(u64::from(pid)),
+        "{json}"
+    );
 
     // Killed: the lock is stale, the step was cut short.
     let (code, out) = status(&s, plan);
