@@ -778,13 +778,19 @@ async fn run_step(
     domain: Option<String>,
 ) -> StepResult {
     let mut attempt = 0;
+    // An OVH step may wait minutes (tasks, retries of an API that does not answer): say so.
+    let waits_for = format!("{key} (the OVH API and its tasks)");
+    let printer = &shared.printer;
     loop {
         let result = match (kind, account) {
             (StepKind::AddDomain | StepKind::CheckDns, _) => {
-                ovh_step(shared, kind, None, domain.as_deref()).await
+                let step = ovh_step(shared, kind, None, domain.as_deref());
+                announced(printer, &waits_for, step).await
             }
             (StepKind::CopyMail | StepKind::Verify, Some(i)) => imap_step(shared, kind, i).await,
-            (_, Some(i)) => ovh_step(shared, kind, Some(i), None).await,
+            (_, Some(i)) => {
+                announced(printer, &waits_for, ovh_step(shared, kind, Some(i), None)).await
+            }
             (other, None) => Ok(StepResult::Failed(format!(
                 "{} has no account to work on",
                 other.name()
