@@ -253,16 +253,12 @@ impl Printer {
                 let p = all
                     .entry((*account).to_owned())
                     .or_insert_with(|| Progress::new(now));
-                let mut added = 0;
-                for (folder, n) in *folders {
-                    if let Some(old) = p.estimates.insert(folder.clone(), *n) {
-                        p.expected -= old.min(p.expected);
-                        added -= signed(old);
-                    }
-                    p.expected += n;
-                    added += signed(*n);
-                }
-                Change::Expected(p.expected, added)
+                // A new survey (a copy retried after a network error) starts over from what
+                // was sent so far.
+                let before = p.expected;
+                p.estimates = folders.iter().cloned().collect();
+                p.expected = p.copied + folders.iter().map(|(_, n)| n).sum::<u64>();
+                Change::Expected(p.expected, signed(p.expected) - signed(before))
             }
             Event::Folder {
                 account,
@@ -735,6 +731,29 @@ mod tests {
             key: "copy-mail a@x",
         });
         assert_eq!(ended, Change::Ended(-20));
+        // A retried copy surveys again: what was sent, plus the new estimates.
+        let printer = Printer::new(Output::Lines);
+        let first = [("INBOX".to_owned(), 100)];
+        printer.track(&Event::Estimated {
+            account: "a@x",
+            folders: &first,
+        });
+        printer.track(&folder("INBOX", 100));
+        printer.track(&Event::Copied {
+            account: "a@x",
+            messages: 40,
+            bytes: 400,
+        });
+        let again = [("INBOX".to_owned(), 100)];
+        let change = printer.track(&Event::Estimated {
+            account: "a@x",
+            folders: &again,
+        });
+        assert_eq!(change, Change::Expected(140, 40));
+        assert_eq!(
+            printer.track(&folder("INBOX", 60)),
+            Change::Expected(100, -40)
+        );
         // Bookkeeping is not printed.
         assert_eq!(line(&folder("Drafts", 0)), None);
         assert_eq!(
