@@ -142,7 +142,8 @@ pub enum Command {
         #[arg(long, num_args = 1..)]
         exclude: Vec<String>,
     },
-    /// Where each account stands: steps, messages copied and left, failures.
+    /// Where each account stands: steps, messages copied and left, failures; whether an apply is
+    /// running now. Exit 0 when no step failed, 1 when one did, 2 on an invalid plan or state.
     Status {
         /// The plan file (YAML).
         plan: PathBuf,

@@ -686,6 +686,8 @@ async fn watch_interrupts(stop: Arc<AtomicBool>, printer: Arc<Printer>) {
             stop.store(true, Ordering::SeqCst);
             printer.event(&Event::Interrupting);
         } else {
+            // Nothing stale stays on the terminal: the bars are taken down first.
+            printer.clear();
             std::process::exit(130);
         }
     }
@@ -805,13 +807,19 @@ async fn run_step(
     domain: Option<String>,
 ) -> StepResult {
     let mut attempt = 0;
+    // An OVH step may wait minutes (tasks, retries of an API that does not answer): say so.
+    let waits_for = format!("{key} (the OVH API and its tasks)");
+    let printer = &shared.printer;
     loop {
         let result = match (kind, account) {
             (StepKind::AddDomain | StepKind::CheckDns, _) => {
-                ovh_step(shared, kind, None, domain.as_deref()).await
+                let step = ovh_step(shared, kind, None, domain.as_deref());
+                announced(printer, &waits_for, step).await
             }
             (StepKind::CopyMail | StepKind::Verify, Some(i)) => imap_step(shared, kind, i).await,
-            (_, Some(i)) => ovh_step(shared, kind, Some(i), None).await,
+            (_, Some(i)) => {
+                announced(printer, &waits_for, ovh_step(shared, kind, Some(i), None)).await
+            }
             (other, None) => Ok(StepResult::Failed(format!(
                 "{} has no account to work on",
                 other.name()
@@ -1244,17 +1252,16 @@ async fn copy_step(
             target,
             counts,
         } => {
-            if counts.to_copy > 0 || counts.skipped > 0 || dry {
-                printer.event(&Event::Folder {
-                    account: address,
-                    source,
-                    target,
-                    to_copy: counts.to_copy,
-                    already: counts.already,
-                    skipped: counts.skipped,
-                    dry_run: dry,
-                });
-            }
+            // Every folder, also those with nothing to send: the printer corrects its estimate.
+            printer.event(&Event::Folder {
+                account: address,
+                source,
+                target,
+                to_copy: counts.to_copy,
+                already: counts.already,
+                skipped: counts.skipped,
+                dry_run: dry,
+            });
         }
         CopyEvent::Copied { messages, bytes } => {
             shared.copied.fetch_add(messages, Ordering::SeqCst);
@@ -1282,6 +1289,18 @@ async fn copy_step(
     // Both folder lists and every source folder's STATUS first: they say what this pass has
     // to carry, and so whether more connection pairs pay off.
     let mut survey = copy::survey(&mut ctx).await?;
+    if !dry {
+        // What the pass is likely to carry, before anything is sent: bars and ETAs start right.
+        let estimates: Vec<(String, u64)> = survey
+            .estimates(&ledger)
+            .into_iter()
+            .map(|(folder, n)| (folder.to_owned(), n))
+            .collect();
+        printer.event(&Event::Estimated {
+            account: address,
+            folders: &estimates,
+        });
+    }
     let worth_more = shared.mode == RunMode::Real
         && extra_pairs_pay_off(
             shared.connections,

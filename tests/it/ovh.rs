@@ -9,6 +9,8 @@ use ovh_sim::{Fault, Fixture, Simulator};
 use crate::support::dovecot::Dovecot;
 use crate::support::mailbox::snapshot;
 
+mod waits;
+
 const AK: &str = "test-ak";
 const AS: &str = "test-application-secret";
 const CK: &str = "test-ck";

@@ -409,22 +409,34 @@ impl Survey {
         self.flow
     }
 
-    /// What this pass is likely to carry, from the STATUS and the ledger's marks (an upper
-    /// bound: a folder to reconcile counts whole).
+    /// Per source folder, the messages this pass is likely to carry, from the STATUS and the
+    /// ledger's marks (an upper bound: a folder to reconcile counts whole). Known before anything
+    /// is copied: progress bars and ETAs start from it.
+    pub fn estimates(&self, ledger: &dyn Ledger) -> Vec<(&str, u64)> {
+        self.mappings
+            .iter()
+            .zip(&self.statuses)
+            .map(|(m, status)| {
+                let record = ledger.folder(&m.source.path, &m.target_path).ok().flatten();
+                let n = match record.filter(|r| fast_path(r, status)) {
+                    Some(r) => status
+                        .uid_next
+                        .map_or(0, |next| next.saturating_sub(r.last_uid.saturating_add(1))),
+                    None => status.messages,
+                };
+                (m.source.path.as_str(), u64::from(n))
+            })
+            .collect()
+    }
+
+    /// What this pass is likely to carry ([`Survey::estimates`] summed up).
     pub fn work(&self, ledger: &dyn Ledger) -> Work {
         let mut work = Work::default();
-        for (m, status) in self.mappings.iter().zip(&self.statuses) {
-            let record = ledger.folder(&m.source.path, &m.target_path).ok().flatten();
-            let n = match record.filter(|r| fast_path(r, status)) {
-                Some(r) => status
-                    .uid_next
-                    .map_or(0, |next| next.saturating_sub(r.last_uid.saturating_add(1))),
-                None => status.messages,
-            };
+        for (_, n) in self.estimates(ledger) {
             if n > 0 {
                 work.folders += 1;
-                work.messages += u64::from(n);
-                work.largest = work.largest.max(u64::from(n));
+                work.messages += n;
+                work.largest = work.largest.max(n);
             }
         }
         work

@@ -40,6 +40,7 @@ fn status_during_a_run_says_it_is_running_and_after_a_kill_that_it_stopped() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let json = s.run(&["status", plan, "--format", "json"]);
     let still_running = child.try_wait().expect("try_wait").is_none();
     super::signal(&child, "KILL");
     child.wait().ok();
@@ -55,6 +56,12 @@ fn status_during_a_run_says_it_is_running_and_after_a_kill_that_it_stopped() {
         "{out}"
     );
     assert!(!out.contains("interrupted"), "{out}");
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("status JSON");
+    assert_eq!(
+        json["running"]["pid"].as_u64(),
+        Some(u64::from(pid)),
+        "{json}"
+    );
 
     // Killed: the lock is stale, the step was cut short.
     let (code, out) = status(&s, plan);
@@ -169,4 +176,42 @@ fn the_summary_after_an_interrupt_counts_what_was_really_copied() {
         .filter_map(|e| e["bytes"].as_u64())
         .sum();
     assert_eq!(finished["bytes"].as_u64(), Some(bytes), "{finished}");
+}
+
+#[test]
+fn off_a_terminal_a_long_copy_prints_progress_lines_at_a_steady_interval() {
+    let s = Sandbox::new();
+    Corpus::with_seed(300, 9).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    // At 120 kB/s: several seconds of copying, in one pass.
+    let slow = s.throttled(120_000);
+    let plan = s.plan_via("lines", Some(slow.addr()), None, "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = s.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let progress: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("copying alice@old.example: "))
+        .collect();
+    assert!(
+        !progress.is_empty(),
+        "no progress line while copying: {err}"
+    );
+    let total = s.source().message_total();
+    for line in &progress {
+        // `copying a@x: 1,200 of 5,000 message(s), 12.3 MB, 2,408/s`: the total is known (the
+        // survey's count, the whole mailbox here) and the rate has no decimals to skip.
+        assert!(
+            line.contains(&format!(" of {total} message(s), ")),
+            "{line}"
+        );
+        assert!(line.ends_with("/s") && !line.contains(".0/s"), "{line}");
+    }
+    let done = err.find("done    copy-mail").expect("the copy's end");
+    assert!(
+        err.find("copying alice@old.example: ")
+            .is_some_and(|at| at < done),
+        "{err}"
+    );
+    assert_same(&s.source(), &s.target());
 }
