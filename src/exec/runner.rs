@@ -601,7 +601,6 @@ pub async fn apply(
     let state_failed = shared.state_failed.load(Ordering::SeqCst);
     summary.interrupted = stop.load(Ordering::SeqCst) && !state_failed;
     summary.failed += usize::from(state_failed);
-    summary.interrupted = stop.load(Ordering::SeqCst);
     summary.messages = shared.copied.load(Ordering::SeqCst);
     summary.bytes = shared.copied_bytes.load(Ordering::SeqCst);
     signals.abort();

@@ -179,8 +179,13 @@ accounts:
     }
 
     fn stdout(&self, args: &[&str]) -> String {
+        self.stdout_exiting(args, 0)
+    }
+
+    /// The output of a command that must exit with `code` (`status` exits 1 when a step failed).
+    fn stdout_exiting(&self, args: &[&str], code: i32) -> String {
         let out = self.run(args);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out));
         String::from_utf8(out.stdout).expect("utf-8")
     }
 }
@@ -228,7 +233,8 @@ fn status_and_reports_show_the_dns_to_do_the_historical_counts_and_grouped_probl
     assert_eq!(alice["too_large"], 2, "{alice}");
 
     // status: the shared steps under their heading, the DNS to-do, the historical counts.
-    let status = f.stdout(&["status"]);
+    // bob's copy failed: `status` says so with exit 1.
+    let status = f.stdout_exiting(&["status"], 1);
     assert!(
         status.contains("\nShared steps (domains, waves)\n"),
         "{status}"
