@@ -42,6 +42,10 @@ pub struct Cli {
     /// nothing.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// Let `import:` read CSV files anywhere under this folder (default: only under the plan's
+    /// own folder). Only regular files are read, never a file the plan uses as a `file:` secret.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub import_root: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -209,8 +213,9 @@ pub fn run() -> u8 {
         verbose: cli.verbose,
         quiet: cli.quiet,
     };
+    let roots = cli.import_root.as_deref();
     match cli.command {
-        Command::Validate { plan, format } => validate(&plan, format, color, detail),
+        Command::Validate { plan, format } => validate(&plan, roots, format, color, detail),
         Command::Plan {
             plan: path,
             format,
@@ -226,7 +231,7 @@ pub fn run() -> u8 {
             } else {
                 Secrets::Checked
             };
-            match load_shown(&path, color, detail, secrets) {
+            match load_shown(&path, roots, color, detail, secrets) {
                 Ok(mut plan) => {
                     plan.select(&only, &exclude);
                     let live = if refresh {
@@ -287,7 +292,13 @@ pub fn run() -> u8 {
         } => {
             let only: Vec<String> = only.iter().map(|a| a.to_lowercase()).collect();
             let exclude: Vec<String> = exclude.iter().map(|a| a.to_lowercase()).collect();
-            match load_shown(&path, color, detail, Secrets::Required(&only, &exclude)) {
+            match load_shown(
+                &path,
+                roots,
+                color,
+                detail,
+                Secrets::Required(&only, &exclude),
+            ) {
                 Ok(plan) => {
                     let options = ApplyOptions {
                         state_path: state.resolve(&plan, &path),
@@ -317,7 +328,7 @@ pub fn run() -> u8 {
             plan: path,
             state,
             format,
-        } => match load_shown(&path, color, detail, Secrets::Unused) {
+        } => match load_shown(&path, roots, color, detail, Secrets::Unused) {
             Ok(plan) => match snapshot::read(&plan, &state.resolve(&plan, &path)) {
                 Ok(s) => {
                     let _ = crate::report::run::render_status(&s, format, &mut io::stdout().lock());
@@ -331,7 +342,7 @@ pub fn run() -> u8 {
             plan: path,
             state,
             format,
-        } => match load_shown(&path, color, detail, Secrets::Unused) {
+        } => match load_shown(&path, roots, color, detail, Secrets::Unused) {
             Ok(plan) => match snapshot::read(&plan, &state.resolve(&plan, &path)) {
                 Ok(s) => {
                     let _ = crate::report::run::render_report(&s, format, &mut io::stdout().lock());
@@ -344,7 +355,7 @@ pub fn run() -> u8 {
         Command::Ovh {
             command: OvhCommand::Login { endpoint, save },
         } => ovh_login(endpoint.as_deref(), save.as_deref(), color),
-        Command::Graph { plan, format } => match load_valid(&plan, color, detail) {
+        Command::Graph { plan, format } => match load_valid(&plan, roots, color, detail) {
             Ok(plan) => {
                 let graph = StepGraph::build(&plan);
                 let _ =
@@ -490,10 +501,15 @@ enum Secrets<'a> {
 }
 
 /// Read and validate a plan; the diagnostics and the plan when it has no error.
-fn read_and_select(path: &Path, secrets: Secrets<'_>) -> (Option<Plan>, Diagnostics) {
+fn read_and_select(
+    path: &Path,
+    import_root: Option<&Path>,
+    secrets: Secrets<'_>,
+) -> (Option<Plan>, Diagnostics) {
     match read_source(path) {
         Ok(source) => {
-            let (mut plan, mut diags) = plan::load_with(&source, path, &read_import);
+            let files = ImportFiles::new(path, import_root);
+            let (mut plan, mut diags) = plan::load_with(&source, path, &files);
             if let Some(p) = &mut plan {
                 if let Secrets::Required(only, exclude) = secrets {
                     p.select(only, exclude);
@@ -521,13 +537,24 @@ fn read_and_select(path: &Path, secrets: Secrets<'_>) -> (Option<Plan>, Diagnost
 }
 
 /// For commands that need a valid plan: warnings are shown, errors end the command with 2.
-fn load_valid(path: &Path, color: bool, detail: Detail) -> Result<Plan, u8> {
-    load_shown(path, color, detail, Secrets::Checked)
+fn load_valid(
+    path: &Path,
+    import_root: Option<&Path>,
+    color: bool,
+    detail: Detail,
+) -> Result<Plan, u8> {
+    load_shown(path, import_root, color, detail, Secrets::Checked)
 }
 
 /// [`load_valid`], with the secrets checked as the command needs (see [`Secrets`]).
-fn load_shown(path: &Path, color: bool, detail: Detail, secrets: Secrets<'_>) -> Result<Plan, u8> {
-    let (plan, diags) = read_and_select(path, secrets);
+fn load_shown(
+    path: &Path,
+    import_root: Option<&Path>,
+    color: bool,
+    detail: Detail,
+    secrets: Secrets<'_>,
+) -> Result<Plan, u8> {
+    let (plan, diags) = read_and_select(path, import_root, secrets);
     let stderr = io::stderr();
     let mut err = stderr.lock();
     let _ = diagnostics::render(
@@ -552,8 +579,14 @@ fn load_shown(path: &Path, color: bool, detail: Detail, secrets: Secrets<'_>) ->
     }
 }
 
-fn validate(path: &Path, format: Format, color: bool, detail: Detail) -> u8 {
-    let diags = read_and_select(path, Secrets::Checked).1;
+fn validate(
+    path: &Path,
+    import_root: Option<&Path>,
+    format: Format,
+    color: bool,
+    detail: Detail,
+) -> u8 {
+    let diags = read_and_select(path, import_root, Secrets::Checked).1;
     let (stdout, stderr) = (io::stdout(), io::stderr());
     let (mut out, mut err) = (stdout.lock(), stderr.lock());
     // A closed pipe on stdout is not worth a second error.
@@ -575,36 +608,91 @@ fn validate(path: &Path, format: Format, color: bool, detail: Detail) -> u8 {
     if diags.has_errors() { EXIT_INVALID } else { 0 }
 }
 
-/// The CSV imports' [`plan::FileReader`]: a file of the disk, refused before it is read when it
-/// is larger than `max_len`.
-fn read_import(path: &Path, max_len: usize) -> Result<Vec<u8>, String> {
-    let meta = fs_err::metadata(path).map_err(|e| e.to_string())?;
-    if meta.is_dir() {
-        return Err(format!("{} is a folder", path.display()));
-    }
-    if usize::try_from(meta.len()).map_or(true, |len| len > max_len) {
-        return Err(format!(
-            "{} is {} MiB; an import may be at most {} MiB",
-            path.display(),
-            meta.len() / (1024 * 1024),
-            max_len / (1024 * 1024)
-        ));
-    }
-    fs_err::read(path).map_err(|e| e.to_string())
+/// The CSV imports' [`plan::FileReader`]: regular files under the import root only (the plan's
+/// folder, or `--import-root`), compared after links and `..` are resolved, read with a bound.
+struct ImportFiles {
+    /// The root, resolved; or why it could not be.
+    root: Result<PathBuf, String>,
+    /// Whether the root is the plan's folder (for the message).
+    default_root: bool,
 }
 
-/// Read a plan file, refusing what is too large before reading it all.
+impl ImportFiles {
+    fn new(plan: &Path, import_root: Option<&Path>) -> Self {
+        let folder = plan.parent().filter(|p| !p.as_os_str().is_empty());
+        let root = import_root.or(folder).unwrap_or_else(|| Path::new("."));
+        ImportFiles {
+            root: fs_err::canonicalize(root).map_err(|e| e.to_string()),
+            default_root: import_root.is_none(),
+        }
+    }
+}
+
+impl plan::FileReader for ImportFiles {
+    fn read(&self, path: &Path, max_len: usize) -> Result<Vec<u8>, String> {
+        let shown = path.display();
+        let root = self.root.as_ref().map_err(Clone::clone)?;
+        let real = std::fs::canonicalize(path).map_err(|e| {
+            let why = crate::exec::files::ReadError::Io(match e.kind() {
+                io::ErrorKind::NotFound => "it does not exist".to_owned(),
+                _ => e.to_string(),
+            });
+            format!("{shown}: {why}")
+        })?;
+        if !real.starts_with(root) {
+            let whose = if self.default_root {
+                "the plan's folder"
+            } else {
+                "the `--import-root` folder"
+            };
+            return Err(format!(
+                "{shown} is outside {whose} ({}); imports are read from there only (`--import-root DIR` widens it)",
+                root.display()
+            ));
+        }
+        crate::exec::files::read_regular(&real, max_len as u64).map_err(|e| match e {
+            crate::exec::files::ReadError::TooLarge(_) => format!(
+                "{shown} holds more than the {} MiB left to read: an import may be at most {} MiB, and the imports of a plan {} MiB together",
+                max_len / (1024 * 1024),
+                plan::import::MAX_IMPORT_BYTES / (1024 * 1024),
+                plan::import::MAX_TOTAL_IMPORT_BYTES / (1024 * 1024)
+            ),
+            other => format!("{shown}: {other}"),
+        })
+    }
+
+    fn same_file(&self, a: &Path, b: &Path) -> bool {
+        match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        }
+    }
+}
+
+/// Read a plan file: a regular file only (a FIFO or a device is refused without blocking),
+/// refusing what is too large before reading it all, and never reading past the bound.
 fn read_source(path: &Path) -> Result<std::sync::Arc<SourceFile>, Diagnostic> {
     let name = path.display().to_string();
     let unreadable = |e: &dyn std::fmt::Display| {
-        Diagnostic::error(Code::Unreadable, format!("cannot read the plan: {e}"))
+        Diagnostic::error(
+            Code::Unreadable,
+            format!("cannot read the plan {name}: {e}"),
+        )
     };
     let meta = fs_err::metadata(path).map_err(|e| unreadable(&e))?;
-    if meta.is_dir() {
-        return Err(unreadable(&format!("{name} is a folder")));
+    if meta.is_file() {
+        yaml::check_size(&name, usize::try_from(meta.len()).unwrap_or(usize::MAX))?;
     }
-    let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
-    yaml::check_size(&name, len)?;
-    let bytes = fs_err::read(path).map_err(|e| unreadable(&e))?;
+    let bytes = crate::exec::files::read_regular(path, yaml::MAX_PLAN_BYTES as u64).map_err(
+        |e| match &e {
+            crate::exec::files::ReadError::TooLarge(_) => {
+                match yaml::check_size(&name, yaml::MAX_PLAN_BYTES + 1) {
+                    Err(d) => d,
+                    Ok(()) => unreadable(&e),
+                }
+            }
+            other => unreadable(other),
+        },
+    )?;
     yaml::decode(&name, bytes)
 }

@@ -88,10 +88,7 @@ fn resolve_with(
                 path: path.clone(),
                 reason,
             };
-            let file = std::fs::File::open(&path).map_err(|e| fail(e.to_string()))?;
-            let mut bytes = Vec::new();
-            file.take(MAX_SECRET_BYTES)
-                .read_to_end(&mut bytes)
+            let bytes = super::files::read_regular(&path, MAX_SECRET_BYTES)
                 .map_err(|e| fail(e.to_string()))?;
             let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8".to_owned()))?;
             let text = text
@@ -222,9 +219,10 @@ fn check_with(
                 }
                 Some(_) => continue,
             },
-            SecretRef::File(path) => match std::fs::File::open(plan_dir.join(path)) {
+            // Opened without blocking: a FIFO named as a secret does not hang `validate`.
+            SecretRef::File(path) => match super::files::open_regular(&plan_dir.join(path)) {
                 // An empty file, or one holding a line break alone, holds no password.
-                Ok(f) if f.metadata().is_ok_and(|m| m.is_file() && m.len() <= 2) => {
+                Ok(f) if f.metadata().is_ok_and(|m| m.len() <= 2) => {
                     let mut start = Vec::new();
                     let _ = f.take(3).read_to_end(&mut start);
                     if matches!(start.as_slice(), b"" | b"\n" | b"\r\n") {
@@ -233,9 +231,8 @@ fn check_with(
                         continue;
                     }
                 }
-                Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => continue,
-                Ok(_) => format!("secret file {path} is not a file"),
-                Err(e) => format!("secret file {path} cannot be read: {}", io_reason(&e)),
+                Ok(_) => continue,
+                Err(e) => format!("secret file {path} cannot be read: {e}"),
             },
             SecretRef::Command(command) => match program_of(command) {
                 Some(program) if !find(program) => {
@@ -273,14 +270,6 @@ fn check_with(
     }
     diags.sort();
     diags
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "it does not exist".to_owned(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-        _ => e.to_string(),
-    }
 }
 
 /// The program a shell command starts, when it can be told without running a shell: `None` for

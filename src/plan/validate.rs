@@ -154,12 +154,17 @@ pub fn validate(
 
     let mut written = Vec::new();
     let mut imports: Vec<(Arc<SourceFile>, Span)> = Vec::new();
+    let mut imported = Imported {
+        paths: Vec::new(),
+        secret_files: secret_files(top.get("accounts"), path),
+        budget: import::MAX_TOTAL_IMPORT_BYTES,
+    };
     if let Some(list) = top.get("accounts")
         && let Some(items) = r.list(list, "`accounts`")
     {
         for item in items {
             if is_import(item) {
-                let Some(csv) = read_import(&mut r, item, path, files) else {
+                let Some(csv) = read_import(&mut r, item, path, files, &mut imported) else {
                     continue;
                 };
                 let mut cr = Reader {
@@ -204,12 +209,59 @@ fn is_import(item: &Node) -> bool {
         if entries.iter().any(|(k, _)| matches!(&k.value, Value::Str(s) if s == "import")))
 }
 
-/// Open the CSV file an `import:` entry names, relative to the plan's folder.
+/// What the imports read so far hold, and what they may not be.
+struct Imported {
+    /// Each import read, with where it was named.
+    paths: Vec<(std::path::PathBuf, Span)>,
+    /// The plan's `file:` secrets, joined to its folder: never read as a CSV file.
+    secret_files: Vec<std::path::PathBuf>,
+    /// Bytes the imports still to read may hold together.
+    budget: usize,
+}
+
+/// The value of `key` in a mapping's entries.
+fn entry<'n>(entries: &'n [(Node, Node)], key: &str) -> Option<&'n Value> {
+    entries
+        .iter()
+        .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key))
+        .map(|(_, v)| &v.value)
+}
+
+/// The `file:` secrets the plan's YAML accounts name, joined to the plan's folder.
+fn secret_files(accounts: Option<&Node>, plan_path: &Path) -> Vec<std::path::PathBuf> {
+    let dir = plan_path.parent().unwrap_or_else(|| Path::new(""));
+    let Some(Node {
+        value: Value::Seq(items),
+        ..
+    }) = accounts
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Value::Map(entries) = &item.value else {
+            continue;
+        };
+        for key in ["source-password", "target-password"] {
+            if let Some(Value::Map(secret)) = entry(entries, key)
+                && let Some(Value::Str(file)) = entry(secret, "file")
+            {
+                out.push(dir.join(file));
+            }
+        }
+    }
+    out
+}
+
+/// Open the CSV file an `import:` entry names, relative to the plan's folder: once per file,
+/// never a file the plan uses as a `file:` secret, within the plan's import budget, and only
+/// when it is recognisably a CSV of accounts (otherwise nothing of it is quoted).
 fn read_import(
     r: &mut Reader<'_>,
     item: &Node,
     plan_path: &Path,
     files: &dyn FileReader,
+    imported: &mut Imported,
 ) -> Option<(Arc<SourceFile>, Span)> {
     let f = r.fields(item, "an import", IMPORT_KEYS)?;
     let node = f.get("import")?;
@@ -218,7 +270,51 @@ fn read_import(
         .parent()
         .unwrap_or_else(|| Path::new(""))
         .join(&relative);
-    let csv = import::open(r, files, &path, node.span)?;
+    if let Some((_, first)) = imported
+        .paths
+        .iter()
+        .find(|(p, _)| files.same_file(p, &path))
+    {
+        r.diags.push(
+            Diagnostic::error(Code::CsvImport, format!("{relative} is imported twice"))
+                .with_label(r.source, node.span, "again here")
+                .with_label(r.source, *first, "first here")
+                .with_help(
+                    "each row would be a second account of the same address; keep one import",
+                ),
+        );
+        return None;
+    }
+    if imported
+        .secret_files
+        .iter()
+        .any(|secret| files.same_file(secret, &path))
+    {
+        r.error(
+            Code::CsvImport,
+            node.span,
+            format!("{relative} is a `file:` secret of this plan; it is not read as a CSV file"),
+            "a secret file",
+        );
+        return None;
+    }
+    let csv = import::open(r, files, &path, node.span, imported.budget)?;
+    imported.budget = imported.budget.saturating_sub(csv.text.len());
+    imported.paths.push((path, node.span));
+    if !import::looks_like_accounts(&csv.text) {
+        r.diags.push(
+            Diagnostic::error(
+                Code::CsvImport,
+                format!("{relative} is not a CSV file of accounts: its first line names no account key"),
+            )
+            .with_label(r.source, node.span, "imported here")
+            .with_help(format!(
+                "an import's first line names its columns ({}); nothing of this file is shown, in case it is not the file meant",
+                import::CSV_KEYS.join(", ")
+            )),
+        );
+        return None;
+    }
     Some((csv, node.span))
 }
 
