@@ -206,12 +206,23 @@ pub fn read_csv(r: &mut Reader<'_>) -> Vec<Node> {
         let spans = match field_spans(text, start) {
             Ok(spans) => spans,
             Err((offset, why)) => {
-                r.error(
-                    Code::CsvImport,
-                    Span::new(offset, 1),
-                    format!("malformed CSV row: {why}"),
-                    "bad quoting",
-                );
+                // The row's cells cannot be told apart: every cell from the first of a secret
+                // column on is masked (a broken quote is often in a password).
+                let line_end = text[start..].find('\n').map_or(text.len(), |e| start + e);
+                let mut d = Diagnostic::error(Code::CsvImport, format!("malformed CSV row: {why}"))
+                    .with_label(r.source, Span::new(offset, 1), "bad quoting");
+                let first_secret = columns
+                    .iter()
+                    .position(|c| c.is_some_and(|(k, _)| SECRET_COLUMNS.contains(&k)));
+                if header_seen && let Some(i) = first_secret {
+                    let cut = text[start..line_end]
+                        .match_indices(',')
+                        .nth(i.saturating_sub(1))
+                        .map_or(start, |(p, _)| start + p + 1);
+                    let cut = if i == 0 { start } else { cut };
+                    d = d.with_mask(r.source, Span::new(cut, line_end - cut));
+                }
+                r.diags.push(d);
                 // After a quoting error the rows that follow cannot be trusted.
                 return rows;
             }
@@ -234,8 +245,20 @@ pub fn read_csv(r: &mut Reader<'_>) -> Vec<Node> {
             continue;
         }
         if record.len() != columns.len() {
-            r.diags.push(
-                Diagnostic::error(
+            // Cells of secret columns that are not references, and cells past the header, may
+            // be passwords: masked in the snippet of the row.
+            let mut masks = Vec::new();
+            for (i, (cell, span)) in record.iter().zip(&spans).enumerate() {
+                let secret = match columns.get(i) {
+                    Some(Some((key, _))) => SECRET_COLUMNS.contains(key),
+                    Some(None) => false,
+                    None => true,
+                };
+                if secret && !cell.is_empty() && SecretRef::parse_cell(cell).is_none() {
+                    masks.push(*span);
+                }
+            }
+            let mut d = Diagnostic::error(
                     Code::CsvImport,
                     format!(
                         "malformed CSV row: {} fields, the header has {}",
@@ -244,8 +267,11 @@ pub fn read_csv(r: &mut Reader<'_>) -> Vec<Node> {
                     ),
                 )
                 .with_label(r.source, row_span(&spans, start), "this row")
-                .with_help("every row has one cell per header name; leave a cell empty for an absent value, and quote cells that hold a comma"),
-            );
+                .with_help("every row has one cell per header name; leave a cell empty for an absent value, and quote cells that hold a comma");
+            for span in masks {
+                d = d.with_mask(r.source, span);
+            }
+            r.diags.push(d);
             continue;
         }
         rows.push(row_node(r, &record, &spans, &columns, start));

@@ -330,3 +330,32 @@ fn an_empty_secret_is_refused_before_anything_runs() {
     );
     assert!(!state.exists());
 }
+
+#[test]
+fn a_malformed_csv_row_never_shows_a_password_in_clear() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = write_plan(
+        dir.path(),
+        &format!("{}  - import: a.csv\n", plan_of(0, |_| String::new())),
+    );
+    for row in [
+        format!("a@x.example,old,new,{SECRET},env:B,extra"),
+        format!("a@x.example,old,new,{SECRET}\"x,env:B"),
+        format!("a@x.example,old,new,\"{SECRET},env:B"),
+    ] {
+        std::fs::write(
+            dir.path().join("a.csv"),
+            format!("address,from,to,source-password,target-password\n{row}\n"),
+        )
+        .expect("write");
+        let out = validate_within(&plan, &[]);
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(text.contains("malformed CSV row"), "{text}");
+        assert!(text.contains("a@x.example,old,new,"), "{text}");
+        assert!(
+            !text.contains("Never") && !text.contains("42"),
+            "{row}: {text}"
+        );
+    }
+}
