@@ -42,6 +42,10 @@ pub struct Cli {
     /// nothing.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// Let `import:` read CSV files anywhere under this folder (default: only under the plan's
+    /// own folder). Only regular files are read, never a file the plan uses as a `file:` secret.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub import_root: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -231,12 +235,13 @@ pub fn run() -> u8 {
         verbose: cli.verbose,
         quiet: cli.quiet,
     };
+    let roots = cli.import_root.as_deref();
     match cli.command {
         Command::Validate {
             plan,
             format,
             no_secret_check,
-        } => validate(&plan, format, color, detail, no_secret_check),
+        } => validate(&plan, roots, format, color, detail, no_secret_check),
         Command::Plan {
             plan: path,
             format,
@@ -253,7 +258,7 @@ pub fn run() -> u8 {
             } else {
                 Secrets::Checked
             };
-            match load_recorded(&path, color, detail, secrets) {
+            match load_recorded(&path, roots, color, detail, secrets) {
                 Ok(mut loaded) => {
                     if !refresh {
                         // (With --refresh, read_and_select checked and selected already.)
@@ -352,14 +357,25 @@ pub fn run() -> u8 {
                 Err(code) => return code,
             };
             let loaded = match &saved {
-                Some(_) => load_recorded(&path, color, detail, Secrets::Required(&only, &exclude)),
-                None => load_shown(&path, color, detail, Secrets::Required(&only, &exclude)).map(
-                    |plan| Loaded {
-                        plan,
-                        text: std::sync::Arc::from(""),
-                        imports: Vec::new(),
-                    },
+                Some(_) => load_recorded(
+                    &path,
+                    roots,
+                    color,
+                    detail,
+                    Secrets::Required(&only, &exclude),
                 ),
+                None => load_shown(
+                    &path,
+                    roots,
+                    color,
+                    detail,
+                    Secrets::Required(&only, &exclude),
+                )
+                .map(|plan| Loaded {
+                    plan,
+                    text: std::sync::Arc::from(""),
+                    imports: Vec::new(),
+                }),
             };
             match loaded {
                 Ok(loaded) => {
@@ -398,7 +414,7 @@ pub fn run() -> u8 {
             plan: path,
             state,
             format,
-        } => match load_shown(&path, color, detail, Secrets::Unused) {
+        } => match load_shown(&path, roots, color, detail, Secrets::Unused) {
             Ok(plan) => match snapshot::read(&plan, &state.resolve(&plan, &path)) {
                 Ok(s) => {
                     let _ = crate::report::run::render_status(&s, format, &mut io::stdout().lock());
@@ -412,7 +428,7 @@ pub fn run() -> u8 {
             plan: path,
             state,
             format,
-        } => match load_shown(&path, color, detail, Secrets::Unused) {
+        } => match load_shown(&path, roots, color, detail, Secrets::Unused) {
             Ok(plan) => match snapshot::read(&plan, &state.resolve(&plan, &path)) {
                 Ok(s) => {
                     let _ = crate::report::run::render_report(&s, format, &mut io::stdout().lock());
@@ -425,7 +441,7 @@ pub fn run() -> u8 {
         Command::Ovh {
             command: OvhCommand::Login { endpoint, save },
         } => ovh_login(endpoint.as_deref(), save.as_deref(), color),
-        Command::Graph { plan, format } => match load_valid(&plan, color, detail) {
+        Command::Graph { plan, format } => match load_valid(&plan, roots, color, detail) {
             Ok(plan) => {
                 let graph = StepGraph::build(&plan);
                 let _ =
@@ -503,26 +519,43 @@ impl Loaded {
 /// [`load_shown`], recording the plan's text and every import's digest.
 fn load_recorded(
     path: &Path,
+    import_root: Option<&Path>,
     color: bool,
     detail: Detail,
     secrets: Secrets<'_>,
 ) -> Result<Loaded, u8> {
-    let imports = std::cell::RefCell::new(Vec::new());
-    let recording = |p: &Path, max_len: usize| {
-        let bytes = read_import(p, max_len)?;
-        imports.borrow_mut().push(crate::exec::saved::FileDigest {
-            path: p.display().to_string(),
-            sha256: crate::exec::saved::sha256(&bytes),
-        });
-        Ok(bytes)
+    let recording = Recording {
+        files: ImportFiles::new(path, import_root),
+        seen: std::cell::RefCell::new(Vec::new()),
     };
     let (plan, diags, text) = read_and_select_with(path, secrets, &recording);
     let plan = show_loaded(path, plan, &diags, color, detail)?;
     Ok(Loaded {
         plan,
         text: text.unwrap_or_else(|| std::sync::Arc::from("")),
-        imports: imports.into_inner(),
+        imports: recording.seen.into_inner(),
     })
+}
+
+/// The plan's imports read as [`ImportFiles`] reads them, each one's digest kept for a saved plan.
+struct Recording {
+    files: ImportFiles,
+    seen: std::cell::RefCell<Vec<crate::exec::saved::FileDigest>>,
+}
+
+impl plan::FileReader for Recording {
+    fn read(&self, path: &Path, max_len: usize) -> Result<Vec<u8>, String> {
+        let bytes = self.files.read(path, max_len)?;
+        self.seen.borrow_mut().push(crate::exec::saved::FileDigest {
+            path: path.display().to_string(),
+            sha256: crate::exec::saved::sha256(&bytes),
+        });
+        Ok(bytes)
+    }
+
+    fn same_file(&self, a: &Path, b: &Path) -> bool {
+        self.files.same_file(a, b)
+    }
 }
 
 /// When `path` is a saved plan: the plan it was made from and the record. `--only`/`--exclude`
@@ -728,8 +761,13 @@ enum Secrets<'a> {
 }
 
 /// Read and validate a plan; the diagnostics and the plan when it has no error.
-fn read_and_select(path: &Path, secrets: Secrets<'_>) -> (Option<Plan>, Diagnostics) {
-    let (plan, diags, _) = read_and_select_with(path, secrets, &read_import);
+fn read_and_select(
+    path: &Path,
+    import_root: Option<&Path>,
+    secrets: Secrets<'_>,
+) -> (Option<Plan>, Diagnostics) {
+    let files = ImportFiles::new(path, import_root);
+    let (plan, diags, _) = read_and_select_with(path, secrets, &files);
     (plan, diags)
 }
 
@@ -798,13 +836,24 @@ fn unknown_selection(plan: &Plan, only: &[String], exclude: &[String]) -> Vec<Di
 }
 
 /// For commands that need a valid plan: warnings are shown, errors end the command with 2.
-fn load_valid(path: &Path, color: bool, detail: Detail) -> Result<Plan, u8> {
-    load_shown(path, color, detail, Secrets::Checked)
+fn load_valid(
+    path: &Path,
+    import_root: Option<&Path>,
+    color: bool,
+    detail: Detail,
+) -> Result<Plan, u8> {
+    load_shown(path, import_root, color, detail, Secrets::Checked)
 }
 
 /// [`load_valid`], with the secrets checked as the command needs (see [`Secrets`]).
-fn load_shown(path: &Path, color: bool, detail: Detail, secrets: Secrets<'_>) -> Result<Plan, u8> {
-    let (plan, diags) = read_and_select(path, secrets);
+fn load_shown(
+    path: &Path,
+    import_root: Option<&Path>,
+    color: bool,
+    detail: Detail,
+    secrets: Secrets<'_>,
+) -> Result<Plan, u8> {
+    let (plan, diags) = read_and_select(path, import_root, secrets);
     show_loaded(path, plan, &diags, color, detail)
 }
 
@@ -840,8 +889,15 @@ fn show_loaded(
     }
 }
 
-fn validate(path: &Path, format: Format, color: bool, detail: Detail, no_secret_check: bool) -> u8 {
-    let mut diags = read_and_select(path, Secrets::Checked).1;
+fn validate(
+    path: &Path,
+    import_root: Option<&Path>,
+    format: Format,
+    color: bool,
+    detail: Detail,
+    no_secret_check: bool,
+) -> u8 {
+    let mut diags = read_and_select(path, import_root, Secrets::Checked).1;
     if no_secret_check {
         diags.items.retain(|d| d.code != Code::UnresolvedSecret);
     }
@@ -866,37 +922,92 @@ fn validate(path: &Path, format: Format, color: bool, detail: Detail, no_secret_
     if diags.has_errors() { EXIT_INVALID } else { 0 }
 }
 
-/// The CSV imports' [`plan::FileReader`]: a file of the disk, refused before it is read when it
-/// is larger than `max_len`.
-fn read_import(path: &Path, max_len: usize) -> Result<Vec<u8>, String> {
-    let meta = fs_err::metadata(path).map_err(|e| e.to_string())?;
-    if meta.is_dir() {
-        return Err(format!("{} is a folder", path.display()));
-    }
-    if usize::try_from(meta.len()).map_or(true, |len| len > max_len) {
-        return Err(format!(
-            "{} is {} MiB; an import may be at most {} MiB",
-            path.display(),
-            meta.len() / (1024 * 1024),
-            max_len / (1024 * 1024)
-        ));
-    }
-    fs_err::read(path).map_err(|e| e.to_string())
+/// The CSV imports' [`plan::FileReader`]: regular files under the import root only (the plan's
+/// folder, or `--import-root`), compared after links and `..` are resolved, read with a bound.
+struct ImportFiles {
+    /// The root, resolved; or why it could not be.
+    root: Result<PathBuf, String>,
+    /// Whether the root is the plan's folder (for the message).
+    default_root: bool,
 }
 
-/// Read a plan file, refusing what is too large before reading it all.
+impl ImportFiles {
+    fn new(plan: &Path, import_root: Option<&Path>) -> Self {
+        let folder = plan.parent().filter(|p| !p.as_os_str().is_empty());
+        let root = import_root.or(folder).unwrap_or_else(|| Path::new("."));
+        ImportFiles {
+            root: fs_err::canonicalize(root).map_err(|e| e.to_string()),
+            default_root: import_root.is_none(),
+        }
+    }
+}
+
+impl plan::FileReader for ImportFiles {
+    fn read(&self, path: &Path, max_len: usize) -> Result<Vec<u8>, String> {
+        let shown = path.display();
+        let root = self.root.as_ref().map_err(Clone::clone)?;
+        let real = std::fs::canonicalize(path).map_err(|e| {
+            let why = crate::exec::files::ReadError::Io(match e.kind() {
+                io::ErrorKind::NotFound => "it does not exist".to_owned(),
+                _ => e.to_string(),
+            });
+            format!("{shown}: {why}")
+        })?;
+        if !real.starts_with(root) {
+            let whose = if self.default_root {
+                "the plan's folder"
+            } else {
+                "the `--import-root` folder"
+            };
+            return Err(format!(
+                "{shown} is outside {whose} ({}); imports are read from there only (`--import-root DIR` widens it)",
+                root.display()
+            ));
+        }
+        crate::exec::files::read_regular(&real, max_len as u64).map_err(|e| match e {
+            crate::exec::files::ReadError::TooLarge(_) => format!(
+                "{shown} holds more than the {} MiB left to read: an import may be at most {} MiB, and the imports of a plan {} MiB together",
+                max_len / (1024 * 1024),
+                plan::import::MAX_IMPORT_BYTES / (1024 * 1024),
+                plan::import::MAX_TOTAL_IMPORT_BYTES / (1024 * 1024)
+            ),
+            other => format!("{shown}: {other}"),
+        })
+    }
+
+    fn same_file(&self, a: &Path, b: &Path) -> bool {
+        match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        }
+    }
+}
+
+/// Read a plan file: a regular file only (a FIFO or a device is refused without blocking),
+/// refusing what is too large before reading it all, and never reading past the bound.
 fn read_source(path: &Path) -> Result<std::sync::Arc<SourceFile>, Diagnostic> {
     let name = path.display().to_string();
     let unreadable = |e: &dyn std::fmt::Display| {
-        Diagnostic::error(Code::Unreadable, format!("cannot read the plan: {e}"))
+        Diagnostic::error(
+            Code::Unreadable,
+            format!("cannot read the plan {name}: {e}"),
+        )
     };
     let meta = fs_err::metadata(path).map_err(|e| unreadable(&e))?;
-    if meta.is_dir() {
-        return Err(unreadable(&format!("{name} is a folder")));
+    if meta.is_file() {
+        yaml::check_size(&name, usize::try_from(meta.len()).unwrap_or(usize::MAX))?;
     }
-    let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
-    yaml::check_size(&name, len)?;
-    let bytes = fs_err::read(path).map_err(|e| unreadable(&e))?;
+    let bytes = crate::exec::files::read_regular(path, yaml::MAX_PLAN_BYTES as u64).map_err(
+        |e| match &e {
+            crate::exec::files::ReadError::TooLarge(_) => {
+                match yaml::check_size(&name, yaml::MAX_PLAN_BYTES + 1) {
+                    Err(d) => d,
+                    Ok(()) => unreadable(&e),
+                }
+            }
+            other => unreadable(other),
+        },
+    )?;
     yaml::decode(&name, bytes)
 }
 

@@ -2,6 +2,7 @@
 //! runs resumable ([`state`]), the printer of a run ([`printer`]) and secret resolution
 //! ([`secrets`]). With [`crate::providers`], the only code that does I/O.
 
+pub mod files;
 pub(crate) mod legacy_layout;
 pub(crate) mod ovh;
 pub(crate) mod preflight;

@@ -251,14 +251,25 @@ pub(crate) fn resolve_credentials(plan: &Plan) -> Result<Vec<Credentials>, ExecE
         .unwrap_or_default();
     let mut problems = Vec::new();
     let mut creds = Vec::with_capacity(plan.accounts.len());
+    // Each distinct reference once; commands concurrently.
+    let resolved = secrets::resolve_all(
+        plan.accounts
+            .iter()
+            .flat_map(|a| [a.source_password.as_ref(), a.target_password.as_ref()])
+            .flatten(),
+        &dir,
+    );
     for a in &plan.accounts {
         let mut get = |side: &str, r: Option<&crate::plan::secret::SecretRef>| match r {
             None => {
                 problems.push(format!("  {}: no {side}-password in the plan", a.address));
                 None
             }
-            Some(r) => match secrets::resolve(r, &dir) {
-                Ok(s) => Some(s),
+            Some(r) => match resolved
+                .get(r)
+                .unwrap_or(&Err(secrets::SecretError::Unresolved))
+            {
+                Ok(s) => Some(s.clone()),
                 Err(e) => {
                     problems.push(format!("  {}: {side}-password {e}", a.address));
                     None

@@ -55,17 +55,91 @@ pub enum SecretError {
     #[error("secret command `{command}` {reason}")]
     #[diagnostic(code(plan::unresolved_secret))]
     Command { command: String, reason: String },
+    #[error("was not resolved")]
+    #[diagnostic(code(plan::unresolved_secret))]
+    Unresolved,
 }
 
+/// Variables a `command:` secret never sees: the OVH credentials.
+const OVH_VARIABLES: &[&str] = &[
+    "OVH_APPLICATION_KEY",
+    "OVH_APPLICATION_SECRET",
+    "OVH_CONSUMER_KEY",
+];
+/// `command:` secrets run at once, at most.
+const COMMANDS_AT_ONCE: usize = 8;
+
 /// Resolve a reference now. `plan_dir` anchors relative `file:` paths and is the commands'
-/// working folder.
+/// working folder. A command runs without the OVH credentials in its environment.
 pub fn resolve(reference: &SecretRef, plan_dir: &Path) -> Result<Secret, SecretError> {
+    let hidden: Vec<String> = OVH_VARIABLES.iter().map(|v| (*v).to_owned()).collect();
     resolve_with(
         reference,
         plan_dir,
         &|name| std::env::var_os(name),
         COMMAND_TIMEOUT,
+        &hidden,
     )
+}
+
+/// Resolve every distinct reference of `references` once; commands run concurrently (a few at
+/// a time), each without the OVH credentials nor any variable an `env:` reference of
+/// `references` names (the other secrets) in its environment.
+pub fn resolve_all<'r>(
+    references: impl IntoIterator<Item = &'r SecretRef>,
+    plan_dir: &Path,
+) -> HashMap<&'r SecretRef, Result<Secret, SecretError>> {
+    resolve_all_with(
+        references,
+        plan_dir,
+        &|name| std::env::var_os(name),
+        COMMAND_TIMEOUT,
+    )
+}
+
+fn resolve_all_with<'r>(
+    references: impl IntoIterator<Item = &'r SecretRef>,
+    plan_dir: &Path,
+    env: &(dyn Fn(&str) -> Option<OsString> + Sync),
+    timeout: Duration,
+) -> HashMap<&'r SecretRef, Result<Secret, SecretError>> {
+    let mut distinct: Vec<&SecretRef> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for r in references {
+        if seen.insert(r) {
+            distinct.push(r);
+        }
+    }
+    let mut hidden: Vec<String> = OVH_VARIABLES.iter().map(|v| (*v).to_owned()).collect();
+    hidden.extend(distinct.iter().filter_map(|r| match r {
+        SecretRef::Env(name) => Some(name.clone()),
+        _ => None,
+    }));
+    let (commands, others): (Vec<&SecretRef>, Vec<&SecretRef>) = distinct
+        .into_iter()
+        .partition(|r| matches!(r, SecretRef::Command(_)));
+    let mut out: HashMap<&SecretRef, Result<Secret, SecretError>> = others
+        .into_iter()
+        .map(|r| (r, resolve_with(r, plan_dir, env, timeout, &hidden)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::with_capacity(commands.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..COMMANDS_AT_ONCE.min(commands.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(r) = commands.get(i) else { break };
+                    let resolved = resolve_with(r, plan_dir, env, timeout, &hidden);
+                    if let Ok(mut results) = results.lock() {
+                        results.push((*r, resolved));
+                    }
+                }
+            });
+        }
+    });
+    out.extend(results.into_inner().unwrap_or_default());
+    out
 }
 
 fn resolve_with(
@@ -73,6 +147,7 @@ fn resolve_with(
     plan_dir: &Path,
     env: &dyn Fn(&str) -> Option<OsString>,
     timeout: Duration,
+    hidden: &[String],
 ) -> Result<Secret, SecretError> {
     match reference {
         SecretRef::Env(name) => {
@@ -91,10 +166,7 @@ fn resolve_with(
                 path: path.clone(),
                 reason,
             };
-            let file = std::fs::File::open(&path).map_err(|e| fail(e.to_string()))?;
-            let mut bytes = Vec::new();
-            file.take(MAX_SECRET_BYTES)
-                .read_to_end(&mut bytes)
+            let bytes = super::files::read_regular(&path, MAX_SECRET_BYTES)
                 .map_err(|e| fail(e.to_string()))?;
             let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8".to_owned()))?;
             let text = text
@@ -105,17 +177,33 @@ fn resolve_with(
             }
             Ok(Secret::new(text))
         }
-        SecretRef::Command(command) => run_command(command, plan_dir, timeout),
+        SecretRef::Command(command) => run_command(command, plan_dir, timeout, hidden),
     }
 }
 
-/// `sh -c COMMAND`, stdin and stderr closed, the first line of stdout within `timeout`.
-fn run_command(command: &str, plan_dir: &Path, timeout: Duration) -> Result<Secret, SecretError> {
+/// `sh -c COMMAND`, stdin and stderr closed, the first line of stdout within `timeout`; the
+/// variables `hidden` removed from its environment. It runs in a process group of its own,
+/// killed whole once its answer is read or its time is up: nothing it started lives on.
+fn run_command(
+    command: &str,
+    plan_dir: &Path,
+    timeout: Duration,
+    hidden: &[String],
+) -> Result<Secret, SecretError> {
     let fail = |reason: String| SecretError::Command {
         command: command.to_owned(),
         reason,
     };
-    let mut child = Command::new("sh")
+    let mut sh = Command::new("sh");
+    for name in hidden {
+        sh.env_remove(name);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        sh.process_group(0);
+    }
+    let mut child = sh
         .arg("-c")
         .arg(command)
         .current_dir(if plan_dir.as_os_str().is_empty() {
@@ -129,6 +217,7 @@ fn run_command(command: &str, plan_dir: &Path, timeout: Duration) -> Result<Secr
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| fail(format!("could not start: {e}")))?;
+    let group = Group(Some(rustix::process::Pid::from_child(&child)));
     let (tx, rx) = mpsc::channel();
     if let Some(stdout) = child.stdout.take() {
         std::thread::spawn(move || {
@@ -145,7 +234,7 @@ fn run_command(command: &str, plan_dir: &Path, timeout: Duration) -> Result<Secr
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
+                group.kill();
                 let _ = child.wait();
                 return Err(fail(format!(
                     "did not finish within {} s",
@@ -170,6 +259,24 @@ fn run_command(command: &str, plan_dir: &Path, timeout: Duration) -> Result<Secr
         return Err(fail("printed nothing".to_owned()));
     }
     Ok(Secret::new(line))
+}
+
+/// A command's process group, killed whole when dropped (it may be gone already).
+struct Group(Option<rustix::process::Pid>);
+
+impl Group {
+    fn kill(&self) {
+        if let Some(pid) = self.0 {
+            // The child leads its own group (`process_group(0)`): its id is the group's.
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// One use of a secret reference: the account, the key, where it was written.
@@ -286,9 +393,10 @@ fn check_with(
                 }
                 Some(_) => continue,
             },
-            SecretRef::File(path) => match std::fs::File::open(plan_dir.join(path)) {
+            // Opened without blocking: a FIFO named as a secret does not hang `validate`.
+            SecretRef::File(path) => match super::files::open_regular(&plan_dir.join(path)) {
                 // An empty file, or one holding a line break alone, holds no password.
-                Ok(f) if f.metadata().is_ok_and(|m| m.is_file() && m.len() <= 2) => {
+                Ok(f) if f.metadata().is_ok_and(|m| m.len() <= 2) => {
                     let mut start = Vec::new();
                     let _ = f.take(3).read_to_end(&mut start);
                     if matches!(start.as_slice(), b"" | b"\n" | b"\r\n") {
@@ -297,9 +405,8 @@ fn check_with(
                         continue;
                     }
                 }
-                Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => continue,
-                Ok(_) => format!("secret file {path} is not a file"),
-                Err(e) => format!("secret file {path} cannot be read: {}", io_reason(&e)),
+                Ok(_) => continue,
+                Err(e) => format!("secret file {path} cannot be read: {e}"),
             },
             SecretRef::Command(command) => match program_of(command) {
                 Some(program) if !find(program) => {
@@ -337,14 +444,6 @@ fn check_with(
     }
     diags.sort();
     diags
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "it does not exist".to_owned(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-        _ => e.to_string(),
-    }
 }
 
 /// The program a shell command starts, when it can be told without running a shell: `None` for
@@ -407,7 +506,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("pw"), format!("{VALUE}\r\n")).expect("write");
         let t = Duration::from_secs(5);
-        let get = |r: SecretRef| resolve_with(&r, dir.path(), &env, t);
+        let get = |r: SecretRef| resolve_with(&r, dir.path(), &env, t, &[]);
         assert_eq!(
             get(SecretRef::Env("SET_VAR".into())).expect("env").expose(),
             VALUE
@@ -458,7 +557,7 @@ mod tests {
             (SecretRef::File("newline.pass".into()), "it is empty"),
         ];
         for (reference, expected) in cases {
-            let e = resolve_with(&reference, dir.path(), &env, t).expect_err("fails");
+            let e = resolve_with(&reference, dir.path(), &env, t, &[]).expect_err("fails");
             let text = format!("{e} {e:?}");
             assert!(text.contains(expected), "{text}");
             assert!(
@@ -466,7 +565,8 @@ mod tests {
                 "{text}"
             );
         }
-        let ok = resolve_with(&SecretRef::Env("SET_VAR".into()), dir.path(), &env, t).expect("ok");
+        let ok =
+            resolve_with(&SecretRef::Env("SET_VAR".into()), dir.path(), &env, t, &[]).expect("ok");
         assert_eq!(format!("{ok} {ok:?}"), "**** ****");
     }
 
@@ -518,6 +618,69 @@ accounts:
         assert_eq!(d.location().map(|(_, line, _)| line), Some(6));
         private(&path);
         assert!(check_with(&plan, &env, &|_| true).items.is_empty());
+    }
+
+    #[test]
+    fn a_command_that_times_out_is_killed_with_everything_it_started() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cmd = SecretRef::Command("sleep 30 & echo $! > child.pid; wait".into());
+        let e = resolve_with(&cmd, dir.path(), &env, Duration::from_millis(500), &[])
+            .expect_err("times out");
+        assert!(e.to_string().contains("did not finish"), "{e}");
+        let pid = std::fs::read_to_string(dir.path().join("child.pid")).expect("pid");
+        let stat = format!("/proc/{}/stat", pid.trim());
+        // Killed with its group (its parent gone, it is reaped by init shortly after).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let state = std::fs::read_to_string(&stat).unwrap_or_default();
+            let gone = state.is_empty()
+                || state
+                    .rsplit(") ")
+                    .next()
+                    .is_some_and(|s| s.starts_with('Z'));
+            if gone {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the command's child lives on: {state}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn references_are_resolved_once_concurrently_and_commands_see_no_other_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = Duration::from_secs(20);
+        // Each waits for the other: run one after the other, both would time out.
+        let a = SecretRef::Command(
+            "echo run >> runs; touch a; while [ ! -e b ]; do sleep 0.05; done; echo pw-a".into(),
+        );
+        let b =
+            SecretRef::Command("touch b; while [ ! -e a ]; do sleep 0.05; done; echo pw-b".into());
+        // A variable of this process stands for one an `env:` reference names: the commands do
+        // not see it (PATH is not one: the shell sets a default).
+        let (name, _) = std::env::vars()
+            .find(|(k, v)| {
+                k != "PATH"
+                    && !v.is_empty()
+                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+            .expect("a variable");
+        let path = SecretRef::Env(name.clone());
+        let shown = SecretRef::Command(format!("printf '%s\\n' \"${{{name}-hidden}}\""));
+        let ovh = SecretRef::Command("echo \"${OVH_APPLICATION_SECRET-hidden}\"".into());
+        let refs = [&a, &b, &a, &path, &shown, &a, &ovh];
+        let all = resolve_all_with(refs, dir.path(), &|n| std::env::var_os(n), t);
+        assert_eq!(all.len(), 5);
+        let value = |r: &SecretRef| all[r].as_ref().map(|s| s.expose().to_owned()).expect("ok");
+        assert_eq!(value(&a), "pw-a");
+        assert_eq!(value(&b), "pw-b");
+        assert_eq!(value(&shown), "hidden");
+        assert_eq!(value(&ovh), "hidden");
+        let runs = std::fs::read_to_string(dir.path().join("runs")).expect("runs");
+        assert_eq!(runs, "run\n", "a reference used three times ran once");
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub struct Diagnostic {
     pub help: Option<String>,
     /// The first label is the primary place; miette shows the labels that share its file.
     pub labels: Vec<Label>,
+    /// Places that may hold a secret in clear, masked in every snippet without a label of
+    /// their own (see [`Diagnostics::hide_secrets`]).
+    pub masks: Vec<(Arc<SourceFile>, Span)>,
 }
 
 impl Diagnostic {
@@ -134,6 +137,7 @@ impl Diagnostic {
             message: message.into(),
             help: None,
             labels: Vec::new(),
+            masks: Vec::new(),
         }
     }
 
@@ -173,6 +177,13 @@ impl Diagnostic {
             l.secret = true;
         }
         d
+    }
+
+    /// Mask `span` in every snippet (it may hold a password in clear), without labelling it.
+    #[must_use]
+    pub fn with_mask(mut self, source: &Arc<SourceFile>, span: Span) -> Self {
+        self.masks.push((Arc::clone(source), span));
+        self
     }
 
     #[must_use]
@@ -333,6 +344,7 @@ impl Diagnostics {
             .flat_map(|d| d.labels.iter())
             .filter(|l| l.secret)
             .map(|l| (Arc::clone(&l.source), l.span))
+            .chain(self.items.iter().flat_map(|d| d.masks.iter().cloned()))
             .collect();
         for (source, _) in &secrets {
             if masked

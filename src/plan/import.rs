@@ -22,6 +22,9 @@ use super::yaml::{Node, Value};
 
 /// Largest CSV file an import may name; refused before it is read.
 pub const MAX_IMPORT_BYTES: usize = 32 * 1024 * 1024;
+/// Largest sum of the imports of one plan: each file is read once, and what all of them hold
+/// together is bounded too.
+pub const MAX_TOTAL_IMPORT_BYTES: usize = 64 * 1024 * 1024;
 
 /// The account keys a CSV header may name: those that make sense as one cell.
 pub const CSV_KEYS: &[&str] = &[
@@ -41,8 +44,14 @@ const REQUIRED_COLUMNS: &[&str] = &["address", "from", "to"];
 
 /// How the plan layer reads an imported file. `read` gets the path (already joined to the plan's
 /// folder) and the largest size accepted; it returns the bytes or a message naming the path.
+/// The disk's reader (in the CLI) also refuses what is not a regular file under the plan's
+/// folder. `same_file` tells whether two paths name one file (through links, `..`).
 pub trait FileReader {
     fn read(&self, path: &Path, max_len: usize) -> Result<Vec<u8>, String>;
+
+    fn same_file(&self, a: &Path, b: &Path) -> bool {
+        a == b
+    }
 }
 
 impl<F: Fn(&Path, usize) -> Result<Vec<u8>, String>> FileReader for F {
@@ -70,6 +79,7 @@ pub fn open(
     files: &dyn FileReader,
     path: &Path,
     import_span: Span,
+    max_len: usize,
 ) -> Option<Arc<SourceFile>> {
     let name = path.display().to_string();
     let fail = |r: &mut Reader<'_>, message: String, help: &str| {
@@ -79,7 +89,8 @@ pub fn open(
                 .with_help(help.to_owned()),
         );
     };
-    let bytes = match files.read(path, MAX_IMPORT_BYTES) {
+    let max_len = max_len.min(MAX_IMPORT_BYTES);
+    let bytes = match files.read(path, max_len) {
         Ok(bytes) => bytes,
         Err(why) => {
             fail(
@@ -90,15 +101,16 @@ pub fn open(
             return None;
         }
     };
-    if bytes.len() > MAX_IMPORT_BYTES {
+    if bytes.len() > max_len {
         fail(
             r,
             format!(
-                "{name} is {} MiB; an import may be at most {} MiB",
+                "{name} is {} MiB; an import may be at most {} MiB, and the imports of a plan {} MiB together",
                 bytes.len() / (1024 * 1024),
-                MAX_IMPORT_BYTES / (1024 * 1024)
+                MAX_IMPORT_BYTES / (1024 * 1024),
+                MAX_TOTAL_IMPORT_BYTES / (1024 * 1024),
             ),
-            "split the accounts over several CSV files",
+            "split the accounts over several plans",
         );
         return None;
     }
@@ -113,26 +125,41 @@ pub fn open(
     match String::from_utf8(bytes) {
         Ok(text) => Some(SourceFile::new(name, text)),
         Err(e) => {
+            // Located by line and column, never shown: the file may not be the CSV it claims.
             let offset = e.utf8_error().valid_up_to();
-            let source = SourceFile::new(
-                name.clone(),
-                String::from_utf8_lossy(e.as_bytes()).into_owned(),
-            );
-            let (line, column) = source.line_col(offset);
-            r.diags.push(
-                Diagnostic::error(
-                    Code::CsvImport,
-                    format!(
-                        "{name} is not valid UTF-8 (first bad byte at line {line}, column {column})"
-                    ),
-                )
-                .with_label(&source, Span::new(offset, 1), "not UTF-8")
-                .with_label(r.source, import_span, "imported here")
-                .with_help("save the CSV file as UTF-8"),
+            let before = &e.as_bytes()[..offset];
+            let line = before.split(|&b| b == b'\n').count();
+            let column = offset
+                - before
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |p| p + 1)
+                + 1;
+            fail(
+                r,
+                format!(
+                    "{name} is not valid UTF-8 (first bad byte at line {line}, byte {column} of the line)"
+                ),
+                "save the CSV file as UTF-8",
             );
             None
         }
     }
+}
+
+/// Whether a CSV text is recognisably a CSV of accounts: its first line names at least one
+/// account key. Anything else (a password file, an `ovh.conf`, a key) is refused whole, without
+/// a snippet, so that no diagnostic quotes a line of a file that was never meant to be one.
+pub fn looks_like_accounts(text: &str) -> bool {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    first
+        .split(',')
+        .map(|cell| cell.trim().trim_matches('"').trim())
+        .any(|cell| CSV_KEYS.contains(&cell))
 }
 
 /// Turn a CSV source into one account mapping per row. `r` reads the CSV source: every
@@ -179,12 +206,23 @@ pub fn read_csv(r: &mut Reader<'_>) -> Vec<Node> {
         let spans = match field_spans(text, start) {
             Ok(spans) => spans,
             Err((offset, why)) => {
-                r.error(
-                    Code::CsvImport,
-                    Span::new(offset, 1),
-                    format!("malformed CSV row: {why}"),
-                    "bad quoting",
-                );
+                // The row's cells cannot be told apart: every cell from the first of a secret
+                // column on is masked (a broken quote is often in a password).
+                let line_end = text[start..].find('\n').map_or(text.len(), |e| start + e);
+                let mut d = Diagnostic::error(Code::CsvImport, format!("malformed CSV row: {why}"))
+                    .with_label(r.source, Span::new(offset, 1), "bad quoting");
+                let first_secret = columns
+                    .iter()
+                    .position(|c| c.is_some_and(|(k, _)| SECRET_COLUMNS.contains(&k)));
+                if header_seen && let Some(i) = first_secret {
+                    let cut = text[start..line_end]
+                        .match_indices(',')
+                        .nth(i.saturating_sub(1))
+                        .map_or(start, |(p, _)| start + p + 1);
+                    let cut = if i == 0 { start } else { cut };
+                    d = d.with_mask(r.source, Span::new(cut, line_end - cut));
+                }
+                r.diags.push(d);
                 // After a quoting error the rows that follow cannot be trusted.
                 return rows;
             }
@@ -207,8 +245,20 @@ pub fn read_csv(r: &mut Reader<'_>) -> Vec<Node> {
             continue;
         }
         if record.len() != columns.len() {
-            r.diags.push(
-                Diagnostic::error(
+            // Cells of secret columns that are not references, and cells past the header, may
+            // be passwords: masked in the snippet of the row.
+            let mut masks = Vec::new();
+            for (i, (cell, span)) in record.iter().zip(&spans).enumerate() {
+                let secret = match columns.get(i) {
+                    Some(Some((key, _))) => SECRET_COLUMNS.contains(key),
+                    Some(None) => false,
+                    None => true,
+                };
+                if secret && !cell.is_empty() && SecretRef::parse_cell(cell).is_none() {
+                    masks.push(*span);
+                }
+            }
+            let mut d = Diagnostic::error(
                     Code::CsvImport,
                     format!(
                         "malformed CSV row: {} fields, the header has {}",
@@ -217,8 +267,11 @@ pub fn read_csv(r: &mut Reader<'_>) -> Vec<Node> {
                     ),
                 )
                 .with_label(r.source, row_span(&spans, start), "this row")
-                .with_help("every row has one cell per header name; leave a cell empty for an absent value, and quote cells that hold a comma"),
-            );
+                .with_help("every row has one cell per header name; leave a cell empty for an absent value, and quote cells that hold a comma");
+            for span in masks {
+                d = d.with_mask(r.source, span);
+            }
+            r.diags.push(d);
             continue;
         }
         rows.push(row_node(r, &record, &spans, &columns, start));
@@ -562,7 +615,7 @@ mod tests {
             (b"a,b\0", "binary file"),
             (
                 b"address\ncaf\xe9\n",
-                "not valid UTF-8 (first bad byte at line 2, column 4)",
+                "not valid UTF-8 (first bad byte at line 2, byte 4 of the line)",
             ),
         ];
         for (bytes, expected) in cases {
@@ -572,7 +625,7 @@ mod tests {
                 diags: &mut diags,
             };
             let files = |_: &Path, _: usize| Ok(bytes.to_vec());
-            assert!(open(&mut r, &files, Path::new("a.csv"), span).is_none());
+            assert!(open(&mut r, &files, Path::new("a.csv"), span, MAX_IMPORT_BYTES).is_none());
             assert_eq!(diags.items[0].code, Code::CsvImport);
             assert!(
                 diags.items[0].message.contains(expected),
@@ -585,7 +638,7 @@ mod tests {
             source: &plan,
             diags: &mut diags,
         };
-        assert!(open(&mut r, &NoFiles, Path::new("a.csv"), span).is_none());
+        assert!(open(&mut r, &NoFiles, Path::new("a.csv"), span, MAX_IMPORT_BYTES).is_none());
         assert_eq!(diags.items[0].location(), Some(("p.yaml", 2, 13)));
     }
 }

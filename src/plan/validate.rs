@@ -21,6 +21,7 @@ use super::model::{
 use super::secret::SecretRef;
 use super::source::{Origin, SourceFile, Span};
 use super::yaml::{Node, Value};
+use crate::providers::ovh::config::KNOWN_ENDPOINTS;
 
 const TOP_KEYS: &[&str] = &[
     "version",
@@ -134,6 +135,21 @@ pub fn validate(
         let f = r.fields(n, "`ovh`", &["endpoint"])?;
         let node = r.required(f, "endpoint", "`ovh`")?;
         let endpoint = r.string(node, "`ovh.endpoint`")?;
+        if let Err(why) = check_endpoint(&endpoint) {
+            let names: Vec<&str> = KNOWN_ENDPOINTS.iter().map(|(n, _)| *n).collect();
+            r.diags.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    format!("`ovh.endpoint` {endpoint:?} {why}"),
+                )
+                .with_label(r.source, node.span, "not an OVH API endpoint")
+                .with_help(format!(
+                    "one of {}, an https:// base URL, or http:// on this machine (127.0.0.1, localhost, [::1]) for a simulator",
+                    names.join(", ")
+                )),
+            );
+            return None;
+        }
         Some(OvhSettings { endpoint })
     });
 
@@ -154,12 +170,17 @@ pub fn validate(
 
     let mut written = Vec::new();
     let mut imports: Vec<(Arc<SourceFile>, Span)> = Vec::new();
+    let mut imported = Imported {
+        paths: Vec::new(),
+        secret_files: secret_files(top.get("accounts"), path),
+        budget: import::MAX_TOTAL_IMPORT_BYTES,
+    };
     if let Some(list) = top.get("accounts")
         && let Some(items) = r.list(list, "`accounts`")
     {
         for item in items {
             if is_import(item) {
-                let Some(csv) = read_import(&mut r, item, path, files) else {
+                let Some(csv) = read_import(&mut r, item, path, files, &mut imported) else {
                     continue;
                 };
                 let mut cr = Reader {
@@ -204,12 +225,59 @@ fn is_import(item: &Node) -> bool {
         if entries.iter().any(|(k, _)| matches!(&k.value, Value::Str(s) if s == "import")))
 }
 
-/// Open the CSV file an `import:` entry names, relative to the plan's folder.
+/// What the imports read so far hold, and what they may not be.
+struct Imported {
+    /// Each import read, with where it was named.
+    paths: Vec<(std::path::PathBuf, Span)>,
+    /// The plan's `file:` secrets, joined to its folder: never read as a CSV file.
+    secret_files: Vec<std::path::PathBuf>,
+    /// Bytes the imports still to read may hold together.
+    budget: usize,
+}
+
+/// The value of `key` in a mapping's entries.
+fn entry<'n>(entries: &'n [(Node, Node)], key: &str) -> Option<&'n Value> {
+    entries
+        .iter()
+        .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key))
+        .map(|(_, v)| &v.value)
+}
+
+/// The `file:` secrets the plan's YAML accounts name, joined to the plan's folder.
+fn secret_files(accounts: Option<&Node>, plan_path: &Path) -> Vec<std::path::PathBuf> {
+    let dir = plan_path.parent().unwrap_or_else(|| Path::new(""));
+    let Some(Node {
+        value: Value::Seq(items),
+        ..
+    }) = accounts
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Value::Map(entries) = &item.value else {
+            continue;
+        };
+        for key in ["source-password", "target-password"] {
+            if let Some(Value::Map(secret)) = entry(entries, key)
+                && let Some(Value::Str(file)) = entry(secret, "file")
+            {
+                out.push(dir.join(file));
+            }
+        }
+    }
+    out
+}
+
+/// Open the CSV file an `import:` entry names, relative to the plan's folder: once per file,
+/// never a file the plan uses as a `file:` secret, within the plan's import budget, and only
+/// when it is recognisably a CSV of accounts (otherwise nothing of it is quoted).
 fn read_import(
     r: &mut Reader<'_>,
     item: &Node,
     plan_path: &Path,
     files: &dyn FileReader,
+    imported: &mut Imported,
 ) -> Option<(Arc<SourceFile>, Span)> {
     let f = r.fields(item, "an import", IMPORT_KEYS)?;
     let node = f.get("import")?;
@@ -218,7 +286,51 @@ fn read_import(
         .parent()
         .unwrap_or_else(|| Path::new(""))
         .join(&relative);
-    let csv = import::open(r, files, &path, node.span)?;
+    if let Some((_, first)) = imported
+        .paths
+        .iter()
+        .find(|(p, _)| files.same_file(p, &path))
+    {
+        r.diags.push(
+            Diagnostic::error(Code::CsvImport, format!("{relative} is imported twice"))
+                .with_label(r.source, node.span, "again here")
+                .with_label(r.source, *first, "first here")
+                .with_help(
+                    "each row would be a second account of the same address; keep one import",
+                ),
+        );
+        return None;
+    }
+    if imported
+        .secret_files
+        .iter()
+        .any(|secret| files.same_file(secret, &path))
+    {
+        r.error(
+            Code::CsvImport,
+            node.span,
+            format!("{relative} is a `file:` secret of this plan; it is not read as a CSV file"),
+            "a secret file",
+        );
+        return None;
+    }
+    let csv = import::open(r, files, &path, node.span, imported.budget)?;
+    imported.budget = imported.budget.saturating_sub(csv.text.len());
+    imported.paths.push((path, node.span));
+    if !import::looks_like_accounts(&csv.text) {
+        r.diags.push(
+            Diagnostic::error(
+                Code::CsvImport,
+                format!("{relative} is not a CSV file of accounts: its first line names no account key"),
+            )
+            .with_label(r.source, node.span, "imported here")
+            .with_help(format!(
+                "an import's first line names its columns ({}); nothing of this file is shown, in case it is not the file meant",
+                import::CSV_KEYS.join(", ")
+            )),
+        );
+        return None;
+    }
     Some((csv, node.span))
 }
 
@@ -345,8 +457,29 @@ fn read_imap(r: &mut Reader<'_>, node: &Node, platform: &str) -> Option<ImapServ
         },
         None => TlsMode::Implicit,
     };
+    if let Err(why) = check_host(&host) {
+        r.error(
+            Code::InvalidValue,
+            host_node.span,
+            format!("`imap.host` {host:?} {why}"),
+            "not a host",
+        );
+        return None;
+    }
     let port = match f.get("port") {
-        Some(n) => r.integer::<u16>(n, "`imap.port`", "1 to 65535")?,
+        Some(n) => {
+            let port = r.integer::<u16>(n, "`imap.port`", "1 to 65535")?;
+            if port == 0 {
+                r.error(
+                    Code::InvalidValue,
+                    n.span,
+                    "`imap.port` must be 1 to 65535, found 0".to_owned(),
+                    "out of range",
+                );
+                return None;
+            }
+            port
+        }
         None => tls.default_port(),
     };
     let allow_insecure = match f.get("allow-insecure") {
@@ -520,10 +653,22 @@ fn read_copy(r: &mut Reader<'_>, node: &Node, mut copy: CopyOptions) -> CopyOpti
         if let Some(map) = folders.get("map") {
             if let Value::Map(entries) = &map.value {
                 for (k, v) in entries {
-                    if let (Some(k), Some(v)) =
+                    if let (Some(name), Some(target)) =
                         (r.string(k, "a folder name"), r.string(v, "a folder name"))
                     {
-                        copy.folder_map.insert(k, v);
+                        if let Some((node, what)) = [(k, "source"), (v, "target")]
+                            .into_iter()
+                            .find(|(n, _)| matches!(&n.value, Value::Str(s) if s.trim().is_empty()))
+                        {
+                            r.error(
+                                Code::InvalidValue,
+                                node.span,
+                                format!("a folder map names an empty {what} folder"),
+                                "an empty folder name",
+                            );
+                            continue;
+                        }
+                        copy.folder_map.insert(name, target);
                     }
                 }
             } else {
@@ -866,6 +1011,63 @@ fn decide_flow(
     Some(flow)
 }
 
+/// An endpoint `apply` can use: a known name, an `https://` base URL with a host, or an
+/// `http://` one on the loopback (a simulator): never passwords in clear over a network.
+fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
+    if KNOWN_ENDPOINTS.iter().any(|(name, _)| *name == endpoint) {
+        return Ok(());
+    }
+    let (scheme, rest) = endpoint
+        .split_once("://")
+        .ok_or("is neither a known endpoint name nor a base URL")?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err("has no host");
+    }
+    match scheme {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err("is http:// to another machine: the API keys would cross the network in clear")
+            }
+        }
+        _ => Err("is not an http(s) URL"),
+    }
+}
+
+/// A host name or address for `imap.host`: not empty, no scheme, path, port or space.
+fn check_host(host: &str) -> Result<(), &'static str> {
+    if host.trim().is_empty() {
+        return Err("is empty");
+    }
+    if host.contains("://") || host.contains('/') {
+        return Err("is a URL; write the host name alone (and `port:` beside it)");
+    }
+    if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("holds a space");
+    }
+    if host.parse::<std::net::IpAddr>().is_err()
+        && host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::Ipv6Addr>()
+            .is_err()
+        && (host.contains(':') || host.len() > 253)
+    {
+        return Err("is not a host name (a port goes in `port:`)");
+    }
+    Ok(())
+}
+
 /// A practical address check (the OVH Exchange panel's rule, lower-cased): a local part of
 /// letters, digits and the specials of RFC 5322 in dot-separated atoms, and a domain of at least two
 /// labels of letters, digits and inner hyphens.
@@ -875,6 +1077,18 @@ pub fn check_address(address: &str) -> Result<(), &'static str> {
     };
     if local.is_empty() {
         return Err("nothing before the @");
+    }
+    // RFC 5321's limits, which servers enforce: 64 bytes before the @, 63 per label of the
+    // domain (once in ASCII), 254 in all.
+    if local.len() > 64 {
+        return Err("the part before the @ is longer than 64 characters");
+    }
+    let ascii = ascii_domain(domain);
+    if ascii.split('.').any(|l| l.len() > 63) {
+        return Err("a label of the domain is longer than 63 characters");
+    }
+    if local.len() + 1 + ascii.len() > 254 {
+        return Err("it is longer than 254 characters");
     }
     let atom_char = |c: char| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c);
     if local
@@ -899,6 +1113,20 @@ pub fn check_address(address: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A domain as the DNS writes it: Unicode labels in punycode (`bücher.example` and
+/// `xn--bcher-kva.example` are one domain); as written when it is not a valid domain.
+pub fn ascii_domain(domain: &str) -> String {
+    idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_owned())
+}
+
+/// An address with its domain in ASCII, to compare two addresses.
+fn address_key(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => format!("{local}@{}", ascii_domain(domain)),
+        None => address.to_owned(),
+    }
+}
+
 fn check_accounts(
     r: &mut Reader<'_>,
     written: &mut [Written],
@@ -906,8 +1134,16 @@ fn check_accounts(
     domains: &[(DomainAttachment, Span)],
 ) {
     let mut by_address: HashMap<String, usize> = HashMap::with_capacity(written.len());
+    // The same address in Unicode and in punycode is one mailbox.
+    let mut by_key: HashMap<String, usize> = HashMap::with_capacity(written.len());
     for (i, w) in written.iter().enumerate() {
-        if let Some(&first) = by_address.get(&w.account.address) {
+        let key = address_key(&w.account.address);
+        let first = by_address
+            .get(&w.account.address)
+            .or_else(|| by_key.get(&key))
+            .copied();
+        by_key.entry(key).or_insert(i);
+        if let Some(first) = first {
             r.diags.push(
                 Diagnostic::error(
                     Code::DuplicateAccount,
@@ -1357,6 +1593,64 @@ domains:
             !help.contains("environment") && !help.contains("set it"),
             "{help}"
         );
+    }
+
+    #[test]
+    fn what_apply_would_fail_on_is_refused_with_its_span() {
+        let long_local = "l".repeat(300);
+        let long_label = "d".repeat(70);
+        let text = format!(
+            "version: 1
+ovh: {{ endpoint: http://api.example.com/1.0 }}
+platforms:
+  a: {{ type: imap, imap: {{ host: \"imaps://a.example:993\" }} }}
+  b: {{ type: imap, imap: {{ host: \"\" }} }}
+  c: {{ type: imap, imap: {{ host: \"c example\" }} }}
+  d: {{ type: imap, imap: {{ host: d.example, port: 0 }} }}
+  e: {{ type: imap, imap: {{ host: \"[::1]\" }} }}
+  f: {{ type: imap, imap: {{ host: 127.0.0.1 }} }}
+accounts:
+  - {{ address: {long_local}@x.example, from: e, to: f }}
+  - {{ address: a@{long_label}.example, from: e, to: f }}
+  - {{ address: b@bücher.example, from: e, to: f }}
+  - {{ address: b@xn--bcher-kva.example, from: e, to: f }}
+  - {{ address: c@x.example, from: e, to: f, copy: {{ folders: {{ map: {{ Sent: \"\" }} }} }} }}
+"
+        );
+        let (plan, found) = run(&text);
+        assert!(plan.is_none());
+        let found: Vec<(Code, usize, usize)> = found.iter().map(|f| (f.0, f.2, f.3)).collect();
+        assert_eq!(
+            found,
+            [
+                (Code::InvalidValue, 2, 18),
+                (Code::InvalidValue, 4, 34),
+                (Code::InvalidValue, 5, 34),
+                (Code::InvalidValue, 6, 34),
+                (Code::InvalidValue, 7, 51),
+                (Code::InvalidAddress, 11, 16),
+                (Code::InvalidAddress, 12, 16),
+                (Code::DuplicateAccount, 14, 16),
+                (Code::InvalidValue, 15, 77),
+            ]
+        );
+        for ok in [
+            "ovh-eu",
+            "https://eu.api.ovh.com/1.0",
+            "http://127.0.0.1:8080/1.0",
+            "http://localhost/1.0",
+            "http://[::1]:80/1.0",
+        ] {
+            assert_eq!(check_endpoint(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "ovh-moon",
+            "ftp://x/1.0",
+            "http://10.0.0.1/1.0",
+            "https:///1.0",
+        ] {
+            assert!(check_endpoint(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

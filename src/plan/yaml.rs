@@ -135,7 +135,72 @@ pub fn parse(source: &Arc<SourceFile>) -> Result<(Node, Vec<Diagnostic>), Diagno
     Ok((node, duplicates))
 }
 
+/// A copy of a plan whose `*-password` values are `*` (same length, so that every offset still
+/// points at the same place), except those written as references (`{ env: … }`, `{ file: … }`,
+/// `{ command: … }`). A value runs to the end of its line, and over the lines below indented
+/// deeper than its key (a block scalar). For snippets of a plan that could not be parsed: there
+/// is no tree to say which values are secrets, and the broken line may be a password.
+pub fn mask_passwords(text: &str) -> String {
+    let mut out = text.as_bytes().to_vec();
+    let mut masking_below: Option<usize> = None;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        let body = line.trim_end_matches(['\n', '\r']);
+        if let Some(key_indent) = masking_below {
+            if !body.trim().is_empty() && indent <= key_indent {
+                masking_below = None;
+            } else {
+                mask(&mut out, offset + indent, offset + body.len());
+            }
+        }
+        if masking_below.is_none() {
+            let mut from = 0;
+            while let Some(found) = body[from..].find("-password") {
+                let key_end = from + found + "-password".len();
+                let after = body[key_end..].trim_start_matches(['"', '\'']);
+                let Some(value) = after.trim_start().strip_prefix(':') else {
+                    from = key_end;
+                    continue;
+                };
+                let start = body.len() - value.len();
+                let trimmed = value.trim();
+                let reference = ["env", "file", "command"].iter().any(|k| {
+                    trimmed
+                        .strip_prefix('{')
+                        .map(str::trim_start)
+                        .is_some_and(|v| {
+                            v.starts_with(k) && v[k.len()..].trim_start().starts_with(':')
+                        })
+                });
+                if !reference {
+                    mask(&mut out, offset + start, offset + body.len());
+                    if trimmed.is_empty() || trimmed.starts_with(['|', '>']) {
+                        masking_below = Some(indent);
+                    }
+                }
+                break;
+            }
+        }
+        offset += line.len();
+    }
+    // Only ASCII bytes were replaced by `*`, within whole characters: the text stays UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Replace every non-space character of `bytes[start..end]` by `*`, keeping UTF-8 whole.
+fn mask(bytes: &mut [u8], start: usize, end: usize) {
+    // A multi-byte character becomes as many `*`: the length is kept.
+    for b in &mut bytes[start..end] {
+        if !b.is_ascii_whitespace() {
+            *b = b'*';
+        }
+    }
+}
+
 fn syntax_error(source: &Arc<SourceFile>, e: &serde_saphyr::Error) -> Diagnostic {
+    // The snippet shows the plan around the error: its passwords masked.
+    let source = &SourceFile::new(source.name.clone(), mask_passwords(&source.text));
     let message = e.to_string();
     // serde-saphyr appends " at line L, column C"; the label says where, so keep the message.
     let mut d = Diagnostic::error(Code::Syntax, format!("invalid YAML: {message}"));
@@ -277,6 +342,23 @@ impl<'de> Visitor<'de> for ValueVisitor {
 #[allow(clippy::format_push_string, clippy::format_collect)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_breaking_the_syntax_is_masked_in_the_snippet() {
+        let text = "accounts:\n  - address: x@y.example\n    source-password: hunt\"er2: {é\n    target-password: { env: T }\n  - { address: z@y.example, source-password: s3cr3t, target-password: {file: p} }\n    x-password: |\n      line one\n      line two\n    to: b\n";
+        let masked = mask_passwords(text);
+        assert_eq!(masked.len(), text.len());
+        assert_eq!(
+            masked,
+            "accounts:\n  - address: x@y.example\n    source-password: ********* ***\n    target-password: { env: T }\n  - { address: z@y.example, source-password: ******* **************** ****** ** *\n    x-password: *\n      **** ***\n      **** ***\n    to: b\n"
+        );
+        let source = SourceFile::new("p.yaml", text);
+        let d = parse(&source).expect_err("a syntax error");
+        assert_eq!(d.code, Code::Syntax);
+        let shown = &d.labels[0].source.text;
+        assert!(!shown.contains("hunt") && !shown.contains("er2"), "{shown}");
+        assert!(!d.message.contains("hunt"), "{}", d.message);
+    }
     use std::time::{Duration, Instant};
 
     fn parse_text(text: &str) -> Result<(Node, Vec<Diagnostic>), Diagnostic> {
