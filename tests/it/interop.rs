@@ -50,9 +50,20 @@ impl Pair {
 
     /// [`Pair::plan`], Cyrus reached through `cyrus_port` when given (a proxy).
     fn plan_to(&self, name: &str, from: From, cyrus_port: Option<u16>, extra: &str) -> PathBuf {
+        self.plan_through(name, from, (None, cyrus_port), extra)
+    }
+
+    /// [`Pair::plan`], Dovecot and Cyrus reached through these ports when given (proxies).
+    fn plan_through(
+        &self,
+        name: &str,
+        from: From,
+        (dovecot_port, cyrus_port): (Option<u16>, Option<u16>),
+        extra: &str,
+    ) -> PathBuf {
         let dovecot = format!(
             "{{ host: 127.0.0.1, port: {}, tls: none, allow-insecure: true }}",
-            self.dovecot.imap_port
+            dovecot_port.unwrap_or(self.dovecot.imap_port)
         );
         let cyrus = format!(
             "{{ host: 127.0.0.1, port: {}, tls: none, allow-insecure: true }}",
@@ -356,5 +367,33 @@ fn a_target_folder_that_keeps_no_keywords_gets_the_messages_without_them_and_the
             .as_str()
             .is_some_and(|d| d.contains("$Label1") || d.contains("project-x"))),
         "{report}"
+    );
+}
+
+#[test]
+fn an_answer_that_breaks_the_imap_syntax_fails_at_once_with_a_short_escaped_excerpt() {
+    let p = Pair::new(Layout::AltSlash, "");
+    Corpus::with_seed(20, 61).seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    // A server bug seen in the field: a folder name with a space, unquoted, in a STATUS answer.
+    let proxy = Proxy::start(
+        p.dovecot.imap_addr(),
+        Faults {
+            rewrite_server: Some((b"* STATUS Empty (", b"* STATUS Emp y (")),
+            ..Faults::default()
+        },
+    );
+    let plan = p.plan_through("syntax", From::Dovecot, (Some(proxy.port()), None), "");
+    let out = p.run(From::Dovecot, &["apply", plan.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("retry"),
+        "not retried as a network error: {err}"
+    );
+    assert!(err.contains("could not be read as IMAP"), "{err}");
+    assert!(err.contains(r#""* STATUS Emp y (MESSAGES"#), "{err}");
+    assert!(
+        err.lines().all(|l| l.len() < 400),
+        "no line of raw buffer: {err}"
     );
 }

@@ -18,6 +18,9 @@ pub enum ImapErrorKind {
     /// The server asked to slow down (`[THROTTLED]`, "Suggested Backoff Time", `[UNAVAILABLE]`,
     /// `[INUSE]`). `[LIMIT]` (RFC 5530: an implementation limit, e.g. a size) is permanent.
     Throttled,
+    /// The server sent something that is not IMAP as mailplan reads it (a server bug, such as
+    /// an unquoted folder name with a space): not retried, the same answer would come again.
+    Protocol,
 }
 
 /// An IMAP failure: `IMAP host:port while <activity>: <the server's words>`.
@@ -52,6 +55,7 @@ impl miette::Diagnostic for ImapError {
             ImapErrorKind::Auth => "imap::auth",
             ImapErrorKind::Refused => "imap::refused",
             ImapErrorKind::Throttled => "imap::throttled",
+            ImapErrorKind::Protocol => "imap::protocol",
         };
         Some(Box::new(code))
     }
@@ -64,6 +68,10 @@ impl miette::Diagnostic for ImapError {
                  in the plan turns the check off"
             }
             ImapErrorKind::Auth => "check the login and the password reference in the plan",
+            ImapErrorKind::Protocol => {
+                "the server's answer breaks the IMAP syntax; run again with --trace-imap DIR \
+                 and attach the transcript to a report to the server's maintainers (or ours)"
+            }
             ImapErrorKind::Refused | ImapErrorKind::Throttled => return None,
         };
         Some(Box::new(help))
@@ -99,7 +107,8 @@ impl ImapError {
     ) -> Self {
         use async_imap::error::Error as E;
         let (kind, message) = match e {
-            E::Io(e) => (ImapErrorKind::Network, e.to_string()),
+            E::Io(e) => return ImapError::from_io(server, activity, &e),
+            E::Parse(e) => (ImapErrorKind::Protocol, excerpt(&e.to_string())),
             E::ConnectionLost => (
                 ImapErrorKind::Network,
                 "the server closed the connection".to_owned(),
@@ -121,6 +130,25 @@ impl ImapError {
         }
     }
 
+    /// An error reading or writing the connection: a network error, or (the IMAP library reports
+    /// them as I/O errors too) an answer it could not parse, which is a [`ImapErrorKind::Protocol`]
+    /// error with a short excerpt of what the server sent.
+    pub fn from_io(server: &str, activity: impl Into<String>, e: &std::io::Error) -> Self {
+        let text = e.to_string();
+        match text.split_once(" during parsing of ") {
+            Some((_, sent)) => ImapError::new(
+                ImapErrorKind::Protocol,
+                server,
+                activity,
+                format!(
+                    "the server's answer could not be read as IMAP: {}",
+                    excerpt(sent)
+                ),
+            ),
+            None => ImapError::new(ImapErrorKind::Network, server, activity, text),
+        }
+    }
+
     /// A command that got no answer in time.
     pub fn timeout(server: &str, activity: impl Into<String>, after: Duration) -> Self {
         ImapError::new(
@@ -129,6 +157,28 @@ impl ImapError {
             activity,
             format!("no answer within {} s", after.as_secs()),
         )
+    }
+}
+
+/// At most the first line (and 160 characters) of what a server sent, as an escaped string,
+/// and how long it was: a protocol error shows what went wrong without the whole buffer.
+fn excerpt(sent: &str) -> String {
+    // The library quotes the buffer as a Rust string: take it back to its text.
+    let raw = sent
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .map_or_else(
+            || sent.to_owned(),
+            |s| s.replace("\\r", "\r").replace("\\n", "\n"),
+        );
+    let line = raw.split('\n').next().unwrap_or_default();
+    let shown: String = line.chars().take(160).collect();
+    let escaped = shown.escape_debug().to_string();
+    let more = raw.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("\"{escaped}\"… ({} bytes in all)", raw.len())
+    } else {
+        format!("\"{escaped}\"")
     }
 }
 
@@ -180,6 +230,31 @@ mod tests {
             e.to_string(),
             "IMAP outlook.example:993 while appending to INBOX: [THROTTLED] Request is \
              throttled. Suggested Backoff Time: 2500 milliseconds"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_answer_is_a_short_protocol_error_not_a_network_one() {
+        let buffer = format!(
+            "* STATUS Empty folder (MESSAGES 0)\r\n{}",
+            "* 1 FETCH (UID 1)\r\n".repeat(5000)
+        );
+        let io = std::io::Error::other(format!(
+            "Error(Error {{ input: [42, 32, 83], code: Tag }}) during parsing of {buffer:?}"
+        ));
+        let e = ImapError::from_io("h:143", "reading the folders' STATUS", &io);
+        assert_eq!(e.kind, ImapErrorKind::Protocol);
+        assert!(!e.is_retryable());
+        assert!(e.to_string().len() < 300, "{e}");
+        assert!(
+            e.message
+                .contains(r#""* STATUS Empty folder (MESSAGES 0)\r"… ("#),
+            "{e}"
+        );
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            ImapError::from_io("h:143", "x", &reset).kind,
+            ImapErrorKind::Network
         );
     }
 

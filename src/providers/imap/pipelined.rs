@@ -32,7 +32,7 @@ pub(super) async fn next_response<T>(
     let response = tokio::time::timeout(limit, session.read_response())
         .await
         .map_err(|_| ImapError::timeout(server, activity, limit))?
-        .map_err(|e| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string()))?
+        .map_err(|e| ImapError::from_io(server, activity, &e))?
         .ok_or_else(|| {
             ImapError::new(
                 ImapErrorKind::Network,
