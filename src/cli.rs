@@ -34,6 +34,11 @@ pub struct Cli {
     /// When to use colours (`auto` honours the `NO_COLOR` variable).
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
+    /// Write each IMAP connection's commands and answers to a file of its own in DIR, to attach
+    /// to a bug report: passwords masked, message bodies shown as their sizes (see
+    /// docs/servers.md).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub trace_imap: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -197,6 +202,12 @@ pub fn run() -> u8 {
         Color::Never => false,
         Color::Auto => std::env::var_os("NO_COLOR").is_none() && io::stderr().is_terminal(),
     };
+    if let Some(dir) = &cli.trace_imap
+        && let Err(e) = crate::providers::imap::trace::enable(dir)
+    {
+        eprintln!("--trace-imap: {e}");
+        return EXIT_INVALID;
+    }
     match cli.command {
         Command::Validate { plan, format } => validate(&plan, format, color),
         Command::Plan {

@@ -397,3 +397,46 @@ fn an_answer_that_breaks_the_imap_syntax_fails_at_once_with_a_short_escaped_exce
         "no line of raw buffer: {err}"
     );
 }
+
+#[test]
+fn the_imap_transcript_masks_passwords_and_elides_message_bodies() {
+    let p = Pair::new(Layout::InboxDot, "");
+    Corpus::with_seed(30, 71).seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    let plan = p.plan("traced", From::Dovecot, "");
+    let trace = p.dir.path().join("trace");
+    let out = p.run(
+        From::Dovecot,
+        &[
+            "--trace-imap",
+            trace.to_str().expect("utf-8"),
+            "apply",
+            plan.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let files: Vec<String> = std::fs::read_dir(&trace)
+        .expect("the trace dir")
+        .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("a transcript"))
+        .collect();
+    assert!(files.len() >= 2, "one file per connection: {}", files.len());
+    let all = files.concat();
+    for needle in [
+        "C: A",
+        "LOGIN ****",
+        "APPEND",
+        "<literal of",
+        "S: * NAMESPACE",
+    ] {
+        assert!(
+            all.contains(needle),
+            "{needle} missing from the transcripts"
+        );
+    }
+    for secret in [DOVECOT_USER.1, CYRUS_USER.1] {
+        assert!(!all.contains(secret), "a password reached a transcript");
+    }
+    // Message bodies (and the header fields read for identities) are literals: sizes only.
+    for body in ["Subject:", "Message-ID:", "Content-Type:"] {
+        assert!(!all.contains(body), "{body} reached a transcript");
+    }
+}

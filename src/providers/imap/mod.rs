@@ -1,6 +1,7 @@
 //! IMAP: connect and log in ([`connect`]), list and map folders ([`folders`]), message
 //! identities ([`identity`]), pipelined reads ([`pipelined`]), the resumable copy and the
-//! verification ([`copy`]) and its target side, how messages are appended ([`append`]).
+//! verification ([`copy`]) and its target side, how messages are appended ([`append`]),
+//! transcripts of the conversation for bug reports ([`trace`]).
 //!
 //! Invariants kept here, whatever the caller does:
 //! - messages are appended byte for byte as the source served them, with their flags (except
@@ -18,6 +19,7 @@ pub mod error;
 pub mod folders;
 pub mod identity;
 pub mod pipelined;
+pub mod trace;
 
 pub use connect::{Session, connect};
 pub use error::{ImapError, ImapErrorKind};
