@@ -440,3 +440,40 @@ fn the_imap_transcript_masks_passwords_and_elides_message_bodies() {
         assert!(!all.contains(body), "{body} reached a transcript");
     }
 }
+
+#[test]
+fn special_folders_created_on_a_target_with_create_special_use_carry_their_use() {
+    use futures::TryStreamExt;
+    let p = Pair::new(Layout::AltSlash, "");
+    Corpus::with_seed(20, 81).seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    let plan = p.plan("special", From::Dovecot, "");
+    let out = p.run(From::Dovecot, &["apply", plan.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let addr = p.cyrus.addr();
+    let listed: Vec<(String, String)> = crate::support::imap::block_on(|| async move {
+        let mut s = crate::support::imap::connect(addr, CYRUS_USER.0, CYRUS_USER.1).await;
+        let names: Vec<_> = s
+            .list(Some(""), Some("*"))
+            .await
+            .expect("LIST")
+            .try_collect()
+            .await
+            .expect("LIST answers");
+        names
+            .iter()
+            .map(|n| (n.name().to_owned(), format!("{:?}", n.attributes())))
+            .collect()
+    });
+    for (folder, attribute) in [
+        ("Sent", "Sent"),
+        ("Drafts", "Drafts"),
+        ("Trash", "Trash"),
+        ("Junk", "Junk"),
+    ] {
+        let (_, attributes) = listed
+            .iter()
+            .find(|(name, _)| name == folder)
+            .unwrap_or_else(|| panic!("{folder} created: {listed:?}"));
+        assert!(attributes.contains(attribute), "{folder}: {attributes}");
+    }
+}

@@ -29,6 +29,19 @@ pub enum SpecialUse {
     Archive,
 }
 
+impl SpecialUse {
+    /// The attribute as IMAP writes it (`\Sent`).
+    pub fn attribute(self) -> &'static str {
+        match self {
+            SpecialUse::Sent => "\\Sent",
+            SpecialUse::Drafts => "\\Drafts",
+            SpecialUse::Trash => "\\Trash",
+            SpecialUse::Junk => "\\Junk",
+            SpecialUse::Archive => "\\Archive",
+        }
+    }
+}
+
 /// A folder as a server lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RemoteFolder {
