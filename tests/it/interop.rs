@@ -477,3 +477,45 @@ fn special_folders_created_on_a_target_with_create_special_use_carry_their_use()
         assert!(attributes.contains(attribute), "{folder}: {attributes}");
     }
 }
+
+#[test]
+fn a_copy_to_cyrus_killed_with_sigkill_twice_resumes_exactly() {
+    let p = Pair::new(Layout::InboxDot, "");
+    let corpus = Corpus::with_seed(600, 91);
+    corpus.seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    // A slow link to Cyrus, so that the kills land in the middle of the copy.
+    let proxy = Proxy::start(
+        p.cyrus.addr(),
+        Faults {
+            bandwidth: Some(1_000_000),
+            ..Faults::default()
+        },
+    );
+    let plan = p.plan_to("killed", From::Dovecot, Some(proxy.port()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let mut kills = 0;
+    for after in [Duration::from_millis(700), Duration::from_millis(1500)] {
+        let mut child = p
+            .command(From::Dovecot, &["apply", plan])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn apply");
+        std::thread::sleep(after);
+        if child.try_wait().expect("try_wait").is_none() {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        child.wait().expect("reap");
+        // What the killed run wrote is still on its way through the slow link: resume once it
+        // has landed, as a person or a CI retry would.
+        assert!(
+            proxy.wait_idle(Duration::from_secs(30)),
+            "the killed run's connections did not drain"
+        );
+    }
+    assert!(kills >= 1, "the copy finished before it could be killed");
+    let out = p.run(From::Dovecot, &["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_same(&p.dovecot_mail(), &p.cyrus_mail());
+}
