@@ -135,6 +135,19 @@ impl ImapError {
     /// error with a short excerpt of what the server sent.
     pub fn from_io(server: &str, activity: impl Into<String>, e: &std::io::Error) -> Self {
         let text = e.to_string();
+        // An untagged BYE where a command's answer was expected (Cyrus after `NO [TOOBIG]`).
+        if text.starts_with("status: Bye") {
+            let words = text
+                .split_once("information: Some(\"")
+                .and_then(|(_, rest)| rest.rsplit_once("\")"))
+                .map_or("", |(words, _)| words);
+            return ImapError::new(
+                ImapErrorKind::Network,
+                server,
+                activity,
+                format!("the server closed the connection (BYE {words})"),
+            );
+        }
         match text.split_once(" during parsing of ") {
             Some((_, sent)) => ImapError::new(
                 ImapErrorKind::Protocol,
@@ -250,6 +263,16 @@ mod tests {
             e.message
                 .contains(r#""* STATUS Empty folder (MESSAGES 0)\r"… ("#),
             "{e}"
+        );
+        let bye = std::io::Error::other(
+            "status: Bye, code: None, information: Some(\"[TOOBIG] Message size exceeds fixed \
+             limit\")",
+        );
+        let e = ImapError::from_io("h:143", "opening Junk", &bye);
+        assert_eq!(e.kind, ImapErrorKind::Network);
+        assert_eq!(
+            e.message,
+            "the server closed the connection (BYE [TOOBIG] Message size exceeds fixed limit)"
         );
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert_eq!(
