@@ -46,6 +46,11 @@ pub struct Cli {
     /// own folder). Only regular files are read, never a file the plan uses as a `file:` secret.
     #[arg(long, global = true, value_name = "DIR")]
     pub import_root: Option<PathBuf>,
+    /// Write each IMAP connection's commands and answers to a file of its own in DIR, to attach
+    /// to a bug report: passwords masked, message bodies shown as their sizes (see
+    /// docs/servers.md).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub trace_imap: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -236,6 +241,12 @@ pub fn run() -> u8 {
         quiet: cli.quiet,
     };
     let roots = cli.import_root.as_deref();
+    if let Some(dir) = &cli.trace_imap
+        && let Err(e) = crate::providers::imap::trace::enable(dir)
+    {
+        eprintln!("--trace-imap: {e}");
+        return EXIT_INVALID;
+    }
     match cli.command {
         Command::Validate {
             plan,

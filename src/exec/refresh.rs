@@ -24,6 +24,9 @@ pub struct FolderLine {
     pub target: String,
     /// `map`, `special-use` or `same-path`.
     pub reason: &'static str,
+    /// The name the folder gets on the target instead, when the target's separator is in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renamed: Option<String>,
     pub target_exists: bool,
     pub source_messages: u32,
     pub target_messages: u32,
@@ -190,6 +193,7 @@ pub async fn refresh(plan: &Plan) -> Result<Vec<AccountRefresh>, ExecError> {
                     source: m.source.path.clone(),
                     target: m.target_path.clone(),
                     reason: m.reason,
+                    renamed: m.renamed.clone(),
                     target_exists: m.target_exists,
                     source_messages,
                     target_messages,

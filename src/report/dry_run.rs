@@ -213,10 +213,12 @@ fn render_live_text(live: &[AccountRefresh], out: &mut dyn Write) -> io::Result<
             writeln!(out, "  {:<17} {mark}{}", st.step, st.state)?;
         }
         for f in &a.folders {
-            let target = if f.target_exists {
-                format!("{} ({} messages)", f.target, f.target_messages)
-            } else {
-                format!("{} (to create)", f.target)
+            let target = match (&f.renamed, f.target_exists) {
+                (_, true) => format!("{} ({} messages)", f.target, f.target_messages),
+                (Some(name), false) => {
+                    format!("{name} (to create; the target's separator is in the name)")
+                }
+                (None, false) => format!("{} (to create)", f.target),
             };
             writeln!(
                 out,
@@ -244,10 +246,10 @@ fn render_live_markdown(live: &[AccountRefresh], out: &mut dyn Write) -> io::Res
             )?;
         }
         for f in &a.folders {
-            let (target, count) = if f.target_exists {
-                (f.target.clone(), f.target_messages.to_string())
-            } else {
-                (format!("{} (to create)", f.target), String::new())
+            let (target, count) = match (&f.renamed, f.target_exists) {
+                (_, true) => (f.target.clone(), f.target_messages.to_string()),
+                (Some(name), false) => (format!("{name} (to create, renamed)"), String::new()),
+                (None, false) => (format!("{} (to create)", f.target), String::new()),
             };
             writeln!(
                 out,

@@ -50,9 +50,20 @@ impl Pair {
 
     /// [`Pair::plan`], Cyrus reached through `cyrus_port` when given (a proxy).
     fn plan_to(&self, name: &str, from: From, cyrus_port: Option<u16>, extra: &str) -> PathBuf {
+        self.plan_through(name, from, (None, cyrus_port), extra)
+    }
+
+    /// [`Pair::plan`], Dovecot and Cyrus reached through these ports when given (proxies).
+    fn plan_through(
+        &self,
+        name: &str,
+        from: From,
+        (dovecot_port, cyrus_port): (Option<u16>, Option<u16>),
+        extra: &str,
+    ) -> PathBuf {
         let dovecot = format!(
             "{{ host: 127.0.0.1, port: {}, tls: none, allow-insecure: true }}",
-            self.dovecot.imap_port
+            dovecot_port.unwrap_or(self.dovecot.imap_port)
         );
         let cyrus = format!(
             "{{ host: 127.0.0.1, port: {}, tls: none, allow-insecure: true }}",
@@ -357,4 +368,154 @@ fn a_target_folder_that_keeps_no_keywords_gets_the_messages_without_them_and_the
             .is_some_and(|d| d.contains("$Label1") || d.contains("project-x"))),
         "{report}"
     );
+}
+
+#[test]
+fn an_answer_that_breaks_the_imap_syntax_fails_at_once_with_a_short_escaped_excerpt() {
+    let p = Pair::new(Layout::AltSlash, "");
+    Corpus::with_seed(20, 61).seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    // A server bug seen in the field: a folder name with a space, unquoted, in a STATUS answer.
+    let proxy = Proxy::start(
+        p.dovecot.imap_addr(),
+        Faults {
+            rewrite_server: Some((b"* STATUS Empty (", b"* STATUS Emp y (")),
+            ..Faults::default()
+        },
+    );
+    let plan = p.plan_through("syntax", From::Dovecot, (Some(proxy.port()), None), "");
+    let out = p.run(From::Dovecot, &["apply", plan.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("retry"),
+        "not retried as a network error: {err}"
+    );
+    assert!(err.contains("could not be read as IMAP"), "{err}");
+    assert!(err.contains(r#""* STATUS Emp y (MESSAGES"#), "{err}");
+    assert!(
+        err.lines().all(|l| l.len() < 400),
+        "no line of raw buffer: {err}"
+    );
+}
+
+#[test]
+fn the_imap_transcript_masks_passwords_and_elides_message_bodies() {
+    let p = Pair::new(Layout::InboxDot, "");
+    Corpus::with_seed(30, 71).seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    let plan = p.plan("traced", From::Dovecot, "");
+    let trace = p.dir.path().join("trace");
+    let out = p.run(
+        From::Dovecot,
+        &[
+            "--trace-imap",
+            trace.to_str().expect("utf-8"),
+            "apply",
+            plan.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let files: Vec<String> = std::fs::read_dir(&trace)
+        .expect("the trace dir")
+        .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("a transcript"))
+        .collect();
+    assert!(files.len() >= 2, "one file per connection: {}", files.len());
+    let all = files.concat();
+    for needle in [
+        "C: A",
+        "LOGIN ****",
+        "APPEND",
+        "<literal of",
+        "S: * NAMESPACE",
+    ] {
+        assert!(
+            all.contains(needle),
+            "{needle} missing from the transcripts"
+        );
+    }
+    for secret in [DOVECOT_USER.1, CYRUS_USER.1] {
+        assert!(!all.contains(secret), "a password reached a transcript");
+    }
+    // Message bodies (and the header fields read for identities) are literals: sizes only.
+    for body in ["Subject:", "Message-ID:", "Content-Type:"] {
+        assert!(!all.contains(body), "{body} reached a transcript");
+    }
+}
+
+#[test]
+fn special_folders_created_on_a_target_with_create_special_use_carry_their_use() {
+    use futures::TryStreamExt;
+    let p = Pair::new(Layout::AltSlash, "");
+    Corpus::with_seed(20, 81).seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    let plan = p.plan("special", From::Dovecot, "");
+    let out = p.run(From::Dovecot, &["apply", plan.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let addr = p.cyrus.addr();
+    let listed: Vec<(String, String)> = crate::support::imap::block_on(|| async move {
+        let mut s = crate::support::imap::connect(addr, CYRUS_USER.0, CYRUS_USER.1).await;
+        let names: Vec<_> = s
+            .list(Some(""), Some("*"))
+            .await
+            .expect("LIST")
+            .try_collect()
+            .await
+            .expect("LIST answers");
+        names
+            .iter()
+            .map(|n| (n.name().to_owned(), format!("{:?}", n.attributes())))
+            .collect()
+    });
+    for (folder, attribute) in [
+        ("Sent", "Sent"),
+        ("Drafts", "Drafts"),
+        ("Trash", "Trash"),
+        ("Junk", "Junk"),
+    ] {
+        let (_, attributes) = listed
+            .iter()
+            .find(|(name, _)| name == folder)
+            .unwrap_or_else(|| panic!("{folder} created: {listed:?}"));
+        assert!(attributes.contains(attribute), "{folder}: {attributes}");
+    }
+}
+
+#[test]
+fn a_copy_to_cyrus_killed_with_sigkill_twice_resumes_exactly() {
+    let p = Pair::new(Layout::InboxDot, "");
+    let corpus = Corpus::with_seed(600, 91);
+    corpus.seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    // A slow link to Cyrus, so that the kills land in the middle of the copy.
+    let proxy = Proxy::start(
+        p.cyrus.addr(),
+        Faults {
+            bandwidth: Some(1_000_000),
+            ..Faults::default()
+        },
+    );
+    let plan = p.plan_to("killed", From::Dovecot, Some(proxy.port()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let mut kills = 0;
+    for after in [Duration::from_millis(700), Duration::from_millis(1500)] {
+        let mut child = p
+            .command(From::Dovecot, &["apply", plan])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn apply");
+        std::thread::sleep(after);
+        if child.try_wait().expect("try_wait").is_none() {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        child.wait().expect("reap");
+        // What the killed run wrote is still on its way through the slow link: resume once it
+        // has landed, as a person or a CI retry would.
+        assert!(
+            proxy.wait_idle(Duration::from_secs(30)),
+            "the killed run's connections did not drain"
+        );
+    }
+    assert!(kills >= 1, "the copy finished before it could be killed");
+    let out = p.run(From::Dovecot, &["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_same(&p.dovecot_mail(), &p.cyrus_mail());
 }

@@ -15,6 +15,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
 use super::error::{ImapError, ImapErrorKind};
+use super::trace;
 use crate::plan::model::{ImapServer, TlsMode};
 use crate::plan::secret::Secret;
 
@@ -54,12 +55,12 @@ pub async fn connect(
     let client = match server.tls {
         TlsMode::Implicit => {
             let tls = handshake(server, &name, tcp).await?;
-            let mut client = async_imap::Client::new(Box::new(tls) as Box<dyn Transport>);
+            let mut client = async_imap::Client::new(trace::wrap(Box::new(tls), &name));
             read_greeting(&name, &mut client).await?;
             client
         }
         TlsMode::None => {
-            let mut client = async_imap::Client::new(Box::new(tcp) as Box<dyn Transport>);
+            let mut client = async_imap::Client::new(trace::wrap(Box::new(tcp), &name));
             read_greeting(&name, &mut client).await?;
             client
         }
@@ -74,7 +75,7 @@ pub async fn connect(
             })
             .await?;
             let tls = handshake(server, &name, plain.into_inner()).await?;
-            async_imap::Client::new(Box::new(tls) as Box<dyn Transport>)
+            async_imap::Client::new(trace::wrap(Box::new(tls), &name))
         }
     };
     login_with(&name, client, login, password).await

@@ -345,6 +345,8 @@ pub struct Survey {
     statuses: Vec<FolderStatus>,
     /// Where the target's folders are created.
     target_namespace: folders::Namespace,
+    /// The target creates folders with a special use (`CREATE-SPECIAL-USE`).
+    target_special_use: bool,
     flow: Flow,
 }
 
@@ -377,10 +379,10 @@ pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
             let asked = std::time::Instant::now();
             let list = folders::list_with_namespace(target, ts).await?;
             let listed = std::time::Instant::now();
-            let (append, limit) = target_caps(target, ts).await?;
+            let (append, limit, special_use) = target_caps(target, ts).await?;
             let rtt = (listed - asked).min(listed.elapsed());
             Ok((
-                list,
+                (list, special_use),
                 Flow {
                     append_limit: limit,
                     ..Flow::new(append, rtt)
@@ -388,7 +390,7 @@ pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
             ))
         }
     )?;
-    let (target_folders, target_namespace) = target_folders;
+    let ((target_folders, target_namespace), target_special_use) = target_folders;
     let mappings =
         folders::map_folders(&source_folders, &target_folders, &target_namespace, options);
     let statuses = mappings
@@ -399,6 +401,7 @@ pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
         mappings,
         statuses,
         target_namespace,
+        target_special_use,
         flow,
     })
 }
@@ -497,9 +500,17 @@ pub async fn copy_account<H>(
         let mut seen = std::collections::HashSet::new();
         let mut create = Vec::new();
         for m in survey.mappings.iter().filter(|m| !m.target_exists) {
-            for wire in folders::with_parents(&m.target_path, &survey.target_namespace) {
+            let wires = folders::with_parents(&m.target_path, &survey.target_namespace);
+            let last = wires.len().saturating_sub(1);
+            for (n, wire) in wires.into_iter().enumerate() {
                 if seen.insert(wire.clone()) {
-                    create.push((wire, m.target_path.clone()));
+                    // A special folder the target has no folder of that use for: created with
+                    // the use, where the target can (RFC 6154 CREATE-SPECIAL-USE).
+                    let special = m
+                        .source
+                        .special
+                        .filter(|_| n == last && survey.target_special_use);
+                    create.push((wire, m.target_path.clone(), special));
                 }
             }
         }
@@ -1018,10 +1029,11 @@ struct Wanted {
 
 /// How the target takes messages, from its capabilities, and the largest it takes
 /// (`APPENDLIMIT=n`, RFC 7889; a bare `APPENDLIMIT` means limits per folder, not read here).
+/// Also whether it creates folders with a special use (`CREATE-SPECIAL-USE`, RFC 6154).
 async fn target_caps(
     target: &mut Session,
     server: &str,
-) -> Result<(AppendMode, Option<u64>), ImapError> {
+) -> Result<(AppendMode, Option<u64>, bool), ImapError> {
     let activity = "reading the capabilities";
     let caps = bounded(server, activity, op_timeout(0), async {
         target
@@ -1040,6 +1052,7 @@ async fn target_caps(
     Ok((
         AppendMode::from_capabilities(caps.has_str("MULTIAPPEND"), caps.has_str("LITERAL+")),
         limit,
+        caps.has_str("CREATE-SPECIAL-USE"),
     ))
 }
 

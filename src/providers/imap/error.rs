@@ -22,6 +22,9 @@ pub enum ImapErrorKind {
     /// message. The account's copy stops there (trying the remaining messages cannot help);
     /// not retried.
     Full,
+    /// The server sent something that is not IMAP as mailplan reads it (a server bug, such as
+    /// an unquoted folder name with a space): not retried, the same answer would come again.
+    Protocol,
 }
 
 /// An IMAP failure: `IMAP host:port while <activity>: <the server's words>`.
@@ -57,6 +60,7 @@ impl miette::Diagnostic for ImapError {
             ImapErrorKind::Refused => "imap::refused",
             ImapErrorKind::Throttled => "imap::throttled",
             ImapErrorKind::Full => "imap::full",
+            ImapErrorKind::Protocol => "imap::protocol",
         };
         Some(Box::new(code))
     }
@@ -73,6 +77,10 @@ impl miette::Diagnostic for ImapError {
                 "the target account takes no more mail: free space or raise its quota or limit, \
                  then run apply again with --retry-failed (what was copied stays; the copy \
                  resumes where it stopped)"
+            }
+            ImapErrorKind::Protocol => {
+                "the server's answer breaks the IMAP syntax; run again with --trace-imap DIR \
+                 and attach the transcript to a report to the server's maintainers (or ours)"
             }
             ImapErrorKind::Refused | ImapErrorKind::Throttled => return None,
         };
@@ -109,7 +117,8 @@ impl ImapError {
     ) -> Self {
         use async_imap::error::Error as E;
         let (kind, message) = match e {
-            E::Io(e) => (ImapErrorKind::Network, plain_words(&e.to_string())),
+            E::Io(e) => return ImapError::from_io(server, activity, &e),
+            E::Parse(e) => (ImapErrorKind::Protocol, excerpt(&e.to_string())),
             E::ConnectionLost => (
                 ImapErrorKind::Network,
                 "the server closed the connection".to_owned(),
@@ -131,6 +140,38 @@ impl ImapError {
             activity: activity.into(),
             message,
             backoff,
+        }
+    }
+
+    /// An error reading or writing the connection: a network error, or (the IMAP library reports
+    /// them as I/O errors too) an answer it could not parse, which is a [`ImapErrorKind::Protocol`]
+    /// error with a short excerpt of what the server sent.
+    pub fn from_io(server: &str, activity: impl Into<String>, e: &std::io::Error) -> Self {
+        let text = e.to_string();
+        // An untagged BYE where a command's answer was expected (Cyrus after `NO [TOOBIG]`).
+        if text.starts_with("status: Bye") {
+            let words = text
+                .split_once("information: Some(\"")
+                .and_then(|(_, rest)| rest.rsplit_once("\")"))
+                .map_or("", |(words, _)| words);
+            return ImapError::new(
+                ImapErrorKind::Network,
+                server,
+                activity,
+                format!("the server closed the connection (BYE {words})"),
+            );
+        }
+        match text.split_once(" during parsing of ") {
+            Some((_, sent)) => ImapError::new(
+                ImapErrorKind::Protocol,
+                server,
+                activity,
+                format!(
+                    "the server's answer could not be read as IMAP: {}",
+                    excerpt(sent)
+                ),
+            ),
+            None => ImapError::new(ImapErrorKind::Network, server, activity, text),
         }
     }
 
@@ -243,6 +284,28 @@ fn unescape(s: &str) -> Option<String> {
         }
     }
     Some(out)
+}
+
+/// At most the first line (and 160 characters) of what a server sent, as an escaped string,
+/// and how long it was: a protocol error shows what went wrong without the whole buffer.
+fn excerpt(sent: &str) -> String {
+    // The library quotes the buffer as a Rust string: take it back to its text.
+    let raw = sent
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .map_or_else(
+            || sent.to_owned(),
+            |s| s.replace("\\r", "\r").replace("\\n", "\n"),
+        );
+    let line = raw.split('\n').next().unwrap_or_default();
+    let shown: String = line.chars().take(160).collect();
+    let escaped = shown.escape_debug().to_string();
+    let more = raw.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("\"{escaped}\"… ({} bytes in all)", raw.len())
+    } else {
+        format!("\"{escaped}\"")
+    }
 }
 
 /// NO/BAD texts that mean "try later" rather than "never".
@@ -385,6 +448,41 @@ mod tests {
         );
         assert_eq!(throttled.kind, ImapErrorKind::Throttled);
         assert_eq!(throttled.backoff, Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn an_unreadable_answer_is_a_short_protocol_error_not_a_network_one() {
+        let buffer = format!(
+            "* STATUS Empty folder (MESSAGES 0)\r\n{}",
+            "* 1 FETCH (UID 1)\r\n".repeat(5000)
+        );
+        let io = std::io::Error::other(format!(
+            "Error(Error {{ input: [42, 32, 83], code: Tag }}) during parsing of {buffer:?}"
+        ));
+        let e = ImapError::from_io("h:143", "reading the folders' STATUS", &io);
+        assert_eq!(e.kind, ImapErrorKind::Protocol);
+        assert!(!e.is_retryable());
+        assert!(e.to_string().len() < 300, "{e}");
+        assert!(
+            e.message
+                .contains(r#""* STATUS Empty folder (MESSAGES 0)\r"… ("#),
+            "{e}"
+        );
+        let bye = std::io::Error::other(
+            "status: Bye, code: None, information: Some(\"[TOOBIG] Message size exceeds fixed \
+             limit\")",
+        );
+        let e = ImapError::from_io("h:143", "opening Junk", &bye);
+        assert_eq!(e.kind, ImapErrorKind::Network);
+        assert_eq!(
+            e.message,
+            "the server closed the connection (BYE [TOOBIG] Message size exceeds fixed limit)"
+        );
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            ImapError::from_io("h:143", "x", &reset).kind,
+            ImapErrorKind::Network
+        );
     }
 
     #[test]

@@ -29,6 +29,19 @@ pub enum SpecialUse {
     Archive,
 }
 
+impl SpecialUse {
+    /// The attribute as IMAP writes it (`\Sent`).
+    pub fn attribute(self) -> &'static str {
+        match self {
+            SpecialUse::Sent => "\\Sent",
+            SpecialUse::Drafts => "\\Drafts",
+            SpecialUse::Trash => "\\Trash",
+            SpecialUse::Junk => "\\Junk",
+            SpecialUse::Archive => "\\Archive",
+        }
+    }
+}
+
 /// A folder as a server lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RemoteFolder {
@@ -54,6 +67,10 @@ pub struct FolderMapping {
     pub target_exists: bool,
     /// Why this target: `map`, `special-use`, `same-path`.
     pub reason: &'static str,
+    /// The path the target folder gets instead of `target_path`, when the target's separator
+    /// is in one of its names (`Releases/v1.2` becomes `Releases/v1_2` on a `.` server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renamed: Option<String>,
 }
 
 /// A server's personal namespace (RFC 2342): the prefix of the user's own folders (on the wire,
@@ -324,11 +341,15 @@ pub fn map_folders(
             (folder.path.clone(), "same-path")
         };
         let found = existing.get(target_path.as_str());
+        let target_wire =
+            found.map_or_else(|| namespace.wire_name(&target_path), |f| f.wire.clone());
+        // A character the target cannot hold in a name (its separator) became `_`.
+        let as_written = namespace.logical_path(&target_wire, namespace.separator);
         out.push(FolderMapping {
             source: folder.clone(),
-            target_wire: found
-                .map_or_else(|| namespace.wire_name(&target_path), |f| f.wire.clone()),
+            target_wire,
             target_exists: found.is_some_and(|f| f.selectable),
+            renamed: (found.is_none() && as_written != target_path).then_some(as_written),
             target_path,
             reason,
         });
@@ -441,6 +462,12 @@ mod tests {
             separator: Some('.'),
         };
         assert_eq!(with_parents("a/b/c", &dot), vec!["a", "a.b", "a.b.c"]);
+        let all = CopyOptions::default();
+        let m = map_folders(&[folder("Releases/v1.2", None)], &[], &dot, &all);
+        assert_eq!(m[0].target_wire, "Releases.v1_2");
+        assert_eq!(m[0].renamed.as_deref(), Some("Releases/v1_2"));
+        let m = map_folders(&[folder("Work/2024", None)], &[], &dot, &all);
+        assert_eq!(m[0].renamed, None);
     }
 
     #[test]

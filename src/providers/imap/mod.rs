@@ -1,7 +1,8 @@
 //! IMAP: connect and log in ([`connect`]), list and map folders ([`folders`]), message
 //! identities ([`identity`]), pipelined reads ([`pipelined`]), the resumable copy and the
 //! verification ([`copy`]) and its target side, how messages are appended ([`append`]); the wait
-//! for a target to settle before a folder left pending by a dead run is compared ([`settle`]).
+//! for a target to settle before a folder left pending by a dead run is compared ([`settle`]);
+//! transcripts of the conversation for bug reports ([`trace`]).
 //!
 //! Invariants kept here, whatever the caller does:
 //! - messages are appended byte for byte as the source served them, with their flags (except
@@ -20,6 +21,7 @@ pub mod folders;
 pub mod identity;
 pub mod pipelined;
 pub mod settle;
+pub mod trace;
 
 pub use connect::{Session, connect};
 pub use error::{ImapError, ImapErrorKind};

@@ -15,6 +15,7 @@ use async_imap::imap_proto::{
 
 use super::connect::Session;
 use super::error::{ImapError, ImapErrorKind};
+use super::folders::SpecialUse;
 use super::identity::{IDENTITY_FIELDS, Identity};
 
 /// How long to wait for the next answer before calling the connection dead.
@@ -32,7 +33,7 @@ pub(super) async fn next_response<T>(
     let response = tokio::time::timeout(limit, session.read_response())
         .await
         .map_err(|_| ImapError::timeout(server, activity, limit))?
-        .map_err(|e| ImapError::new(ImapErrorKind::Network, server, activity, e.to_string()))?
+        .map_err(|e| ImapError::from_io(server, activity, &e))?
         .ok_or_else(|| {
             ImapError::new(
                 ImapErrorKind::Network,
@@ -302,15 +303,18 @@ pub async fn identities(
 /// that already exists is not an error; one the server refuses to create (a character it does
 /// not allow, a permission) is returned with its refusal, so that only the folders under it
 /// fail. The outer error is the connection's.
+/// Each folder: its wire name, its path (for errors) and the special use to create it with
+/// (`CREATE … (USE (\Sent))`, RFC 6154), if any.
 pub async fn create(
     session: &mut Session,
     server: &str,
-    folders: &[(String, String)],
+    folders: &[(String, String, Option<SpecialUse>)],
 ) -> Result<Vec<(String, ImapError)>, ImapError> {
     let mut commands = Vec::new();
-    for (wire, path) in folders {
+    for (wire, path, special) in folders {
+        let with_use = special.map_or_else(String::new, |s| format!(" (USE ({}))", s.attribute()));
         commands.push((
-            format!("CREATE {}", quote(wire)),
+            format!("CREATE {}{with_use}", quote(wire)),
             format!("creating folder {path}"),
         ));
         commands.push((

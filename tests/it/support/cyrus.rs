@@ -22,8 +22,6 @@ use std::time::{Duration, Instant};
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const START_ATTEMPTS: usize = 5;
-/// Cyrus's SASL realm for the test users (`servername` in `imapd.conf`).
-const REALM: &str = "mailplan-test";
 
 /// How a Cyrus server names folders (RFC 2342 NAMESPACE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +84,10 @@ pub struct Cyrus {
     /// Plain IMAP on 127.0.0.1 (clear-text LOGIN allowed).
     pub port: u16,
     pub layout: Layout,
+    /// `servername` in `imapd.conf`, unique to the instance: its greeting names it (so a port
+    /// taken meanwhile by another test's server is not mistaken for this one) and it is the
+    /// SASL realm of its users.
+    realm: String,
     watchdog: Option<Child>,
 }
 
@@ -116,12 +118,13 @@ impl Cyrus {
             .expect("create the Cyrus temp dir");
         let port = free_port();
         let d = dir.path().to_str().expect("UTF-8 temp dir");
+        let realm = format!("mailplan-test-{port}-{}", std::process::id());
         for sub in ["conf", "spool", "run", "sieve"] {
             std::fs::create_dir(dir.path().join(sub)).expect("create a Cyrus dir");
         }
         let imapd_conf = format!(
             "configdirectory: {d}/conf\npartition-default: {d}/spool\nsievedir: {d}/sieve\n\
-             servername: {REALM}\nsasl_pwcheck_method: auxprop\nsasl_auxprop_plugin: sasldb\n\
+             servername: {realm}\nsasl_pwcheck_method: auxprop\nsasl_auxprop_plugin: sasldb\n\
              sasl_sasldb_path: {d}/sasldb2\nsasl_mech_list: PLAIN LOGIN\nallowplaintext: yes\n\
              autocreate_quota: 0\nidlesocket: {d}/run/idle\nlmtpsocket: {d}/run/lmtp\n\
              notifysocket: {d}/run/notify\n{}{extra_config}\n",
@@ -139,10 +142,12 @@ impl Cyrus {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("make the Cyrus dir traversable");
         chown_cyrus(dir.path());
+        // master runs in a session of its own (setsid): the signals one instance's master sends
+        // or gets when it stops never reach another instance's.
         let mut watchdog = Command::new("sh")
             .args([
                 "-c",
-                r#"exec 3<&0; /usr/lib/cyrus/bin/master -C "$1/imapd.conf" -M "$1/cyrus.conf" -p "$1/run/master.pid" -D -L "$1/log" </dev/null & d=$!; (cat <&3 >/dev/null; kill $d 2>/dev/null) & wait $d"#,
+                r#"exec 3<&0; setsid /usr/lib/cyrus/bin/master -C "$1/imapd.conf" -M "$1/cyrus.conf" -p "$1/run/master.pid" -D -L "$1/log" </dev/null & d=$!; (cat <&3 >/dev/null; kill $d 2>/dev/null) & wait $d"#,
                 "cyrus-watchdog",
             ])
             .arg(dir.path())
@@ -161,11 +166,12 @@ impl Cyrus {
                 let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
                 return Err(format!("cyrus master exited ({status}): {stderr}{log}"));
             }
-            if greets(port) {
+            if greets(port, &realm) {
                 return Ok(Cyrus {
                     dir,
                     port,
                     layout,
+                    realm,
                     watchdog: Some(watchdog),
                 });
             }
@@ -192,7 +198,7 @@ impl Cyrus {
             !name.contains('.'),
             "Cyrus user names here have no dot: {name}"
         );
-        add_sasl_user(self.dir.path(), name, password);
+        add_sasl_user(self.dir.path(), &self.realm, name, password);
         chown_cyrus(&self.dir.path().join("sasldb2"));
     }
 
@@ -211,9 +217,9 @@ impl Drop for Cyrus {
     }
 }
 
-fn add_sasl_user(dir: &Path, name: &str, password: &str) {
+fn add_sasl_user(dir: &Path, realm: &str, name: &str, password: &str) {
     let mut child = Command::new("saslpasswd2")
-        .args(["-p", "-c", "-u", REALM, "-f"])
+        .args(["-p", "-c", "-u", realm, "-f"])
         .arg(dir.join("sasldb2"))
         .arg(name)
         .stdin(Stdio::piped())
@@ -312,13 +318,16 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn greets(port: u16) -> bool {
+/// Whether the port greets as the Cyrus instance named `servername`.
+fn greets(port: u16, servername: &str) -> bool {
     let Ok(stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
         return false;
     };
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
     let mut line = String::new();
-    let greeted = BufReader::new(&stream).read_line(&mut line).is_ok() && line.starts_with("* OK");
+    let greeted = BufReader::new(&stream).read_line(&mut line).is_ok()
+        && line.starts_with("* OK")
+        && line.contains(servername);
     (&stream).write_all(b"z LOGOUT\r\n").ok();
     greeted
 }
