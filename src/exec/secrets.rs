@@ -689,6 +689,7 @@ accounts:
         std::fs::write(dir.path().join("here.pass"), VALUE).expect("write");
         std::fs::write(dir.path().join("empty.pass"), "\n").expect("write");
         private(&dir.path().join("here.pass"));
+        private(&dir.path().join("empty.pass"));
         let text = "version: 1
 platforms:
   a: { type: imap, imap: { host: a.example } }
