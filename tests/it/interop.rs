@@ -519,3 +519,63 @@ fn a_copy_to_cyrus_killed_with_sigkill_twice_resumes_exactly() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_same(&p.dovecot_mail(), &p.cyrus_mail());
 }
+
+#[test]
+fn to_gnu_imap4d_which_keeps_no_keywords_every_message_is_copied_without_them() {
+    use crate::support::imap4d::{DOMAIN, Imap4d};
+    let dovecot = Dovecot::start();
+    dovecot.add_user(DOVECOT_USER.0, DOVECOT_USER.1);
+    let imap4d = Imap4d::start();
+    imap4d.add_user("bob", "imap4d-secret");
+    let corpus = Corpus::with_seed(40, 101).all_in("INBOX");
+    corpus.seed(&dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server =
+        |port: u16| format!("{{ host: 127.0.0.1, port: {port}, tls: none, allow-insecure: true }}");
+    let yaml = format!(
+        "version: 1\nname: imap4d\nplatforms:\n  old:\n    type: imap\n    imap: {}\n  new:\n    \
+         type: imap\n    imap: {}\naccounts:\n  - address: alice@example.org\n    from: old\n    \
+         to: new\n    target-login: bob@{DOMAIN}\n    source-password: {{ env: SOURCE_PW }}\n    \
+         target-password: {{ env: TARGET_PW }}\n    copy:\n      folders:\n        include: [INBOX]\n",
+        server(dovecot.imap_port),
+        server(imap4d.port),
+    );
+    let plan = dir.path().join("imap4d.yaml");
+    std::fs::write(&plan, yaml).expect("write the plan");
+    let out = Command::new(env!("CARGO_BIN_EXE_mailplan"))
+        .args(["apply", plan.to_str().expect("utf-8")])
+        .env("NO_COLOR", "1")
+        .env("SOURCE_PW", DOVECOT_USER.1)
+        .env("TARGET_PW", "imap4d-secret")
+        .current_dir(dir.path())
+        .output()
+        .expect("mailplan runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let source = snapshot(&dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    assert_ne!(source, source.without_keywords(), "the corpus has keywords");
+    let copied = snapshot_at(imap4d.addr(), &format!("bob@{DOMAIN}"), "imap4d-secret");
+    // Every message arrives byte for byte (imap4d's maildir keeps neither the flags nor the
+    // INTERNALDATE an APPEND gives, so only the bytes are compared).
+    let bytes = |m: &Multiset| {
+        let mut all: Vec<(String, String)> = m
+            .messages
+            .iter()
+            .flat_map(|(k, n)| std::iter::repeat_n((k.folder.clone(), k.digest.clone()), *n))
+            .collect();
+        all.sort();
+        all
+    };
+    assert_eq!(bytes(&source), bytes(&copied), "every message copied once");
+    let report = Command::new(env!("CARGO_BIN_EXE_mailplan"))
+        .args(["report", plan.to_str().expect("utf-8"), "--format", "json"])
+        .current_dir(dir.path())
+        .output()
+        .expect("mailplan runs");
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).expect("JSON");
+    assert!(
+        issues(&report)
+            .iter()
+            .any(|i| i["kind"] == "keywords-dropped"),
+        "{report}"
+    );
+}

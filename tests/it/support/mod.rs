@@ -1,5 +1,5 @@
 //! Test support for real-server integration tests: throw-away Dovecot instances ([`dovecot`]),
-//! Cyrus IMAP instances in its usual folder layouts ([`cyrus`]),
+//! Cyrus IMAP instances in its usual folder layouts ([`cyrus`]), GNU imap4d ([`imap4d`]),
 //! a deterministic mailbox generator ([`corpus`]), whole-mailbox snapshots compared as multisets
 //! ([`mailbox`]), a fault-injecting TCP proxy ([`proxy`]), the IMAP conversation read back from
 //! its transcripts ([`wire`]) and the small IMAP client they share ([`imap`]).
@@ -16,6 +16,7 @@ pub mod corpus;
 pub mod cyrus;
 pub mod dovecot;
 pub mod imap;
+pub mod imap4d;
 pub mod mailbox;
 pub mod proxy;
 pub mod wire;
