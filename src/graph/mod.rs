@@ -358,6 +358,11 @@ accounts:
 after: {{ reset-source: {reset} }}
 "
         );
+        // Every account logs in with its passwords (references: nothing is resolved here).
+        let text = text.replace(
+            ", from: ",
+            ", source-password: { env: S }, target-password: { env: T }, from: ",
+        );
         let (plan, diags) = load(&SourceFile::new("p.yaml", text), Path::new("p.yaml"));
         plan.unwrap_or_else(|| panic!("{:?}", diags.items))
     }

@@ -1226,19 +1226,43 @@ fn check_accounts(
     check_after(r, written, &by_address);
 }
 
+/// Comparisons of an unknown `after` name with the plan's addresses, at most, for suggestions.
+const SUGGESTION_COMPARISONS: usize = 2_000_000;
+
+fn local_part(address: &str) -> &str {
+    address.split('@').next().unwrap_or(address)
+}
+
 fn check_after(r: &mut Reader<'_>, written: &[Written], by_address: &HashMap<String, usize>) {
     let mut graph: DiGraph<usize, ()> = DiGraph::with_capacity(written.len(), 0);
     let nodes: Vec<NodeIndex> = (0..written.len()).map(|i| graph.add_node(i)).collect();
+    // "Did you mean" for unknown names in linear time: an address of the same local part (a
+    // typo in the domain) is looked up; a scan of every address (a typo in the local part) is
+    // made for the first names only, within a budget of comparisons, so that thousands of
+    // unknown names do not cost thousands of scans.
+    let mut names: Vec<&str> = by_address.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let mut by_local: HashMap<&str, Vec<&str>> = HashMap::new();
+    for n in &names {
+        by_local.entry(local_part(n)).or_default().push(n);
+    }
+    let mut scans_left = SUGGESTION_COMPARISONS / names.len().max(1);
     for (i, w) in written.iter().enumerate() {
         for (name, span) in w.account.after.iter().zip(&w.after_spans) {
             let Some(&j) = by_address.get(name) else {
-                let names: Vec<&str> = by_address.keys().map(String::as_str).collect();
                 let mut d = Diagnostic::error(
                     Code::UnknownAccount,
                     format!("`after` names {name}, which is not an account of this plan"),
                 )
                 .with_label(&w.source, *span, "unknown account");
-                if let Some(best) = did_you_mean(name, &names) {
+                let best = by_local
+                    .get(local_part(name))
+                    .and_then(|same| did_you_mean(name, same))
+                    .or_else(|| {
+                        scans_left = scans_left.checked_sub(1)?;
+                        did_you_mean(name, &names)
+                    });
+                if let Some(best) = best {
                     d = d.with_help(format!("did you mean {best}?"));
                 }
                 r.diags.push(d);
@@ -1651,6 +1675,49 @@ accounts:
         ] {
             assert!(check_endpoint(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn unknown_after_names_get_suggestions_without_a_scan_each() {
+        use std::fmt::Write as _;
+        let mut accounts = String::new();
+        for i in 0..3000 {
+            let _ = writeln!(
+                accounts,
+                "  - {{ address: u{i}@x.example, from: isp, to: isp2, after: [u{}@x.exmple] }}",
+                (i + 1) % 3000
+            );
+        }
+        accounts.push_str(
+            "  - { address: alice@x.example, from: isp, to: isp2, after: [alcie@x.example] }\n",
+        );
+        let text = with_accounts(&accounts).replace(
+            "domains:",
+            "  isp2: { type: imap, imap: { host: imap.new.example } }\ndomains:",
+        );
+        let source = SourceFile::new("p.yaml", text.as_str());
+        let (_, diags) = load(&source, &PathBuf::from("plans/p.yaml"));
+        let unknown: Vec<&Diagnostic> = diags
+            .items
+            .iter()
+            .filter(|d| d.code == Code::UnknownAccount)
+            .collect();
+        assert_eq!(unknown.len(), 3001);
+        // A typo in the domain: found through the local part, for every one of them.
+        assert!(
+            unknown[..3000]
+                .iter()
+                .zip(1..)
+                .all(|(d, i)| d.help.as_deref()
+                    == Some(&format!("did you mean u{}@x.example?", i % 3000))),
+            "{:?}",
+            unknown[0].help
+        );
+        // A typo in the local part: found by a scan.
+        assert_eq!(
+            unknown[3000].help.as_deref(),
+            Some("did you mean alice@x.example?")
+        );
     }
 
     #[test]

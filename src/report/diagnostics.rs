@@ -4,7 +4,7 @@
 //! the reviewer's machine) a person reads a summary, not thousands of snippets: the human and
 //! GitHub formats show the first few diagnostics of each code in full, then one line with the
 //! count of the rest and where to see them (`--verbose`, `--format json`, which lists every
-//! one). Each snippet is cut from an [`Excerpt`] of the lines it shows, long lines shortened
+//! one). Each snippet is cut from an excerpt of the lines it shows, long lines shortened
 //! around their labels, so rendering costs the same at the end of a large file as at its top
 //! and a megabyte-long CSV cell is never printed whole.
 

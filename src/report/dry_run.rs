@@ -467,6 +467,11 @@ mod tests {
         let text = format!(
             "version: 1\nplatforms:\n  a: {{ type: imap, imap: {{ host: a.example }} }}\n  b: {{ type: imap, imap: {{ host: b.example }} }}\naccounts:\n{accounts}"
         );
+        // Every account logs in with its passwords (references: nothing is resolved here).
+        let text = text.replace(
+            ", from: ",
+            ", source-password: { env: S }, target-password: { env: T }, from: ",
+        );
         let (plan, diags) = load(&SourceFile::new("p.yaml", text), Path::new("p.yaml"));
         let plan = plan.unwrap_or_else(|| panic!("{:?}", diags.items));
         let graph = StepGraph::build(&plan);
