@@ -307,9 +307,12 @@ domains:
   - { name: acme.example, platform: ex }
   - { name: beta.example, platform: ex }
 accounts:
-  - { address: john@acme.example, from: old, to: ex }
-  - { address: jane@acme.example, from: old, to: ex, after: [john@acme.example] }
-  - { address: bob@beta.example, from: old, to: ex }
+  - { address: john@acme.example, from: old, to: ex,
+      source-password: { env: OLD }, target-password: { env: NEW } }
+  - { address: jane@acme.example, from: old, to: ex, after: [john@acme.example],
+      source-password: { env: OLD }, target-password: { env: NEW } }
+  - { address: bob@beta.example, from: old, to: ex,
+      source-password: { env: OLD }, target-password: { env: NEW } }
 ";
         let (plan, diags) = load(&SourceFile::new("p.yaml", text), Path::new("p.yaml"));
         plan.unwrap_or_else(|| panic!("{:?}", diags.items))
