@@ -105,6 +105,13 @@ fn not_found(e: &OvhError) -> bool {
     e.kind == OvhErrorKind::NotFound
 }
 
+/// A 409 on a placeholder's PUT that is about the placeholder (busy with a migration or another
+/// task), not about the address it was to take ("Email address is already used.", which no
+/// other placeholder can help with).
+fn placeholder_busy(e: &OvhError) -> bool {
+    e.kind == OvhErrorKind::Conflict && !e.message.to_ascii_lowercase().contains("already used")
+}
+
 /// Poll `check` until it returns `Some`, every `interval`, at most `timeout`.
 async fn until<T, F, Fut>(stop: &AtomicBool, timeout: Duration, mut check: F) -> Result<T, Failure>
 where
@@ -459,13 +466,22 @@ pub(crate) async fn configure_target(
             serde_json::json!({"already": true}),
         );
     }
-    let placeholder = claim_placeholder(ovh, &activity, &service).await?;
     let update = exchange::AccountUpdate {
         login: a.local_part().to_owned(),
         domain: a.domain().to_owned(),
         display_name: a.display_name.clone(),
     };
-    exchange::configure_account(c, &activity, &service, &placeholder, &update).await?;
+    let placeholder = loop {
+        let placeholder = claim_placeholder(ovh, &activity, &service).await?;
+        match exchange::configure_account(c, &activity, &service, &placeholder, &update).await {
+            Ok(()) => break placeholder,
+            // Taken by work this run cannot see (a historical migration that a killed run
+            // started towards it, another administrator): it stays claimed, so the next free
+            // one is tried, until none is left.
+            Err(e) if placeholder_busy(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
     // The PUT answers at once; the account has its address once the setAccount task ends.
     wait_account_ready(ovh, &activity, &service, &a.address, stop).await?;
     set_password(ovh, &activity, &service, &a.address, password, stop).await?;

@@ -495,6 +495,56 @@ fn a_run_killed_during_a_task_poll_resumes_without_doing_anything_twice() {
     );
 }
 
+#[test]
+fn a_placeholder_a_killed_run_is_migrating_into_is_not_configured_again() {
+    // A run killed while OVH migrates a historical account into a @configureme.me account: the
+    // next run cannot know that placeholder is taken until the migration ends, and Exchange
+    // refuses to configure it (409). configure-target takes another one instead of failing
+    // (this failed the task-poll kill test once in CI).
+    let w = World::new("");
+    let plan = w.plan("");
+    let plan = plan.to_str().expect("utf-8");
+    let migrate = "/email/domain/legacy.test/account/john/migrate/";
+    w.sim
+        .inject(Fault::slow_tasks(8000, 8000).on("POST", migrate).times(1));
+    let mut child = w
+        .command(&["apply", plan, "--only", "john@legacy.test"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let posted = |w: &World| {
+        w.mutating()
+            .iter()
+            .any(|c| c.starts_with(&format!("POST {migrate}")))
+    };
+    let start = std::time::Instant::now();
+    while !posted(&w) && start.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    assert!(posted(&w), "the kill came before the migration");
+    assert!(w.sim.tasks_pending(), "the migration already ended");
+
+    let out = w.run(&["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let calls = w.mutating();
+    let migrations = calls
+        .iter()
+        .filter(|c| c.starts_with(&format!("POST {migrate}")))
+        .count();
+    assert_eq!(migrations, 1, "migrated twice: {calls:?}");
+    assert_eq!(
+        snapshot(&w.dovecot, "mary@acme.test", MARY_NEW).message_total(),
+        7
+    );
+    assert_eq!(
+        snapshot(&w.dovecot, "john@legacy.test", JOHN).message_total(),
+        7
+    );
+}
+
 fn world_with(edit: impl Fn(String) -> String) -> World {
     World::edited("", edit)
 }
