@@ -198,6 +198,7 @@ pub fn validate(
             }
         }
     }
+    imports_that_are_secrets(&mut r, &written, &imported, &imports, path, files);
     check_accounts(&mut r, &mut written, &platforms, &domains);
     label_imports(r.diags, &imports, source);
 
@@ -267,6 +268,42 @@ fn secret_files(accounts: Option<&Node>, plan_path: &Path) -> Vec<std::path::Pat
         }
     }
     out
+}
+
+/// An import that is also a `file:` secret named in a CSV row (known only once that row was
+/// read; those of the YAML accounts are refused before reading, in [`read_import`]). Nothing of
+/// such a file was quoted unless it reads as a CSV of accounts; the plan is refused all the same.
+fn imports_that_are_secrets(
+    r: &mut Reader<'_>,
+    written: &[Written],
+    imported: &Imported,
+    read: &[(Arc<SourceFile>, Span)],
+    plan_path: &Path,
+    files: &dyn FileReader,
+) {
+    let dir = plan_path.parent().unwrap_or_else(|| Path::new(""));
+    let accepted = |span: &Span| read.iter().any(|(_, s)| s == span);
+    for (path, span) in imported.paths.iter().filter(|(_, s)| accepted(s)) {
+        let user = written.iter().find_map(|w| {
+            let a = &w.account;
+            [&a.source_password, &a.target_password]
+                .into_iter()
+                .flatten()
+                .any(|s| matches!(s, SecretRef::File(f) if files.same_file(&dir.join(f), path)))
+                .then_some(a.address.as_str())
+        });
+        if let Some(address) = user {
+            r.error(
+                Code::CsvImport,
+                *span,
+                format!(
+                    "{} is a `file:` secret of {address}; it is not read as a CSV file",
+                    path.strip_prefix(dir).unwrap_or(path).display()
+                ),
+                "a secret file",
+            );
+        }
+    }
 }
 
 /// Open the CSV file an `import:` entry names, relative to the plan's folder: once per file,

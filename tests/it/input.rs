@@ -359,3 +359,35 @@ fn a_malformed_csv_row_never_shows_a_password_in_clear() {
         );
     }
 }
+
+#[test]
+fn an_import_that_a_csv_row_names_as_a_file_secret_is_refused() {
+    // `shared.csv` is an accounts CSV, and a row of `rows.csv` reads its target password from
+    // it: known only once that row is read, after `shared.csv` was imported.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("shared.csv"),
+        "address,from,to,source-password,target-password\nb@x.example,old,new,env:B_OLD,env:B_NEW\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("rows.csv"),
+        "address,from,to,source-password,target-password\na@x.example,old,new,env:A_OLD,file:shared.csv\n",
+    )
+    .expect("write");
+    let plan = write_plan(
+        dir.path(),
+        &format!(
+            "{}  - import: shared.csv\n  - import: rows.csv\n",
+            plan_of(0, |_| String::new())
+        ),
+    );
+    let out = validate_within(&plan, &[]);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("shared.csv is a `file:` secret of a@x.example")
+            && text.contains("plan::csv_import"),
+        "{text}"
+    );
+}
