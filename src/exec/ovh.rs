@@ -107,9 +107,10 @@ fn not_found(e: &OvhError) -> bool {
 
 /// A 409 on a placeholder's PUT that is about the placeholder (busy with a migration or another
 /// task), not about the address it was to take ("Email address is already used.", which no
-/// other placeholder can help with).
+/// other placeholder can help with); or a 404: it went away since it was claimed.
 fn placeholder_busy(e: &OvhError) -> bool {
-    e.kind == OvhErrorKind::Conflict && !e.message.to_ascii_lowercase().contains("already used")
+    (e.kind == OvhErrorKind::Conflict && !e.message.to_ascii_lowercase().contains("already used"))
+        || not_found(e)
 }
 
 /// Poll `check` until it returns `Some`, every `interval`, at most `timeout`.
@@ -367,7 +368,12 @@ async fn claim_placeholder(
                 continue;
             }
         }
-        let acc = exchange::get_account(c, activity, service, &p).await?;
+        let acc = match exchange::get_account(c, activity, service, &p).await {
+            Ok(acc) => acc,
+            // Gone since the listing (a historical migration renamed it): no candidate.
+            Err(e) if not_found(&e) => continue,
+            Err(e) => return Err(e.into()),
+        };
         if acc.is_free_placeholder() {
             let mut claimed = ovh
                 .claimed

@@ -545,6 +545,48 @@ fn a_placeholder_a_killed_run_is_migrating_into_is_not_configured_again() {
     );
 }
 
+#[test]
+fn a_placeholder_gone_between_the_listing_and_its_claim_is_passed_over() {
+    // A @configureme.me account listed, then gone when configure-target reads it (a historical
+    // migration renamed it meanwhile: this race failed the task-poll kill test once in CI).
+    let w = World::new("");
+    let plan = w.plan("");
+    let plan = plan.to_str().expect("utf-8");
+    // Which placeholder a claim reads first: the dry run reads them in the same order.
+    let dry = w.run(&["apply", plan, "--dry-run", "--only", "mary@acme.test"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry));
+    let first = w
+        .sim
+        .requests()
+        .iter()
+        .find(|r| {
+            r.method == "GET" && r.path.contains("/account/") && r.path.ends_with("@configureme.me")
+        })
+        .map(|r| r.path.clone())
+        .expect("a placeholder read");
+    w.sim.clear_requests();
+    w.sim.inject(Fault::gone().on("GET", &first).times(1000));
+    let out = w.run(&["apply", plan, "--only", "mary@acme.test"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let gone = w
+        .sim
+        .requests()
+        .iter()
+        .any(|r| r.path == first && r.status == 404);
+    assert!(gone, "the placeholder was not read");
+    let configured: Vec<String> = w
+        .mutating()
+        .into_iter()
+        .filter(|c| c.starts_with("PUT /email/exchange/") && c.contains("configureme.me"))
+        .collect();
+    assert_eq!(configured.len(), 1, "{configured:?}");
+    assert!(!configured[0].ends_with(&first), "{configured:?}");
+    assert_eq!(
+        snapshot(&w.dovecot, "mary@acme.test", MARY_NEW).message_total(),
+        7
+    );
+}
+
 fn world_with(edit: impl Fn(String) -> String) -> World {
     World::edited("", edit)
 }
