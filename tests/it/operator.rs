@@ -67,7 +67,7 @@ fn apply_with_an_unknown_exclude_address_runs_nothing() {
 
 #[test]
 fn a_silent_ovh_api_is_named_while_apply_waits_for_it() {
-    use std::io::{BufRead, BufReader};
+    use crate::support::lines::wait_for_line;
     use std::time::Duration;
     // An API that accepts connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -100,23 +100,11 @@ fn a_silent_ovh_api_is_named_while_apply_waits_for_it() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("apply starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let notice = loop {
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) if line.starts_with("waiting for the OVH API") => break Some(line),
-            Ok(line) => seen.push(line),
-            Err(_) => break None,
-        }
-    };
+    let (notice, seen) = wait_for_line(
+        &mut child,
+        "waiting for the OVH API",
+        Duration::from_secs(20),
+    );
     child.kill().ok();
     child.wait().ok();
     drop(silent);

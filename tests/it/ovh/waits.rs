@@ -1,7 +1,7 @@
 //! Long waits say what they wait for (issue 16): an OVH step whose task takes long is named
 //! while the run waits for it, instead of minutes of silence.
 
-use std::io::{BufRead, BufReader};
+use crate::support::lines::wait_for_line;
 use std::time::Duration;
 
 use super::World;
@@ -21,23 +21,7 @@ fn an_ovh_step_waiting_on_a_slow_task_says_so_while_it_waits() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let notice = loop {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.starts_with("waiting for ") => break Some(line),
-            Ok(line) => seen.push(line),
-            Err(_) => break None,
-        }
-    };
+    let (notice, seen) = wait_for_line(&mut child, "waiting for ", Duration::from_secs(30));
     child.kill().ok();
     child.wait().ok();
     let notice = notice.unwrap_or_else(|| panic!("no notice of the wait: {seen:?}"));

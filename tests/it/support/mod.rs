@@ -1,7 +1,8 @@
 //! Test support for real-server integration tests: throw-away Dovecot instances ([`dovecot`]),
 //! Cyrus IMAP instances in its usual folder layouts ([`cyrus`]), GNU imap4d ([`imap4d`]),
 //! a deterministic mailbox generator ([`corpus`]), whole-mailbox snapshots compared as multisets
-//! ([`mailbox`]), a fault-injecting TCP proxy ([`proxy`]), the IMAP conversation read back from
+//! ([`mailbox`]), a fault-injecting TCP proxy ([`proxy`]), a command's stderr read line by line
+//! ([`lines`]), the IMAP conversation read back from
 //! its transcripts ([`wire`]) and the small IMAP client they share ([`imap`]).
 //!
 //! Everything here is synchronous from the caller's side (each call runs its own small tokio
@@ -17,6 +18,7 @@ pub mod cyrus;
 pub mod dovecot;
 pub mod imap;
 pub mod imap4d;
+pub mod lines;
 pub mod mailbox;
 pub mod proxy;
 pub mod wire;
