@@ -17,17 +17,17 @@ mod edits;
 mod messages;
 mod status;
 
-const SOURCE: (&str, &str) = ("alice@old.example", "source-secret");
-const TARGET: (&str, &str) = ("alice@new.example", "target-secret");
+pub(crate) const SOURCE: (&str, &str) = ("alice@old.example", "source-secret");
+pub(crate) const TARGET: (&str, &str) = ("alice@new.example", "target-secret");
 
-/// One Dovecot with a source and a target user, and a plan folder.
-struct Sandbox {
-    dovecot: Dovecot,
-    dir: tempfile::TempDir,
+/// One Dovecot with a source and a target user, and a plan folder (also the store tests').
+pub(crate) struct Sandbox {
+    pub(crate) dovecot: Dovecot,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Sandbox {
-    fn new() -> Sandbox {
+    pub(crate) fn new() -> Sandbox {
         Sandbox::with_config("")
     }
 
@@ -43,7 +43,12 @@ impl Sandbox {
     }
 
     /// A plan copying SOURCE to TARGET; `target_addr` lets a proxy stand between.
-    fn plan(&self, name: &str, target_addr: Option<std::net::SocketAddr>, extra: &str) -> PathBuf {
+    pub(crate) fn plan(
+        &self,
+        name: &str,
+        target_addr: Option<std::net::SocketAddr>,
+        extra: &str,
+    ) -> PathBuf {
         self.plan_via(name, None, target_addr, extra)
     }
 
@@ -114,7 +119,7 @@ impl Sandbox {
         )
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mailplan"));
         c.args(args)
             .env("NO_COLOR", "1")
@@ -124,7 +129,7 @@ impl Sandbox {
         c
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("mailplan runs")
     }
 

@@ -7,75 +7,21 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::apply::{SOURCE, Sandbox, TARGET};
 use crate::support::corpus::Corpus;
 use crate::support::dovecot::Dovecot;
 use crate::support::mailbox::{diff, message_count, snapshot};
 use crate::support::proxy::{Faults, Proxy};
 
-const SOURCE: (&str, &str) = ("alice@old.example", "source-secret");
-const TARGET: (&str, &str) = ("alice@new.example", "target-secret");
-
-/// One Dovecot with a source and a target user, and a plan folder.
-struct Sandbox {
-    dovecot: Dovecot,
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        let dovecot = Dovecot::start();
-        dovecot.add_user(SOURCE.0, SOURCE.1);
-        dovecot.add_user(TARGET.0, TARGET.1);
-        Sandbox {
-            dovecot,
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    /// A plan copying SOURCE (directly, TLS) to TARGET through `target` (clear text on
-    /// loopback).
-    fn plan(&self, name: &str, target: std::net::SocketAddr) -> PathBuf {
-        let text = format!(
-            "version: 1\nname: {name}\nplatforms:\n  old:\n    type: imap\n    imap: {{ host: \
-             localhost, port: {}, tls: implicit }}\n  new:\n    type: imap\n    imap: {{ host: \
-             127.0.0.1, port: {}, tls: none, allow-insecure: true }}\naccounts:\n  - address: \
-             {}\n    from: old\n    to: new\n    target-login: {}\n    source-password: {{ env: \
-             SOURCE_PW }}\n    target-password: {{ env: TARGET_PW }}\n",
-            self.dovecot.imaps_port,
-            target.port(),
-            SOURCE.0,
-            TARGET.0,
-        );
-        let path = self.dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&path, text).expect("write the plan");
-        path
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mailplan"));
-        c.args(args)
-            .env("NO_COLOR", "1")
-            .env("SSL_CERT_FILE", self.dovecot.ca_cert_path())
-            .env("SOURCE_PW", SOURCE.1)
-            .env("TARGET_PW", TARGET.1)
-            .current_dir(self.dir.path());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("mailplan runs")
-    }
-
-    /// Messages on the target in `folders` (0 for a folder not created yet).
-    fn target_count(&self, folders: &[&str]) -> u32 {
-        folders
-            .iter()
-            .map(|f| {
-                std::panic::catch_unwind(|| message_count(&self.dovecot, TARGET.0, TARGET.1, f))
-                    .unwrap_or(0)
-            })
-            .sum()
-    }
+/// Messages on the target in `folders` (0 for a folder not created yet).
+fn target_count(s: &Sandbox, folders: &[&str]) -> u32 {
+    folders
+        .iter()
+        .map(|f| {
+            std::panic::catch_unwind(|| message_count(&s.dovecot, TARGET.0, TARGET.1, f))
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 fn text(out: &Output) -> String {
@@ -110,7 +56,7 @@ fn twenty_immediate_resumes_after_sigkill_behind_a_slow_link_leave_no_duplicate(
             ..Faults::default()
         },
     );
-    let plan = s.plan("stress", proxy.addr());
+    let plan = s.plan("stress", Some(proxy.addr()), "");
     let plan = plan.to_str().expect("utf-8");
     let watched = ["INBOX", "Archive"];
     let seed = fastrand::u64(..);
@@ -119,7 +65,7 @@ fn twenty_immediate_resumes_after_sigkill_behind_a_slow_link_leave_no_duplicate(
     let started = Instant::now();
     let mut kills = 0;
     while kills < 22 {
-        let before = s.target_count(&watched);
+        let before = target_count(&s, &watched);
         let mut child = s
             .command(&["apply", plan])
             .stdout(Stdio::null())
@@ -129,7 +75,7 @@ fn twenty_immediate_resumes_after_sigkill_behind_a_slow_link_leave_no_duplicate(
         // A random instant while this run appends: once the target has grown (its groups are
         // landing, more are in flight), then up to 0.8 s later.
         let spawned = Instant::now();
-        while s.target_count(&watched) <= before
+        while target_count(&s, &watched) <= before
             && spawned.elapsed() < Duration::from_secs(60)
             && child.try_wait().expect("try_wait").is_none()
         {
@@ -152,7 +98,7 @@ fn twenty_immediate_resumes_after_sigkill_behind_a_slow_link_leave_no_duplicate(
     eprintln!(
         "{kills} kills in {:?}: {} of {} messages on the target (seed {seed})",
         started.elapsed(),
-        s.target_count(&watched),
+        target_count(&s, &watched),
         corpus.messages.len()
     );
     let out = s.run(&["apply", plan]);
@@ -209,7 +155,7 @@ fn a_foreign_sqlite_file_given_as_state_is_refused_with_exit_2_and_left_untouche
     let s = Sandbox::new();
     Corpus::with_count(20).seed(&s.dovecot, SOURCE.0, SOURCE.1);
     let proxy = Proxy::start(s.dovecot.imap_addr(), Faults::default());
-    let plan = s.plan("foreign", proxy.addr());
+    let plan = s.plan("foreign", Some(proxy.addr()), "");
     let plan = plan.to_str().expect("utf-8");
     let foreign = s.dir.path().join("app.db");
     {
@@ -242,7 +188,7 @@ fn a_foreign_sqlite_file_given_as_state_is_refused_with_exit_2_and_left_untouche
     );
     assert_eq!(proxy.connections(), 0, "apply reached the target");
     // Another plan's store is refused the same way, and this plan's own works.
-    let other = s.plan("other", proxy.addr());
+    let other = s.plan("other", Some(proxy.addr()), "");
     let out = s.run(&["apply", other.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let theirs = s.dir.path().join(".mailplan/other.db");
@@ -307,7 +253,7 @@ fn the_batch_marker_is_synced_to_disk_before_each_folders_appends() {
     let folders: std::collections::BTreeSet<&str> =
         corpus.messages.iter().map(|m| m.folder.as_str()).collect();
     let proxy = Proxy::start(s.dovecot.imap_addr(), Faults::default());
-    let plan = s.plan("synced", proxy.addr());
+    let plan = s.plan("synced", Some(proxy.addr()), "");
     let trace = s.dir.path().join("syncs.txt");
     let mut c = Command::new("strace");
     c.args(["-f", "-y", "-e", "trace=fsync,fdatasync", "-o"])
@@ -363,7 +309,7 @@ fn a_full_target_stops_the_accounts_copy_with_the_servers_words() {
     let corpus = Corpus::with_seed(150, 21);
     corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
     let proxy = Proxy::start(full.imap_addr(), Faults::default());
-    let plan = s.plan("full", proxy.addr());
+    let plan = s.plan("full", Some(proxy.addr()), "");
     let out = s.run(&["apply", plan.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -394,7 +340,7 @@ fn a_limit_that_refuses_every_message_stops_the_copy() {
     let corpus = Corpus::with_seed(150, 22).all_in("INBOX");
     corpus.seed(&s.dovecot, SOURCE.0, SOURCE.1);
     let proxy = Proxy::start(s.dovecot.imap_addr(), Faults::default());
-    let plan = s.plan("limited", proxy.addr());
+    let plan = s.plan("limited", Some(proxy.addr()), "");
     let out = s.run(&["apply", plan.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
