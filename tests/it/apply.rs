@@ -12,6 +12,7 @@ use crate::support::dovecot::Dovecot;
 use crate::support::mailbox::{Multiset, diff, folder_list, message_count, snapshot};
 use crate::support::proxy::{Faults, Proxy, Side};
 use crate::support::wire;
+use crate::text;
 
 mod edits;
 mod messages;
@@ -189,15 +190,6 @@ impl Sandbox {
     fn state(&self, name: &str) -> PathBuf {
         self.dir.path().join(".mailplan").join(format!("{name}.db"))
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The JSON events of an `apply --format json` run, in order (every line of stdout is one).

@@ -12,6 +12,7 @@ use crate::support::cyrus::{Cyrus, Layout};
 use crate::support::dovecot::Dovecot;
 use crate::support::mailbox::{Multiset, diff, snapshot, snapshot_at};
 use crate::support::proxy::{Faults, Proxy};
+use crate::text;
 
 const DOVECOT_USER: (&str, &str) = ("alice@example.org", "dovecot-secret");
 const CYRUS_USER: (&str, &str) = ("alice", "cyrus-secret");
@@ -149,15 +150,6 @@ impl Pair {
         let out = self.run(from, &["report", plan, "--format", "json"]);
         serde_json::from_slice(&out.stdout).expect("report JSON")
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn assert_same(expected: &Multiset, actual: &Multiset) {

@@ -28,3 +28,13 @@ pub fn mailplan(args: &[&str]) -> Output {
         .output()
         .expect("the mailplan binary runs")
 }
+
+/// A finished command's exit code, stdout and stderr, for an assertion's message.
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

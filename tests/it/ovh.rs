@@ -8,6 +8,7 @@ use ovh_sim::{Fault, Fixture, Simulator};
 
 use crate::support::dovecot::Dovecot;
 use crate::support::mailbox::snapshot;
+use crate::text;
 
 mod waits;
 
@@ -169,15 +170,6 @@ accounts:
             .map(|r| format!("{} {}", r.method, r.path))
             .collect()
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]

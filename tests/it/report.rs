@@ -10,6 +10,7 @@ use ovh_sim::{Fixture, Simulator};
 
 use crate::support::corpus::Corpus;
 use crate::support::dovecot::Dovecot;
+use crate::text;
 
 const AK: &str = "report-ak";
 const AS: &str = "report-application-secret";
@@ -188,15 +189,6 @@ accounts:
         assert_eq!(out.status.code(), Some(code), "{}", text(&out));
         String::from_utf8(out.stdout).expect("utf-8")
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The report's JSON account `address`.

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use crate::support::corpus::Corpus;
 use crate::support::dovecot::Dovecot;
 use crate::support::mailbox::{folder_list, snapshot};
+use crate::text;
 
 struct World {
     dovecot: Dovecot,
@@ -84,15 +85,6 @@ impl World {
     fn total(&self, user: &str, password: &str) -> usize {
         snapshot(&self.dovecot, user, password).message_total()
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn save(w: &World, saved: &Path, extra: &[&str]) {

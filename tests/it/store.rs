@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::apply::{SOURCE, Sandbox, TARGET};
@@ -12,6 +12,7 @@ use crate::support::corpus::Corpus;
 use crate::support::dovecot::Dovecot;
 use crate::support::mailbox::{diff, message_count, snapshot};
 use crate::support::proxy::{Faults, Proxy};
+use crate::text;
 
 /// Messages on the target in `folders` (0 for a folder not created yet).
 fn target_count(s: &Sandbox, folders: &[&str]) -> u32 {
@@ -22,15 +23,6 @@ fn target_count(s: &Sandbox, folders: &[&str]) -> u32 {
                 .unwrap_or(0)
         })
         .sum()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The stress test: at least 20 `kill -9` at random instants while `apply` appends,
