@@ -150,15 +150,14 @@ impl ImapError {
         let text = e.to_string();
         // An untagged BYE where a command's answer was expected (Cyrus after `NO [TOOBIG]`).
         if text.starts_with("status: Bye") {
-            let words = text
-                .split_once("information: Some(\"")
-                .and_then(|(_, rest)| rest.rsplit_once("\")"))
-                .map_or("", |(words, _)| words);
             return ImapError::new(
                 ImapErrorKind::Network,
                 server,
                 activity,
-                format!("the server closed the connection (BYE {words})"),
+                format!(
+                    "the server closed the connection (BYE {})",
+                    plain_words(&text)
+                ),
             );
         }
         match text.split_once(" during parsing of ") {
@@ -171,7 +170,7 @@ impl ImapError {
                     excerpt(sent)
                 ),
             ),
-            None => ImapError::new(ImapErrorKind::Network, server, activity, text),
+            None => ImapError::new(ImapErrorKind::Network, server, activity, plain_words(&text)),
         }
     }
 
