@@ -3,6 +3,7 @@
 
 mod apply;
 mod codes;
+mod docs;
 mod harness;
 mod input;
 mod interop;
