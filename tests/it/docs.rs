@@ -363,3 +363,20 @@ fn anchors_are_github_s() {
         ["a", "b", "b-1"]
     );
 }
+
+#[test]
+fn the_readme_links_every_page_of_docs() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let pages: Vec<String> = documents()
+        .into_iter()
+        .map(|(doc, _)| doc)
+        .filter(|doc| doc.starts_with("docs/"))
+        .collect();
+    assert!(pages.len() >= 10, "{pages:?}");
+    for page in pages {
+        assert!(
+            readme.contains(&format!("]({page})")) || readme.contains(&format!("]({page}#")),
+            "the README does not link {page}"
+        );
+    }
+}
