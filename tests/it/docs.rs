@@ -1,7 +1,9 @@
 //! The documents stay true: every plan in a `yaml` block of README.md and docs/*.md validates,
 //! every `mailplan …` command line of their code blocks parses with mailplan's own command line
 //! (subcommand, flags and their values), every inline `mailplan …` names a real subcommand and
-//! real flags, and every relative link points at a file (and a heading) that exists.
+//! real flags, every relative link points at a file (and a heading) that exists, the README links
+//! every page of docs/, and the output shown for the commands that contact nothing (`validate`,
+//! `plan`, `graph`) is what they print.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -379,4 +381,73 @@ fn the_readme_links_every_page_of_docs() {
             "the README does not link {page}"
         );
     }
+}
+
+/// The variables a plan's `{ env: NAME }` secrets name.
+fn env_names(plan: &str) -> Vec<String> {
+    plan.split("env:")
+        .skip(1)
+        .map(|rest| {
+            rest.trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_output_the_docs_show_for_offline_commands_is_what_they_print() {
+    // Commands that contact nothing: what the docs show them print can be checked here.
+    const OFFLINE: [&str; 3] = ["validate", "plan", "graph"];
+    let mut checked = 0;
+    for (doc, page) in documents() {
+        for block in split(&page).0.iter().filter(|b| b.lang == "console") {
+            let mut lines = block.lines.iter().map(|l| l.trim_end()).peekable();
+            while let Some(line) = lines.next() {
+                let Some(args) = line.strip_prefix("$ ").and_then(mailplan_args) else {
+                    continue;
+                };
+                let mut shown = Vec::new();
+                while let Some(next) = lines.next_if(|l| !l.starts_with("$ ")) {
+                    shown.push(next);
+                }
+                if !OFFLINE.contains(&args[0].as_str())
+                    || args.iter().any(|a| a == "--refresh" || a == "--out")
+                {
+                    continue;
+                }
+                checked += 1;
+                // The secrets the plan refers to are set, as they are where the output was taken.
+                let plan = std::fs::read_to_string(repo().join(&args[1])).unwrap_or_default();
+                let out = Command::new(env!("CARGO_BIN_EXE_mailplan"))
+                    .args(&args)
+                    .current_dir(repo())
+                    .env("NO_COLOR", "1")
+                    .envs(env_names(&plan).into_iter().map(|name| (name, "set")))
+                    .output()
+                    .expect("mailplan runs");
+                let printed = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                // Lines cut short (`…`) are left out; every other one is printed as shown.
+                for expected in shown
+                    .iter()
+                    .filter(|l| !l.trim().is_empty() && !l.contains('…'))
+                {
+                    assert!(
+                        printed.lines().any(|p| p.trim_end() == *expected),
+                        "{doc}:{}: `{line}` does not print `{expected}`:\n{}",
+                        block.line,
+                        text(&out)
+                    );
+                }
+            }
+        }
+    }
+    // The README's validate and plan, docs/commands.md's validate at least.
+    assert!(checked >= 3, "only {checked} output(s) checked");
 }
