@@ -849,8 +849,9 @@ impl<'a, 'c> Appender<'a, 'c> {
     /// its size limit with `NO [TOOBIG]` then `BYE`), and the writes of the rest of the message
     /// then fail with "connection reset": what it said before closing is read (for a few
     /// seconds at most), the refused message recorded with its words, a size refusal kept for
-    /// the next passes ([`SizeRefusals`]), and the error says why the connection ended. The
-    /// batch stays *pending*: the next attempt, on a new connection, reconciles it.
+    /// the next passes ([`SizeRefusals`]), and the error says why the connection ended
+    /// ([`CopyError::Closed`] after a refusal: the folder is taken again at once on new
+    /// connections, no step retry). The batch stays *pending*: the next attempt reconciles it.
     pub(super) async fn broken(&mut self, error: ImapError) -> CopyError {
         use async_imap::imap_proto::{Response, Status};
         const LAST_WORDS: Duration = Duration::from_secs(5);
@@ -928,6 +929,10 @@ impl<'a, 'c> Appender<'a, 'c> {
         let too_big = too_big(&refusal);
         if too_big {
             self.refusals.record(server, size, &refusal.message);
+        } else if alone {
+            let folder = &self.m.source.path;
+            self.refusals
+                .record_closed(server, folder, uid, &refusal.message);
         }
         if alone {
             let kind = if too_big {
@@ -958,7 +963,10 @@ impl<'a, 'c> Appender<'a, 'c> {
         );
         // Nothing to wait for: the next attempt leaves that message out and goes on.
         closed.backoff = Some(Duration::ZERO);
-        closed.into()
+        CopyError::Closed {
+            error: closed,
+            accepted: self.counts.copied + self.batch.copied > 0,
+        }
     }
 
     /// Wait for every answer, retry the refused groups one message at a time, record.
