@@ -224,6 +224,50 @@ fn messages_over_the_targets_appendlimit_are_left_out_up_front_with_the_reason()
     too_large_for_cyrus(false, "APPENDLIMIT");
 }
 
+#[test]
+fn a_target_that_closes_after_each_refusal_costs_no_step_retry_however_many_sizes_it_refuses() {
+    // More oversized messages than a step has retries, each smaller than the one before (so
+    // each refusal teaches a new, smaller limit), on a target that neither advertises its limit
+    // nor keeps the connection after refusing: each refusal is one reconnection, no retry.
+    let p = Pair::new(Layout::AltSlash, "maxmessagesize: 1000000\n");
+    let fitting = Corpus::with_seed(30, 17);
+    let sizes = [
+        1_700_000, 1_600_000, 1_500_000, 1_400_000, 1_300_000, 1_200_000, 1_100_000,
+    ];
+    let all = sizes
+        .iter()
+        .fold(fitting.clone(), |c, size| c.with_bulky("Work", 1, *size));
+    all.seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    let proxy = Proxy::start(
+        p.cyrus.addr(),
+        Faults {
+            rewrite_server: Some((b"APPENDLIMIT=", b"XPPENDLIMIT=")),
+            ..Faults::default()
+        },
+    );
+    let plan = p.plan_to("closes", From::Dovecot, Some(proxy.port()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = p.run(From::Dovecot, &["apply", plan]);
+    // The oversized messages are not on the target: verify says so.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("done    copy-mail"), "{err}");
+    assert!(!err.contains("retry"), "no step retry: {err}");
+    assert_same(&fitting.expected(), &p.cyrus_mail());
+    // Each refusal closed a connection, and mailplan opened a new one: one pair to start with,
+    // at least one more per distinct refused size (a refused MULTIAPPEND group counts its
+    // largest only), logins and the verify's aside.
+    assert!(proxy.connections() > 1, "reconnected after the refusals");
+    let report = p.report(From::Dovecot, plan);
+    let issues = issues(&report);
+    assert_eq!(issues.len(), sizes.len(), "{report}");
+    for issue in &issues {
+        assert_eq!(issue["kind"], "too-large", "{report}");
+        let detail = issue["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("[TOOBIG]"), "{report}");
+    }
+}
+
 /// Dovecot → Cyrus then Cyrus → Dovecot in `layout`: each copy exact (folders named in the
 /// target's namespace), a second run copies nothing.
 fn both_ways(layout: Layout) {

@@ -1856,6 +1856,10 @@ async fn transfer(
                         appender.settle_marks()?;
                         continue;
                     }
+                    Err(mpsc::error::TryRecvError::Empty) if appender.has_refused() => {
+                        appender.retry_refused().await?;
+                        continue;
+                    }
                     Err(mpsc::error::TryRecvError::Empty) => match rx.recv().await {
                         Some(item) => item,
                         None => break,

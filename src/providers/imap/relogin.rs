@@ -52,8 +52,10 @@ impl Relogin<'_> {
 }
 
 /// After this many closes in a row with no message accepted in between, the target is taken to
-/// close on every APPEND and the account fails.
-pub const MAX_CLOSES: u32 = 5;
+/// close on every APPEND and the account fails. Each close costs a login on each side, and
+/// resolves one message (it is left out from then on): enough for a mailbox with a few
+/// oversized messages, few enough that a server refusing everything ends in seconds.
+pub const MAX_CLOSES: u32 = 20;
 
 /// Closes of the target's connection after a refused message, in a row: a message accepted in
 /// between ends the streak.
@@ -114,10 +116,11 @@ mod tests {
         }
         let e = streak
             .closed(&refusal, false)
-            .expect_err("the fifth close in a row ends the copy");
+            .expect_err("the last close in a row ends the copy");
         assert_eq!(e.kind, ImapErrorKind::Refused);
         assert!(!e.is_retryable());
         assert!(e.message.contains("[TOOBIG] Message too large"), "{e}");
-        assert!(e.message.contains("each of the last 5"), "{e}");
+        let n = format!("each of the last {MAX_CLOSES}");
+        assert!(e.message.contains(&n), "{e}");
     }
 }
