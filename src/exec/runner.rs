@@ -1103,7 +1103,7 @@ impl From<ImapError> for StepError {
 impl From<CopyError> for StepError {
     fn from(e: CopyError) -> Self {
         match e {
-            CopyError::Imap(e) => StepError::Imap(e),
+            CopyError::Imap(e) | CopyError::Closed { error: e, .. } => StepError::Imap(e),
             CopyError::Interrupted => StepError::Interrupted,
             CopyError::Ledger(m) => StepError::Other(format!("state store: {m}")),
         }
@@ -1284,6 +1284,15 @@ async fn copy_step(
         }
     };
     let (ss, ts) = (server_name(source), server_name(target));
+    let logins = &shared.credentials[i];
+    let relogin = imap::relogin::Relogin {
+        source,
+        source_login: &logins.source_login,
+        source_password: &logins.source_password,
+        target,
+        target_login: &logins.target_login,
+        target_password: &logins.target_password,
+    };
     let mut ctx = CopyContext {
         source: &mut s,
         source_server: &ss,
@@ -1295,6 +1304,7 @@ async fn copy_step(
         observer: &observer,
         stop: &shared.stop,
         refusals: &shared.size_refusals,
+        relogin: &relogin,
     };
     // Both folder lists and every source folder's STATUS first: they say what this pass has
     // to carry, and so whether more connection pairs pay off.
@@ -1386,22 +1396,29 @@ async fn copy_step(
     Ok(StepResult::Done { summary, output })
 }
 
-/// The folders the target refused to create, for a copy's summary (the report has why).
+/// The folders the target refused to create, and those an answer about could not be read, for
+/// a copy's summary (the report has why).
 fn not_created(outcomes: &[copy::FolderOutcome]) -> String {
-    let refused: Vec<&str> = outcomes
-        .iter()
-        .filter(|o| o.error.is_some())
-        .map(|o| o.source.as_str())
-        .collect();
-    if refused.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; the target refused to create {} folder(s), not copied: {}",
-            refused.len(),
-            refused.join(", ")
-        )
+    use std::fmt::Write as _;
+    let folders = |unreadable: bool| -> Vec<&str> {
+        outcomes
+            .iter()
+            .filter(|o| o.error.is_some() && o.unreadable == unreadable)
+            .map(|o| o.source.as_str())
+            .collect()
+    };
+    let mut out = String::new();
+    for (unreadable, what) in [
+        (false, "the target refused to create"),
+        (true, "a server's answer could not be read as IMAP for"),
+    ] {
+        let failed = folders(unreadable);
+        if !failed.is_empty() {
+            let (n, names) = (failed.len(), failed.join(", "));
+            let _ = write!(out, "; {what} {n} folder(s), not copied: {names}");
+        }
     }
+    out
 }
 
 async fn verify_step(

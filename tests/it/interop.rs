@@ -224,6 +224,50 @@ fn messages_over_the_targets_appendlimit_are_left_out_up_front_with_the_reason()
     too_large_for_cyrus(false, "APPENDLIMIT");
 }
 
+#[test]
+fn a_target_that_closes_after_each_refusal_costs_no_step_retry_however_many_sizes_it_refuses() {
+    // More oversized messages than a step has retries, each smaller than the one before (so
+    // each refusal teaches a new, smaller limit), on a target that neither advertises its limit
+    // nor keeps the connection after refusing: each refusal is one reconnection, no retry.
+    let p = Pair::new(Layout::AltSlash, "maxmessagesize: 1000000\n");
+    let fitting = Corpus::with_seed(30, 17);
+    let sizes = [
+        1_700_000, 1_600_000, 1_500_000, 1_400_000, 1_300_000, 1_200_000, 1_100_000,
+    ];
+    let all = sizes
+        .iter()
+        .fold(fitting.clone(), |c, size| c.with_bulky("Work", 1, *size));
+    all.seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    let proxy = Proxy::start(
+        p.cyrus.addr(),
+        Faults {
+            rewrite_server: Some((b"APPENDLIMIT=", b"XPPENDLIMIT=")),
+            ..Faults::default()
+        },
+    );
+    let plan = p.plan_to("closes", From::Dovecot, Some(proxy.port()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let out = p.run(From::Dovecot, &["apply", plan]);
+    // The oversized messages are not on the target: verify says so.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("done    copy-mail"), "{err}");
+    assert!(!err.contains("retry"), "no step retry: {err}");
+    assert_same(&fitting.expected(), &p.cyrus_mail());
+    // Each refusal closed a connection, and mailplan opened a new one: one pair to start with,
+    // at least one more per distinct refused size (a refused MULTIAPPEND group counts its
+    // largest only), logins and the verify's aside.
+    assert!(proxy.connections() > 1, "reconnected after the refusals");
+    let report = p.report(From::Dovecot, plan);
+    let issues = issues(&report);
+    assert_eq!(issues.len(), sizes.len(), "{report}");
+    for issue in &issues {
+        assert_eq!(issue["kind"], "too-large", "{report}");
+        let detail = issue["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("[TOOBIG]"), "{report}");
+    }
+}
+
 /// Dovecot → Cyrus then Cyrus → Dovecot in `layout`: each copy exact (folders named in the
 /// target's namespace), a second run copies nothing.
 fn both_ways(layout: Layout) {
@@ -363,31 +407,59 @@ fn a_target_folder_that_keeps_no_keywords_gets_the_messages_without_them_and_the
 }
 
 #[test]
-fn an_answer_that_breaks_the_imap_syntax_fails_at_once_with_a_short_escaped_excerpt() {
+fn an_answer_that_breaks_the_imap_syntax_fails_only_its_folder_with_a_short_escaped_excerpt() {
     let p = Pair::new(Layout::AltSlash, "");
-    Corpus::with_seed(20, 61).seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
-    // A server bug seen in the field: a folder name with a space, unquoted, in a STATUS answer.
+    Corpus::with_seed(60, 61).seed(&p.dovecot, DOVECOT_USER.0, DOVECOT_USER.1);
+    let source = p.dovecot_mail();
+    let in_work = |k: &crate::support::mailbox::MessageKey| k.folder == "Work";
+    assert!(source.messages.keys().any(in_work), "Work has mail to lose");
+    // A server bug seen in the field: a folder name with a space, unquoted, in a STATUS answer;
+    // here about Work, in the survey's pipelined STATUS of every folder.
     let proxy = Proxy::start(
         p.dovecot.imap_addr(),
         Faults {
-            rewrite_server: Some((b"* STATUS Empty (", b"* STATUS Emp y (")),
+            rewrite_server: Some((b"* STATUS Work (", b"* STATUS W rk (")),
             ..Faults::default()
         },
     );
     let plan = p.plan_through("syntax", From::Dovecot, (Some(proxy.port()), None), "");
-    let out = p.run(From::Dovecot, &["apply", plan.to_str().expect("utf-8")]);
+    let plan = plan.to_str().expect("utf-8");
+    let out = p.run(From::Dovecot, &["apply", plan]);
+    // Work's messages are missing: verify says so.
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !err.contains("retry"),
         "not retried as a network error: {err}"
     );
-    assert!(err.contains("could not be read as IMAP"), "{err}");
-    assert!(err.contains(r#""* STATUS Emp y (MESSAGES"#), "{err}");
+    assert!(err.contains("done    copy-mail"), "{err}");
+    assert!(
+        err.contains("could not be read as IMAP for 1 folder(s), not copied: Work"),
+        "{err}"
+    );
     assert!(
         err.lines().all(|l| l.len() < 400),
         "no line of raw buffer: {err}"
     );
+    // Every other folder is copied exactly; Work is there, empty.
+    let mut expected = source.clone();
+    expected.messages.retain(|k, _| !in_work(k));
+    assert_same(&expected, &p.cyrus_mail());
+    // The report names the folder, the command and what the server sent.
+    let report = p.report(From::Dovecot, plan);
+    let issues = issues(&report);
+    let unreadable: Vec<_> = issues
+        .iter()
+        .filter(|i| i["kind"] == "unreadable")
+        .collect();
+    assert_eq!(unreadable.len(), 1, "{report}");
+    let detail = unreadable[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("reading the status of Work"), "{report}");
+    assert!(
+        detail.contains(r#"could not be read as IMAP: "* STATUS W rk (MESSAGES"#),
+        "{report}"
+    );
+    assert!(detail.len() < 400, "{report}");
 }
 
 #[test]

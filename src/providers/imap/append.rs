@@ -849,8 +849,9 @@ impl<'a, 'c> Appender<'a, 'c> {
     /// its size limit with `NO [TOOBIG]` then `BYE`), and the writes of the rest of the message
     /// then fail with "connection reset": what it said before closing is read (for a few
     /// seconds at most), the refused message recorded with its words, a size refusal kept for
-    /// the next passes ([`SizeRefusals`]), and the error says why the connection ended. The
-    /// batch stays *pending*: the next attempt, on a new connection, reconciles it.
+    /// the next passes ([`SizeRefusals`]), and the error says why the connection ended
+    /// ([`CopyError::Closed`] after a refusal: the folder is taken again at once on new
+    /// connections, no step retry). The batch stays *pending*: the next attempt reconciles it.
     pub(super) async fn broken(&mut self, error: ImapError) -> CopyError {
         use async_imap::imap_proto::{Response, Status};
         const LAST_WORDS: Duration = Duration::from_secs(5);
@@ -913,10 +914,18 @@ impl<'a, 'c> Appender<'a, 'c> {
             sent.push((s.tag.clone(), s.uid, u64::from(s.size), true));
         }
         let heard = std::mem::take(&mut self.heard);
-        let refused = sent.iter().find_map(|(tag, uid, size, alone)| {
-            let (_, e) = heard.iter().find(|(t, _)| t == tag)?;
-            Some((*uid, *size, *alone, e.clone()))
-        });
+        let refused = sent
+            .iter()
+            .find_map(|(tag, uid, size, alone)| {
+                let (_, e) = heard.iter().find(|(t, _)| t == tag)?;
+                Some((*uid, *size, *alone, e.clone()))
+            })
+            // A refused MULTIAPPEND group answered already (its size refusal is recorded), and
+            // the server closed the connection after it.
+            .or_else(|| {
+                let (_, e) = heard.last()?;
+                Some((0, 0, false, e.clone()))
+            });
         let Some((uid, size, alone, refusal)) = refused else {
             let mut error = error;
             if let Some(bye) = bye {
@@ -926,8 +935,12 @@ impl<'a, 'c> Appender<'a, 'c> {
             return error.into();
         };
         let too_big = too_big(&refusal);
-        if too_big {
+        if too_big && size > 0 {
             self.refusals.record(server, size, &refusal.message);
+        } else if alone {
+            let folder = &self.m.source.path;
+            self.refusals
+                .record_closed(server, folder, uid, &refusal.message);
         }
         if alone {
             let kind = if too_big {
@@ -958,7 +971,10 @@ impl<'a, 'c> Appender<'a, 'c> {
         );
         // Nothing to wait for: the next attempt leaves that message out and goes on.
         closed.backoff = Some(Duration::ZERO);
-        closed.into()
+        CopyError::Closed {
+            error: closed,
+            accepted: self.counts.copied + self.batch.copied > 0,
+        }
     }
 
     /// Wait for every answer, retry the refused groups one message at a time, record.
@@ -983,6 +999,28 @@ impl<'a, 'c> Appender<'a, 'c> {
         while !self.inflight.is_empty() {
             self.complete_oldest().await?;
         }
+        self.retry_refused().await?;
+        // Messages sent after the last mark (the fetch failed mid-batch) stay pending: the next
+        // run reconciles them by identity.
+        if self.recorded_pending
+            && !self.sent_since_mark
+            && let Some(mark) = self.last_mark
+        {
+            self.record(mark, false)?;
+        }
+        Ok(())
+    }
+
+    /// Refused MULTIAPPEND groups wait to be retried one message at a time.
+    pub(super) fn has_refused(&self) -> bool {
+        !self.refused.is_empty()
+    }
+
+    /// Retry the refused groups one message at a time, so that only the refused messages are
+    /// recorded. Done at the end, or as soon as the appending side would wait for the fetching
+    /// side: the groups hold their share of the byte budget, which the fetching side may be
+    /// waiting for.
+    pub(super) async fn retry_refused(&mut self) -> Result<(), CopyError> {
         let refused = std::mem::take(&mut self.refused);
         for group in refused {
             retry_one_by_one(
@@ -996,14 +1034,6 @@ impl<'a, 'c> Appender<'a, 'c> {
                 &mut self.limits,
             )
             .await?;
-        }
-        // Messages sent after the last mark (the fetch failed mid-batch) stay pending: the next
-        // run reconciles them by identity.
-        if self.recorded_pending
-            && !self.sent_since_mark
-            && let Some(mark) = self.last_mark
-        {
-            self.record(mark, false)?;
         }
         Ok(())
     }

@@ -39,6 +39,7 @@ use super::error::{ImapError, ImapErrorKind};
 use super::folders::{self, FolderMapping, RemoteFolder};
 use super::identity::Identity;
 use super::pipelined::{self, FolderStatus, Listed, Listing, Open, Read};
+use super::relogin::{CloseStreak, Relogin};
 use super::settle;
 use crate::plan::model::CopyOptions;
 use crate::providers::RunMode;
@@ -110,15 +111,23 @@ impl Flow {
 /// Message sizes the targets refused as too large (`[TOOBIG]`) during this run, by server: the
 /// smallest such size and the server's words. A later pass on the same server leaves out the
 /// messages of that size or more up front, so that a server that closes the connection after
-/// such a refusal (Cyrus) is not sent the same message again on every attempt.
+/// such a refusal (Cyrus) is not sent the same message again on every attempt. Also the
+/// messages a target refused for another reason before it closed the connection, by server and
+/// source folder, left out of the next passes the same way.
 #[derive(Debug, Default)]
-pub struct SizeRefusals(std::sync::Mutex<HashMap<String, (u64, String)>>);
+pub struct SizeRefusals {
+    sizes: std::sync::Mutex<HashMap<String, (u64, String)>>,
+    closed: std::sync::Mutex<HashMap<(String, String), Refused>>,
+}
+
+/// Messages of a folder a target refused, by UID, with its words.
+type Refused = Vec<(u32, String)>;
 
 impl SizeRefusals {
     /// `server` refused a message of `size` bytes (or a MULTIAPPEND group whose largest message
     /// is `size` bytes: that one at least is over the limit) as too large.
     pub fn record(&self, server: &str, size: u64, words: &str) {
-        if let Ok(mut known) = self.0.lock() {
+        if let Ok(mut known) = self.sizes.lock() {
             let entry = known
                 .entry(server.to_owned())
                 .or_insert_with(|| (size, words.to_owned()));
@@ -130,7 +139,28 @@ impl SizeRefusals {
 
     /// The smallest size `server` refused as too large in this run, with its words.
     pub fn smallest(&self, server: &str) -> Option<(u64, String)> {
-        self.0.lock().ok()?.get(server).cloned()
+        self.sizes.lock().ok()?.get(server).cloned()
+    }
+
+    /// `server` refused message `uid` of source folder `folder` (not as too large) in `words`,
+    /// then closed the connection.
+    pub fn record_closed(&self, server: &str, folder: &str, uid: u32, words: &str) {
+        if let Ok(mut known) = self.closed.lock() {
+            known
+                .entry((server.to_owned(), folder.to_owned()))
+                .or_default()
+                .push((uid, words.to_owned()));
+        }
+    }
+
+    /// The messages of `folder` that `server` refused before closing the connection, in this
+    /// run, with its words.
+    pub fn closed_on(&self, server: &str, folder: &str) -> Vec<(u32, String)> {
+        self.closed
+            .lock()
+            .ok()
+            .and_then(|known| known.get(&(server.to_owned(), folder.to_owned())).cloned())
+            .unwrap_or_default()
     }
 }
 
@@ -175,6 +205,10 @@ pub enum IssueKind {
     /// Copied without the keywords the target folder cannot keep (its `PERMANENTFLAGS`): one
     /// issue per folder (UID 0) that names them.
     KeywordsDropped,
+    /// The server's answer about the folder broke the IMAP syntax (a server bug): the folder
+    /// is not copied, or not whole; one issue per folder (UID 0) naming the command and showing
+    /// an excerpt of the answer.
+    Unreadable,
 }
 
 impl IssueKind {
@@ -183,6 +217,7 @@ impl IssueKind {
             IssueKind::TooLarge => "too-large",
             IssueKind::Refused => "refused",
             IssueKind::KeywordsDropped => "keywords-dropped",
+            IssueKind::Unreadable => "unreadable",
         }
     }
 }
@@ -275,6 +310,12 @@ pub enum CopyError {
     #[error("interrupted at a safe point; run apply again to resume")]
     #[diagnostic(code(exec::interrupted))]
     Interrupted,
+    /// The target closed the connection after refusing a message, which is recorded with the
+    /// server's words: the folder is copied again on new connections ([`relogin`]).
+    /// `accepted`: a message was accepted on that connection before.
+    #[error("{error}")]
+    #[diagnostic(code(imap::closed))]
+    Closed { error: ImapError, accepted: bool },
 }
 
 /// Everything the copy of one account needs.
@@ -291,6 +332,8 @@ pub struct CopyContext<'a> {
     pub stop: &'a AtomicBool,
     /// Sizes the targets refused as too large earlier in this run.
     pub refusals: &'a SizeRefusals,
+    /// New sessions when these cannot be used any more.
+    pub relogin: &'a Relogin<'a>,
 }
 
 impl fmt::Debug for CopyContext<'_> {
@@ -312,9 +355,13 @@ pub struct FolderOutcome {
     pub reason: &'static str,
     pub created: bool,
     pub counts: FolderCounts,
-    /// Why this folder was not copied (the target refused to create it), when it was not.
+    /// Why this folder was not copied (the target refused to create it, or an answer about
+    /// it could not be read), when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `error` is an answer about the folder that broke the IMAP syntax.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
 }
 
 /// List and map the account's folders (also used by `plan --refresh`); both sides at once.
@@ -343,6 +390,8 @@ pub struct Survey {
     pub mappings: Vec<FolderMapping>,
     /// The source folders' STATUS, one per mapping.
     statuses: Vec<FolderStatus>,
+    /// Per mapping: the source's answer to its STATUS could not be read (a server bug).
+    unreadable: Vec<Option<ImapError>>,
     /// Where the target's folders are created.
     target_namespace: folders::Namespace,
     /// The target creates folders with a special use (`CREATE-SPECIAL-USE`).
@@ -355,7 +404,7 @@ pub struct Survey {
 /// while the target lists its folders and says its capabilities.
 pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
     let (ss, ts) = (ctx.source_server, ctx.target_server);
-    let options = ctx.options;
+    let (options, relogin) = (ctx.options, ctx.relogin);
     let (source, target) = (&mut *ctx.source, &mut *ctx.target);
     let ((source_folders, mut by_path), (target_folders, flow)) = tokio::try_join!(
         async move {
@@ -366,10 +415,21 @@ pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
                 .filter(|f| f.selectable && filter.takes(&f.path))
                 .map(|f| (f.wire.as_str(), f.path.as_str()))
                 .collect();
-            let statuses = pipelined::statuses(source, ss, &taken).await?;
+            let statuses = match pipelined::statuses(source, ss, &taken).await {
+                // One answer broke the IMAP syntax and the connection with it: ask again one
+                // folder at a time, so that only the folder it concerns is lost.
+                Err(e) if e.kind == ImapErrorKind::Protocol => {
+                    statuses_one_by_one(source, ss, relogin, &taken).await?
+                }
+                other => other?,
+            };
             let mut by_path = HashMap::new();
             for ((_, path), status) in taken.iter().zip(statuses) {
-                by_path.insert((*path).to_owned(), status?);
+                let status = match status {
+                    Err(e) if e.kind == ImapErrorKind::Protocol => Err(e),
+                    other => Ok(other?),
+                };
+                by_path.insert((*path).to_owned(), status);
             }
             Ok((list, by_path))
         },
@@ -393,17 +453,52 @@ pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
     let ((target_folders, target_namespace), target_special_use) = target_folders;
     let mappings =
         folders::map_folders(&source_folders, &target_folders, &target_namespace, options);
-    let statuses = mappings
+    let (statuses, unreadable) = mappings
         .iter()
-        .map(|m| by_path.remove(&m.source.path).unwrap_or_default())
-        .collect();
+        .map(|m| match by_path.remove(&m.source.path) {
+            Some(Err(e)) => (FolderStatus::default(), Some(e)),
+            found => (found.and_then(Result::ok).unwrap_or_default(), None),
+        })
+        .unzip();
     Ok(Survey {
         mappings,
         statuses,
+        unreadable,
         target_namespace,
         target_special_use,
         flow,
     })
+}
+
+/// After a pipelined STATUS broke on an unreadable answer: the STATUS of each folder alone, on
+/// a new connection, and again after each folder whose answer cannot be read. So many such
+/// folders in a row that the server's answers are unreadable whatever the folder fail the
+/// account.
+async fn statuses_one_by_one(
+    source: &mut Session,
+    server: &str,
+    relogin: &Relogin<'_>,
+    folders: &[(&str, &str)],
+) -> Result<Vec<Result<FolderStatus, ImapError>>, ImapError> {
+    const IN_A_ROW: usize = 3;
+    relogin.source(source).await?;
+    let mut out = Vec::with_capacity(folders.len());
+    let mut in_a_row = 0;
+    for folder in folders {
+        match pipelined::statuses(source, server, std::slice::from_ref(folder)).await {
+            Ok(one) => {
+                in_a_row = 0;
+                out.extend(one);
+            }
+            Err(e) if e.kind == ImapErrorKind::Protocol && in_a_row + 1 < IN_A_ROW => {
+                in_a_row += 1;
+                out.push(Err(e));
+                relogin.source(source).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 impl Survey {
@@ -538,7 +633,7 @@ pub async fn copy_account<H>(
         changed: tokio::sync::Notify::new(),
     };
     let (options, ledger, observer, stop) = (ctx.options, ctx.ledger, ctx.observer, ctx.stop);
-    let refusals = ctx.refusals;
+    let (refusals, relogin) = (ctx.refusals, ctx.relogin);
     let (source_server, target_server, mode) = (ctx.source_server, ctx.target_server, ctx.mode);
     let first = CopyContext {
         source: &mut *ctx.source,
@@ -564,6 +659,7 @@ pub async fn copy_account<H>(
                     observer,
                     stop,
                     refusals,
+                    relogin,
                 },
                 shared,
             )
@@ -589,8 +685,11 @@ pub async fn copy_account<H>(
             }
         }
     }
-    if let Some(e) = first_error {
-        return Err(e);
+    match first_error {
+        // A helping pair's target closed on a refused message: the step is tried again.
+        Some(CopyError::Closed { error, .. }) => return Err(CopyError::Imap(error)),
+        Some(e) => return Err(e),
+        None => {}
     }
     outcomes.sort_by_key(|(i, _)| *i);
     Ok(outcomes.into_iter().map(|(_, o)| o).collect())
@@ -907,6 +1006,7 @@ async fn worker(
     shared: &Shared<'_>,
 ) -> Result<Vec<(usize, FolderOutcome)>, CopyError> {
     let mut done = Vec::new();
+    let mut closes = CloseStreak::default();
     loop {
         let i = shared.next.fetch_add(1, Ordering::SeqCst);
         if c.stop.load(Ordering::SeqCst) {
@@ -937,19 +1037,86 @@ async fn worker(
             done.push((i, not_created(&c, m, *status, refusal)?));
             continue;
         }
+        if let Some(e) = &shared.survey.unreadable[i] {
+            done.push((i, unreadable(&c, m, *status, e)?));
+            continue;
+        }
         let large = status.messages as usize >= SHARE_FROM;
-        let share = (shared.sharing && large).then(|| MayShare::new(shared, i));
-        let outcome = copy_folder(
-            &mut c,
-            m,
-            *status,
-            shared.missing[i],
-            shared.survey.flow,
-            share,
-        )
-        .await?;
+        let outcome = loop {
+            let share = (shared.sharing && large).then(|| MayShare::new(shared, i));
+            let flow = shared.survey.flow;
+            match copy_folder(&mut c, m, *status, shared.missing[i], flow, share).await {
+                Ok(outcome) => {
+                    if outcome.counts.copied > 0 {
+                        closes.accepted();
+                    }
+                    break outcome;
+                }
+                // The refused message is recorded; the folder is taken again on new
+                // connections, and leaves it out.
+                Err(CopyError::Closed { error, accepted }) => {
+                    closes.closed(&error, accepted)?;
+                    c.relogin.pair(c.source, c.target).await?;
+                }
+                // An answer that breaks the IMAP syntax, about this folder: only it fails.
+                Err(CopyError::Imap(e)) if e.kind == ImapErrorKind::Protocol => {
+                    c.relogin.pair(c.source, c.target).await?;
+                    break unreadable(&c, m, *status, &e)?;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         done.push((i, outcome));
     }
+}
+
+/// A folder whose work met an answer that breaks the IMAP syntax (a server bug): not copied
+/// (or not whole), the others are; recorded (an issue of the folder, UID 0) with the command
+/// and an excerpt of the answer, and reconciled on the next run.
+fn unreadable(
+    c: &CopyContext<'_>,
+    m: &FolderMapping,
+    status: FolderStatus,
+    e: &ImapError,
+) -> Result<FolderOutcome, CopyError> {
+    let src = &m.source.path;
+    let detail = e.to_string();
+    (c.observer)(CopyEvent::Folder {
+        source: src,
+        target: &m.target_path,
+        counts: &FolderCounts::default(),
+    });
+    if c.mode == RunMode::Real {
+        c.ledger
+            .issue(src, 0, IssueKind::Unreadable, &detail)
+            .map_err(CopyError::Ledger)?;
+        // A record that an incremental pass would trust: the next run compares it whole
+        // instead (and forgets this issue if the folder reads well then).
+        if let Some(r) = c
+            .ledger
+            .folder(src, &m.target_path)
+            .map_err(CopyError::Ledger)?
+            .filter(|r| r.failed == 0)
+        {
+            let record = FolderRecord { failed: 1, ..r };
+            c.ledger
+                .end_batch(src, &m.target_path, record, &FolderCounts::default())
+                .map_err(CopyError::Ledger)?;
+        }
+    }
+    Ok(FolderOutcome {
+        source: src.clone(),
+        target: m.target_path.clone(),
+        reason: m.reason,
+        created: false,
+        counts: FolderCounts {
+            found: u64::from(status.messages),
+            failed: u64::from(status.messages),
+            ..FolderCounts::default()
+        },
+        error: Some(detail),
+        unreadable: true,
+    })
 }
 
 /// A folder the target refused to create: nothing of it is copied, the others are; recorded
@@ -991,6 +1158,7 @@ fn not_created(
             ..FolderCounts::default()
         },
         error: Some(detail),
+        unreadable: false,
     })
 }
 
@@ -1100,6 +1268,7 @@ async fn copy_folder(
             ..FolderCounts::default()
         },
         error: None,
+        unreadable: false,
     };
 
     let fast = record.filter(|r| fast_path(r, &status));
@@ -1206,7 +1375,12 @@ async fn copy_folder(
     let (wanted, too_large_for_target): (Vec<Wanted>, Vec<Wanted>) = wanted
         .into_iter()
         .partition(|w| target_limit.as_ref().is_none_or(|l| l.takes(w.size)));
-    outcome.counts.failed = too_large_for_target.len() as u64;
+    // And what it refused before closing the connection, earlier in this run.
+    let closed_on = ctx.refusals.closed_on(ts, src);
+    let (refused_before, wanted): (Vec<Wanted>, Vec<Wanted>) = wanted
+        .into_iter()
+        .partition(|w| closed_on.iter().any(|(uid, _)| *uid == w.uid));
+    outcome.counts.failed = (too_large_for_target.len() + refused_before.len()) as u64;
     outcome.counts.to_copy = wanted.len() as u64;
 
     (ctx.observer)(CopyEvent::Folder {
@@ -1233,6 +1407,14 @@ async fn copy_folder(
             let detail = target_limit.reason(w.size);
             ctx.ledger
                 .issue(src, w.uid, IssueKind::TooLarge, &detail)
+                .map_err(CopyError::Ledger)?;
+        }
+    }
+
+    for w in &refused_before {
+        if let Some((_, words)) = closed_on.iter().find(|(uid, _)| *uid == w.uid) {
+            ctx.ledger
+                .issue(src, w.uid, IssueKind::Refused, words)
                 .map_err(CopyError::Ledger)?;
         }
     }
@@ -1672,6 +1854,10 @@ async fn transfer(
                     {
                         appender.complete_oldest().await?;
                         appender.settle_marks()?;
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) if appender.has_refused() => {
+                        appender.retry_refused().await?;
                         continue;
                     }
                     Err(mpsc::error::TryRecvError::Empty) => match rx.recv().await {

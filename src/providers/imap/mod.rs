@@ -2,7 +2,8 @@
 //! identities ([`identity`]), pipelined reads ([`pipelined`]), the resumable copy and the
 //! verification ([`copy`]) and its target side, how messages are appended ([`append`]); the wait
 //! for a target to settle before a folder left pending by a dead run is compared ([`settle`]);
-//! transcripts of the conversation for bug reports ([`trace`]).
+//! new connections in the middle of a copy, after an unreadable answer or a target that closed
+//! on a refused message ([`relogin`]); transcripts of the conversation for bug reports ([`trace`]).
 //!
 //! Invariants kept here, whatever the caller does:
 //! - messages are appended byte for byte as the source served them, with their flags (except
@@ -20,6 +21,7 @@ pub mod error;
 pub mod folders;
 pub mod identity;
 pub mod pipelined;
+pub mod relogin;
 pub mod settle;
 pub mod trace;
 
