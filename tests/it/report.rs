@@ -296,11 +296,6 @@ fn chromium(profile: &Path) -> Command {
     c
 }
 
-/// Where a test keeps the screenshot for `docs/` (when asked to: `MAILPLAN_SCREENSHOT=path`).
-fn screenshot_path() -> Option<PathBuf> {
-    std::env::var_os("MAILPLAN_SCREENSHOT").map(PathBuf::from)
-}
-
 #[test]
 fn the_html_report_renders_in_a_real_browser_without_errors_and_shows_the_state() {
     let f = Finished::new();
@@ -374,7 +369,8 @@ fn the_html_report_renders_in_a_real_browser_without_errors_and_shows_the_state(
     assert!(dom.contains("<svg"), "the chart is there");
     assert!(dom.contains("left out, too large (2)"), "{dom}");
 
-    // A screenshot: the page renders to a picture (kept in docs/ when asked).
+    // A screenshot: the page renders to a picture (docs/report.png is the demo's, made by
+    // scripts/report-screenshot).
     let shot = f.dir.path().join("report.png");
     let out = chromium(&f.dir.path().join("profile-shot"))
         .arg(format!("--screenshot={}", shot.display()))
@@ -392,9 +388,6 @@ fn the_html_report_renders_in_a_real_browser_without_errors_and_shows_the_state(
         png.starts_with(b"\x89PNG") && png.len() > 20_000,
         "a real picture"
     );
-    if let Some(keep) = screenshot_path() {
-        std::fs::copy(&shot, keep).expect("keep the screenshot");
-    }
 
     // Printable: the browser prints it to a short PDF.
     let pdf = f.dir.path().join("report.pdf");
