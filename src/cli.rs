@@ -39,7 +39,8 @@ pub struct Cli {
     #[arg(long, short = 'v', global = true, conflicts_with = "quiet")]
     pub verbose: bool,
     /// Show errors only: the plan's warnings are counted, not shown, and a valid plan prints
-    /// nothing.
+    /// nothing; `apply` shows no progress (no bars, no step lines), only its failed steps and
+    /// its final summary.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
     /// Let `import:` read CSV files anywhere under this folder (default: only under the plan's
@@ -413,6 +414,7 @@ pub fn run() -> u8 {
                     };
                     let output = match format {
                         ProgressFormat::Json => Output::Json,
+                        ProgressFormat::Text if detail.quiet => Output::Quiet,
                         ProgressFormat::Text if io::stderr().is_terminal() => Output::Bars,
                         ProgressFormat::Text => Output::Lines,
                     };

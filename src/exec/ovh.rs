@@ -730,7 +730,10 @@ pub(crate) async fn preflight(
         }
     };
     if !check.is_clear() {
-        problems.push(format!("checkMigrate: {}", check.describe()));
+        problems.push(format!(
+            "OVH's migration check (checkMigrate) refuses it. {}",
+            check.describe()
+        ));
     }
     if !problems.is_empty() {
         return Err(Failure::Blocked(problems.join("; ")));

@@ -6,7 +6,9 @@
 //!   right from the start and the total agrees with the account bars;
 //! - [`Output::Lines`] off a terminal (CI): one plain line per event on stderr, and a progress
 //!   line per copying account every [`LINE_EVERY`] while it copies (a long folder is not silent);
-//! - [`Output::Json`]: one JSON object per event on stdout (`mailplan.events/v1`).
+//! - [`Output::Json`]: one JSON object per event on stdout (`mailplan.events/v1`);
+//! - [`Output::Quiet`] (`-q`): no bar and no progress; only what needs a person on stderr: each
+//!   failed step, the interrupt notice and the final summary.
 //!
 //! Workers call it from any task; it serialises its own output.
 
@@ -25,6 +27,7 @@ pub enum Output {
     Bars,
     Lines,
     Json,
+    Quiet,
 }
 
 /// What happened, as the runner reports it.
@@ -239,6 +242,14 @@ impl Printer {
                 }
             }
             Output::Bars => self.bar_event(event, &change),
+            Output::Quiet => {
+                if let Event::StepFailed { .. } | Event::Interrupting | Event::Finished { .. } =
+                    event
+                    && let Some(text) = line(event)
+                {
+                    let _ = writeln!(io::stderr().lock(), "{text}");
+                }
+            }
         }
     }
 

@@ -35,6 +35,7 @@ use crate::providers::imap::connect::server_name;
 use crate::providers::imap::copy::{
     self, CopyContext, CopyError, CopyEvent, FolderCounts, FolderRecord, IssueKind, Ledger,
 };
+use crate::providers::imap::identity::MessageFacts;
 use crate::providers::imap::{self, ImapError};
 
 /// A pass carrying fewer messages than this (or all in one folder) runs on one connection pair,
@@ -801,8 +802,15 @@ impl Ledger for StoreLedger<'_> {
     ) -> Result<(), String> {
         self.write(|s| s.end_batch(self.account, source, target, &self.route, r, c))
     }
-    fn issue(&self, source: &str, uid: u32, kind: IssueKind, detail: &str) -> Result<(), String> {
-        self.write(|s| s.issue(self.account, source, uid, kind, detail))
+    fn issue(
+        &self,
+        source: &str,
+        uid: u32,
+        kind: IssueKind,
+        detail: &str,
+        message: &MessageFacts,
+    ) -> Result<(), String> {
+        self.write(|s| s.issue(self.account, source, uid, kind, detail, message))
     }
     fn clear_issues(&self, source: &str) -> Result<(), String> {
         self.write(|s| s.clear_issues(self.account, source))

@@ -27,6 +27,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use serde::Serialize;
 
 use crate::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
+use crate::providers::imap::identity::MessageFacts;
 
 /// The exec layer's store errors. Always name the file.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -149,6 +150,10 @@ pub struct IssueRow {
     pub uid: u32,
     pub kind: String,
     pub detail: String,
+    /// What names the message (none for an issue of a whole folder, or a store from before
+    /// they were kept).
+    #[serde(flatten)]
+    pub message: MessageFacts,
 }
 
 const SCHEMA: &str = "
@@ -175,15 +180,19 @@ CREATE TABLE IF NOT EXISTS issues (
 /// `PRAGMA application_id` of a mailplan store: `mlpn` in ASCII.
 pub const APPLICATION_ID: i64 = 0x6d6c_706e;
 /// `PRAGMA user_version` of the schema this mailplan writes: one per entry of `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// `MIGRATIONS[v]` takes a store from version `v` to `v + 1`. Version 0 is an empty file or a
 /// store from before versions were kept (the same tables, no `application_id`).
 /// Version 2: a folder's record belongs to a route (see the module doc); the records of a
 /// version-1 store get the empty route, which matches none, so each folder is compared whole
 /// once (safe: nothing is sent twice), then recorded.
+/// Version 3: what names a message left out or refused (date, subject, Message-ID, size), for
+/// the report; the issues of an older store have none.
 const MIGRATIONS: &[&str] = &[
     SCHEMA,
     "ALTER TABLE folders ADD COLUMN route TEXT NOT NULL DEFAULT '';",
+    "ALTER TABLE issues ADD COLUMN date TEXT; ALTER TABLE issues ADD COLUMN subject TEXT;
+     ALTER TABLE issues ADD COLUMN message_id TEXT; ALTER TABLE issues ADD COLUMN size INTEGER;",
 ];
 /// The tables of a version-0 store: a file with any other is not one.
 const TABLES_V0: [&str; 5] = ["meta", "lock", "steps", "folders", "issues"];
@@ -655,12 +664,24 @@ impl StateStore {
         uid: u32,
         kind: IssueKind,
         detail: &str,
+        message: &MessageFacts,
     ) -> Result<(), StateError> {
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO issues (account, folder, uid, kind, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![account, folder, uid, kind.name(), detail],
+                "INSERT OR REPLACE INTO issues
+                   (account, folder, uid, kind, detail, date, subject, message_id, size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    account,
+                    folder,
+                    uid,
+                    kind.name(),
+                    detail,
+                    message.date,
+                    message.subject,
+                    message.message_id,
+                    message.size
+                ],
             )
             .map_err(|e| self.error(&e))?;
         Ok(())
@@ -706,12 +727,27 @@ impl StateStore {
     }
 
     pub fn issues(&self, account: &str) -> Result<Vec<IssueRow>, StateError> {
+        // A store read without writing may be older than the message columns (version 3).
+        let named = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('issues') WHERE name = 'message_id'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| self.error(&e))?
+            > 0;
+        let columns = if named {
+            "date, subject, message_id, size"
+        } else {
+            "NULL, NULL, NULL, NULL"
+        };
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT account, folder, uid, kind, detail FROM issues WHERE account = ?1
-                 ORDER BY folder, uid",
-            )
+            .prepare(&format!(
+                "SELECT account, folder, uid, kind, detail, {columns} FROM issues
+                 WHERE account = ?1 ORDER BY folder, uid"
+            ))
             .map_err(|e| self.error(&e))?;
         stmt.query_map(params![account], |r| {
             Ok(IssueRow {
@@ -720,6 +756,12 @@ impl StateStore {
                 uid: r.get(2)?,
                 kind: r.get(3)?,
                 detail: r.get(4)?,
+                message: MessageFacts {
+                    date: r.get(5)?,
+                    subject: r.get(6)?,
+                    message_id: r.get(7)?,
+                    size: r.get(8)?,
+                },
             })
         })
         .map_err(|e| self.error(&e))?

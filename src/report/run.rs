@@ -149,6 +149,22 @@ pub fn render_status(s: &Snapshot, format: StatusFormat, out: &mut dyn Write) ->
                 )?;
             }
         }
+        let messages: Vec<&IssueRow> = a.issues.iter().filter(|i| i.uid != 0).collect();
+        for i in messages.iter().take(STATUS_MESSAGES) {
+            writeln!(
+                out,
+                "  {}: {}",
+                kind_words(&i.kind),
+                named_line(i, |s| format!("\"{s}\""))
+            )?;
+        }
+        if messages.len() > STATUS_MESSAGES {
+            writeln!(
+                out,
+                "  … and {} more message(s): `mailplan report` lists them all",
+                messages.len() - STATUS_MESSAGES
+            )?;
+        }
         for f in a.folders.iter().filter(|f| f.record.pending) {
             writeln!(
                 out,
@@ -354,6 +370,75 @@ fn split_detail(i: &IssueRow) -> (String, Option<u64>) {
     (i.detail.clone(), None)
 }
 
+/// What names a message left out or refused, as people read it: its date (`2024-06-03 09:05
+/// +0200` when its Date parses), subject (decoded when stored), Message-ID and size, each empty
+/// when unknown. Never its body.
+struct Named {
+    date: String,
+    subject: String,
+    message_id: String,
+    size: String,
+}
+
+fn named(i: &IssueRow) -> Named {
+    let m = &i.message;
+    let date = m.date.as_deref().map_or_else(String::new, |d| {
+        chrono::DateTime::parse_from_rfc2822(d).map_or_else(
+            |_| d.to_owned(),
+            |t| t.format("%Y-%m-%d %H:%M %z").to_string(),
+        )
+    });
+    Named {
+        date,
+        subject: m.subject.clone().unwrap_or_default(),
+        message_id: m.message_id.clone().unwrap_or_default(),
+        size: m
+            .size
+            .or(split_detail(i).1)
+            .map(human_bytes)
+            .unwrap_or_default(),
+    }
+}
+
+/// A message's line in `status` and Markdown: `Archive, uid 3, 2024-06-03 09:05 +0200, “Hello”,
+/// <id@host>, 150.0 kB`, the unknown parts left out; `quote` writes the subject.
+fn named_line(i: &IssueRow, quote: impl Fn(&str) -> String) -> String {
+    let n = named(i);
+    let mut parts = vec![i.folder.clone(), format!("uid {}", i.uid)];
+    if !n.date.is_empty() {
+        parts.push(n.date);
+    }
+    if !n.subject.is_empty() {
+        parts.push(quote(&n.subject));
+    }
+    if !n.message_id.is_empty() {
+        parts.push(n.message_id);
+    }
+    if !n.size.is_empty() {
+        parts.push(n.size);
+    }
+    parts.join(", ")
+}
+
+/// Text for Markdown's inline flow: its punctuation escaped (a subject may hold `*`, `<`, `|`…).
+fn md_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '|' | '~' | '!' | '&' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// At most this many messages per account in `status` (the report lists them all).
+const STATUS_MESSAGES: usize = 10;
+
 fn problems(s: &Snapshot) -> Vec<Problems<'_>> {
     s.accounts
         .iter()
@@ -475,11 +560,8 @@ fn markdown(s: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
                     md(&g.reason)
                 )?;
                 for i in g.issues {
-                    let size = split_detail(i)
-                        .1
-                        .map(|b| format!(", {}", human_bytes(b)))
-                        .unwrap_or_default();
-                    writeln!(out, "  - {} uid {}{size}", md(&i.folder), i.uid)?;
+                    let line = named_line(i, |s| format!("“{s}”"));
+                    writeln!(out, "  - {}", md_text(&line))?;
                 }
             }
             writeln!(out)?;
@@ -780,19 +862,24 @@ fn html(s: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
             writeln!(
                 out,
                 "<p><b>{} ({})</b>: {}</p><table><thead><tr><th>folder</th><th class=\"n\">uid\
-                 </th><th class=\"n\">size</th></tr></thead><tbody>",
+                 </th><th class=\"n\">date</th><th>subject</th><th>Message-ID</th><th class=\"n\">size</th>\
+                 </tr></thead><tbody>",
                 kind_words(g.kind),
                 g.issues.len(),
                 escape(&g.reason)
             )?;
             for i in g.issues {
-                let size = split_detail(i).1.map(human_bytes).unwrap_or_default();
+                let n = named(i);
                 writeln!(
                     out,
-                    "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                    "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td>\
+                     <td><code>{}</code></td><td class=\"n\">{}</td></tr>",
                     escape(&i.folder),
                     i.uid,
-                    escape(&size)
+                    escape(&n.date),
+                    escape(&n.subject),
+                    escape(&n.message_id),
+                    escape(&n.size)
                 )?;
             }
             writeln!(out, "</tbody></table>")?;
@@ -879,6 +966,7 @@ mod tests {
             uid: 1,
             kind: "too-large".to_owned(),
             detail: detail.to_owned(),
+            message: crate::providers::imap::identity::MessageFacts::default(),
         };
         assert_eq!(
             split_detail(&issue(

@@ -146,3 +146,64 @@ fn the_demo_run_by_another_user_than_root_says_what_it_needs_and_touches_nothing
     );
     assert!(!demo_dir.exists(), "the demo touched its folder");
 }
+
+/// `-q` quiets `apply`'s progress (no step, folder or progress line) but keeps what needs a
+/// person: the failed step and the final summary. The run itself is the same.
+#[test]
+fn quiet_apply_shows_only_failures_and_the_summary() {
+    use crate::apply::{SOURCE, Sandbox, TARGET};
+    use crate::support::corpus::Corpus;
+    use crate::support::mailbox::message_count;
+
+    let sandbox = Sandbox::new();
+    Corpus::with_seed(20, 3).seed(&sandbox.dovecot, SOURCE.0, SOURCE.1);
+    // bob has no mailbox on the server: his copy fails at login.
+    let plan = sandbox.plan(
+        "quiet",
+        None,
+        "  - address: bob@old.example\n    from: old\n    to: new\n    \
+         source-password: { env: BOB_PW }\n    target-password: { env: BOB_PW }\n",
+    );
+    let plan = plan.to_str().expect("utf-8");
+    let run = |args: &[&str]| {
+        sandbox
+            .command(args)
+            .env("BOB_PW", "no-such-user")
+            .output()
+            .expect("mailplan runs")
+    };
+    let out = run(&["apply", plan, "-q"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("FAILED  copy-mail bob@old.example: ")),
+        "{err}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("finished with failures: ")),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("FAILED  ") || l.starts_with("finished with failures: ")),
+        "no progress, step or folder line: {err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    // The run was the same: alice's mail is on the target.
+    assert!(message_count(&sandbox.dovecot, TARGET.0, TARGET.1, "INBOX") > 0);
+
+    // Without -q, the same run shows its steps.
+    let out = run(&["apply", plan]);
+    let err = stderr(&out);
+    assert!(err.contains("copy-mail alice@old.example"), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("applying quiet: ")),
+        "{err}"
+    );
+}

@@ -1024,3 +1024,37 @@ fn reset_source_runs_only_when_asked_and_only_after_verify() {
         7
     );
 }
+
+#[test]
+fn check_migrate_codes_are_said_in_words_with_what_to_do() {
+    // OVH's checkMigrate refuses John's migration with two codes that waiting does not clear.
+    let w = world_with(|y| {
+        y.replace(
+            "        messages: { INBOX: 4, Archive: 2, Sent: 1 }\n",
+            "        messages: { INBOX: 4, Archive: 2, Sent: 1 }\n        \
+             check_errors: [DELEGATION_EXIST, MAILINGLIST_EXIST]\n",
+        )
+    });
+    let plan = w.plan("");
+    let plan = plan.to_str().expect("utf-8");
+    let out = w.run(&["apply", plan, "--only", "john@legacy.test"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let said = text(&out);
+    for sentence in [
+        "The account is delegated to other accounts: remove its delegations in the OVHcloud \
+         control panel, then run apply again (OVH code DELEGATION_EXIST).",
+        "A mailing list uses this address, which cannot be migrated: remove the mailing list in \
+         the control panel, then run apply again (OVH code MAILINGLIST_EXIST).",
+    ] {
+        assert!(said.contains(sentence), "missing `{sentence}`:\n{said}");
+    }
+    for rust in ["DelegationExist", "MailinglistExist"] {
+        assert!(!said.contains(rust), "a Rust variant name: {said}");
+    }
+    let migrate = w
+        .mutating()
+        .into_iter()
+        .filter(|r| r.contains("/migrate"))
+        .collect::<Vec<_>>();
+    assert!(migrate.is_empty(), "the migration was asked: {migrate:?}");
+}

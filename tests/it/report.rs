@@ -296,11 +296,6 @@ fn chromium(profile: &Path) -> Command {
     c
 }
 
-/// Where a test keeps the screenshot for `docs/` (when asked to: `MAILPLAN_SCREENSHOT=path`).
-fn screenshot_path() -> Option<PathBuf> {
-    std::env::var_os("MAILPLAN_SCREENSHOT").map(PathBuf::from)
-}
-
 #[test]
 fn the_html_report_renders_in_a_real_browser_without_errors_and_shows_the_state() {
     let f = Finished::new();
@@ -374,7 +369,8 @@ fn the_html_report_renders_in_a_real_browser_without_errors_and_shows_the_state(
     assert!(dom.contains("<svg"), "the chart is there");
     assert!(dom.contains("left out, too large (2)"), "{dom}");
 
-    // A screenshot: the page renders to a picture (kept in docs/ when asked).
+    // A screenshot: the page renders to a picture (docs/report.png is the demo's, made by
+    // scripts/report-screenshot).
     let shot = f.dir.path().join("report.png");
     let out = chromium(&f.dir.path().join("profile-shot"))
         .arg(format!("--screenshot={}", shot.display()))
@@ -392,9 +388,6 @@ fn the_html_report_renders_in_a_real_browser_without_errors_and_shows_the_state(
         png.starts_with(b"\x89PNG") && png.len() > 20_000,
         "a real picture"
     );
-    if let Some(keep) = screenshot_path() {
-        std::fs::copy(&shot, keep).expect("keep the screenshot");
-    }
 
     // Printable: the browser prints it to a short PDF.
     let pdf = f.dir.path().join("report.pdf");
@@ -419,4 +412,161 @@ fn the_html_report_renders_in_a_real_browser_without_errors_and_shows_the_state(
         (1..=3).contains(&pages),
         "{pages} printed pages for four accounts"
     );
+}
+
+/// A source whose two messages over a Cyrus target's 1 MB `maxmessagesize` have subjects that
+/// need decoding (RFC 2047) and escaping: one of 3 MB (sent in pieces) in INBOX, one of 1.5 MB
+/// (sent whole) in Work. Their (subject, Message-ID) as a reader sees them.
+fn refused_by_size() -> (Corpus, [(&'static str, &'static str); 2]) {
+    let mut corpus = Corpus::with_seed(12, 7)
+        .with_bulky("INBOX", 1, 3_000_000)
+        .with_bulky("Work", 1, 1_500_000);
+    let named = [
+        ("Devis <signé> & plans", "<devis-1@corpus.mailplan.test>"),
+        ("Réunion *lundi* | à 9h", "<reunion-2@corpus.mailplan.test>"),
+    ];
+    let encoded = [
+        "Subject: =?UTF-8?Q?Devis_<sign=C3=A9>_&_plans?=",
+        "Subject: =?UTF-8?B?UsOpdW5pb24gKmx1bmRpKiB8IMOgIDloCg==?=",
+    ];
+    let bulky: Vec<&mut crate::support::corpus::Message> = corpus
+        .messages
+        .iter_mut()
+        .filter(|m| m.bytes.windows(13).any(|w| w == b"Subject: bulk"))
+        .collect();
+    assert_eq!(bulky.len(), 2);
+    for (i, m) in bulky.into_iter().enumerate() {
+        let text = String::from_utf8(m.bytes.clone()).expect("ASCII");
+        let text = text.replacen("Subject: bulky #0", encoded[i], 1).replacen(
+            "<bulky-0@corpus.mailplan.test>",
+            named[i].1,
+            1,
+        );
+        m.bytes = text.into_bytes();
+    }
+    (corpus, named)
+}
+
+#[test]
+fn messages_a_target_refuses_are_named_by_folder_date_subject_message_id_and_size() {
+    use crate::support::cyrus::{Cyrus, Layout};
+    use crate::support::proxy::{Faults, Proxy};
+
+    let dovecot = Dovecot::start();
+    dovecot.add_user("alice", "dovecot-secret");
+    let cyrus = Cyrus::start_with(Layout::AltSlash, "maxmessagesize: 1000000\n");
+    cyrus.add_user("alice", "cyrus-secret");
+    let (corpus, named) = refused_by_size();
+    corpus.seed(&dovecot, "alice", "dovecot-secret");
+    // Without APPENDLIMIT (a proxy renames it, as most servers do not advertise one) both are
+    // sent and refused by the server: one whole, one in pieces.
+    let proxy = Proxy::start(
+        cyrus.addr(),
+        Faults {
+            rewrite_server: Some((b"APPENDLIMIT=", b"XPPENDLIMIT=")),
+            ..Faults::default()
+        },
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server =
+        |port: u16| format!("{{ host: 127.0.0.1, port: {port}, tls: none, allow-insecure: true }}");
+    let plan = dir.path().join("refusals.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "version: 1\nname: refusals\nplatforms:\n  old: {{ type: imap, imap: {} }}\n  \
+             new: {{ type: imap, imap: {} }}\naccounts:\n  - address: alice@example.org\n    \
+             from: old\n    to: new\n    source-login: alice\n    target-login: alice\n    \
+             source-password: {{ env: SOURCE_PW }}\n    target-password: {{ env: TARGET_PW }}\n",
+            server(dovecot.imap_port),
+            server(proxy.port())
+        ),
+    )
+    .expect("write the plan");
+    let run = |args: &[&str]| {
+        Command::new("timeout")
+            .arg("120")
+            .arg(env!("CARGO_BIN_EXE_mailplan"))
+            .arg(args[0])
+            .arg(&plan)
+            .args(&args[1..])
+            .env("NO_COLOR", "1")
+            .env("SOURCE_PW", "dovecot-secret")
+            .env("TARGET_PW", "cyrus-secret")
+            .current_dir(dir.path())
+            .output()
+            .expect("mailplan runs")
+    };
+    let out = run(&["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&run(&["report", "--format", "json"]).stdout).expect("JSON");
+    let issues = json["accounts"][0]["issues"].as_array().expect("issues");
+    assert_eq!(issues.len(), 2, "{json}");
+    for ((subject, id), (folder, size)) in named
+        .iter()
+        .zip([("INBOX", 3_000_000u64), ("Work", 1_500_000)])
+    {
+        let issue = issues
+            .iter()
+            .find(|i| i["message_id"] == *id)
+            .unwrap_or_else(|| panic!("{id} in {json}"));
+        assert_eq!(issue["folder"], folder, "{issue}");
+        assert_eq!(issue["subject"], *subject, "decoded: {issue}");
+        assert_eq!(issue["date"], "Tue, 04 Jun 2024 10:00:00 +0200", "{issue}");
+        let bytes = issue["size"].as_u64().expect("a size");
+        assert!(
+            bytes.abs_diff(size) < size / 20,
+            "about {size} bytes: {issue}"
+        );
+    }
+
+    // Markdown: one line per message, its subject escaped for Markdown.
+    let md = String::from_utf8(run(&["report", "--format", "markdown"]).stdout).expect("utf-8");
+    assert!(
+        md.contains(
+            ", 2024-06-04 10:00 +0200, “Devis \\<signé\\> \\& plans”, \
+             \\<devis-1@corpus.mailplan.test\\>, "
+        ) && md.contains("  - INBOX, uid "),
+        "{md}"
+    );
+    assert!(md.contains("“Réunion \\*lundi\\* \\| à 9h”"), "{md}");
+    // status names them too.
+    let status = String::from_utf8(run(&["status"]).stdout).expect("utf-8");
+    assert!(
+        status.contains("\"Devis <signé> & plans\", <devis-1@corpus.mailplan.test>"),
+        "{status}"
+    );
+
+    // HTML, as a browser shows it: each message's row with its folder, date, subject (escaped
+    // once, shown as written), Message-ID and size.
+    let html = run(&["report", "--format", "html"]).stdout;
+    let page = dir.path().join("report.html");
+    std::fs::write(&page, &html).expect("write the report");
+    let out = chromium(&dir.path().join("profile"))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs (Debian package `chromium`)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8(out.stdout).expect("utf-8");
+    let row = dom
+        .split("<tr>")
+        .find(|r| r.contains("<code>&lt;devis-1@corpus"))
+        .unwrap_or_else(|| panic!("a row for the message: {dom}"));
+    for cell in [
+        "<td>INBOX</td>",
+        "<td class=\"n\">2024-06-04 10:00 +0200</td>",
+        "<td>Devis &lt;signé&gt; &amp; plans</td>",
+        "<td><code>&lt;devis-1@corpus.mailplan.test&gt;</code></td>",
+        " MB</td>",
+    ] {
+        assert!(row.contains(cell), "{cell} in {row}");
+    }
+    assert!(!dom.contains("base64"), "no body on the page");
 }

@@ -21,6 +21,7 @@ use super::copy::{
 };
 use super::error::{ImapError, ImapErrorKind};
 use super::folders::FolderMapping;
+use super::identity::MessageFacts;
 use super::pipelined::{next_response, quote};
 
 /// How messages reach the target, from what it advertises.
@@ -119,7 +120,13 @@ async fn retry_one_by_one(
             Err(err) if err.kind == ImapErrorKind::Refused => {
                 batch.failed += 1;
                 ledger
-                    .issue(&m.source.path, msg.uid, IssueKind::Refused, &err.message)
+                    .issue(
+                        &m.source.path,
+                        msg.uid,
+                        IssueKind::Refused,
+                        &err.message,
+                        &facts_of(msg),
+                    )
                     .map_err(CopyError::Ledger)?;
                 limits.refused(&err)?;
             }
@@ -367,6 +374,8 @@ struct Streaming {
     /// The target refused it before its literal (synchronising literals only): its pieces are
     /// read and dropped.
     refused: Option<ImapError>,
+    /// What names it in a report, read from its first piece.
+    facts: MessageFacts,
 }
 
 enum InFlight {
@@ -378,6 +387,7 @@ enum InFlight {
         tag: async_imap::imap_proto::RequestId,
         uid: u32,
         size: u32,
+        facts: MessageFacts,
     },
     /// Every source UID up to this one is sent (by the groups before it).
     Mark(u32),
@@ -499,7 +509,7 @@ impl<'a, 'c> Appender<'a, 'c> {
                 .await
                 .map_err(|e| ImapError::from_imap(server, &activity, e))?;
             if let Some(e) = self.go_ahead(&tag).await? {
-                self.refused_one(msg.uid, &e)?;
+                self.refused_one(msg.uid, &facts_of(&msg), &e)?;
                 continue;
             }
             let net = |e: std::io::Error| {
@@ -576,7 +586,7 @@ impl<'a, 'c> Appender<'a, 'c> {
                     Ok(()) => self.copied(&group),
                     Err(e) if e.kind == ImapErrorKind::Refused => {
                         for msg in &group {
-                            self.refused_one(msg.uid, &e)?;
+                            self.refused_one(msg.uid, &facts_of(msg), &e)?;
                         }
                     }
                     Err(e) => return Err(e.into()),
@@ -617,6 +627,7 @@ impl<'a, 'c> Appender<'a, 'c> {
             left: size,
             tag,
             refused,
+            facts: MessageFacts::sized(u64::from(size)),
         });
         Ok(())
     }
@@ -636,6 +647,10 @@ impl<'a, 'c> Appender<'a, 'c> {
             )
             .into());
         };
+        if streaming.left == streaming.size {
+            // The first piece starts with the header: what names the message if it is refused.
+            streaming.facts = MessageFacts::read(&piece.bytes, Some(u64::from(streaming.size)));
+        }
         let n = u32::try_from(piece.bytes.len()).unwrap_or(u32::MAX);
         streaming.left = streaming.left.saturating_sub(n);
         let done = streaming.left == 0;
@@ -665,12 +680,13 @@ impl<'a, 'c> Appender<'a, 'c> {
             return Ok(());
         };
         if let Some(e) = streaming.refused {
-            return self.refused_one(streaming.uid, &e);
+            return self.refused_one(streaming.uid, &streaming.facts, &e);
         }
         self.inflight.push_back(InFlight::Streamed {
             tag: streaming.tag,
             uid: streaming.uid,
             size: streaming.size,
+            facts: streaming.facts,
         });
         let depth = if self.append.pipelined() {
             self.depth
@@ -710,7 +726,12 @@ impl<'a, 'c> Appender<'a, 'c> {
         match self.inflight.pop_front() {
             None => Ok(()),
             Some(InFlight::Mark(max_uid)) => self.record_mark(max_uid),
-            Some(InFlight::Streamed { tag, uid, size }) => {
+            Some(InFlight::Streamed {
+                tag,
+                uid,
+                size,
+                facts,
+            }) => {
                 let activity = self.activity();
                 let limit = op_timeout(size as usize);
                 let heard = &mut self.heard;
@@ -728,12 +749,16 @@ impl<'a, 'c> Appender<'a, 'c> {
                     }
                     Err(e) if e.kind == ImapErrorKind::Refused => {
                         self.size_refused(&e, u64::from(size));
-                        self.refused_one(uid, &e)
+                        self.refused_one(uid, &facts, &e)
                     }
                     Err(e) => {
                         // Still on the wire, for `broken` to find.
-                        self.inflight
-                            .push_front(InFlight::Streamed { tag, uid, size });
+                        self.inflight.push_front(InFlight::Streamed {
+                            tag,
+                            uid,
+                            size,
+                            facts,
+                        });
                         Err(e.into())
                     }
                 }
@@ -780,7 +805,7 @@ impl<'a, 'c> Appender<'a, 'c> {
                         Ok(()) => self.copied(std::slice::from_ref(msg)),
                         Err(e) if e.kind == ImapErrorKind::Refused => {
                             self.size_refused(&e, msg.body().len() as u64);
-                            self.refused_one(msg.uid, &e)?;
+                            self.refused_one(msg.uid, &facts_of(msg), &e)?;
                         }
                         Err(e) => return Err(e.into()),
                     }
@@ -800,10 +825,21 @@ impl<'a, 'c> Appender<'a, 'c> {
 
     /// A message the target refused: counted and recorded with the server's words; a streak of
     /// `[LIMIT]`s stops the copy ([`LimitStreak`]).
-    fn refused_one(&mut self, uid: u32, e: &ImapError) -> Result<(), CopyError> {
+    fn refused_one(
+        &mut self,
+        uid: u32,
+        facts: &MessageFacts,
+        e: &ImapError,
+    ) -> Result<(), CopyError> {
         self.batch.failed += 1;
         self.ledger
-            .issue(&self.m.source.path, uid, IssueKind::Refused, &e.message)
+            .issue(
+                &self.m.source.path,
+                uid,
+                IssueKind::Refused,
+                &e.message,
+                facts,
+            )
             .map_err(CopyError::Ledger)?;
         self.limits.refused(e)
     }
@@ -887,13 +923,16 @@ impl<'a, 'c> Appender<'a, 'c> {
                 break;
             }
         }
-        // The messages on the wire, each with its command's tag: (tag, uid, size, alone).
+        // The messages on the wire, each with its command's tag: (tag, uid, size, alone), and
+        // what names a message sent alone.
         let mut sent: Vec<(async_imap::imap_proto::RequestId, u32, u64, bool)> = Vec::new();
+        let mut named: Vec<MessageFacts> = Vec::new();
         for item in &self.inflight {
             match item {
                 InFlight::Group(tags, group) if tags.len() == group.len() => {
                     for (tag, msg) in tags.iter().zip(group) {
                         sent.push((tag.clone(), msg.uid, msg.body().len() as u64, true));
+                        named.push(facts_of(msg));
                     }
                 }
                 InFlight::Group(tags, group) => {
@@ -902,31 +941,40 @@ impl<'a, 'c> Appender<'a, 'c> {
                     let largest = group.iter().max_by_key(|m| m.body().len());
                     if let (Some(tag), Some(msg)) = (tags.first(), largest) {
                         sent.push((tag.clone(), msg.uid, msg.body().len() as u64, false));
+                        named.push(MessageFacts::default());
                     }
                 }
-                InFlight::Streamed { tag, uid, size } => {
+                InFlight::Streamed {
+                    tag,
+                    uid,
+                    size,
+                    facts,
+                } => {
                     sent.push((tag.clone(), *uid, u64::from(*size), true));
+                    named.push(facts.clone());
                 }
                 InFlight::Mark(_) => {}
             }
         }
         if let Some(s) = &self.streaming {
             sent.push((s.tag.clone(), s.uid, u64::from(s.size), true));
+            named.push(s.facts.clone());
         }
         let heard = std::mem::take(&mut self.heard);
         let refused = sent
             .iter()
-            .find_map(|(tag, uid, size, alone)| {
+            .zip(&named)
+            .find_map(|((tag, uid, size, alone), facts)| {
                 let (_, e) = heard.iter().find(|(t, _)| t == tag)?;
-                Some((*uid, *size, *alone, e.clone()))
+                Some((*uid, *size, *alone, e.clone(), facts.clone()))
             })
             // A refused MULTIAPPEND group answered already (its size refusal is recorded), and
             // the server closed the connection after it.
             .or_else(|| {
                 let (_, e) = heard.last()?;
-                Some((0, 0, false, e.clone()))
+                Some((0, 0, false, e.clone(), MessageFacts::default()))
             });
-        let Some((uid, size, alone, refusal)) = refused else {
+        let Some((uid, size, alone, refusal, facts)) = refused else {
             let mut error = error;
             if let Some(bye) = bye {
                 error.message = format!("{} (the server said BYE: {bye})", error.message);
@@ -948,9 +996,9 @@ impl<'a, 'c> Appender<'a, 'c> {
             } else {
                 IssueKind::Refused
             };
-            if let Err(e) = self
-                .ledger
-                .issue(&self.m.source.path, uid, kind, &refusal.message)
+            if let Err(e) =
+                self.ledger
+                    .issue(&self.m.source.path, uid, kind, &refusal.message, &facts)
             {
                 return CopyError::Ledger(e);
             }
@@ -1049,6 +1097,11 @@ pub(super) fn add(total: &mut FolderCounts, batch: &FolderCounts) {
     total.copied += batch.copied;
     total.failed += batch.failed;
     total.bytes += batch.bytes;
+}
+
+/// What names a fetched message in a report, from its header.
+fn facts_of(msg: &Fetched) -> MessageFacts {
+    MessageFacts::read(msg.body(), Some(msg.body().len() as u64))
 }
 
 #[cfg(test)]

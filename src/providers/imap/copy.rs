@@ -37,7 +37,7 @@ use super::append::{AppendMode, Appender, add, tagged, verdict};
 use super::connect::Session;
 use super::error::{ImapError, ImapErrorKind};
 use super::folders::{self, FolderMapping, RemoteFolder};
-use super::identity::Identity;
+use super::identity::{Identity, MessageFacts};
 use super::pipelined::{self, FolderStatus, Listed, Listing, Open, Read};
 use super::relogin::{CloseStreak, Relogin};
 use super::settle;
@@ -278,8 +278,16 @@ pub trait Ledger: Send + Sync {
         record: FolderRecord,
         counts: &FolderCounts,
     ) -> Result<(), String>;
-    /// A message left out or refused, with the reason (the server's words).
-    fn issue(&self, source: &str, uid: u32, kind: IssueKind, detail: &str) -> Result<(), String>;
+    /// A message left out or refused, with the reason (the server's words) and what names the
+    /// message for a person (empty for an issue of a whole folder, UID 0).
+    fn issue(
+        &self,
+        source: &str,
+        uid: u32,
+        kind: IssueKind,
+        detail: &str,
+        message: &MessageFacts,
+    ) -> Result<(), String>;
     /// Forget the issues of a folder before it is reconciled (they are found again if still true).
     fn clear_issues(&self, source: &str) -> Result<(), String>;
 }
@@ -828,8 +836,15 @@ impl Ledger for PartLedger<'_> {
         };
         self.inner.end_batch(source, target, record, counts)
     }
-    fn issue(&self, source: &str, uid: u32, kind: IssueKind, detail: &str) -> Result<(), String> {
-        self.inner.issue(source, uid, kind, detail)
+    fn issue(
+        &self,
+        source: &str,
+        uid: u32,
+        kind: IssueKind,
+        detail: &str,
+        message: &MessageFacts,
+    ) -> Result<(), String> {
+        self.inner.issue(source, uid, kind, detail, message)
     }
     fn clear_issues(&self, source: &str) -> Result<(), String> {
         self.inner.clear_issues(source)
@@ -1088,7 +1103,7 @@ fn unreadable(
     });
     if c.mode == RunMode::Real {
         c.ledger
-            .issue(src, 0, IssueKind::Unreadable, &detail)
+            .issue(src, 0, IssueKind::Unreadable, &detail, &MessageFacts::default())
             .map_err(CopyError::Ledger)?;
         // A record that an incremental pass would trust: the next run compares it whole
         // instead (and forgets this issue if the folder reads well then).
@@ -1144,7 +1159,13 @@ fn not_created(
     if c.mode == RunMode::Real {
         c.ledger.clear_issues(src).map_err(CopyError::Ledger)?;
         c.ledger
-            .issue(src, 0, IssueKind::Refused, &detail)
+            .issue(
+                src,
+                0,
+                IssueKind::Refused,
+                &detail,
+                &MessageFacts::default(),
+            )
             .map_err(CopyError::Ledger)?;
     }
     Ok(FolderOutcome {
@@ -1392,6 +1413,19 @@ async fn copy_folder(
         return Ok(outcome);
     }
 
+    // What names the messages left out, for the report (one read, only when there are some).
+    let left_out: Vec<(u32, u32)> = too_large
+        .iter()
+        .chain(&too_large_for_target)
+        .map(|w| (w.uid, w.size))
+        .collect();
+    let named = pipelined::facts(&mut *ctx.source, ss, src, &left_out).await?;
+    let facts = |w: &Wanted| {
+        named
+            .get(&w.uid)
+            .cloned()
+            .unwrap_or_else(|| MessageFacts::sized(u64::from(w.size)))
+    };
     for w in &too_large {
         let detail = format!(
             "{} bytes, larger than max-message-size ({} bytes)",
@@ -1399,14 +1433,14 @@ async fn copy_folder(
             limit.unwrap_or_default()
         );
         ctx.ledger
-            .issue(src, w.uid, IssueKind::TooLarge, &detail)
+            .issue(src, w.uid, IssueKind::TooLarge, &detail, &facts(w))
             .map_err(CopyError::Ledger)?;
     }
     if let Some(target_limit) = &target_limit {
         for w in &too_large_for_target {
             let detail = target_limit.reason(w.size);
             ctx.ledger
-                .issue(src, w.uid, IssueKind::TooLarge, &detail)
+                .issue(src, w.uid, IssueKind::TooLarge, &detail, &facts(w))
                 .map_err(CopyError::Ledger)?;
         }
     }
@@ -1414,7 +1448,7 @@ async fn copy_folder(
     for w in &refused_before {
         if let Some((_, words)) = closed_on.iter().find(|(uid, _)| *uid == w.uid) {
             ctx.ledger
-                .issue(src, w.uid, IssueKind::Refused, words)
+                .issue(src, w.uid, IssueKind::Refused, words, &facts(w))
                 .map_err(CopyError::Ledger)?;
         }
     }
@@ -1916,7 +1950,13 @@ async fn transfer(
             m.target_path
         );
         ctx.ledger
-            .issue(src, 0, IssueKind::KeywordsDropped, &detail)
+            .issue(
+                src,
+                0,
+                IssueKind::KeywordsDropped,
+                &detail,
+                &MessageFacts::default(),
+            )
             .map_err(CopyError::Ledger)?;
     }
     // Both fail when the fetching side failed in the middle of a streamed message: its error
@@ -2683,7 +2723,14 @@ mod tests {
                 .push((r, c.copied));
             Ok(())
         }
-        fn issue(&self, _: &str, _: u32, _: IssueKind, _: &str) -> Result<(), String> {
+        fn issue(
+            &self,
+            _: &str,
+            _: u32,
+            _: IssueKind,
+            _: &str,
+            _: &MessageFacts,
+        ) -> Result<(), String> {
             Ok(())
         }
         fn clear_issues(&self, _: &str) -> Result<(), String> {

@@ -14,10 +14,15 @@
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 
+use mailparse::MailHeaderMap as _;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// The header fields fetched to compute an identity (`BODY.PEEK[HEADER.FIELDS (…)]`).
 pub const IDENTITY_FIELDS: &str = "MESSAGE-ID DATE FROM TO SUBJECT";
+
+/// The header fields fetched to name a message in a report ([`MessageFacts`]).
+pub const FACT_FIELDS: &str = "MESSAGE-ID DATE SUBJECT";
 
 /// The fields digested, in the order they are digested (`MESSAGE-ID` is not one of them).
 const DIGESTED: [&str; 4] = ["date", "from", "to", "subject"];
@@ -106,6 +111,50 @@ impl Identity {
     }
 }
 
+/// What names a message for a person reading a report about it (a message left out or refused):
+/// its Date, Subject (RFC 2047 decoded) and Message-ID as its header gives them, and its size.
+/// Read from the header only, never the body; any of them may be unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MessageFacts {
+    pub date: Option<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    pub size: Option<u64>,
+}
+
+impl MessageFacts {
+    /// Only the size (what is known of a message whose header was not read).
+    pub fn sized(size: u64) -> MessageFacts {
+        MessageFacts {
+            size: Some(size),
+            ..MessageFacts::default()
+        }
+    }
+
+    /// From a message, or the start of one, or its header fields alone: only the header (up to
+    /// the first empty line) is read.
+    pub fn read(message: &[u8], size: Option<u64>) -> MessageFacts {
+        let Ok((headers, _)) = mailparse::parse_headers(message) else {
+            return MessageFacts {
+                size,
+                ..MessageFacts::default()
+            };
+        };
+        let field = |name: &str| {
+            headers
+                .get_first_value(name)
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|v| !v.is_empty())
+        };
+        MessageFacts {
+            date: field("Date"),
+            subject: field("Subject"),
+            message_id: field("Message-ID").map(|v| v.replace(' ', "")),
+            size,
+        }
+    }
+}
+
 /// The digest of the fields in [`DIGESTED`], read as fields: unfolded, white space collapsed,
 /// names in a fixed order (a server that reorders or refolds them, or writes a date another way,
 /// gives the same digest), a Date that parses replaced by its instant.
@@ -170,6 +219,19 @@ fn id_of(read: &[(&str, String)]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn facts_are_read_from_the_header_alone_with_the_subject_decoded() {
+        let m = b"Subject: =?UTF-8?Q?R=C3=A9union_<lundi>?=\r\n =?UTF-8?B?w6AgOWg=?=\r\n\
+                  Message-ID:\r\n <a@b.example>\r\nDate: Mon, 3 Jun 2024 09:05:00 +0200\r\n\r\n\
+                  Subject: not this, the body\r\n";
+        let f = MessageFacts::read(m, Some(120));
+        assert_eq!(f.subject.as_deref(), Some("R\u{e9}union <lundi>\u{e0} 9h"));
+        assert_eq!(f.message_id.as_deref(), Some("<a@b.example>"));
+        assert_eq!(f.date.as_deref(), Some("Mon, 3 Jun 2024 09:05:00 +0200"));
+        assert_eq!(f.size, Some(120));
+        assert_eq!(MessageFacts::read(b"", None), MessageFacts::default());
+    }
 
     #[test]
     fn message_id_is_found_case_insensitively_and_unfolded() {

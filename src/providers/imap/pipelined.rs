@@ -16,7 +16,7 @@ use async_imap::imap_proto::{
 use super::connect::Session;
 use super::error::{ImapError, ImapErrorKind};
 use super::folders::SpecialUse;
-use super::identity::{IDENTITY_FIELDS, Identity};
+use super::identity::{FACT_FIELDS, IDENTITY_FIELDS, Identity, MessageFacts};
 
 /// How long to wait for the next answer before calling the connection dead.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -345,6 +345,62 @@ pub async fn create(
 fn already_exists(e: &ImapError) -> bool {
     e.message.to_ascii_uppercase().contains("ALREADYEXISTS")
         || e.message.to_ascii_lowercase().contains("already exists")
+}
+
+/// What names each of `messages` (UID, size) of the open folder `path` in a report, read from
+/// their header fields: one `UID FETCH` per few hundred messages, pipelined. Asked only for
+/// messages left out or refused, so a copy where nothing failed never pays for it. A message
+/// gone meanwhile, or a folder that refuses the fetch, keeps only its size.
+pub async fn facts(
+    session: &mut Session,
+    server: &str,
+    path: &str,
+    messages: &[(u32, u32)],
+) -> Result<std::collections::HashMap<u32, MessageFacts>, ImapError> {
+    let mut found: std::collections::HashMap<u32, MessageFacts> = messages
+        .iter()
+        .map(|(uid, size)| (*uid, MessageFacts::sized(u64::from(*size))))
+        .collect();
+    let commands: Vec<(String, String)> = messages
+        .chunks(400)
+        .map(|chunk| {
+            let set: Vec<String> = chunk.iter().map(|(uid, _)| uid.to_string()).collect();
+            (
+                format!(
+                    "UID FETCH {} (UID BODY.PEEK[HEADER.FIELDS ({FACT_FIELDS})])",
+                    set.join(",")
+                ),
+                format!("reading what names the messages left out of {path}"),
+            )
+        })
+        .collect();
+    if commands.is_empty() {
+        return Ok(found);
+    }
+    run(session, server, &commands, |_, response| {
+        if let Response::Fetch(_, attributes) = response {
+            let mut uid = None;
+            let mut header = None;
+            for a in attributes {
+                match a {
+                    AttributeValue::Uid(u) => uid = Some(*u),
+                    AttributeValue::BodySection {
+                        section: Some(_),
+                        data,
+                        ..
+                    } => header = data.as_deref(),
+                    _ => {}
+                }
+            }
+            if let (Some(uid), Some(header)) = (uid, header)
+                && let Some(f) = found.get_mut(&uid)
+            {
+                *f = MessageFacts::read(header, f.size);
+            }
+        }
+    })
+    .await?;
+    Ok(found)
 }
 
 /// An IMAP quoted string.

@@ -822,7 +822,8 @@ pub mod legacy {
     }
 
     impl MigrationCheckCode {
-        /// What the code means and what to do (the control panel's texts, API facts §2.3).
+        /// What the code means and what to do, as a sentence (after the control panel's texts,
+        /// API facts §2.3).
         pub fn explanation(self) -> &'static str {
             use MigrationCheckCode as C;
             match self {
@@ -830,25 +831,83 @@ pub mod legacy {
                 | C::DomainEmpty
                 | C::MailproxyBadInfra
                 | C::MailproxyEmpty
-                | C::Unknow => "internal error at OVHcloud; contact OVHcloud support",
-                C::AccountInprogress => "another task is already in progress for this account",
+                | C::Unknow => {
+                    "OVHcloud reports an internal error for this account: contact OVHcloud \
+                     support with the code below."
+                }
+                C::AccountInprogress => {
+                    "Another task is running on this account: wait for it to end, then run \
+                     apply again."
+                }
                 C::DelegationExist => {
-                    "the account has delegations; remove them in the control panel first"
+                    "The account is delegated to other accounts: remove its delegations in the \
+                     OVHcloud control panel, then run apply again."
                 }
-                C::FilterExist => "the account has filters; remove them first",
-                C::ForwardExist | C::ForwardLocal => {
-                    "unable to migrate a redirection: remove the redirections from and to this \
-                     account first"
+                C::FilterExist => {
+                    "The account has filters, which are not migrated: note them, remove them in \
+                     the control panel, run apply again, and recreate them on Exchange."
                 }
-                C::MailinglistExist => "unable to migrate a mailing list",
-                C::MailinglistInprogress => "another task is in progress for this mailing list",
+                C::ForwardExist => {
+                    "Redirections from or to this account cannot be migrated: remove them in the \
+                     control panel, run apply again, and recreate them on Exchange."
+                }
+                C::ForwardLocal => {
+                    "A redirection keeps a local copy on this account, which cannot be migrated: \
+                     remove it in the control panel, then run apply again."
+                }
+                C::MailinglistExist => {
+                    "A mailing list uses this address, which cannot be migrated: remove the \
+                     mailing list in the control panel, then run apply again."
+                }
+                C::MailinglistInprogress => {
+                    "A task is running on a mailing list of the domain: wait for it to end, then \
+                     run apply again."
+                }
                 C::MailproxyInprogress | C::MailproxyReservation => {
-                    "a task is in progress on the mail proxy"
+                    "A task is running on OVHcloud's mail proxy for this domain: wait a few \
+                     minutes, then run apply again."
                 }
-                C::RedirectionInprogress => "a task is in progress on the redirections",
-                C::ResponderExist => "the account has an auto-reply; remove it first",
-                C::ResponderInprogress => "a task is in progress on the auto-replies",
-                C::Other => "a check code this version of mailplan does not know",
+                C::RedirectionInprogress => {
+                    "A task is running on the domain's redirections: wait for it to end, then \
+                     run apply again."
+                }
+                C::ResponderExist => {
+                    "The account has an auto-reply: remove it in the control panel, run apply \
+                     again, and set it again on Exchange."
+                }
+                C::ResponderInprogress => {
+                    "A task is running on the domain's auto-replies: wait for it to end, then \
+                     run apply again."
+                }
+                C::Other => {
+                    "OVHcloud gave a check code this version of mailplan does not know: see the \
+                     migration wizard of the control panel, or contact OVHcloud support."
+                }
+            }
+        }
+
+        /// The code as the API spells it (what the support of OVH knows it by).
+        pub fn api_name(self) -> &'static str {
+            use MigrationCheckCode as C;
+            match self {
+                C::AccountEmpty => "ACCOUNT_EMPTY",
+                C::AccountInprogress => "ACCOUNT_INPROGRESS",
+                C::DelegationExist => "DELEGATION_EXIST",
+                C::DomainEmpty => "DOMAIN_EMPTY",
+                C::FilterExist => "FILTER_EXIST",
+                C::ForwardExist => "FORWARD_EXIST",
+                C::ForwardLocal => "FORWARD_LOCAL",
+                C::MailinglistExist => "MAILINGLIST_EXIST",
+                C::MailinglistInprogress => "MAILINGLIST_INPROGRESS",
+                C::MailproxyBadInfra => "MAILPROXY_BAD_INFRA",
+                C::MailproxyEmpty => "MAILPROXY_EMPTY",
+                C::MailproxyInprogress => "MAILPROXY_INPROGRESS",
+                C::MailproxyReservation => "MAILPROXY_RESERVATION",
+                C::RedirectionInprogress => "REDIRECTION_INPROGRESS",
+                C::ResponderExist => "RESPONDER_EXIST",
+                C::ResponderInprogress => "RESPONDER_INPROGRESS",
+                C::Unknow => "UNKNOW",
+                C::Other => "unknown to mailplan",
             }
         }
 
@@ -878,11 +937,13 @@ pub mod legacy {
 
     impl fmt::Display for MigrationCheckResult {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "{:?}: {}", self.code, self.code.explanation())?;
+            // The sentence ends with its period: the code (and what it is about) follows it.
+            let sentence = self.code.explanation().trim_end_matches('.');
+            write!(f, "{sentence} (OVH code {}", self.code.api_name())?;
             if let Some(d) = self.details.as_deref().filter(|d| !d.is_empty()) {
-                write!(f, " ({d})")?;
+                write!(f, ", about {d}")?;
             }
-            Ok(())
+            write!(f, ").")
         }
     }
 
@@ -917,13 +978,13 @@ pub mod legacy {
             !self.is_clear() && self.errors().iter().all(|e| e.code.is_retryable())
         }
 
-        /// One line per error, for a message.
+        /// One sentence per error, for a message.
         pub fn describe(&self) -> String {
             self.errors()
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
-                .join("; ")
+                .join(" ")
         }
     }
 
@@ -1296,9 +1357,10 @@ mod tests {
         );
         assert_eq!(
             blocked.describe(),
-            "ForwardExist: unable to migrate a redirection: remove the redirections from and to \
-             this account first (a@b.c); AccountInprogress: another task is already in progress \
-             for this account"
+            "Redirections from or to this account cannot be migrated: remove them in the control \
+             panel, run apply again, and recreate them on Exchange (OVH code FORWARD_EXIST, about \
+             a@b.c). Another task is running on this account: wait for it to end, then run \
+             apply again (OVH code ACCOUNT_INPROGRESS)."
         );
 
         let odd: MigrationCheck =
@@ -1332,7 +1394,13 @@ mod tests {
         ];
         for code in all {
             assert!(!code.explanation().is_empty());
-            let name = format!("{code:?}").to_ascii_uppercase();
+            let name = code.api_name();
+            assert_eq!(
+                serde_json::from_str::<MigrationCheckCode>(&format!("\"{name}\"")).ok(),
+                Some(code),
+                "the API's own spelling"
+            );
+            assert!(code.explanation().ends_with('.'), "a sentence: {name}");
             assert_eq!(
                 code.is_retryable(),
                 name.ends_with("INPROGRESS") || name.ends_with("RESERVATION"),
