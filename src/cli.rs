@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use std::sync::Arc;
 
-use crate::exec::printer::{Output, Printer};
 use crate::exec::runner::ApplyOptions;
 use crate::exec::snapshot;
 use crate::graph::StepGraph;
@@ -22,6 +21,7 @@ use crate::providers::RunMode;
 use crate::report::diagnostics::{self, Detail, Format};
 use crate::report::dry_run::Format as DryRunFormat;
 use crate::report::graph::Format as GraphFormat;
+use crate::report::progress::{Output, Printer};
 use crate::report::run::{ReportFormat, StatusFormat};
 
 /// Exit code: the plan is invalid or the command line is wrong; nothing was executed.

@@ -24,7 +24,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::ovh;
-use super::printer::{Event, Printer, human_bytes};
 use super::secrets;
 use super::state::{StateError, StateStore};
 use crate::graph::{ReadyQueue, StepGraph, StepId, StepKind};
@@ -36,6 +35,7 @@ use crate::providers::imap::copy::{
     self, CopyContext, CopyError, CopyEvent, FolderCounts, FolderRecord, IssueKind, Ledger,
 };
 use crate::providers::imap::{self, ImapError};
+use crate::report::progress::{Event, Printer, human_bytes};
 
 /// A pass carrying fewer messages than this (or all in one folder) runs on one connection pair,
 /// unless the target is far away.

@@ -6,4 +6,5 @@
 pub mod diagnostics;
 pub mod dry_run;
 pub mod graph;
+pub mod progress;
 pub mod run;
