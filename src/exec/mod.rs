@@ -3,6 +3,7 @@
 //! ([`secrets`]) and the bounded reading of the files a plan names ([`files`]). With
 //! [`crate::providers`], the only code that does I/O.
 
+pub mod events;
 pub mod files;
 pub(crate) mod legacy_layout;
 pub(crate) mod ovh;

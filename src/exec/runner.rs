@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::events::{Event, human_bytes};
 use super::ovh;
 use super::secrets;
 use super::state::{StateError, StateStore};
@@ -35,7 +36,7 @@ use crate::providers::imap::copy::{
     self, CopyContext, CopyError, CopyEvent, FolderCounts, FolderRecord, IssueKind, Ledger,
 };
 use crate::providers::imap::{self, ImapError};
-use crate::report::progress::{Event, Printer, human_bytes};
+use crate::report::progress::Printer;
 
 /// A pass carrying fewer messages than this (or all in one folder) runs on one connection pair,
 /// unless the target is far away.

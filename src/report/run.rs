@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use crate::exec::events::human_bytes;
 use crate::exec::snapshot::{AccountState, DnsTodo, Snapshot};
 use crate::exec::state::{IssueRow, StepRecord};
-use crate::report::progress::human_bytes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StatusFormat {
