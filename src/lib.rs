@@ -12,6 +12,10 @@
 //!   resumable, the printer of a run, secret resolution.
 //! - [`providers`]: the servers: IMAP today ([`providers::imap`]); the OVH API comes next.
 
+// One door for output: nothing prints with `print!`/`eprint!` outside `report/`, whose renderers
+// write to the writer they are given (the CLI hands them stdout or stderr).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod cli;
 pub mod exec;
 pub mod graph;

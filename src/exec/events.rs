@@ -1,6 +1,30 @@
-//! What a run reports as it goes: the [`Event`]s the runner emits.
+//! What a run reports as it goes: the engine's one door for output.
+//!
+//! The runner emits [`Event`]s to a [`Sink`] it is given and prints nothing itself; the sinks
+//! live in [`crate::report`] ([`crate::report::progress::Printer`]: bars on a terminal, plain
+//! lines off one, JSON lines), so that `exec` never depends on how a run is shown.
 
 use std::time::Duration;
+
+/// Where the runner sends what happens. Called from any task at once: a sink serialises its own
+/// output.
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// Report an event.
+    fn event(&self, event: &Event<'_>);
+    /// Take down any live display (bars) before an exit that skips [`Event::Finished`].
+    fn clear(&self);
+}
+
+/// A shared sink is a sink (the runner hands `&Arc<dyn Sink>` where `&dyn Sink` is asked).
+impl<S: Sink + ?Sized> Sink for std::sync::Arc<S> {
+    fn event(&self, event: &Event<'_>) {
+        (**self).event(event);
+    }
+
+    fn clear(&self) {
+        (**self).clear();
+    }
+}
 
 /// What happened, as the runner reports it.
 #[derive(Debug, Clone)]

@@ -1,4 +1,5 @@
-//! The one printer of a run: what `apply` shows while it works.
+//! The one printer of a run: what `apply` shows while it works, the [`Sink`] the CLI gives the
+//! runner for its [`Event`]s.
 //!
 //! - [`Output::Bars`] on a terminal: an indicatif bar per active account (messages, bytes, rate,
 //!   ETA) and a total line; their lengths come from the survey's estimates, known before the
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::exec::events::{Event, human_bytes};
+use crate::exec::events::{Event, Sink, human_bytes};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,6 +305,16 @@ impl Printer {
                 }
             }
         }
+    }
+}
+
+impl Sink for Printer {
+    fn event(&self, event: &Event<'_>) {
+        Printer::event(self, event);
+    }
+
+    fn clear(&self) {
+        Printer::clear(self);
     }
 }
 
