@@ -700,7 +700,7 @@ impl State {
                     .and_then(|service| service.domains.get_mut(name))
                     .ok_or_else(|| format!("domain {name} vanished"))?;
                 // [I] A zone OVH does not manage: the task ends, the domain waits for its
-                // CNAME (the wizard polls until `cnameToCheck` is filled, API facts §4.3).
+                // CNAME (the control panel's wizard polls until `cnameToCheck` is filled).
                 if proven {
                     "ok".clone_into(&mut domain.state);
                 }

@@ -1,7 +1,7 @@
-//! Execution: the runner that drives the step graph ([`runner`]), the state store that makes
-//! runs resumable ([`state`]), secret resolution
-//! ([`secrets`]) and the bounded reading of the files a plan names ([`files`]). With
-//! [`crate::providers`], the only code that does I/O.
+//! Execution: the runner that drives the step graph ([`runner`]), the events it emits to a
+//! [`events::Sink`] (rendered by [`crate::report`]), the state store that makes runs resumable
+//! ([`state`]), secret resolution ([`secrets`]) and the bounded reading of the files a plan names
+//! ([`files`]). With [`crate::providers`], the only code that does I/O; none of it prints.
 
 pub mod events;
 pub mod files;

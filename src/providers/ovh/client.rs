@@ -8,7 +8,8 @@
 //! Invariants:
 //! - the bytes signed are the bytes sent: the body is serialised once (compact JSON, like
 //!   python-ovh) and the signature covers the URL exactly as reqwest sends it, query included
-//!   (§1.2 of the API facts: `"$1$" + sha1_hex(AS+CK+METHOD+URL+BODY+TS)` joined with `+`);
+//!   (as the official clients sign: `"$1$" + sha1_hex(AS+CK+METHOD+URL+BODY+TS)`, the parts
+//!   joined with `+`);
 //! - the timestamp is the local clock corrected by the server's, read from `/auth/time` on first
 //!   use and once more after a `QUERY_TIME_OUT` or `INVALID_SIGNATURE` refusal (then resent);
 //!   the request is signed when it leaves, after its rate-limiter wait;
@@ -154,7 +155,8 @@ impl RateLimiter {
     }
 }
 
-/// `X-Ovh-Signature` for one request (§1.2 of the API facts).
+/// `X-Ovh-Signature` for one request: `$1$` and the SHA-1 of the application secret, consumer
+/// key, method, URL, body and timestamp joined with `+`.
 pub fn sign(
     application_secret: &Secret,
     consumer_key: &Secret,
