@@ -239,7 +239,7 @@ impl MailStore {
             for index in 1..=*count {
                 let name = format!(
                     "{}.M{index}P{}.ovh-sim",
-                    crate::state::now_unix(),
+                    crate::clock::now_unix(),
                     std::process::id()
                 );
                 let text = format!(

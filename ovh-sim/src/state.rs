@@ -9,39 +9,16 @@
 //! ends; ids (accounts and tasks) come from one counter and are never reused.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::FaultKind;
 use crate::auth::Credentials;
+use crate::clock::now_unix;
+use crate::faults::FaultKind;
 use crate::fixture::{AccountFixture, DomainFixture, Fixture, PasswordPolicy, Timing};
 use crate::mail::{MailBackend, Side};
 
 /// The domain of free, unconfigured accounts.
 pub(crate) const PLACEHOLDER_DOMAIN: &str = "configureme.me";
-
-/// Unix seconds now.
-pub(crate) fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
-}
-
-/// An API `datetime`: `2024-06-01T12:00:00+00:00`.
-pub(crate) fn iso_datetime(unix: u64) -> String {
-    let seconds = i64::try_from(unix).unwrap_or(0);
-    chrono::DateTime::from_timestamp(seconds, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
-}
-
-/// An API `date`: `2024-06-01`.
-pub(crate) fn iso_date(unix: u64) -> String {
-    let seconds = i64::try_from(unix).unwrap_or(0);
-    chrono::DateTime::from_timestamp(seconds, 0)
-        .unwrap_or_default()
-        .format("%Y-%m-%d")
-        .to_string()
-}
 
 /// SQL `LIKE` as the API's list filters apply it: `%` matches any run of characters, the
 /// comparison ignores case; without `%` it is an equality.
@@ -841,11 +818,5 @@ mod tests {
         assert!(policy_violation(policy, "abcdefgh", "john").is_some());
         assert!(policy_violation(policy, "Abc def12", "john").is_some());
         assert!(policy_violation(policy, "xJohn-2024", "john").is_some());
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(iso_datetime(0), "1970-01-01T00:00:00+00:00");
-        assert_eq!(iso_date(86_400), "1970-01-02");
     }
 }
