@@ -1,5 +1,5 @@
 //! Fault injection: a [`Fault`] makes the next matching calls answer an error (request faults)
-//! or changes the tasks they make (task faults); [`crate::server`] applies them.
+//! or changes the tasks they make (task faults); the server applies them as calls come in.
 
 use crate::http::Reply;
 

@@ -9,11 +9,17 @@
 //! Modules:
 //! - [`fixture`]: the scenario format (YAML or JSON), documented in `ovh-sim/README.md`.
 //! - `auth`: signature (`$1$` SHA-1), consumer keys and access rules, `/auth/*`.
-//! - `server`: hyper glue, recording, fault injection, routing.
+//! - `http`: one request and its reply as the handlers see them, and [`RecordedRequest`].
+//! - `faults`: [`Fault`] and [`FaultKind`], what a test injects.
+//! - `server`: hyper glue, recording, applying faults, routing.
 //! - `state`: the simulated world and the task engine.
+//! - `clock`: Unix time and the API's date formats.
 //! - `legacy` (`/email/domain`), `mxplan` (`/email/mxplan`), `exchange` (`/email/exchange`), and
 //!   `service` (what MX Plan and Exchange share).
 //! - `mail`: the Dovecot-backed mailboxes.
+//!
+//! No two modules import each other: the handlers (`auth`, `legacy`, `mxplan`, `exchange` and
+//! the `service` they share) use `http`, `state` and `clock`; `server` routes to the handlers.
 
 pub mod fixture;
 

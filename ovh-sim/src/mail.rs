@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::fixture::MailFixture;
-use crate::state::Place;
 
 /// Which server a mailbox lives on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,15 +23,6 @@ pub(crate) enum Side {
     MxPlan,
     /// Hosted Exchange.
     Exchange,
-}
-
-impl Side {
-    pub fn of(place: &Place) -> Side {
-        match place {
-            Place::MxPlan(_) => Side::MxPlan,
-            Place::Exchange(..) => Side::Exchange,
-        }
-    }
 }
 
 /// One passwd-file and maildir root.

@@ -113,6 +113,16 @@ pub(crate) enum Place {
     Exchange(String, String),
 }
 
+impl Place {
+    /// The server its mailboxes are on, in the mail backend.
+    pub fn side(&self) -> Side {
+        match self {
+            Place::MxPlan(_) => Side::MxPlan,
+            Place::Exchange(..) => Side::Exchange,
+        }
+    }
+}
+
 /// An MX Plan or Exchange service (the two share their shape).
 #[derive(Debug)]
 pub(crate) struct Service {
@@ -351,7 +361,7 @@ impl State {
         accounts: &[AccountFixture],
         placeholders: u32,
     ) -> Result<(), String> {
-        let side = Side::of(&place);
+        let side = place.side();
         let mut service = Service {
             place: place.clone(),
             offer: offer.to_owned(),
@@ -628,7 +638,7 @@ impl State {
                 mailbox.updated = now_unix();
                 let password = mailbox.password.clone();
                 if let Some(mail) = &self.mail {
-                    let side = Side::of(place);
+                    let side = place.side();
                     let result = match (was_placeholder, password) {
                         (false, Some(password)) => {
                             mail.transfer(side, &old_address, side, &new_address, &password)
@@ -653,7 +663,7 @@ impl State {
                 mailbox.password_updated = Some(now_unix());
                 let (address, placeholder) = (mailbox.address(), mailbox.is_placeholder());
                 if let (Some(mail), false) = (&self.mail, placeholder) {
-                    mail.store(Side::of(place))
+                    mail.store(place.side())
                         .set_password(&address, password)
                         .map_err(|err| err.to_string())?;
                 }
@@ -663,7 +673,7 @@ impl State {
                 let mailbox = self.mailbox_mut(place, *id)?;
                 let old = std::mem::replace(mailbox, placeholder(*id, &mailbox.license));
                 if let (Some(mail), false) = (&self.mail, old.is_placeholder()) {
-                    mail.store(Side::of(place))
+                    mail.store(place.side())
                         .delete(&old.address())
                         .map_err(|err| err.to_string())?;
                 }
