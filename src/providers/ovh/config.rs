@@ -464,6 +464,37 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_file_is_an_error_naming_it_without_its_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for text in [
+            "[ovh-eu]\napplication_secret=s3cr3t\n=orphan\n",
+            "[ovh-eu\napplication_secret=s3cr3t\n",
+        ] {
+            let conf = write(dir.path(), "bad.conf", text);
+            let sources = ConfigSources {
+                env: &no_env,
+                files: vec![conf.clone()],
+            };
+            let err = load(&sources, None).expect_err("unreadable");
+            assert!(
+                err.message.contains(&conf.display().to_string()),
+                "{}",
+                err.message
+            );
+            assert!(!err.message.contains("s3cr3t"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn values_keep_a_hash_and_a_semicolon_as_python_reads_them() {
+        let rows = parse_ini("[ovh-eu]\napplication_secret = a#b;c\n").expect("readable");
+        assert_eq!(
+            rows,
+            vec![("ovh-eu".into(), "application_secret".into(), "a#b;c".into())]
+        );
+    }
+
+    #[test]
     fn the_environment_wins_over_files_per_key_and_the_explicit_endpoint_over_all() {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = write(
