@@ -21,6 +21,12 @@
 //!   `Retry-After` is honoured (longer than [`RetryPolicy::max_retry_after`]: not retried);
 //! - no secret reaches an error: errors carry the method, the path, the caller's activity and
 //!   the server's words.
+//!
+//! Crates do the generic parts: governor the rate limit, backon the backoff's pauses,
+//! percent-encoding the URL escapes, sha1 the digest. Written here is only what is OVH's own: the
+//! signature's layout, the `/v1`/`/v2` base rule, which failures are retried, and the retry loop
+//! itself, since a resend after a clock resync uses no attempt and no pause and a `Retry-After`
+//! replaces backon's pause.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -28,6 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 use governor::{DefaultDirectRateLimiter, Quota};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -177,38 +184,28 @@ pub fn sign(
     hasher.update(body);
     hasher.update(b"+");
     hasher.update(timestamp.to_string().as_bytes());
-    let digest = hasher.finalize();
-    let mut out = String::with_capacity(43);
-    out.push_str("$1$");
-    for byte in digest {
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    out
+    format!("$1${:x}", hasher.finalize())
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// What a path segment or a query value keeps as it is: the RFC 3986 unreserved characters and
+/// `@` (addresses stay readable in paths, as the official clients send them).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'@');
+/// What a query key keeps as it is: the unreserved characters.
+const QUERY_KEY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Percent-encode one path segment or query value: everything but the RFC 3986 unreserved
 /// characters and `@` (addresses stay readable in paths, as the official clients send them).
 pub fn segment(value: &str) -> String {
-    encode(value, b"-._~@")
-}
-
-fn encode(value: &str, keep: &[u8]) -> String {
-    let mut out = String::with_capacity(value.len());
-    for &byte in value.as_bytes() {
-        if byte.is_ascii_alphanumeric() || keep.contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)].to_ascii_uppercase()));
-            out.push(char::from(
-                HEX[usize::from(byte & 0xf)].to_ascii_uppercase(),
-            ));
-        }
-    }
-    out
+    utf8_percent_encode(value, SEGMENT).to_string()
 }
 
 /// The full URL of `path` (which starts with `/`) with its query. Like the official clients, a
@@ -222,9 +219,9 @@ pub fn target_url(base_url: &str, path: &str, query: &[(&str, &str)]) -> String 
     let mut url = format!("{base}{path}");
     for (i, (key, value)) in query.iter().enumerate() {
         url.push(if i == 0 { '?' } else { '&' });
-        url.push_str(&encode(key, b"-._~"));
+        url.push_str(&utf8_percent_encode(key, QUERY_KEY).to_string());
         url.push('=');
-        url.push_str(&encode(value, b"-._~@"));
+        url.push_str(&segment(value));
     }
     url
 }
