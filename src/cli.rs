@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use std::sync::Arc;
 
-use crate::exec::printer::{Output, Printer};
 use crate::exec::runner::ApplyOptions;
 use crate::exec::snapshot;
 use crate::graph::StepGraph;
@@ -22,6 +21,7 @@ use crate::providers::RunMode;
 use crate::report::diagnostics::{self, Detail, Format};
 use crate::report::dry_run::Format as DryRunFormat;
 use crate::report::graph::Format as GraphFormat;
+use crate::report::progress::{Output, Printer};
 use crate::report::run::{ReportFormat, StatusFormat};
 
 /// Exit code: the plan is invalid or the command line is wrong; nothing was executed.
@@ -245,7 +245,7 @@ pub fn run() -> u8 {
     if let Some(dir) = &cli.trace_imap
         && let Err(e) = crate::providers::imap::trace::enable(dir)
     {
-        eprintln!("--trace-imap: {e}");
+        let _ = writeln!(io::stderr(), "--trace-imap: {e}");
         return EXIT_INVALID;
     }
     match cli.command {
@@ -671,6 +671,7 @@ fn apply(plan: Plan, options: &ApplyOptions, output: Output, color: bool) -> u8 
 /// explanations to stderr.
 fn ovh_login(endpoint: Option<&str>, save: Option<&Path>, color: bool) -> u8 {
     use crate::providers::ovh::{self, api::auth};
+    use crate::report::login::{self, KeyWent};
     let credentials = match ovh::config::load(&ovh::ConfigSources::system(), endpoint) {
         Ok(c) => c,
         Err(e) => return print_error(&e, color, EXIT_INVALID),
@@ -702,48 +703,30 @@ fn ovh_login(endpoint: Option<&str>, save: Option<&Path>, color: bool) -> u8 {
         Ok(p) => p,
         Err(e) => return print_error(&e, color, 1),
     };
-    let stderr = io::stderr();
-    let mut err = stderr.lock();
-    let _ = writeln!(
-        err,
-        "Requested a consumer key on {} with these access rules:",
-        client.base_url()
-    );
-    for rule in auth::ACCESS_RULES {
-        let _ = writeln!(err, "  {:<6} {}", rule.method, rule.path);
+    let stored = save.map(|path| {
+        (
+            path,
+            ovh::config::save_consumer_key(path, &section, &pending.consumer_key),
+        )
+    });
+    let key_went = match &stored {
+        None => KeyWent::Printed,
+        Some((path, Ok(()))) => KeyWent::Stored(path),
+        Some((path, Err(e))) => KeyWent::NotStored(path, e),
+    };
+    let granted = login::Granted {
+        base_url: client.base_url(),
+        rules: auth::ACCESS_RULES,
+        section: &section,
+        validation_url: &pending.validation_url,
+        consumer_key: &pending.consumer_key,
+        key_went,
+    };
+    let _ = login::render(&granted, &mut io::stdout().lock(), &mut io::stderr().lock());
+    match key_went {
+        KeyWent::NotStored(..) => 1,
+        KeyWent::Printed | KeyWent::Stored(_) => 0,
     }
-    if let Some(path) = save {
-        if let Err(e) = ovh::config::save_consumer_key(path, &section, &pending.consumer_key) {
-            let _ = writeln!(
-                err,
-                "cannot store the consumer key in {}: {e}",
-                path.display()
-            );
-            return 1;
-        }
-        let _ = writeln!(
-            err,
-            "\nThe consumer key is stored in {} under [{section}] (mode 0600). Open the URL \
-             below, log in with the OVHcloud account that is admin and tech contact of the \
-             services, and choose a validity period.\n",
-            path.display()
-        );
-        let _ = writeln!(io::stdout(), "validation_url={}", pending.validation_url);
-        return 0;
-    }
-    let _ = writeln!(
-        err,
-        "\n1. Open the URL below, log in with the OVHcloud account that is admin and tech \
-         contact of the services, and choose a validity period.\n2. Store the key, either in \
-         the environment (export OVH_CONSUMER_KEY=...) or in ovh.conf (./ovh.conf, \
-         ~/.ovh.conf or /etc/ovh.conf) under [{section}] as consumer_key=... (`--save PATH` \
-         does that instead of printing it)\n"
-    );
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    let _ = writeln!(out, "validation_url={}", pending.validation_url);
-    let _ = writeln!(out, "consumer_key={}", pending.consumer_key.expose());
-    0
 }
 
 /// Print an error with its code and help (miette), return `code`.

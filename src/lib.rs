@@ -1,16 +1,46 @@
 //! mailplan: plan, review and run e-mail migrations for many accounts at once.
 //!
-//! Module map (see `../shared/STYLE.md` for the shape: plan everything, then execute or print):
-//! - [`plan`]: the plan language, pure. Source files and spans ([`plan::source`]), the layer's
-//!   diagnostics with stable codes ([`plan::diag`]), secret references ([`plan::secret`]) and
-//!   the validated model every later stage consumes ([`plan::model`]); [`plan::load`] reads a
-//!   plan's text into it.
+//! The shape: plan everything, then execute or print. Plans are parsed and validated into a
+//! model, turned into a graph of steps, and only then executed or shown; each layer uses only
+//! the ones before it (plan → graph → providers → exec → report → cli).
+//!
+//! Module map:
+//! - [`plan`]: the plan language, pure. [`plan::yaml`] (YAML → spanned nodes),
+//!   [`plan::decode`] (typed reading of the nodes), [`plan::import`] (CSV imports),
+//!   [`plan::validate`] (nodes → validated plan, every problem collected), [`plan::model`] (the
+//!   validated model every later stage consumes), [`plan::source`] (source files and spans),
+//!   [`plan::diag`] (the layer's diagnostics with stable codes), [`plan::secret`] (secret
+//!   references and values), [`plan::schema`] (the generated JSON Schema); [`plan::load`] reads
+//!   a plan's text into the model.
 //! - [`graph`]: the step graph (petgraph), its parallel stages and the pure ready-queue.
-//! - [`report`]: renderers; all output goes through them.
+//! - [`providers`]: the servers, and [`providers::RunMode`] (dry run or real).
+//!   - [`providers::imap`]: any IMAP server: [`providers::imap::connect`](mod@providers::imap::connect) (TCP, TLS, login),
+//!     [`providers::imap::folders`] (listing and mapping), [`providers::imap::identity`] (a
+//!     message's identity across servers), [`providers::imap::copy`] (the resumable copy and its
+//!     verification), [`providers::imap::append`] (the target side of a transfer),
+//!     [`providers::imap::pipelined`] (several commands on the wire at once),
+//!     [`providers::imap::settle`] (waiting for a target to settle), [`providers::imap::trace`]
+//!     (`--trace-imap` transcripts), [`providers::imap::error`] (the layer's error).
+//!   - [`providers::ovh`]: the `OVHcloud` API: [`providers::ovh::config`] (endpoint and
+//!     credentials, `ovh.conf`), [`providers::ovh::client`] (the signed, rate-limited client),
+//!     [`providers::ovh::tasks`] (waiting for asynchronous tasks), [`providers::ovh::api`] (the
+//!     typed calls), [`providers::ovh::error`] (the layer's error).
+//! - [`exec`]: everything that runs: [`exec::runner`] (drives the graph with tokio),
+//!   [`exec::events`] (the events a run emits and the [`exec::events::Sink`] they go to),
+//!   [`exec::state`] (the `SQLite` state store that makes a run resumable), [`exec::snapshot`]
+//!   (what the store knows, for `status` and `report`), [`exec::secrets`] (secret resolution),
+//!   [`exec::files`] (bounded reading of the files a plan names), [`exec::saved`] (saved plans,
+//!   `plan -out`), [`exec::refresh`] (`plan --refresh`: live state, read only), and the crate's
+//!   own `exec::ovh` (the `OVHcloud` steps), `exec::preflight` (checks before the first mutating
+//!   call) and `exec::legacy_layout` (where OVH's migration puts each folder).
+//! - [`report`]: renderers; all output goes through them: [`report::diagnostics`] (`validate`),
+//!   [`report::dry_run`] (`plan`), [`report::graph`] (`graph`), [`report::progress`] (`apply`'s
+//!   bars, lines or JSON events), [`report::run`] (`status` and `report`), [`report::login`]
+//!   (`ovh login`).
 //! - [`cli`]: clap definitions and dispatch; `main.rs` only calls [`cli::run`].
-//! - [`exec`]: the runner (tokio) that drives the graph, the `SQLite` state store that makes a run
-//!   resumable, the printer of a run, secret resolution.
-//! - [`providers`]: the servers: IMAP today ([`providers::imap`]); the OVH API comes next.
+
+// One door for output: nothing prints with `print!`/`eprint!` outside `report/` (allowed there).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod cli;
 pub mod exec;

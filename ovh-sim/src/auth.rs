@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 use serde_json::json;
 use sha1::{Digest, Sha1};
 
+use crate::clock::{iso_datetime, now_unix};
 use crate::fixture::{AccessRule, AuthFixture, CredentialState};
-use crate::server::{Reply, Request};
-use crate::state::{iso_datetime, now_unix};
+use crate::http::{Reply, Request};
 
 /// `"$1$" + hex(SHA1(secret+ck+METHOD+url+body+timestamp))`, the value of `X-Ovh-Signature`.
 pub fn signature(

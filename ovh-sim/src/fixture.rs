@@ -5,6 +5,10 @@
 //! the plain structs, which tests build directly. Unknown keys are refused so that a typo in a
 //! scenario is an error, not a silently ignored setting. `ovh-sim/README.md` documents the format
 //! with a full example.
+//!
+//! Where a setting models what OVH does, [V] marks behaviour verified in OVH's documentation,
+//! schemas or clients, and [I] an inference the simulator chose (a setting lets a test try the
+//! other reading).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,7 +55,7 @@ pub struct Fixture {
 pub struct LegacyMigrationFixture {
     /// The default folders arrive under their Exchange names: `Sent` → `Sent Items`, `Trash`
     /// → `Deleted Items`, `Junk`/`Spam` → `Junk Email` (as seen on real migrations, issue 14;
-    /// the API facts do not document the layout).
+    /// OVH does not document the layout).
     #[serde(default = "yes")]
     pub exchange_folder_names: bool,
     /// [I] Every other folder arrives under the Inbox (`Archive` → `INBOX/Archive`): "possibly",
@@ -98,8 +102,8 @@ pub struct AuthFixture {
     #[serde(default)]
     pub auto_validate: bool,
     /// Authenticated calls a consumer key may make in any 60 seconds; more answer 429 with a
-    /// `Retry-After`. OVH's fair use is "60 req/min by consumer key" (API facts §6, a
-    /// maintainer's words; the exact window and answer are [I]). 0: no limit.
+    /// `Retry-After`. OVH's fair use is "60 req/min by consumer key" (a maintainer's words on
+    /// the official client's tracker; the exact window and answer are [I]). 0: no limit.
     #[serde(default = "default_requests_per_minute")]
     pub requests_per_minute: u32,
 }

@@ -8,10 +8,10 @@
 
 use serde_json::{Value, json};
 
-use crate::server::{Reply, Request};
+use crate::clock::{iso_date, iso_datetime};
+use crate::http::{Reply, Request};
 use crate::state::{
-    Effect, Family, LegacyAccount, LegacyDomain, Place, State, Subject, Task, iso_date,
-    iso_datetime, like,
+    Effect, Family, LegacyAccount, LegacyDomain, Place, State, Subject, Task, like,
 };
 
 /// `email.domain.MigrationServiceType` values and the Exchange offers each lists.

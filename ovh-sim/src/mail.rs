@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::fixture::MailFixture;
-use crate::state::Place;
 
 /// Which server a mailbox lives on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,15 +23,6 @@ pub(crate) enum Side {
     MxPlan,
     /// Hosted Exchange.
     Exchange,
-}
-
-impl Side {
-    pub fn of(place: &Place) -> Side {
-        match place {
-            Place::MxPlan(_) => Side::MxPlan,
-            Place::Exchange(..) => Side::Exchange,
-        }
-    }
 }
 
 /// One passwd-file and maildir root.
@@ -239,7 +229,7 @@ impl MailStore {
             for index in 1..=*count {
                 let name = format!(
                     "{}.M{index}P{}.ovh-sim",
-                    crate::state::now_unix(),
+                    crate::clock::now_unix(),
                     std::process::id()
                 );
                 let text = format!(

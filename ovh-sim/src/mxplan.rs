@@ -7,8 +7,8 @@
 
 use serde_json::json;
 
+use crate::http::{Reply, Request};
 use crate::legacy::not_found_url;
-use crate::server::{Reply, Request};
 use crate::state::{Place, State};
 
 pub(crate) fn route(state: &mut State, request: &Request, rest: &[&str]) -> Reply {

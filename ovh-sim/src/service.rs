@@ -9,11 +9,12 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::clock::iso_datetime;
+use crate::http::{Reply, Request};
 use crate::legacy::{claimed_by_migration, not_found_url};
-use crate::server::{Reply, Request};
 use crate::state::{
     Domain, Effect, Family, Mailbox, PLACEHOLDER_DOMAIN, Place, Service, State, Subject, Task,
-    iso_datetime, like, policy_violation,
+    like, policy_violation,
 };
 
 /// The MX targets OVH expects for a domain whose mail it hosts.

@@ -9,39 +9,16 @@
 //! ends; ids (accounts and tasks) come from one counter and are never reused.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::FaultKind;
 use crate::auth::Credentials;
+use crate::clock::now_unix;
+use crate::faults::FaultKind;
 use crate::fixture::{AccountFixture, DomainFixture, Fixture, PasswordPolicy, Timing};
 use crate::mail::{MailBackend, Side};
 
 /// The domain of free, unconfigured accounts.
 pub(crate) const PLACEHOLDER_DOMAIN: &str = "configureme.me";
-
-/// Unix seconds now.
-pub(crate) fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
-}
-
-/// An API `datetime`: `2024-06-01T12:00:00+00:00`.
-pub(crate) fn iso_datetime(unix: u64) -> String {
-    let seconds = i64::try_from(unix).unwrap_or(0);
-    chrono::DateTime::from_timestamp(seconds, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
-}
-
-/// An API `date`: `2024-06-01`.
-pub(crate) fn iso_date(unix: u64) -> String {
-    let seconds = i64::try_from(unix).unwrap_or(0);
-    chrono::DateTime::from_timestamp(seconds, 0)
-        .unwrap_or_default()
-        .format("%Y-%m-%d")
-        .to_string()
-}
 
 /// SQL `LIKE` as the API's list filters apply it: `%` matches any run of characters, the
 /// comparison ignores case; without `%` it is an equality.
@@ -134,6 +111,16 @@ pub(crate) struct Domain {
 pub(crate) enum Place {
     MxPlan(String),
     Exchange(String, String),
+}
+
+impl Place {
+    /// The server its mailboxes are on, in the mail backend.
+    pub fn side(&self) -> Side {
+        match self {
+            Place::MxPlan(_) => Side::MxPlan,
+            Place::Exchange(..) => Side::Exchange,
+        }
+    }
 }
 
 /// An MX Plan or Exchange service (the two share their shape).
@@ -374,7 +361,7 @@ impl State {
         accounts: &[AccountFixture],
         placeholders: u32,
     ) -> Result<(), String> {
-        let side = Side::of(&place);
+        let side = place.side();
         let mut service = Service {
             place: place.clone(),
             offer: offer.to_owned(),
@@ -651,7 +638,7 @@ impl State {
                 mailbox.updated = now_unix();
                 let password = mailbox.password.clone();
                 if let Some(mail) = &self.mail {
-                    let side = Side::of(place);
+                    let side = place.side();
                     let result = match (was_placeholder, password) {
                         (false, Some(password)) => {
                             mail.transfer(side, &old_address, side, &new_address, &password)
@@ -676,7 +663,7 @@ impl State {
                 mailbox.password_updated = Some(now_unix());
                 let (address, placeholder) = (mailbox.address(), mailbox.is_placeholder());
                 if let (Some(mail), false) = (&self.mail, placeholder) {
-                    mail.store(Side::of(place))
+                    mail.store(place.side())
                         .set_password(&address, password)
                         .map_err(|err| err.to_string())?;
                 }
@@ -686,7 +673,7 @@ impl State {
                 let mailbox = self.mailbox_mut(place, *id)?;
                 let old = std::mem::replace(mailbox, placeholder(*id, &mailbox.license));
                 if let (Some(mail), false) = (&self.mail, old.is_placeholder()) {
-                    mail.store(Side::of(place))
+                    mail.store(place.side())
                         .delete(&old.address())
                         .map_err(|err| err.to_string())?;
                 }
@@ -700,7 +687,7 @@ impl State {
                     .and_then(|service| service.domains.get_mut(name))
                     .ok_or_else(|| format!("domain {name} vanished"))?;
                 // [I] A zone OVH does not manage: the task ends, the domain waits for its
-                // CNAME (the wizard polls until `cnameToCheck` is filled, API facts §4.3).
+                // CNAME (the control panel's wizard polls until `cnameToCheck` is filled).
                 if proven {
                     "ok".clone_into(&mut domain.state);
                 }
@@ -841,11 +828,5 @@ mod tests {
         assert!(policy_violation(policy, "abcdefgh", "john").is_some());
         assert!(policy_violation(policy, "Abc def12", "john").is_some());
         assert!(policy_violation(policy, "xJohn-2024", "john").is_some());
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(iso_datetime(0), "1970-01-01T00:00:00+00:00");
-        assert_eq!(iso_date(86_400), "1970-01-02");
     }
 }

@@ -1,7 +1,8 @@
-//! The `OVHcloud` steps of a plan, as the guide describes them (`../shared/seed/`): attach the
-//! domain to Exchange, rename the new-MX-Plan source, configure a free `@configureme.me` Exchange
-//! account, the historical MX Plan's preflight and server-side migration, the opt-in reset of
-//! the source, and the DNS check.
+//! The `OVHcloud` steps of a plan, in the order of `OVHcloud`'s public guide "Migrer une adresse
+//! e-mail MX Plan vers un compte Exchange" (migrating an MX Plan address to an Exchange
+//! account): attach the domain to Exchange, rename the new-MX-Plan source, configure a free
+//! `@configureme.me` Exchange account, the historical MX Plan's preflight and server-side
+//! migration, the opt-in reset of the source, and the DNS check.
 //!
 //! Every step first reads the remote state and does nothing when its work is already done, so
 //! a crash between an API call and the state store's write is harmless on the next run. In a dry

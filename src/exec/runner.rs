@@ -23,8 +23,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::events::{Event, Sink, human_bytes};
 use super::ovh;
-use super::printer::{Event, Printer, human_bytes};
 use super::secrets;
 use super::state::{StateError, StateStore};
 use crate::graph::{ReadyQueue, StepGraph, StepId, StepKind};
@@ -140,7 +140,7 @@ struct Shared {
     plan: Plan,
     credentials: Vec<Credentials>,
     store: Option<Arc<Mutex<StateStore>>>,
-    printer: Arc<Printer>,
+    printer: Arc<dyn Sink>,
     stop: Arc<AtomicBool>,
     /// A state write failed: the run stops as at a first Ctrl-C (no step starts, running ones
     /// stop at a safe point) and exits 1, since what it does next could not be recorded.
@@ -185,7 +185,7 @@ async fn ovh_preflight(
     plan: &Plan,
     options: &ApplyOptions,
     credentials: &[Credentials],
-    printer: &Printer,
+    printer: &dyn Sink,
 ) -> Result<Option<ovh::Ovh>, ExecError> {
     if plan.accounts.iter().all(|a| a.flow == Flow::ImapToImap) {
         return Ok(None);
@@ -228,7 +228,7 @@ const WAIT_NOTICE_EVERY: Duration = Duration::from_secs(10);
 
 /// Run `work`, saying what the run waits for while it takes long (an unreachable API is
 /// retried for minutes: the operator must see why nothing happens).
-async fn announced<F: std::future::Future>(printer: &Printer, what: &str, work: F) -> F::Output {
+async fn announced<F: std::future::Future>(printer: &dyn Sink, what: &str, work: F) -> F::Output {
     let started = tokio::time::Instant::now();
     let mut ticks = tokio::time::interval_at(started + WAIT_NOTICE_AFTER, WAIT_NOTICE_EVERY);
     tokio::pin!(work);
@@ -382,7 +382,7 @@ enum StepResult {
 pub async fn apply(
     plan: Plan,
     options: &ApplyOptions,
-    printer: Arc<Printer>,
+    printer: Arc<dyn Sink>,
 ) -> Result<RunSummary, ExecError> {
     let credentials = resolve_credentials(&plan)?;
     let graph = Arc::new(StepGraph::build(&plan));
@@ -688,7 +688,7 @@ fn progress_mark(shared: &Shared, account: &str) -> String {
 
 /// First interrupt: stop at safe points. Second: exit at once (130); the store stays consistent
 /// because every write is a transaction.
-async fn watch_interrupts(stop: Arc<AtomicBool>, printer: Arc<Printer>) {
+async fn watch_interrupts(stop: Arc<AtomicBool>, printer: Arc<dyn Sink>) {
     let mut count = 0;
     loop {
         interrupted().await;

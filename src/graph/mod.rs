@@ -6,7 +6,7 @@
 //!
 //! Invariants: the graph is acyclic (validation rejected `after:` loops and waits on later
 //! waves); `add-domain` exists once per attached domain and is shared by its accounts, and every
-//! account's first step on that domain waits for it (the guide's order for a new MX Plan source:
+//! account's first step on that domain waits for it (`OVHcloud`'s order for a new MX Plan source:
 //! `add-domain → rename-source → configure-target → copy-mail → verify`, so nothing is renamed
 //! before the domain is attached); waves are joined by one gate step each, so the edge count stays
 //! linear in the number of accounts.
@@ -119,8 +119,9 @@ impl StepGraph {
             };
             let (first, last) = match a.flow {
                 Flow::MxplanToExchange => {
-                    // The guide's order (§3.2): the domain is attached (state ok) before the
-                    // source frees its address, so a refused domain leaves the source as it was.
+                    // `OVHcloud`'s order for a new MX Plan: the domain is attached (state ok) before
+                    // the source frees its address, so a refused domain leaves the source as it
+                    // was.
                     let ids = chain(&[
                         StepKind::RenameSource,
                         StepKind::ConfigureTarget,

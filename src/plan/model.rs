@@ -139,9 +139,11 @@ pub struct DomainAttachment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Flow {
-    /// New MX Plan → Exchange (guide §3.2): rename, configure, copy over IMAP, verify.
+    /// New MX Plan → Exchange (the new MX Plan part of `OVHcloud`'s migration guide): rename,
+    /// configure, copy over IMAP, verify.
     MxplanToExchange,
-    /// Historical MX Plan → Exchange (guide §3.1): preflight, OVH's `migrate`, verify.
+    /// Historical MX Plan → Exchange (the historical MX Plan part of `OVHcloud`'s migration
+    /// guide): preflight, OVH's `migrate`, verify.
     LegacyToExchange,
     /// Any IMAP server → Exchange: configure a placeholder account, copy, verify.
     ImapToExchange,

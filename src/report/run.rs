@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use crate::exec::printer::human_bytes;
+use crate::exec::events::human_bytes;
 use crate::exec::snapshot::{AccountState, DnsTodo, Snapshot};
 use crate::exec::state::{IssueRow, StepRecord};
 

@@ -1,6 +1,7 @@
 //! The typed calls the plan's steps make, one small async fn each, with serde models taken from
-//! the API's schemas (`shared/ovh/schemas/`). Models keep the fields mailplan reads; unknown
-//! fields are ignored and missing optional ones default, so a newer API does not break them.
+//! the API's schemas (copies in `ovh-sim/tests/schemas/`). Models keep the fields mailplan reads;
+//! unknown fields are ignored and missing optional ones default, so a newer API does not break
+//! them.
 //!
 //! Modules: [`exchange`] (Hosted Exchange: accounts, `@configureme.me` placeholders, password,
 //! service policy, domains and their DNS diagnostics), [`mxplan`] (new MX Plan: account, rename,
@@ -173,8 +174,8 @@ pub mod exchange {
         }
     }
 
-    /// The account password rules of a service, as the control panel checks them before sending
-    /// (API facts §4.2); the server enforces the Active Directory rules they mirror.
+    /// The account password rules of a service (`passwordPolicy`), as the control panel checks
+    /// them before sending; the server enforces the Active Directory rules they mirror.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct PasswordPolicy {
         pub min_length: u32,
@@ -534,7 +535,7 @@ pub mod exchange {
         })
     }
 
-    /// What to do about an add-domain refusal (API facts §4.3).
+    /// What to do about an add-domain refusal, from the words of OVH's answer.
     pub fn add_domain_advice(message: &str) -> Option<&'static str> {
         if message.contains("Authoritative domain detected") {
             Some(
@@ -822,8 +823,8 @@ pub mod legacy {
     }
 
     impl MigrationCheckCode {
-        /// What the code means and what to do, as a sentence (after the control panel's texts,
-        /// API facts §2.3).
+        /// What the code means and what to do, as a sentence (the control panel's texts for
+        /// `checkMigrate`).
         pub fn explanation(self) -> &'static str {
             use MigrationCheckCode as C;
             match self {

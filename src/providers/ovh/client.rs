@@ -8,22 +8,33 @@
 //! Invariants:
 //! - the bytes signed are the bytes sent: the body is serialised once (compact JSON, like
 //!   python-ovh) and the signature covers the URL exactly as reqwest sends it, query included
-//!   (§1.2 of the API facts: `"$1$" + sha1_hex(AS+CK+METHOD+URL+BODY+TS)` joined with `+`);
+//!   (as the official clients sign: `"$1$" + sha1_hex(AS+CK+METHOD+URL+BODY+TS)`, the parts
+//!   joined with `+`);
 //! - the timestamp is the local clock corrected by the server's, read from `/auth/time` on first
 //!   use and once more after a `QUERY_TIME_OUT` or `INVALID_SIGNATURE` refusal (then resent);
 //!   the request is signed when it leaves, after its rate-limiter wait;
-//! - every request, retries and `/auth/time` included, first takes a token from the client's
-//!   [`RateLimiter`], shared by every clone of the client, so all tasks together stay under
-//!   the configured rate;
-//! - failures are retried with exponential backoff and jitter, at most
+//! - every request, retries and `/auth/time` included, first waits for the client's
+//!   [`RateLimiter`] (governor), shared by every clone of the client, so all tasks together stay
+//!   under the configured rate;
+//! - failures are retried with exponential backoff and jitter (backon), at most
 //!   [`RetryPolicy::max_attempts`] times, only when [`OvhError::is_retryable`] says so; a
 //!   `Retry-After` is honoured (longer than [`RetryPolicy::max_retry_after`]: not retried);
 //! - no secret reaches an error: errors carry the method, the path, the caller's activity and
 //!   the server's words.
+//!
+//! Crates do the generic parts: governor the rate limit, backon the backoff's pauses,
+//! percent-encoding the URL escapes, sha1 the digest. Written here is only what is OVH's own: the
+//! signature's layout, the `/v1`/`/v2` base rule, which failures are retried, and the retry loop
+//! itself, since a resend after a clock resync uses no attempt and no pause and a `Retry-After`
+//! replaces backon's pause.
 
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
+use governor::{DefaultDirectRateLimiter, Quota};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -84,105 +95,75 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The pause before attempt `failed + 1`, after `failed` failures (1-based), given the
-    /// server's `Retry-After` and a random `jitter` in `[0, 1)`. `None`: do not retry.
+    /// The pauses between attempts, from backon's exponential backoff with jitter: one for each
+    /// attempt after the first (`max_attempts − 1` in all), the n-th drawn uniformly from
+    /// `[d/2, d)` where `d = min(max_delay, base · 2^(n−1))` ("equal jitter"), so that tasks that
+    /// failed together do not come back together. backon adds its jitter above the delay
+    /// (`[x, 2x)`): it is given half the delays.
+    pub fn backoff(&self) -> ExponentialBackoff {
+        ExponentialBuilder::new()
+            .with_min_delay(self.base_delay.min(self.max_delay) / 2)
+            .with_max_delay(self.max_delay / 2)
+            .with_factor(2.0)
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .with_jitter()
+            .build()
+    }
+
+    /// The pause before the next attempt, given the next pause of [`RetryPolicy::backoff`]
+    /// (`None`: the attempts are spent) and the server's `Retry-After`. `None`: do not retry.
     ///
-    /// Without `Retry-After`: `min(max_delay, base · 2^(failed−1))`, of which a random half is
-    /// kept ("equal jitter"), so that tasks that failed together do not come back together.
-    /// With it: exactly what the server asked, plus up to a quarter of a second.
-    pub fn delay(
+    /// With a `Retry-After`, exactly what the server asked, plus up to a quarter of a second
+    /// (longer than [`RetryPolicy::max_retry_after`]: not retried); it uses up an attempt too.
+    pub fn pause(
         &self,
-        failed: u32,
+        backoff: Option<Duration>,
         retry_after: Option<Duration>,
-        jitter: f64,
     ) -> Option<Duration> {
-        if failed >= self.max_attempts {
-            return None;
-        }
-        let jitter = jitter.clamp(0.0, 1.0);
-        if let Some(wait) = retry_after {
-            if wait > self.max_retry_after {
-                return None;
-            }
-            return Some(wait + Duration::from_millis(250).mul_f64(jitter));
-        }
-        let doublings = failed.saturating_sub(1).min(20);
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << doublings)
-            .min(self.max_delay);
-        Some(exp.mul_f64(0.5 + jitter / 2.0))
-    }
-}
-
-/// A token bucket: `capacity` tokens, refilled at `per_second`. Taking a token when none is left
-/// books the next one (the count goes below zero) and says how long to wait for it, so waiters
-/// are served in order and never all at once. Pure: the caller passes the time.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    capacity: f64,
-    per_second: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket of `burst` tokens refilled at `per_minute`.
-    pub fn new(per_minute: u32, burst: u32, now: Instant) -> Self {
-        let capacity = f64::from(burst.max(1));
-        TokenBucket {
-            capacity,
-            per_second: f64::from(per_minute.max(1)) / 60.0,
-            tokens: capacity,
-            last: now,
-        }
-    }
-
-    /// Take a token at `now`; the time to wait before using it.
-    pub fn reserve(&mut self, now: Instant) -> Duration {
-        if now > self.last {
-            let elapsed = now.duration_since(self.last).as_secs_f64();
-            self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
-            self.last = now;
-        }
-        self.tokens -= 1.0;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.tokens / self.per_second)
+        let backoff = backoff?;
+        match retry_after {
+            Some(wait) if wait > self.max_retry_after => None,
+            Some(wait) => Some(wait + Duration::from_millis(250).mul_f64(fastrand::f64())),
+            None => Some(backoff),
         }
     }
 }
 
-/// The rate limit shared by every clone of a [`Client`].
+/// The quota of a [`RateLimiter`]: `burst` requests at once after a quiet period, then one
+/// every `60 / per_minute` seconds (governor's GCRA, the continuous form of a token bucket).
+/// `None` when `per_minute` is 0: no limit.
+pub fn quota(per_minute: u32, burst: u32) -> Option<Quota> {
+    let per_minute = NonZeroU32::new(per_minute)?;
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Some(Quota::per_minute(per_minute).allow_burst(burst))
+}
+
+/// The rate limit shared by every clone of a [`Client`]: governor's direct (unkeyed) limiter.
+/// A waiter sleeps until the limiter has a cell for it, so all tasks together stay under the
+/// quota and never all go at once.
 #[derive(Debug)]
 pub struct RateLimiter {
-    bucket: Option<Mutex<TokenBucket>>,
+    limiter: Option<DefaultDirectRateLimiter>,
 }
 
 impl RateLimiter {
     /// `per_minute == 0`: no limit.
     pub fn new(per_minute: u32, burst: u32) -> Self {
         RateLimiter {
-            bucket: (per_minute > 0)
-                .then(|| Mutex::new(TokenBucket::new(per_minute, burst, Instant::now()))),
+            limiter: quota(per_minute, burst).map(governor::RateLimiter::direct),
         }
     }
 
     /// Wait for a token.
     pub async fn acquire(&self) {
-        let Some(bucket) = &self.bucket else { return };
-        let wait = bucket
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .reserve(Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
         }
     }
 }
 
-/// `X-Ovh-Signature` for one request (§1.2 of the API facts).
+/// `X-Ovh-Signature` for one request: `$1$` and the SHA-1 of the application secret, consumer
+/// key, method, URL, body and timestamp joined with `+`.
 pub fn sign(
     application_secret: &Secret,
     consumer_key: &Secret,
@@ -203,38 +184,28 @@ pub fn sign(
     hasher.update(body);
     hasher.update(b"+");
     hasher.update(timestamp.to_string().as_bytes());
-    let digest = hasher.finalize();
-    let mut out = String::with_capacity(43);
-    out.push_str("$1$");
-    for byte in digest {
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    out
+    format!("$1${:x}", hasher.finalize())
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// What a path segment or a query value keeps as it is: the RFC 3986 unreserved characters and
+/// `@` (addresses stay readable in paths, as the official clients send them).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'@');
+/// What a query key keeps as it is: the unreserved characters.
+const QUERY_KEY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Percent-encode one path segment or query value: everything but the RFC 3986 unreserved
 /// characters and `@` (addresses stay readable in paths, as the official clients send them).
 pub fn segment(value: &str) -> String {
-    encode(value, b"-._~@")
-}
-
-fn encode(value: &str, keep: &[u8]) -> String {
-    let mut out = String::with_capacity(value.len());
-    for &byte in value.as_bytes() {
-        if byte.is_ascii_alphanumeric() || keep.contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)].to_ascii_uppercase()));
-            out.push(char::from(
-                HEX[usize::from(byte & 0xf)].to_ascii_uppercase(),
-            ));
-        }
-    }
-    out
+    utf8_percent_encode(value, SEGMENT).to_string()
 }
 
 /// The full URL of `path` (which starts with `/`) with its query. Like the official clients, a
@@ -248,9 +219,9 @@ pub fn target_url(base_url: &str, path: &str, query: &[(&str, &str)]) -> String 
     let mut url = format!("{base}{path}");
     for (i, (key, value)) in query.iter().enumerate() {
         url.push(if i == 0 { '?' } else { '&' });
-        url.push_str(&encode(key, b"-._~"));
+        url.push_str(&utf8_percent_encode(key, QUERY_KEY).to_string());
         url.push('=');
-        url.push_str(&encode(value, b"-._~@"));
+        url.push_str(&segment(value));
     }
     url
 }
@@ -472,7 +443,7 @@ impl Client {
     }
 
     async fn call<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, OvhError> {
-        let mut failed = 0;
+        let mut backoff = self.inner.retry.backoff();
         let mut resynced = false;
         loop {
             let (error, connected) = match self.attempt(&call).await {
@@ -493,15 +464,10 @@ impl Client {
                 self.resync_time().await?;
                 continue;
             }
-            failed += 1;
             if !error.is_retryable(call.method.as_str(), connected) {
                 return Err(error);
             }
-            match self
-                .inner
-                .retry
-                .delay(failed, error.retry_after, fastrand::f64())
-            {
+            match self.inner.retry.pause(backoff.next(), error.retry_after) {
                 Some(pause) => tokio::time::sleep(pause).await,
                 None => return Err(error),
             }
@@ -783,18 +749,31 @@ mod tests {
             max_delay: Duration::from_secs(5),
             max_retry_after: Duration::from_secs(30),
         };
-        assert_eq!(p.delay(1, None, 1.0), Some(Duration::from_secs(1)));
-        assert_eq!(p.delay(1, None, 0.0), Some(Duration::from_millis(500)));
-        assert_eq!(p.delay(2, None, 1.0), Some(Duration::from_secs(2)));
-        assert_eq!(p.delay(3, None, 1.0), Some(Duration::from_secs(4)));
-        assert_eq!(p.delay(4, None, 1.0), Some(Duration::from_secs(5)));
-        assert_eq!(p.delay(4, None, 0.0), Some(Duration::from_millis(2500)));
-        assert_eq!(p.delay(5, None, 0.5), None, "five attempts were made");
-        assert_eq!(
-            p.delay(1, Some(Duration::from_secs(7)), 0.0),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(p.delay(1, Some(Duration::from_secs(31)), 0.0), None);
+        // Five attempts: four pauses, each a random point of [d/2, d) for d = 1, 2, 4, 5 s.
+        for _ in 0..100 {
+            let pauses: Vec<Duration> = p.backoff().collect();
+            assert_eq!(pauses.len(), 4, "five attempts were made: {pauses:?}");
+            for (pause, d) in pauses.iter().zip([1000, 2000, 4000, 5000]) {
+                let d = Duration::from_millis(d);
+                assert!(
+                    *pause >= d / 2 && *pause < d,
+                    "{pause:?} not in [{d:?}/2, {d:?})"
+                );
+            }
+        }
+        // Jittered: tasks that failed together do not all come back together.
+        let firsts: std::collections::BTreeSet<Duration> =
+            (0..20).filter_map(|_| p.backoff().next()).collect();
+        assert!(firsts.len() > 1, "{firsts:?}");
+        let one = Some(Duration::from_secs(1));
+        assert_eq!(p.pause(one, None), one);
+        assert_eq!(p.pause(None, None), None, "the attempts are spent");
+        let asked = p
+            .pause(one, Some(Duration::from_secs(7)))
+            .expect("Retry-After honoured");
+        assert!(asked >= Duration::from_secs(7) && asked <= Duration::from_millis(7250));
+        assert_eq!(p.pause(one, Some(Duration::from_secs(31))), None);
+        assert_eq!(p.pause(None, Some(Duration::from_secs(7))), None);
     }
 
     #[test]
@@ -813,26 +792,42 @@ mod tests {
     }
 
     #[test]
-    fn token_bucket_allows_a_burst_then_spaces_requests_at_the_rate() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::new(30, 3, t0);
+    fn the_quota_allows_a_burst_then_spaces_requests_at_the_rate() {
+        use governor::clock::{Clock as _, FakeRelativeClock};
+        type Limiter = governor::RateLimiter<
+            governor::state::NotKeyed,
+            governor::state::InMemoryState,
+            FakeRelativeClock,
+            governor::middleware::NoOpMiddleware<governor::nanos::Nanos>,
+        >;
+        assert!(quota(0, 3).is_none(), "0 a minute: no limit");
+        let clock = FakeRelativeClock::default();
+        let limiter =
+            governor::RateLimiter::direct_with_clock(quota(30, 3).expect("a quota"), clock.clone());
+        let wait = |limiter: &Limiter| {
+            limiter
+                .check()
+                .err()
+                .map(|not_until| not_until.wait_time_from(clock.now()))
+        };
         for _ in 0..3 {
-            assert_eq!(b.reserve(t0), Duration::ZERO);
+            assert_eq!(wait(&limiter), None);
         }
-        // 30/min = one every 2 s; each further request books the next free slot.
-        assert_eq!(b.reserve(t0), Duration::from_secs(2));
-        assert_eq!(b.reserve(t0), Duration::from_secs(4));
-        // 10 s later the debt (-2 tokens) is paid and 3 more have accrued.
-        let later = t0 + Duration::from_secs(10);
-        assert_eq!(b.reserve(later), Duration::ZERO);
-        assert_eq!(b.reserve(later), Duration::ZERO);
-        assert_eq!(b.reserve(later), Duration::ZERO);
-        assert_eq!(b.reserve(later), Duration::from_secs(2));
+        // 30/min = one every 2 s.
+        assert_eq!(wait(&limiter), Some(Duration::from_secs(2)));
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(wait(&limiter), None);
+        assert_eq!(wait(&limiter), Some(Duration::from_secs(2)));
         // Never more than the burst after a long pause.
-        let much_later = later + Duration::from_secs(3600);
+        clock.advance(Duration::from_secs(3600));
         for _ in 0..3 {
-            assert_eq!(b.reserve(much_later), Duration::ZERO);
+            assert_eq!(wait(&limiter), None);
         }
-        assert!(b.reserve(much_later) > Duration::ZERO);
+        assert!(wait(&limiter).is_some());
+        // A burst of 0 is a burst of 1.
+        let one =
+            governor::RateLimiter::direct_with_clock(quota(30, 0).expect("a quota"), clock.clone());
+        assert_eq!(wait(&one), None);
+        assert_eq!(wait(&one), Some(Duration::from_secs(2)));
     }
 }

@@ -15,6 +15,12 @@
 //!    the endpoint (`[ovh-eu] application_key=…`);
 //! 4. the endpoint defaults to `ovh-eu` (as go-ovh does).
 //!
+//! The files are read with the `configparser` crate, set up as Python's `configparser` (which
+//! python-ovh uses) reads them. Writing a consumer key ([`save_consumer_key`], for
+//! `ovh login --save`) edits the text line by line instead ([`with_ini_key`]): the INI crates
+//! (`configparser`, `rust-ini`) write a file back from their map, which drops its comments and
+//! blank lines, and the user's other sections and notes must stay as they were.
+//!
 //! Invariant: the secret and the consumer key are [`Secret`]s from the moment they are read.
 
 use std::collections::HashMap;
@@ -175,7 +181,9 @@ pub fn load(sources: &ConfigSources<'_>, endpoint: Option<&str>) -> Result<Crede
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(OvhError::config(e.to_string())),
         };
-        for (section, key, value) in parse_ini(&text) {
+        let rows = parse_ini(&text)
+            .map_err(|e| OvhError::config(format!("cannot read {}: {e}", path.display())))?;
+        for (section, key, value) in rows {
             files.insert((section, key), (value, path.clone()));
         }
     }
@@ -331,35 +339,33 @@ pub fn save_consumer_key(path: &Path, section: &str, key: &Secret) -> Result<(),
     fs_err::rename(&tmp, path).map_err(|e| e.to_string())
 }
 
-/// A Python-`configparser`-like INI reader: `[section]`, `key = value` or `key: value`, keys
-/// lower-cased, values trimmed, whole-line comments with `#` or `;`. Indented continuation lines
-/// and lines outside a section are ignored.
-fn parse_ini(text: &str) -> Vec<(String, String, String)> {
+/// The `key=value` rows of an INI text, in file order, read as python-ovh reads `ovh.conf`
+/// (Python's `configparser`, through the `configparser` crate modelled on it): `[section]`,
+/// `key = value` or `key: value`, keys lower-cased and section names kept as written, values
+/// trimmed, whole-line comments with `#` or `;` and no inline comments (a `#` is part of a value).
+/// Lines before the first section and keys without a value (such as an indented continuation
+/// line) are ignored; a line the crate cannot read (an empty key) is an error.
+fn parse_ini(text: &str) -> Result<Vec<(String, String, String)>, String> {
+    let mut defaults = configparser::ini::Ini::new_cs().defaults();
+    defaults.enable_inline_comments = false;
+    defaults.multiline = false;
+    // The crate files lines before any header under its default section; a name with a line
+    // break can never come from a `[header]` line, so those lines stay apart and are dropped.
+    "\n(before any section)".clone_into(&mut defaults.default_section);
+    let mut ini = configparser::ini::Ini::new_from_defaults(defaults);
+    let sections = ini.read(text.to_owned())?;
     let mut out = Vec::new();
-    let mut section: Option<String> = None;
-    for line in text.lines() {
-        if line.starts_with([' ', '\t']) && !line.trim().is_empty() && section.is_some() {
+    for (section, values) in sections {
+        if section == ini.defaults().default_section {
             continue;
         }
-        let line = line.trim();
-        if line.is_empty() || line.starts_with(['#', ';']) {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = Some(name.trim().to_owned());
-            continue;
-        }
-        let Some(section) = &section else { continue };
-        let split = line.find(['=', ':']);
-        if let Some(at) = split {
-            let key = line[..at].trim().to_ascii_lowercase();
-            let value = line[at + 1..].trim().to_owned();
-            if !key.is_empty() {
-                out.push((section.clone(), key, value));
+        for (key, value) in values {
+            if let Some(value) = value {
+                out.push((section.clone(), key.to_ascii_lowercase(), value));
             }
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -396,7 +402,7 @@ mod tests {
             "[ovh-eu]\nconsumer_key=k\n"
         );
         // What is written is what the reader finds.
-        let read = parse_ini(&replaced);
+        let read = parse_ini(&replaced).expect("readable");
         assert!(read.contains(&("ovh-eu".into(), "consumer_key".into(), "new".into())));
         assert!(read.contains(&("ovh-ca".into(), "consumer_key".into(), "ca".into())));
     }
@@ -455,6 +461,37 @@ mod tests {
         assert_eq!(c.application_secret.expose(), "home-as");
         assert_eq!(c.consumer_key.as_ref().map(Secret::expose), Some("cwd-ck"));
         assert_eq!(c.consumer_key_origin, Some(Origin::File(cwd)));
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error_naming_it_without_its_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for text in [
+            "[ovh-eu]\napplication_secret=s3cr3t\n=orphan\n",
+            "[ovh-eu\napplication_secret=s3cr3t\n",
+        ] {
+            let conf = write(dir.path(), "bad.conf", text);
+            let sources = ConfigSources {
+                env: &no_env,
+                files: vec![conf.clone()],
+            };
+            let err = load(&sources, None).expect_err("unreadable");
+            assert!(
+                err.message.contains(&conf.display().to_string()),
+                "{}",
+                err.message
+            );
+            assert!(!err.message.contains("s3cr3t"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn values_keep_a_hash_and_a_semicolon_as_python_reads_them() {
+        let rows = parse_ini("[ovh-eu]\napplication_secret = a#b;c\n").expect("readable");
+        assert_eq!(
+            rows,
+            vec![("ovh-eu".into(), "application_secret".into(), "a#b;c".into())]
+        );
     }
 
     #[test]
@@ -575,7 +612,8 @@ mod tests {
     fn ini_reader_follows_configparser() {
         let rows = parse_ini(
             "top=ignored\n[ovh-eu]\nApplication_Key = AK\n# c\n; c\n  continued\nconsumer_key:CK\n",
-        );
+        )
+        .expect("readable");
         assert_eq!(
             rows,
             vec![

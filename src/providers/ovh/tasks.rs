@@ -3,7 +3,7 @@
 //! Entry points: [`wait`] for one task named by a [`TaskRef`], and [`wait_legacy_account_idle`]
 //! for "no task left on this legacy account" (the control panel's rule).
 //!
-//! The rules (API facts §2.4, §3.3, §4.4, §5):
+//! The rules, as OVH's task resources behave:
 //! - legacy MX Plan (`/email/domain/{d}/task/account/{id}`, `TaskPop` and relatives) has no
 //!   status: a task is there while pending and **vanishes when done**, so 404 means done;
 //! - Exchange (`/email/exchange/{o}/service/{s}/task/{id}`) and new MX Plan

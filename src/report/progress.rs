@@ -1,4 +1,5 @@
-//! The one printer of a run: what `apply` shows while it works.
+//! The one printer of a run: what `apply` shows while it works, the [`Sink`] the CLI gives the
+//! runner for its [`Event`]s.
 //!
 //! - [`Output::Bars`] on a terminal: an indicatif bar per active account (messages, bytes, rate,
 //!   ETA) and a total line; their lengths come from the survey's estimates, known before the
@@ -21,6 +22,8 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
+use crate::exec::events::{Event, Sink, human_bytes};
+
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
@@ -28,85 +31,6 @@ pub enum Output {
     Lines,
     Json,
     Quiet,
-}
-
-/// What happened, as the runner reports it.
-#[derive(Debug, Clone)]
-pub enum Event<'a> {
-    Started {
-        plan: &'a str,
-        steps: usize,
-        dry_run: bool,
-        state: &'a str,
-    },
-    /// A step begins; `why` says why a step that ran before runs again.
-    StepStarted {
-        key: &'a str,
-        why: Option<&'a str>,
-    },
-    /// A step that did not need to run.
-    StepUnchanged {
-        key: &'a str,
-        why: &'a str,
-    },
-    StepDone {
-        key: &'a str,
-        summary: &'a str,
-        ms: u64,
-    },
-    StepFailed {
-        key: &'a str,
-        error: &'a str,
-    },
-    StepSkipped {
-        key: &'a str,
-        because: &'a str,
-    },
-    StepInterrupted {
-        key: &'a str,
-    },
-    Retry {
-        key: &'a str,
-        attempt: u32,
-        wait: Duration,
-        error: &'a str,
-    },
-    /// A folder is about to be copied (or, in a dry run, would be).
-    Folder {
-        account: &'a str,
-        source: &'a str,
-        target: &'a str,
-        to_copy: u64,
-        already: u64,
-        skipped: u64,
-        dry_run: bool,
-    },
-    Copied {
-        account: &'a str,
-        messages: u64,
-        bytes: u64,
-    },
-    /// An account's copy surveyed its folders: per source folder, the messages it is likely to
-    /// send (an upper bound until the folder's [`Event::Folder`] gives the real count).
-    Estimated {
-        account: &'a str,
-        folders: &'a [(String, u64)],
-    },
-    Interrupting,
-    /// Something the run cannot go on without is slow to answer: said at a steady interval, so
-    /// that a long silence never hides what the run waits for.
-    Waiting {
-        what: &'a str,
-        elapsed: Duration,
-    },
-    Finished {
-        done: usize,
-        failed: usize,
-        skipped: usize,
-        interrupted: bool,
-        messages: u64,
-        bytes: u64,
-    },
 }
 
 #[derive(Debug)]
@@ -395,6 +319,16 @@ impl Printer {
     }
 }
 
+impl Sink for Printer {
+    fn event(&self, event: &Event<'_>) {
+        Printer::event(self, event);
+    }
+
+    fn clear(&self) {
+        Printer::clear(self);
+    }
+}
+
 /// What an event changed in the progress kept by the printer.
 #[derive(Debug, Clone, PartialEq)]
 enum Change {
@@ -479,23 +413,6 @@ fn short(account: &str) -> String {
     } else {
         let s: String = account.chars().take(23).collect();
         format!("{s}…")
-    }
-}
-
-/// `1.5 MB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    #[allow(clippy::cast_precision_loss)]
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
