@@ -3,7 +3,11 @@
 //! ([`secrets`]) and the bounded reading of the files a plan names ([`files`]). With
 //! [`crate::providers`], the only code that does I/O.
 
+mod credentials;
+pub mod error;
 pub mod files;
+mod fingerprint;
+mod ledger;
 pub(crate) mod legacy_layout;
 pub(crate) mod ovh;
 pub(crate) mod preflight;
@@ -12,5 +16,8 @@ pub mod refresh;
 pub mod runner;
 pub mod saved;
 pub mod secrets;
+mod slots;
 pub mod snapshot;
 pub mod state;
+mod step;
+mod steps;

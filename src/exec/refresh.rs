@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use std::sync::atomic::AtomicBool;
 
+use super::credentials::resolve_credentials;
+use super::error::ExecError;
 use super::ovh::{self, Ovh};
-use super::runner::{ExecError, resolve_credentials};
 use crate::plan::model::{Flow, Plan};
 use crate::providers::RunMode;
 use crate::providers::imap::connect::server_name;

@@ -1,0 +1,99 @@
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+
+use crate::exec::credentials::Credentials;
+use crate::exec::ovh;
+use crate::exec::printer::Printer;
+use crate::exec::state::StateStore;
+use crate::graph::{StepGraph, StepId};
+use crate::plan::model::{ImapServer, Plan};
+use crate::providers::RunMode;
+use crate::providers::imap::ImapError;
+use crate::providers::imap::copy::{self, CopyError};
+
+/// What every step task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) plan: Plan,
+    pub(crate) credentials: Vec<Credentials>,
+    pub(crate) store: Option<Arc<Mutex<StateStore>>>,
+    pub(crate) printer: Arc<Printer>,
+    pub(crate) stop: Arc<AtomicBool>,
+    /// A state write failed: the run stops as at a first Ctrl-C (no step starts, running ones
+    /// stop at a safe point) and exits 1, since what it does next could not be recorded.
+    pub(crate) state_failed: AtomicBool,
+    pub(crate) mode: RunMode,
+    pub(crate) servers: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Each server's connection cap, by [`server_name`] ([`server_caps`]).
+    pub(crate) caps: HashMap<String, usize>,
+    /// The cap of a server the plan does not name (none: every server is some platform's).
+    pub(crate) per_server: usize,
+    pub(crate) connections: usize,
+    /// The OVH API side, when the plan has OVH steps.
+    pub(crate) ovh: Option<ovh::Ovh>,
+    /// Verification results computed by `copy-mail` on its connections, for `verify`.
+    pub(crate) verified: Mutex<HashMap<usize, Vec<copy::FolderCheck>>>,
+    /// Message sizes the IMAP targets refused as too large in this run.
+    pub(crate) size_refusals: copy::SizeRefusals,
+    /// Messages and bytes the targets acknowledged in this run, whatever became of their step
+    /// (an interrupted or failed copy carried mail too): the run's summary counts these.
+    pub(crate) copied: std::sync::atomic::AtomicU64,
+    pub(crate) copied_bytes: std::sync::atomic::AtomicU64,
+}
+
+/// The stable name of a step in the state store and the output: `copy-mail alice@x.example`.
+pub fn step_key(plan: &Plan, graph: &StepGraph, id: StepId) -> String {
+    let step = graph.step(id);
+    let what = if let Some(i) = step.account {
+        plan.accounts[i].address.clone()
+    } else if let Some(d) = &step.domain {
+        d.clone()
+    } else if let Some(w) = step.wave {
+        format!("wave {w}")
+    } else {
+        String::new()
+    };
+    format!("{} {what}", step.kind.name())
+}
+
+/// What a step task returns.
+#[derive(Debug)]
+pub(crate) enum StepResult {
+    Done { summary: String, output: String },
+    Failed(String),
+    Interrupted,
+}
+
+pub(crate) fn done(summary: String, output: String) -> StepResult {
+    StepResult::Done { summary, output }
+}
+
+#[derive(Debug)]
+pub(crate) enum StepError {
+    Imap(ImapError),
+    Interrupted,
+    Other(String),
+}
+
+impl From<ImapError> for StepError {
+    fn from(e: ImapError) -> Self {
+        StepError::Imap(e)
+    }
+}
+
+impl From<CopyError> for StepError {
+    fn from(e: CopyError) -> Self {
+        match e {
+            CopyError::Imap(e) => StepError::Imap(e),
+            CopyError::Interrupted => StepError::Interrupted,
+            CopyError::Ledger(m) => StepError::Other(format!("state store: {m}")),
+        }
+    }
+}
+
+pub(crate) fn server<'a>(shared: &'a Shared, platform: &str) -> Option<&'a ImapServer> {
+    shared.plan.platforms.get(platform)?.imap.as_ref()
+}

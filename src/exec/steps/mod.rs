@@ -1,0 +1,147 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::exec::printer::{Event, Printer};
+use crate::graph::StepKind;
+use crate::plan::model::Flow;
+use crate::providers::RunMode;
+use crate::providers::imap::ImapError;
+pub(crate) mod imap;
+pub(crate) mod ovh;
+
+use self::imap::imap_step;
+use self::ovh::ovh_step;
+use crate::exec::step::{Shared, StepError, StepResult};
+
+/// Retries of a step after a network error or a "try later" answer.
+pub(crate) const MAX_RETRIES: u32 = 5;
+
+/// The first notice of a wait, then one every [`WAIT_NOTICE_EVERY`].
+pub(crate) const WAIT_NOTICE_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const WAIT_NOTICE_EVERY: Duration = Duration::from_secs(10);
+
+/// Run `work`, saying what the run waits for while it takes long (an unreachable API is
+/// retried for minutes: the operator must see why nothing happens).
+pub(crate) async fn announced<F: std::future::Future>(
+    printer: &Printer,
+    what: &str,
+    work: F,
+) -> F::Output {
+    let started = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval_at(started + WAIT_NOTICE_AFTER, WAIT_NOTICE_EVERY);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = ticks.tick() => printer.event(&Event::Waiting {
+                what,
+                elapsed: started.elapsed(),
+            }),
+        }
+    }
+}
+
+pub(crate) async fn run_step(
+    shared: &Shared,
+    key: &str,
+    kind: StepKind,
+    account: Option<usize>,
+    domain: Option<String>,
+) -> StepResult {
+    let mut attempt = 0;
+    // An OVH step may wait minutes (tasks, retries of an API that does not answer): say so.
+    let waits_for = format!("{key} (the OVH API and its tasks)");
+    let printer = &shared.printer;
+    loop {
+        let result = match (kind, account) {
+            (StepKind::AddDomain | StepKind::CheckDns, _) => {
+                let step = ovh_step(shared, kind, None, domain.as_deref());
+                announced(printer, &waits_for, step).await
+            }
+            (StepKind::CopyMail | StepKind::Verify, Some(i)) => imap_step(shared, kind, i).await,
+            (_, Some(i)) => {
+                announced(printer, &waits_for, ovh_step(shared, kind, Some(i), None)).await
+            }
+            (other, None) => Ok(StepResult::Failed(format!(
+                "{} has no account to work on",
+                other.name()
+            ))),
+        };
+        match result {
+            Ok(r) => return r,
+            Err(StepError::Interrupted) => return StepResult::Interrupted,
+            Err(StepError::Imap(e))
+                if (e.is_retryable() || fresh_login(shared, kind, account, &e))
+                    && attempt < MAX_RETRIES =>
+            {
+                attempt += 1;
+                let wait = e.backoff.unwrap_or_else(|| backoff(attempt));
+                shared.printer.event(&Event::Retry {
+                    key,
+                    attempt,
+                    wait,
+                    error: &e.to_string(),
+                });
+                if let (Some(store), RunMode::Real) = (&shared.store, shared.mode)
+                    && let Ok(g) = store.lock()
+                {
+                    let _ = g.step_retried(key);
+                }
+                if !sleep_unless_stopped(wait, &shared.stop).await {
+                    return StepResult::Interrupted;
+                }
+            }
+            Err(StepError::Imap(e)) => return StepResult::Failed(e.to_string()),
+            Err(StepError::Other(e)) => return StepResult::Failed(e),
+        }
+    }
+}
+
+/// A login refused right after OVH renamed or configured the account: the mail servers take a
+/// moment to know the new name or password, so this is retried like a network error.
+pub(crate) fn fresh_login(
+    shared: &Shared,
+    kind: StepKind,
+    account: Option<usize>,
+    e: &ImapError,
+) -> bool {
+    e.kind == crate::providers::imap::ImapErrorKind::Auth
+        && matches!(kind, StepKind::CopyMail | StepKind::Verify)
+        && account.is_some_and(|i| shared.plan.accounts[i].flow != Flow::ImapToImap)
+}
+
+/// Exponential backoff with jitter: about 1, 2, 4, 8, 16 s, at most 60 s.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let base = 1000u64 << attempt.saturating_sub(1).min(6);
+    let jitter = fastrand::u64(0..=base / 2);
+    Duration::from_millis((base / 2 + jitter + base / 4).min(60_000))
+}
+
+pub(crate) async fn sleep_unless_stopped(wait: Duration, stop: &AtomicBool) -> bool {
+    let end = Instant::now() + wait;
+    while Instant::now() < end {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100).min(end - Instant::now())).await;
+    }
+    !stop.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..=10 {
+            let b = backoff(attempt);
+            let base = 1000u64 << (attempt - 1).min(6);
+            assert!(
+                b >= Duration::from_millis((base * 3 / 4).min(60_000)),
+                "{attempt}: {b:?}"
+            );
+            assert!(b <= Duration::from_secs(60));
+        }
+    }
+}
