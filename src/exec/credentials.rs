@@ -1,3 +1,6 @@
+//! Every account's logins and passwords, resolved once before the run ([`resolve_credentials`]):
+//! all the problems are reported together and nothing runs while one is left.
+
 use crate::exec::error::ExecError;
 use crate::exec::secrets;
 use crate::plan::model::{Flow, Plan};

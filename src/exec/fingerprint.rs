@@ -1,3 +1,7 @@
+//! Whether a step's definition changed since it last ran: a step's fingerprint hashes its kind,
+//! its account's definition and its dependencies' fingerprints ([`fingerprints`]); a `verify`
+//! adds the copy's progress ([`progress_mark`]). Secrets enter only as their references.
+
 use petgraph::algo::toposort;
 use sha2::{Digest, Sha256};
 

@@ -1,3 +1,8 @@
+//! The state store as the copy of one account sees it ([`StoreLedger`], the copy's
+//! [`Ledger`](crate::providers::imap::copy::Ledger)): folder records keyed by the route the mail
+//! takes, so that a record is only trusted for the mailboxes it was made on. A failed write stops
+//! the run, since what the copy does next could not be recorded.
+
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 

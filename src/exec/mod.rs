@@ -1,7 +1,9 @@
-//! Execution: the runner that drives the step graph ([`runner`]), the state store that makes
-//! runs resumable ([`state`]), the printer of a run ([`printer`]), secret resolution
-//! ([`secrets`]) and the bounded reading of the files a plan names ([`files`]). With
-//! [`crate::providers`], the only code that does I/O.
+//! Execution: the runner that drives the step graph ([`runner`], the coordinator; the step
+//! bodies in `steps`, what they run with and return in `step`; connection `slots`, step
+//! `fingerprint`s, the copy's view of the store in `ledger`, resolved `credentials`; the run's
+//! [`error`]s), the state store that makes runs resumable ([`state`]), the printer of a run
+//! ([`printer`]), secret resolution ([`secrets`]) and the bounded reading of the files a plan
+//! names ([`files`]). With [`crate::providers`], the only code that does I/O.
 
 mod credentials;
 pub mod error;

@@ -1,5 +1,6 @@
-//! The runner: drives the step graph with tokio. One coordinator owns the ready-queue, the state
-//! store and the printer; each step runs as a task and reports back.
+//! The runner: drives the step graph with tokio. One coordinator ([`apply`]) owns the
+//! ready-queue, the state store and the printer; each step runs as a task
+//! (`steps::run_step`) and reports back. Cargo's job queue is the model.
 //!
 //! - `parallelism` steps run at once; each IMAP server takes at most its cap of connections
 //!   (the plan's `max-connections`, the command line's, or [`DEFAULT_PER_SERVER`]);

@@ -1,3 +1,8 @@
+//! Connection slots: each IMAP server takes at most its cap of connections at once
+//! ([`server_caps`]: the plan's `max-connections`, the command line's, or
+//! [`DEFAULT_PER_SERVER`]). A copy takes a source and a target slot without deadlock
+//! ([`slot_pair`]); extra pairs only take free slots ([`try_slot`]).
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -1,3 +1,8 @@
+//! What a step runs with and what it gives back: the context every step task shares
+//! ([`Shared`]), a step's stable name ([`step_key`]), its result ([`StepResult`]) and its error
+//! ([`StepError`]). Step bodies live in [`super::steps`]; only the coordinator
+//! ([`super::runner`]) turns results into step records and run events.
+
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};

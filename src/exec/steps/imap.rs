@@ -1,3 +1,7 @@
+//! The IMAP steps: `copy-mail` (one account's copy over up to `connections` pairs, the extra
+//! ones only when they pay off) and `verify` (every source message is on the target; a
+//! historical MX Plan account is compared with the counts read before OVH migrated it).
+
 use std::sync::atomic::Ordering;
 
 use tokio::sync::OwnedSemaphorePermit;

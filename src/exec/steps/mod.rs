@@ -1,17 +1,22 @@
+//! The body of a step task: [`run_step`] dispatches a step to its kind's code (IMAP in
+//! [`imap`], the OVH API in [`ovh`]) and retries it after a network error or a "try later"
+//! answer, with backoff, unless the run is stopping. It returns a result; the coordinator
+//! records it.
+
+pub(crate) mod imap;
+pub(crate) mod ovh;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use self::imap::imap_step;
+use self::ovh::ovh_step;
 use crate::exec::printer::{Event, Printer};
+use crate::exec::step::{Shared, StepError, StepResult};
 use crate::graph::StepKind;
 use crate::plan::model::Flow;
 use crate::providers::RunMode;
 use crate::providers::imap::ImapError;
-pub(crate) mod imap;
-pub(crate) mod ovh;
-
-use self::imap::imap_step;
-use self::ovh::ovh_step;
-use crate::exec::step::{Shared, StepError, StepResult};
 
 /// Retries of a step after a network error or a "try later" answer.
 pub(crate) const MAX_RETRIES: u32 = 5;

@@ -1,3 +1,5 @@
+//! The OVH API steps: the dispatch of a step's kind to its body in [`crate::exec::ovh`].
+
 use crate::exec::ovh;
 use crate::exec::step::{Shared, StepError, StepResult, done};
 use crate::exec::steps::imap::source_counts;
