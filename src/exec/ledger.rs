@@ -71,7 +71,7 @@ impl StoreLedger<'_> {
         let written = self.with(f);
         if written.is_err() {
             self.shared.state_failed.store(true, Ordering::SeqCst);
-            self.shared.stop.store(true, Ordering::SeqCst);
+            self.shared.stop.cancel();
         }
         written
     }

@@ -10,8 +10,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::plan::model::{Account, DomainAttachment, Plan, PlatformKind};
 use crate::plan::secret::Secret;
@@ -114,7 +115,11 @@ fn placeholder_busy(e: &OvhError) -> bool {
 }
 
 /// Poll `check` until it returns `Some`, every `interval`, at most `timeout`.
-async fn until<T, F, Fut>(stop: &AtomicBool, timeout: Duration, mut check: F) -> Result<T, Failure>
+async fn until<T, F, Fut>(
+    stop: &CancellationToken,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T, Failure>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, Failure>>,
@@ -125,7 +130,7 @@ where
         if let Some(t) = check().await? {
             return Ok(t);
         }
-        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if stop.is_cancelled() {
             return Err(Failure::Interrupted);
         }
         if start.elapsed() > timeout {
@@ -134,7 +139,10 @@ where
                 timeout.as_secs()
             )));
         }
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            () = stop.cancelled() => return Err(Failure::Interrupted),
+            () = tokio::time::sleep(interval) => {}
+        }
         interval = (interval * 3 / 2).min(Duration::from_secs(10));
     }
 }
@@ -174,7 +182,7 @@ pub(crate) async fn add_domain(
     plan: &Plan,
     domain: &str,
     mode: RunMode,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> StepResult {
     let (attachment, service) = domain_parts(plan, domain)?;
     let activity = format!("attaching {domain} to {}", service.service);
@@ -260,7 +268,7 @@ pub(crate) async fn rename_source(
     plan: &Plan,
     a: &Account,
     mode: RunMode,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> StepResult {
     let (service, provisional) = mxplan_parts(plan, a)?;
     let activity = format!("renaming {} to {provisional}", a.address);
@@ -397,7 +405,7 @@ pub(crate) async fn configure_target(
     a: &Account,
     password: &Secret,
     mode: RunMode,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> StepResult {
     let Some(service) = exchange_service(plan, &a.to) else {
         return Err(Failure::Blocked(format!(
@@ -502,7 +510,7 @@ async fn wait_pending_placeholders(
     ovh: &Ovh,
     activity: &str,
     service: &exchange::Service,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<bool, Failure> {
     let mut waited = false;
     for p in exchange::placeholder_addresses(&ovh.client, activity, service).await? {
@@ -539,7 +547,7 @@ async fn wait_account_ready(
     activity: &str,
     service: &exchange::Service,
     address: &str,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<(), Failure> {
     until(stop, READY_TIMEOUT, || async {
         match exchange::get_account(&ovh.client, activity, service, address).await {
@@ -557,7 +565,7 @@ async fn wait_account_idle(
     activity: &str,
     service: &exchange::Service,
     address: &str,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<(), Failure> {
     until(stop, READY_TIMEOUT, || async {
         let acc = exchange::get_account(&ovh.client, activity, service, address).await?;
@@ -572,7 +580,7 @@ async fn set_password(
     service: &exchange::Service,
     address: &str,
     password: &Secret,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<(), Failure> {
     let task = exchange::change_password(&ovh.client, activity, service, address, password).await?;
     crate::providers::ovh::tasks::wait(
@@ -670,7 +678,7 @@ pub(crate) async fn preflight(
     ovh: &Ovh,
     plan: &Plan,
     a: &Account,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> StepResult {
     let (domain, service) = legacy_parts(plan, a)?;
     let account = a.local_part();
@@ -753,7 +761,7 @@ pub(crate) async fn migrate_legacy(
     source_password: &Secret,
     counts: Option<BTreeMap<String, u32>>,
     mode: RunMode,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> StepResult {
     let (domain, service) = legacy_parts(plan, a)?;
     let account = a.local_part();
@@ -824,7 +832,7 @@ pub(crate) async fn reset_source(
     plan: &Plan,
     a: &Account,
     mode: RunMode,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> StepResult {
     let (service, provisional) = mxplan_parts(plan, a)?;
     let activity = format!("resetting {provisional}");

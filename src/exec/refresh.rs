@@ -6,8 +6,7 @@
 //! Nothing is written to a server or to the state store.
 
 use serde::Serialize;
-
-use std::sync::atomic::AtomicBool;
+use tokio_util::sync::CancellationToken;
 
 use super::credentials::resolve_credentials;
 use super::error::ExecError;
@@ -61,7 +60,7 @@ async fn ovh_steps(
     a: &crate::plan::model::Account,
     password: &crate::plan::secret::Secret,
 ) -> Vec<StepLine> {
-    let stop = AtomicBool::new(false);
+    let stop = CancellationToken::new();
     let mode = RunMode::DryRun;
     let mut lines = Vec::new();
     let mut push = |step: &'static str, r: Result<ovh::Done, ovh::Failure>| {

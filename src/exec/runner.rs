@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::exec::credentials::{Credentials, resolve_credentials};
 use crate::exec::error::ExecError;
@@ -158,8 +159,8 @@ pub async fn apply(
         state: &state_display,
     });
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let signals = tokio::spawn(watch_interrupts(Arc::clone(&stop), Arc::clone(&printer)));
+    let stop = CancellationToken::new();
+    let signals = tokio::spawn(watch_interrupts(stop.clone(), Arc::clone(&printer)));
     let keys: Vec<String> = graph
         .graph
         .node_indices()
@@ -171,7 +172,7 @@ pub async fn apply(
         credentials,
         store: store.clone(),
         printer: Arc::clone(&printer),
-        stop: Arc::clone(&stop),
+        stop: stop.clone(),
         state_failed: AtomicBool::new(false),
         mode: options.mode,
         servers: Mutex::new(HashMap::new()),
@@ -195,7 +196,7 @@ pub async fn apply(
             && let Err(e) = f(&guard)
         {
             shared.state_failed.store(true, Ordering::SeqCst);
-            shared.stop.store(true, Ordering::SeqCst);
+            shared.stop.cancel();
             printer.event(&Event::StepFailed {
                 key: "state",
                 error: &format!("{e}; the run stops"),
@@ -206,7 +207,7 @@ pub async fn apply(
     };
 
     loop {
-        while running.len() < options.parallelism.max(1) && !stop.load(Ordering::SeqCst) {
+        while running.len() < options.parallelism.max(1) && !stop.is_cancelled() {
             let Some(id) = queue.next_ready() else { break };
             let key = &keys[id.index()];
             let next = graph.step(id).clone();
@@ -351,7 +352,7 @@ pub async fn apply(
     }
 
     let state_failed = shared.state_failed.load(Ordering::SeqCst);
-    summary.interrupted = stop.load(Ordering::SeqCst) && !state_failed;
+    summary.interrupted = stop.is_cancelled() && !state_failed;
     summary.failed += usize::from(state_failed);
     summary.messages = shared.copied.load(Ordering::SeqCst);
     summary.bytes = shared.copied_bytes.load(Ordering::SeqCst);
@@ -409,13 +410,13 @@ fn skip_dependents(
 
 /// First interrupt: stop at safe points. Second: exit at once (130); the store stays consistent
 /// because every write is a transaction.
-async fn watch_interrupts(stop: Arc<AtomicBool>, printer: Arc<Printer>) {
+async fn watch_interrupts(stop: CancellationToken, printer: Arc<Printer>) {
     let mut count = 0;
     loop {
         interrupted().await;
         count += 1;
         if count == 1 {
-            stop.store(true, Ordering::SeqCst);
+            stop.cancel();
             printer.event(&Event::Interrupting);
         } else {
             // Nothing stale stays on the terminal: the bars are taken down first.

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::exec::credentials::Credentials;
 use crate::exec::ovh;
@@ -26,7 +27,9 @@ pub(crate) struct Shared {
     pub(crate) credentials: Vec<Credentials>,
     pub(crate) store: Option<Arc<Mutex<StateStore>>>,
     pub(crate) printer: Arc<Printer>,
-    pub(crate) stop: Arc<AtomicBool>,
+    /// Cancelled by the first interrupt or a failed state write: no step starts, running ones
+    /// stop at their next safe point (a copy at the end of its current batch).
+    pub(crate) stop: CancellationToken,
     /// A state write failed: the run stops as at a first Ctrl-C (no step starts, running ones
     /// stop at a safe point) and exits 1, since what it does next could not be recorded.
     pub(crate) state_failed: AtomicBool,

@@ -6,8 +6,9 @@
 pub(crate) mod imap;
 pub(crate) mod ovh;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use self::imap::imap_step;
 use self::ovh::ovh_step;
@@ -122,15 +123,12 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((base / 2 + jitter + base / 4).min(60_000))
 }
 
-pub(crate) async fn sleep_unless_stopped(wait: Duration, stop: &AtomicBool) -> bool {
-    let end = Instant::now() + wait;
-    while Instant::now() < end {
-        if stop.load(Ordering::SeqCst) {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100).min(end - Instant::now())).await;
+/// Wait `wait` unless the run stops first; `false` when it does (the step ends interrupted).
+pub(crate) async fn sleep_unless_stopped(wait: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => false,
+        () = tokio::time::sleep(wait) => !stop.is_cancelled(),
     }
-    !stop.load(Ordering::SeqCst)
 }
 
 #[cfg(test)]
@@ -148,5 +146,25 @@ mod tests {
             );
             assert!(b <= Duration::from_secs(60));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_ends_when_the_run_is_cancelled_not_at_its_end() {
+        let stop = CancellationToken::new();
+        assert!(sleep_unless_stopped(Duration::from_secs(1), &stop).await);
+        let started = tokio::time::Instant::now();
+        let cancel = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cancel.cancel();
+        });
+        assert!(!sleep_unless_stopped(Duration::from_secs(60), &stop).await);
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert!(!sleep_unless_stopped(Duration::from_secs(60), &stop).await);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(2),
+            "already cancelled"
+        );
     }
 }

@@ -16,7 +16,7 @@ pub(crate) async fn ovh_step(
     let Some(ovh_side) = &shared.ovh else {
         return Ok(StepResult::Failed("no OVH API client".to_owned()));
     };
-    let (plan, mode, stop) = (&shared.plan, shared.mode, shared.stop.as_ref());
+    let (plan, mode, stop) = (&shared.plan, shared.mode, &shared.stop);
     let a = account.map(|i| &plan.accounts[i]);
     let result = match (kind, a) {
         (StepKind::AddDomain, _) => {

@@ -26,12 +26,13 @@
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use super::append::{AppendMode, Appender, add, tagged, verdict};
 use super::connect::Session;
@@ -287,8 +288,8 @@ pub struct CopyContext<'a> {
     pub ledger: &'a dyn Ledger,
     pub mode: RunMode,
     pub observer: &'a (dyn Fn(CopyEvent<'_>) + Send + Sync),
-    /// Set by the first Ctrl-C: finish the current batch, record it, stop.
-    pub stop: &'a AtomicBool,
+    /// Cancelled by the first Ctrl-C: finish the current batch, record it, stop.
+    pub stop: &'a CancellationToken,
     /// Sizes the targets refused as too large earlier in this run.
     pub refusals: &'a SizeRefusals,
 }
@@ -770,7 +771,7 @@ async fn part(
         let stop = c.stop;
         let mut next = || {
             let mut st = folder.state.lock().ok()?;
-            if st.failed || stop.load(Ordering::SeqCst) {
+            if st.failed || stop.is_cancelled() {
                 None
             } else {
                 st.chunks.pop_front()
@@ -909,7 +910,7 @@ async fn worker(
     let mut done = Vec::new();
     loop {
         let i = shared.next.fetch_add(1, Ordering::SeqCst);
-        if c.stop.load(Ordering::SeqCst) {
+        if c.stop.is_cancelled() {
             return Err(CopyError::Interrupted);
         }
         let (Some(m), Some(status)) =
@@ -917,7 +918,7 @@ async fn worker(
         else {
             // Nothing left to take: help with a shared folder while one has chunks left, or
             // may soon have (a pair is still reading a folder large enough).
-            while !c.stop.load(Ordering::SeqCst) {
+            while !c.stop.is_cancelled() {
                 let changed = shared.changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
@@ -1645,7 +1646,7 @@ async fn transfer(
         while let Some(chunk) = next() {
             let batches = batches(&chunk);
             let sent = send_chunk(source, ss, src, &batches, &budget, flow, &tx, stop).await?;
-            if !sent || stop.load(Ordering::SeqCst) {
+            if !sent || stop.is_cancelled() {
                 break;
             }
         }
@@ -1740,7 +1741,7 @@ async fn transfer(
     }
     appending?;
     fetching?;
-    if stop.load(Ordering::SeqCst) {
+    if stop.is_cancelled() {
         return Err(CopyError::Interrupted);
     }
     Ok(())
@@ -1757,7 +1758,7 @@ async fn send_chunk(
     budget: &Arc<Semaphore>,
     flow: Flow,
     tx: &mpsc::Sender<Item>,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<bool, ImapError> {
     // Batches go into commands whole; a batch ends once all its messages passed (or, for a
     // message expunged meanwhile, once its command ended).
@@ -1783,7 +1784,7 @@ async fn send_chunk(
                     }
                     closed += 1;
                     first += 1;
-                    if stop.load(Ordering::SeqCst) {
+                    if stop.is_cancelled() {
                         break;
                     }
                     continue;
@@ -1852,7 +1853,7 @@ async fn send_chunk(
                 }
                 closed += 1;
             }
-            if closed > before && stop.load(Ordering::SeqCst) {
+            if closed > before && stop.is_cancelled() {
                 // This message ended a batch: what was sent gets recorded, nothing more is
                 // read.
                 return Ok(false);
@@ -1871,7 +1872,7 @@ async fn send_chunk(
             }
             closed += 1;
         }
-        if stop.load(Ordering::SeqCst) {
+        if stop.is_cancelled() {
             break;
         }
         first = last + 1;
