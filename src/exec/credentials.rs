@@ -1,7 +1,7 @@
 //! Every account's logins and passwords, resolved once before the run ([`resolve_credentials`]):
 //! all the problems are reported together and nothing runs while one is left.
 
-use crate::exec::error::ExecError;
+use crate::exec::Error;
 use crate::exec::secrets;
 use crate::plan::model::{Flow, Plan};
 use crate::plan::secret::Secret;
@@ -16,7 +16,7 @@ pub(crate) struct Credentials {
 }
 
 /// Resolve every account's logins and passwords; all problems at once.
-pub(crate) fn resolve_credentials(plan: &Plan) -> Result<Vec<Credentials>, ExecError> {
+pub(crate) fn resolve_credentials(plan: &Plan) -> Result<Vec<Credentials>, Error> {
     let dir = plan
         .path
         .parent()
@@ -73,7 +73,7 @@ pub(crate) fn resolve_credentials(plan: &Plan) -> Result<Vec<Credentials>, ExecE
         }
     }
     if !problems.is_empty() {
-        return Err(ExecError::Secrets {
+        return Err(Error::Secrets {
             count: problems.len(),
             list: problems.join("\n"),
         });

@@ -5,7 +5,7 @@ use crate::exec::state::StateError;
 
 /// Errors that stop `apply` before or around the run (not a step's failure).
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum ExecError {
+pub enum Error {
     #[error("{count} secret(s) cannot be resolved; nothing was executed:\n{list}")]
     #[diagnostic(
         code(exec::unresolved_secret),
@@ -28,11 +28,4 @@ pub enum ExecError {
         )
     )]
     Preflight { count: usize, list: String },
-}
-
-impl ExecError {
-    /// 2 for what is wrong before anything ran.
-    pub fn exit_code(&self) -> u8 {
-        2
-    }
 }

@@ -1,12 +1,12 @@
 //! Execution: the runner that drives the step graph ([`runner`], the coordinator; the step
 //! bodies in `steps`, what they run with and return in `step`; connection `slots`, step
 //! `fingerprint`s, the copy's view of the store in `ledger`, resolved `credentials`; the run's
-//! [`error`]s), the state store that makes runs resumable ([`state`]), the printer of a run
+//! [`Error`]), the state store that makes runs resumable ([`state`]), the printer of a run
 //! ([`printer`]), secret resolution ([`secrets`]) and the bounded reading of the files a plan
 //! names ([`files`]). With [`crate::providers`], the only code that does I/O.
 
 mod credentials;
-pub mod error;
+mod error;
 pub mod files;
 mod fingerprint;
 mod ledger;
@@ -23,3 +23,5 @@ pub mod snapshot;
 pub mod state;
 mod step;
 mod steps;
+
+pub use error::Error;

@@ -8,8 +8,8 @@
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::Error;
 use super::credentials::resolve_credentials;
-use super::error::ExecError;
 use super::ovh::{self, Ovh};
 use crate::plan::model::{Flow, Plan};
 use crate::providers::RunMode;
@@ -111,7 +111,7 @@ async fn ovh_steps(
 
 /// Read the live state of every account of the plan: folders and counts over IMAP for
 /// IMAP → IMAP accounts, the OVH steps' state (GET calls only) for the others.
-pub async fn refresh(plan: &Plan) -> Result<Vec<AccountRefresh>, ExecError> {
+pub async fn refresh(plan: &Plan) -> Result<Vec<AccountRefresh>, Error> {
     let credentials = resolve_credentials(plan)?;
     let ovh_side = if plan.accounts.iter().any(|a| a.flow != Flow::ImapToImap) {
         Some(Ovh::connect(plan, 600)?)

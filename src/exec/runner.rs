@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::exec::Error;
 use crate::exec::credentials::{Credentials, resolve_credentials};
-use crate::exec::error::ExecError;
 use crate::exec::fingerprint::{fingerprints, hex, progress_mark};
 use crate::exec::ovh;
 use crate::exec::printer::{Event, Printer};
@@ -52,6 +52,9 @@ pub struct ApplyOptions {
     pub retry_failed: bool,
     pub break_lock: bool,
     pub mode: RunMode,
+    /// What a second interrupt does, after the progress bars are taken down: end the process
+    /// (the command line exits with its code for an interruption).
+    pub on_second_interrupt: fn(),
 }
 
 /// What a run did.
@@ -65,17 +68,6 @@ pub struct RunSummary {
     pub bytes: u64,
 }
 
-impl RunSummary {
-    /// 0 done, 1 some steps failed, 130 interrupted.
-    pub fn exit_code(&self) -> u8 {
-        if self.interrupted {
-            130
-        } else {
-            u8::from(self.failed > 0 || self.skipped > 0)
-        }
-    }
-}
-
 /// The OVH client when the plan has OVH steps, and the run's preflight
 /// ([`crate::exec::preflight::check`]): everything that can be checked before the first change.
 async fn ovh_preflight(
@@ -83,7 +75,7 @@ async fn ovh_preflight(
     options: &ApplyOptions,
     credentials: &[Credentials],
     printer: &Printer,
-) -> Result<Option<ovh::Ovh>, ExecError> {
+) -> Result<Option<ovh::Ovh>, Error> {
     if plan.accounts.iter().all(|a| a.flow == Flow::ImapToImap) {
         return Ok(None);
     }
@@ -107,7 +99,7 @@ async fn ovh_preflight(
     )
     .await?;
     if !problems.is_empty() {
-        return Err(ExecError::Preflight {
+        return Err(Error::Preflight {
             count: problems.len(),
             list: problems
                 .iter()
@@ -124,7 +116,7 @@ pub async fn apply(
     plan: Plan,
     options: &ApplyOptions,
     printer: Arc<Printer>,
-) -> Result<RunSummary, ExecError> {
+) -> Result<RunSummary, Error> {
     let credentials = resolve_credentials(&plan)?;
     let graph = Arc::new(StepGraph::build(&plan));
     let ovh_side = ovh_preflight(&plan, options, &credentials, &printer).await?;
@@ -160,7 +152,11 @@ pub async fn apply(
     });
 
     let stop = CancellationToken::new();
-    let signals = tokio::spawn(watch_interrupts(stop.clone(), Arc::clone(&printer)));
+    let signals = tokio::spawn(watch_interrupts(
+        stop.clone(),
+        Arc::clone(&printer),
+        options.on_second_interrupt,
+    ));
     let keys: Vec<String> = graph
         .graph
         .node_indices()
@@ -408,9 +404,10 @@ fn skip_dependents(
     }
 }
 
-/// First interrupt: stop at safe points. Second: exit at once (130); the store stays consistent
-/// because every write is a transaction.
-async fn watch_interrupts(stop: CancellationToken, printer: Arc<Printer>) {
+/// First interrupt: stop at safe points. Second: end the process at once
+/// ([`ApplyOptions::on_second_interrupt`]); the store stays consistent because every write is a
+/// transaction.
+async fn watch_interrupts(stop: CancellationToken, printer: Arc<Printer>, exit_now: fn()) {
     let mut count = 0;
     loop {
         interrupted().await;
@@ -421,7 +418,7 @@ async fn watch_interrupts(stop: CancellationToken, printer: Arc<Printer>) {
         } else {
             // Nothing stale stays on the terminal: the bars are taken down first.
             printer.clear();
-            std::process::exit(130);
+            exit_now();
         }
     }
 }
@@ -445,19 +442,4 @@ async fn interrupted() {
 #[cfg(not(unix))]
 async fn interrupted() {
     let _ = tokio::signal::ctrl_c().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn summary_exit_codes() {
-        let mut s = RunSummary::default();
-        assert_eq!(s.exit_code(), 0);
-        s.failed = 1;
-        assert_eq!(s.exit_code(), 1);
-        s.interrupted = true;
-        assert_eq!(s.exit_code(), 130);
-    }
 }

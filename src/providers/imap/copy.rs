@@ -271,10 +271,10 @@ pub enum CopyError {
     #[diagnostic(transparent)]
     Imap(#[from] ImapError),
     #[error("state store: {0}")]
-    #[diagnostic(code(exec::state))]
+    #[diagnostic(code(imap::ledger))]
     Ledger(String),
     #[error("interrupted at a safe point; run apply again to resume")]
-    #[diagnostic(code(exec::interrupted))]
+    #[diagnostic(code(imap::interrupted))]
     Interrupted,
 }
 
