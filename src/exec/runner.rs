@@ -31,7 +31,7 @@ use crate::exec::ovh;
 use crate::exec::printer::{Event, Printer};
 use crate::exec::slots::{DEFAULT_PER_SERVER, server_caps};
 use crate::exec::state::{StateError, StateStore};
-use crate::exec::step::{Shared, StepResult, step_key};
+use crate::exec::step::{Shared, StepOutcome, StepStatus, step_key};
 use crate::exec::steps::{announced, run_step};
 use crate::graph::{ReadyQueue, StepGraph, StepId, StepKind};
 use crate::plan::model::{Flow, Plan};
@@ -178,13 +178,11 @@ pub async fn apply(
         ovh: ovh_side,
         verified: Mutex::new(HashMap::new()),
         size_refusals: copy::SizeRefusals::default(),
-        copied: 0.into(),
-        copied_bytes: 0.into(),
     });
 
     let mut summary = RunSummary::default();
     let mut queue = ReadyQueue::new(&graph);
-    let mut running: JoinSet<(StepId, StepResult, Duration)> = JoinSet::new();
+    let mut running: JoinSet<(StepId, StepOutcome, Duration)> = JoinSet::new();
     // Whether the write went through (or there is nothing to write to).
     let with_store = |f: &dyn Fn(&StateStore) -> Result<(), StateError>| -> bool {
         if let (Some(s), false) = (&store, dry)
@@ -296,7 +294,7 @@ pub async fn apply(
         let Some(joined) = running.join_next().await else {
             break;
         };
-        let (id, result, elapsed) = match joined {
+        let (id, outcome, elapsed) = match joined {
             Ok(r) => r,
             Err(e) => {
                 // A panicking step is a bug; the others go on.
@@ -310,23 +308,27 @@ pub async fn apply(
         };
         let key = &keys[id.index()];
         let ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
-        match result {
-            StepResult::Done {
-                summary: text,
-                output,
-            } => {
-                with_store(&|s| s.step_finished(key, "done", Some(ms), Some(&output), None));
+        summary.messages += outcome.counts.messages;
+        summary.bytes += outcome.counts.bytes;
+        let (status, output) = (outcome.status, outcome.output.as_deref());
+        // The error column holds why a step failed; a done step's summary is only shown.
+        let error = (status == StepStatus::Failed).then_some(outcome.summary.as_str());
+        with_store(&|s| s.step_finished(key, status.as_str(), Some(ms), output, error));
+        match status {
+            StepStatus::Done => {
                 printer.event(&Event::StepDone {
                     key,
-                    summary: &text,
+                    summary: &outcome.summary,
                     ms: u64::try_from(ms).unwrap_or(0),
                 });
                 summary.done += 1;
                 queue.finish(id);
             }
-            StepResult::Failed(error) => {
-                with_store(&|s| s.step_finished(key, "failed", Some(ms), None, Some(&error)));
-                printer.event(&Event::StepFailed { key, error: &error });
+            StepStatus::Failed => {
+                printer.event(&Event::StepFailed {
+                    key,
+                    error: &outcome.summary,
+                });
                 summary.failed += 1;
                 skip_dependents(
                     &mut queue,
@@ -340,18 +342,13 @@ pub async fn apply(
                     &with_store,
                 );
             }
-            StepResult::Interrupted => {
-                with_store(&|s| s.step_finished(key, "interrupted", Some(ms), None, None));
-                printer.event(&Event::StepInterrupted { key });
-            }
+            StepStatus::Interrupted => printer.event(&Event::StepInterrupted { key }),
         }
     }
 
     let state_failed = shared.state_failed.load(Ordering::SeqCst);
     summary.interrupted = stop.is_cancelled() && !state_failed;
     summary.failed += usize::from(state_failed);
-    summary.messages = shared.copied.load(Ordering::SeqCst);
-    summary.bytes = shared.copied_bytes.load(Ordering::SeqCst);
     signals.abort();
     if let (Some(s), false) = (&store, dry)
         && let Ok(guard) = s.lock()

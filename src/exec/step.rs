@@ -1,10 +1,10 @@
 //! What a step runs with and what it gives back: the context every step task shares
-//! ([`Shared`]), a step's stable name ([`step_key`]), its result ([`StepResult`]) and its error
+//! ([`Shared`]), a step's stable name ([`step_key`]), its outcome ([`StepOutcome`]) and its error
 //! ([`StepError`]). Step bodies live in [`super::steps`]; only the coordinator
 //! ([`super::runner`]) turns results into step records and run events.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
@@ -46,10 +46,6 @@ pub(crate) struct Shared {
     pub(crate) verified: Mutex<HashMap<usize, Vec<copy::FolderCheck>>>,
     /// Message sizes the IMAP targets refused as too large in this run.
     pub(crate) size_refusals: copy::SizeRefusals,
-    /// Messages and bytes the targets acknowledged in this run, whatever became of their step
-    /// (an interrupted or failed copy carried mail too): the run's summary counts these.
-    pub(crate) copied: std::sync::atomic::AtomicU64,
-    pub(crate) copied_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// The stable name of a step in the state store and the output: `copy-mail alice@x.example`.
@@ -67,16 +63,99 @@ pub fn step_key(plan: &Plan, graph: &StepGraph, id: StepId) -> String {
     format!("{} {what}", step.kind.name())
 }
 
-/// What a step task returns.
-#[derive(Debug)]
-pub(crate) enum StepResult {
-    Done { summary: String, output: String },
-    Failed(String),
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StepStatus {
+    Done,
+    Failed,
+    /// Stopped at a safe point by the run's cancellation; the next run resumes it.
     Interrupted,
 }
 
-pub(crate) fn done(summary: String, output: String) -> StepResult {
-    StepResult::Done { summary, output }
+impl StepStatus {
+    /// The status as the state store records it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Done => "done",
+            StepStatus::Failed => "failed",
+            StepStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The mail a step carried to its target, whatever became of the step (an interrupted or failed
+/// copy carried mail too). Atomic: the copy's observer adds to it from its connection pairs.
+#[derive(Debug, Default)]
+pub(crate) struct Carried {
+    pub(crate) messages: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+}
+
+impl Carried {
+    pub(crate) fn add(&self, messages: u64, bytes: u64) {
+        self.messages.fetch_add(messages, Ordering::SeqCst);
+        self.bytes.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    fn counts(&self) -> StepCounts {
+        StepCounts {
+            messages: self.messages.load(Ordering::SeqCst),
+            bytes: self.bytes.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Messages and bytes a step carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct StepCounts {
+    pub(crate) messages: u64,
+    pub(crate) bytes: u64,
+}
+
+/// What a step task gives back to the coordinator, the only one that records it and reports it.
+#[derive(Debug)]
+pub(crate) struct StepOutcome {
+    pub(crate) status: StepStatus,
+    /// What the step did (done), or why it failed; empty when interrupted.
+    pub(crate) summary: String,
+    /// The step's structured output (JSON) for the state store and the report: a done step's,
+    /// and a failed verification's checks (what is missing where).
+    pub(crate) output: Option<String>,
+    pub(crate) counts: StepCounts,
+}
+
+impl StepOutcome {
+    pub(crate) fn done(summary: String, output: String) -> Self {
+        Self::new(StepStatus::Done, summary, Some(output))
+    }
+
+    pub(crate) fn failed(why: String) -> Self {
+        Self::new(StepStatus::Failed, why, None)
+    }
+
+    /// A failure with the output that shows it (a verification's checks).
+    pub(crate) fn failed_with(why: String, output: String) -> Self {
+        Self::new(StepStatus::Failed, why, Some(output))
+    }
+
+    pub(crate) fn interrupted() -> Self {
+        Self::new(StepStatus::Interrupted, String::new(), None)
+    }
+
+    fn new(status: StepStatus, summary: String, output: Option<String>) -> Self {
+        StepOutcome {
+            status,
+            summary,
+            output,
+            counts: StepCounts::default(),
+        }
+    }
+
+    /// This outcome with what the step carried.
+    pub(crate) fn carried(mut self, carried: &Carried) -> Self {
+        self.counts = carried.counts();
+        self
+    }
 }
 
 #[derive(Debug)]

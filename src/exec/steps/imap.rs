@@ -2,14 +2,12 @@
 //! ones only when they pay off) and `verify` (every source message is on the target; a
 //! historical MX Plan account is compared with the counts read before OVH migrated it).
 
-use std::sync::atomic::Ordering;
-
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::exec::ledger::StoreLedger;
 use crate::exec::printer::{Event, human_bytes};
 use crate::exec::slots::{slot, slot_pair, try_slot};
-use crate::exec::step::{Shared, StepError, StepResult, done, server};
+use crate::exec::step::{Carried, Shared, StepError, StepOutcome, server};
 use crate::graph::StepKind;
 use crate::plan::model::{Flow, ImapServer};
 use crate::providers::RunMode;
@@ -34,17 +32,18 @@ pub(crate) async fn imap_step(
     shared: &Shared,
     kind: StepKind,
     i: usize,
-) -> Result<StepResult, StepError> {
+    carried: &Carried,
+) -> Result<StepOutcome, StepError> {
     let a = &shared.plan.accounts[i];
     let (Some(source), Some(target)) = (server(shared, &a.from), server(shared, &a.to)) else {
-        return Ok(StepResult::Failed(
+        return Ok(StepOutcome::failed(
             "the plan gives no IMAP server (`imap:`) for this account's platforms".to_owned(),
         ));
     };
     let dry = shared.mode == RunMode::DryRun;
     match (kind, a.flow) {
         // The OVH flows' accounts exist on IMAP only once the steps before have run.
-        (StepKind::CopyMail, flow) if dry && flow != Flow::ImapToImap => Ok(done(
+        (StepKind::CopyMail, flow) if dry && flow != Flow::ImapToImap => Ok(StepOutcome::done(
             format!(
                 "would copy mail over IMAP from {} to {} once both are ready",
                 a.copy_source_address(),
@@ -52,12 +51,12 @@ pub(crate) async fn imap_step(
             ),
             "{}".to_owned(),
         )),
-        (StepKind::Verify, _) if dry => Ok(done(
+        (StepKind::Verify, _) if dry => Ok(StepOutcome::done(
             "would verify every source message on the target".to_owned(),
             "{}".to_owned(),
         )),
         (StepKind::Verify, Flow::LegacyToExchange) => verify_migrated(shared, i, target).await,
-        (StepKind::CopyMail, _) => copy_step(shared, i, source, target).await,
+        (StepKind::CopyMail, _) => copy_step(shared, i, source, target, carried).await,
         _ => verify_step(shared, i, source, target).await,
     }
 }
@@ -91,7 +90,7 @@ pub(crate) async fn verify_migrated(
     shared: &Shared,
     account: usize,
     target: &ImapServer,
-) -> Result<StepResult, StepError> {
+) -> Result<StepOutcome, StepError> {
     let a = &shared.plan.accounts[account];
     let key = format!("source-counts {}", a.address);
     let before: Option<std::collections::BTreeMap<String, u32>> = shared
@@ -122,7 +121,7 @@ pub(crate) async fn verify_migrated(
     let total: u32 = after.values().sum();
     let output = serde_json::json!({"before": before, "after": after}).to_string();
     let Some(before) = before else {
-        return Ok(done(
+        return Ok(StepOutcome::done(
             format!(
                 "{total} message(s) in {} folder(s) on the target (no source counts to compare:                  the plan gives no IMAP server for the source)",
                 after.len()
@@ -146,7 +145,7 @@ pub(crate) async fn verify_migrated(
         })
         .collect();
     if short.is_empty() {
-        Ok(done(
+        Ok(StepOutcome::done(
             format!(
                 "all {} message(s) of {} folder(s) are on the target",
                 before.values().sum::<u32>(),
@@ -155,7 +154,7 @@ pub(crate) async fn verify_migrated(
             output,
         ))
     } else {
-        Ok(StepResult::Failed(format!(
+        Ok(StepOutcome::failed(format!(
             "the migrated mailbox holds fewer messages than the source did: {}",
             short.join("; ")
         )))
@@ -218,7 +217,8 @@ pub(crate) async fn copy_step(
     i: usize,
     source: &ImapServer,
     target: &ImapServer,
-) -> Result<StepResult, StepError> {
+    carried: &Carried,
+) -> Result<StepOutcome, StepError> {
     let a = &shared.plan.accounts[i];
     let (mut s, mut t, _slots) = sessions(shared, i, source, target).await?;
     let ledger = StoreLedger::of(shared, i, source, target);
@@ -243,8 +243,7 @@ pub(crate) async fn copy_step(
             });
         }
         CopyEvent::Copied { messages, bytes } => {
-            shared.copied.fetch_add(messages, Ordering::SeqCst);
-            shared.copied_bytes.fetch_add(bytes, Ordering::SeqCst);
+            carried.add(messages, bytes);
             printer.event(&Event::Copied {
                 account: address,
                 messages,
@@ -352,7 +351,7 @@ pub(crate) async fn copy_step(
     };
     let output = serde_json::json!({ "folders": outcomes, "total": total, "flow": survey.flow() })
         .to_string();
-    Ok(StepResult::Done { summary, output })
+    Ok(StepOutcome::done(summary, output))
 }
 
 /// The folders the target refused to create, for a copy's summary (the report has why).
@@ -378,7 +377,7 @@ pub(crate) async fn verify_step(
     i: usize,
     source: &ImapServer,
     target: &ImapServer,
-) -> Result<StepResult, StepError> {
+) -> Result<StepOutcome, StepError> {
     let a = &shared.plan.accounts[i];
     // Checked by copy-mail on its own connections just before, when it could.
     let cached = shared.verified.lock().ok().and_then(|mut c| c.remove(&i));
@@ -396,19 +395,13 @@ pub(crate) async fn verify_step(
     };
     let missing: u64 = checks.iter().map(|c| c.missing_count).sum();
     let output = serde_json::json!({ "folders": checks, "missing": missing }).to_string();
-    match verify_verdict(&checks, shared.plan.resets_source(a)) {
-        Ok(summary) => Ok(StepResult::Done { summary, output }),
-        Err(failure) => {
-            if let Some(store) = &shared.store
-                && shared.mode == RunMode::Real
-                && let Ok(g) = store.lock()
-            {
-                let key = format!("verify {}", a.address);
-                let _ = g.step_finished(&key, "failed", None, Some(&output), None);
-            }
-            Ok(StepResult::Failed(failure))
-        }
-    }
+    Ok(
+        match verify_verdict(&checks, shared.plan.resets_source(a)) {
+            Ok(summary) => StepOutcome::done(summary, output),
+            // The checks say what is missing where: the report shows them.
+            Err(failure) => StepOutcome::failed_with(failure, output),
+        },
+    )
 }
 
 /// What a verification says: its summary, or why it fails. A message the copy was to carry and

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use self::imap::imap_step;
 use self::ovh::ovh_step;
 use crate::exec::printer::{Event, Printer};
-use crate::exec::step::{Shared, StepError, StepResult};
+use crate::exec::step::{Carried, Shared, StepError, StepOutcome};
 use crate::graph::StepKind;
 use crate::plan::model::Flow;
 use crate::providers::RunMode;
@@ -53,29 +53,32 @@ pub(crate) async fn run_step(
     kind: StepKind,
     account: Option<usize>,
     domain: Option<String>,
-) -> StepResult {
+) -> StepOutcome {
     let mut attempt = 0;
     // An OVH step may wait minutes (tasks, retries of an API that does not answer): say so.
     let waits_for = format!("{key} (the OVH API and its tasks)");
     let printer = &shared.printer;
-    loop {
+    let carried = Carried::default();
+    let outcome = loop {
         let result = match (kind, account) {
             (StepKind::AddDomain | StepKind::CheckDns, _) => {
                 let step = ovh_step(shared, kind, None, domain.as_deref());
                 announced(printer, &waits_for, step).await
             }
-            (StepKind::CopyMail | StepKind::Verify, Some(i)) => imap_step(shared, kind, i).await,
+            (StepKind::CopyMail | StepKind::Verify, Some(i)) => {
+                imap_step(shared, kind, i, &carried).await
+            }
             (_, Some(i)) => {
                 announced(printer, &waits_for, ovh_step(shared, kind, Some(i), None)).await
             }
-            (other, None) => Ok(StepResult::Failed(format!(
+            (other, None) => Ok(StepOutcome::failed(format!(
                 "{} has no account to work on",
                 other.name()
             ))),
         };
         match result {
-            Ok(r) => return r,
-            Err(StepError::Interrupted) => return StepResult::Interrupted,
+            Ok(r) => break r,
+            Err(StepError::Interrupted) => break StepOutcome::interrupted(),
             Err(StepError::Imap(e))
                 if (e.is_retryable() || fresh_login(shared, kind, account, &e))
                     && attempt < MAX_RETRIES =>
@@ -94,13 +97,14 @@ pub(crate) async fn run_step(
                     let _ = g.step_retried(key);
                 }
                 if !sleep_unless_stopped(wait, &shared.stop).await {
-                    return StepResult::Interrupted;
+                    break StepOutcome::interrupted();
                 }
             }
-            Err(StepError::Imap(e)) => return StepResult::Failed(e.to_string()),
-            Err(StepError::Other(e)) => return StepResult::Failed(e),
+            Err(StepError::Imap(e)) => break StepOutcome::failed(e.to_string()),
+            Err(StepError::Other(e)) => break StepOutcome::failed(e),
         }
-    }
+    };
+    outcome.carried(&carried)
 }
 
 /// A login refused right after OVH renamed or configured the account: the mail servers take a

@@ -1,7 +1,7 @@
 //! The OVH API steps: the dispatch of a step's kind to its body in [`crate::exec::ovh`].
 
 use crate::exec::ovh;
-use crate::exec::step::{Shared, StepError, StepResult, done};
+use crate::exec::step::{Shared, StepError, StepOutcome};
 use crate::exec::steps::imap::source_counts;
 use crate::graph::StepKind;
 use crate::providers::RunMode;
@@ -12,9 +12,9 @@ pub(crate) async fn ovh_step(
     kind: StepKind,
     account: Option<usize>,
     domain: Option<&str>,
-) -> Result<StepResult, StepError> {
+) -> Result<StepOutcome, StepError> {
     let Some(ovh_side) = &shared.ovh else {
-        return Ok(StepResult::Failed("no OVH API client".to_owned()));
+        return Ok(StepOutcome::failed("no OVH API client".to_owned()));
     };
     let (plan, mode, stop) = (&shared.plan, shared.mode, &shared.stop);
     let a = account.map(|i| &plan.accounts[i]);
@@ -55,16 +55,16 @@ pub(crate) async fn ovh_step(
         }
         (StepKind::ResetSource, Some(a)) => ovh::reset_source(ovh_side, plan, a, mode, stop).await,
         (other, _) => {
-            return Ok(StepResult::Failed(format!(
+            return Ok(StepOutcome::failed(format!(
                 "{} cannot run here",
                 other.name()
             )));
         }
     };
     match result {
-        Ok(d) => Ok(done(d.summary, d.output.to_string())),
+        Ok(d) => Ok(StepOutcome::done(d.summary, d.output.to_string())),
         Err(ovh::Failure::Interrupted) => Err(StepError::Interrupted),
-        Err(ovh::Failure::Ovh(e)) => Ok(StepResult::Failed(e.to_string())),
-        Err(ovh::Failure::Blocked(why)) => Ok(StepResult::Failed(why)),
+        Err(ovh::Failure::Ovh(e)) => Ok(StepOutcome::failed(e.to_string())),
+        Err(ovh::Failure::Blocked(why)) => Ok(StepOutcome::failed(why)),
     }
 }
