@@ -1,10 +1,13 @@
 //! Whether a step's definition changed since it last ran: a step's fingerprint hashes its kind,
 //! its account's definition and its dependencies' fingerprints ([`fingerprints`]); a `verify`
-//! adds the copy's progress ([`progress_mark`]). Secrets enter only as their references.
+//! adds the copy's progress ([`progress_mark`]). A step's record then says whether it is to run
+//! again, and why ([`freshness`]: `Fresh` or `Dirty(reason)`). Secrets enter only as their
+//! references.
 
 use petgraph::algo::toposort;
 use sha2::{Digest, Sha256};
 
+use crate::exec::state::StepRecord;
 use crate::exec::step::Shared;
 use crate::graph::{StepGraph, StepKind};
 use crate::plan::model::{Account, Plan};
@@ -70,6 +73,63 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// Whether a step's record still holds for its fingerprint now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Done with this very definition (and, for `verify`, this copy progress).
+    Fresh,
+    /// To run (again), and why.
+    Dirty(Dirty),
+}
+
+/// Why a step is to run (again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Dirty {
+    /// Never ran, or was skipped because a dependency failed.
+    New,
+    /// Done, but its definition or a dependency's changed since.
+    Changed,
+    /// Failed in an earlier run: with this very definition (`same_definition`, it runs again
+    /// only when asked to) or with another.
+    Failed {
+        same_definition: bool,
+        error: Option<String>,
+    },
+    /// Started and never finished (interrupted, or the process was killed).
+    Interrupted,
+}
+
+impl Dirty {
+    /// Why the step starts, for the output; `None` for a first run.
+    pub(crate) fn why(&self) -> Option<&'static str> {
+        match self {
+            Dirty::New => None,
+            Dirty::Changed => Some("changed since the last run"),
+            Dirty::Failed { .. } => Some("retrying a failed step"),
+            Dirty::Interrupted => Some("resuming an interrupted step"),
+        }
+    }
+}
+
+/// The freshness of a step whose fingerprint is `fingerprint` now and whose record is
+/// `previous`.
+pub(crate) fn freshness(previous: Option<&StepRecord>, fingerprint: &str) -> Freshness {
+    let Some(p) = previous else {
+        return Freshness::Dirty(Dirty::New);
+    };
+    let same_definition = p.fingerprint == fingerprint;
+    Freshness::Dirty(match p.status.as_str() {
+        "done" if same_definition => return Freshness::Fresh,
+        "done" => Dirty::Changed,
+        "failed" => Dirty::Failed {
+            same_definition,
+            error: p.error.clone(),
+        },
+        "running" | "interrupted" => Dirty::Interrupted,
+        _ => Dirty::New,
+    })
+}
+
 /// The copy progress of an account as a short digest: verification is due again when it moves.
 pub(crate) fn progress_mark(shared: &Shared, account: &str) -> String {
     let Some(store) = &shared.store else {
@@ -130,5 +190,42 @@ accounts:
         assert!(changed("configure-target a@acme.example"));
         assert!(!changed("rename-source a@acme.example"));
         assert!(!changed("add-domain acme.example"));
+    }
+
+    #[test]
+    fn freshness_says_why_a_step_runs_again() {
+        let record = |status: &str, fingerprint: &str| StepRecord {
+            key: "verify a@x.example".to_owned(),
+            account: None,
+            kind: "verify".to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            status: status.to_owned(),
+            attempts: 1,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            output: None,
+            error: Some("3 missing".to_owned()),
+        };
+        let of = |status, fp| freshness(Some(&record(status, fp)), "f1");
+        assert_eq!(freshness(None, "f1"), Freshness::Dirty(Dirty::New));
+        assert_eq!(of("done", "f1"), Freshness::Fresh);
+        assert_eq!(of("done", "f0"), Freshness::Dirty(Dirty::Changed));
+        let failed = |same_definition| {
+            Freshness::Dirty(Dirty::Failed {
+                same_definition,
+                error: Some("3 missing".to_owned()),
+            })
+        };
+        assert_eq!(of("failed", "f1"), failed(true));
+        assert_eq!(of("failed", "f0"), failed(false));
+        assert_eq!(of("running", "f0"), Freshness::Dirty(Dirty::Interrupted));
+        assert_eq!(
+            of("interrupted", "f1"),
+            Freshness::Dirty(Dirty::Interrupted)
+        );
+        assert_eq!(of("skipped", "f1"), Freshness::Dirty(Dirty::New));
+        assert_eq!(Dirty::Changed.why(), Some("changed since the last run"));
+        assert_eq!(Dirty::New.why(), None);
     }
 }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::exec::Error;
 use crate::exec::credentials::{Credentials, resolve_credentials};
-use crate::exec::fingerprint::{fingerprints, hex, progress_mark};
+use crate::exec::fingerprint::{Dirty, Freshness, fingerprints, freshness, hex, progress_mark};
 use crate::exec::ovh;
 use crate::exec::printer::{Event, Printer};
 use crate::exec::slots::{DEFAULT_PER_SERVER, server_caps};
@@ -221,43 +221,37 @@ pub async fn apply(
                 Some(s) => s.lock().ok().and_then(|g| g.step(key).ok().flatten()),
                 None => None,
             };
-            let why = match &previous {
-                Some(p) if p.fingerprint != fp && p.status == "done" => {
-                    Some("changed since the last run")
-                }
-                Some(p) if p.status == "failed" && p.fingerprint == fp && !options.retry_failed => {
-                    let reason = format!(
-                        "failed in an earlier run ({}); use --retry-failed to try again",
-                        p.error.as_deref().unwrap_or("no reason recorded")
-                    );
-                    printer.event(&Event::StepFailed {
-                        key,
-                        error: &reason,
-                    });
-                    summary.failed += 1;
-                    skip_dependents(
-                        &mut queue,
-                        id,
-                        key,
-                        &keys,
-                        &graph,
-                        &fps,
-                        &shared,
-                        &mut summary,
-                        &with_store,
-                    );
-                    continue;
-                }
-                Some(p) if p.status == "failed" => Some("retrying a failed step"),
-                Some(p) if p.status == "running" || p.status == "interrupted" => {
-                    Some("resuming an interrupted step")
-                }
-                _ => None,
-            };
-            let unchanged = previous
-                .as_ref()
-                .is_some_and(|p| p.status == "done" && p.fingerprint == fp);
-            if unchanged && next.kind != StepKind::CopyMail {
+            let freshness = freshness(previous.as_ref(), &fp);
+            if let Freshness::Dirty(Dirty::Failed {
+                same_definition: true,
+                error,
+            }) = &freshness
+                && !options.retry_failed
+            {
+                let reason = format!(
+                    "failed in an earlier run ({}); use --retry-failed to try again",
+                    error.as_deref().unwrap_or("no reason recorded")
+                );
+                printer.event(&Event::StepFailed {
+                    key,
+                    error: &reason,
+                });
+                summary.failed += 1;
+                skip_dependents(
+                    &mut queue,
+                    id,
+                    key,
+                    &keys,
+                    &graph,
+                    &fps,
+                    &shared,
+                    &mut summary,
+                    &with_store,
+                );
+                continue;
+            }
+            // A copy always runs: its pass is incremental, and new mail may have arrived.
+            if freshness == Freshness::Fresh && next.kind != StepKind::CopyMail {
                 let why = if next.kind == StepKind::Verify {
                     "verified, nothing copied since"
                 } else {
@@ -268,6 +262,10 @@ pub async fn apply(
                 queue.finish(id);
                 continue;
             }
+            let why = match &freshness {
+                Freshness::Fresh => None,
+                Freshness::Dirty(dirty) => dirty.why(),
+            };
             if next.kind == StepKind::WaveGate {
                 with_store(&|s| {
                     s.step_started(key, None, next.kind.name(), &fp)?;
