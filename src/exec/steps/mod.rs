@@ -8,6 +8,7 @@ pub(crate) mod ovh;
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 
 use self::imap::imap_step;
@@ -120,11 +121,23 @@ pub(crate) fn fresh_login(
         && account.is_some_and(|i| shared.plan.accounts[i].flow != Flow::ImapToImap)
 }
 
-/// Exponential backoff with jitter: about 1, 2, 4, 8, 16 s, at most 60 s.
+/// The longest wait before a retry.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The wait before retry number `attempt` (from 1): exponential with jitter ([`backon`]),
+/// 0.75 s doubling at each attempt plus up to as much again at random (about 1, 2, 4, 8, 16 s),
+/// at most [`MAX_BACKOFF`].
 pub(crate) fn backoff(attempt: u32) -> Duration {
-    let base = 1000u64 << attempt.saturating_sub(1).min(6);
-    let jitter = fastrand::u64(0..=base / 2);
-    Duration::from_millis((base / 2 + jitter + base / 4).min(60_000))
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(750))
+        .with_factor(2.0)
+        .with_max_delay(MAX_BACKOFF * 4 / 5)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempt.saturating_sub(1) as usize)
+        .unwrap_or(MAX_BACKOFF)
+        .min(MAX_BACKOFF)
 }
 
 /// Wait `wait` unless the run stops first; `false` when it does (the step ends interrupted).
