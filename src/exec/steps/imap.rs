@@ -121,13 +121,7 @@ pub(crate) async fn verify_migrated(
     let total: u32 = after.values().sum();
     let output = serde_json::json!({"before": before, "after": after}).to_string();
     let Some(before) = before else {
-        return Ok(StepOutcome::done(
-            format!(
-                "{total} message(s) in {} folder(s) on the target (no source counts to compare:                  the plan gives no IMAP server for the source)",
-                after.len()
-            ),
-            output,
-        ));
+        return Ok(StepOutcome::done(uncompared(total, after.len()), output));
     };
     // OVH's migration renames folders on the way (`Sent` → `Sent Items`, …): each source
     // folder is compared with the folder it lands in.
@@ -159,6 +153,14 @@ pub(crate) async fn verify_migrated(
             short.join("; ")
         )))
     }
+}
+
+/// The summary of a migrated account's verification without the source's counts.
+fn uncompared(total: u32, folders: usize) -> String {
+    format!(
+        "{total} message(s) in {folders} folder(s) on the target (no source counts to compare: \
+         the plan gives no IMAP server for the source)"
+    )
 }
 
 pub(crate) async fn sessions(
@@ -533,6 +535,15 @@ mod tests {
                 "2 source message(s) missing on the target: INBOX (2 missing, e.g. uid 0"
             ),
             "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_verification_without_source_counts_reads_as_one_sentence() {
+        assert_eq!(
+            uncompared(12, 3),
+            "12 message(s) in 3 folder(s) on the target (no source counts to compare: the plan \
+             gives no IMAP server for the source)"
         );
     }
 }
