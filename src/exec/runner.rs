@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +32,7 @@ use crate::exec::ovh;
 use crate::exec::printer::{Event, Printer};
 use crate::exec::slots::{DEFAULT_PER_SERVER, server_caps};
 use crate::exec::state::{StateError, StateStore};
-use crate::exec::step::{Shared, StepOutcome, StepStatus, step_key};
+use crate::exec::step::{Retrying, Shared, StepOutcome, StepStatus, StepTask, step_key};
 use crate::exec::steps::{announced, run_step};
 use crate::graph::{ReadyQueue, StepGraph, StepId, StepKind};
 use crate::plan::model::{Flow, Plan};
@@ -183,6 +184,7 @@ pub async fn apply(
     let mut summary = RunSummary::default();
     let mut queue = ReadyQueue::new(&graph);
     let mut running: JoinSet<(StepId, StepOutcome, Duration)> = JoinSet::new();
+    let (retries, mut retrying) = mpsc::unbounded_channel::<Retrying>();
     // Whether the write went through (or there is nothing to write to).
     let with_store = |f: &dyn Fn(&StateStore) -> Result<(), StateError>| -> bool {
         if let (Some(s), false) = (&store, dry)
@@ -282,14 +284,37 @@ pub async fn apply(
             printer.event(&Event::StepStarted { key, why });
             let shared = Arc::clone(&shared);
             let key = key.clone();
+            let retries = retries.clone();
             running.spawn(async move {
                 let started = Instant::now();
-                let result =
-                    run_step(&shared, &key, next.kind, next.account, next.domain.clone()).await;
-                (id, result, started.elapsed())
+                let task = StepTask {
+                    id,
+                    key: &key,
+                    kind: next.kind,
+                    account: next.account,
+                    domain: next.domain.as_deref(),
+                };
+                let outcome = run_step(&shared, &task, &retries).await;
+                (id, outcome, started.elapsed())
             });
         }
-        let Some(joined) = running.join_next().await else {
+        // What running steps report comes first: a step sends its retries before it ends.
+        let joined = tokio::select! {
+            biased;
+            Some(retry) = retrying.recv() => {
+                let key = &keys[retry.id.index()];
+                printer.event(&Event::Retry {
+                    key,
+                    attempt: retry.attempt,
+                    wait: retry.wait,
+                    error: &retry.error,
+                });
+                with_store(&|s| s.step_retried(key));
+                continue;
+            }
+            joined = running.join_next() => joined,
+        };
+        let Some(joined) = joined else {
             break;
         };
         let (id, outcome, elapsed) = match joined {

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,7 @@ use crate::exec::credentials::Credentials;
 use crate::exec::ovh;
 use crate::exec::printer::Printer;
 use crate::exec::state::StateStore;
-use crate::graph::{StepGraph, StepId};
+use crate::graph::{StepGraph, StepId, StepKind};
 use crate::plan::model::{ImapServer, Plan};
 use crate::providers::RunMode;
 use crate::providers::imap::ImapError;
@@ -61,6 +62,27 @@ pub fn step_key(plan: &Plan, graph: &StepGraph, id: StepId) -> String {
         String::new()
     };
     format!("{} {what}", step.kind.name())
+}
+
+/// The step a task runs.
+#[derive(Debug)]
+pub(crate) struct StepTask<'a> {
+    pub(crate) id: StepId,
+    /// Its [`step_key`].
+    pub(crate) key: &'a str,
+    pub(crate) kind: StepKind,
+    pub(crate) account: Option<usize>,
+    pub(crate) domain: Option<&'a str>,
+}
+
+/// A running step is to be tried again after `wait`: the coordinator says so and records the
+/// attempt.
+#[derive(Debug)]
+pub(crate) struct Retrying {
+    pub(crate) id: StepId,
+    pub(crate) attempt: u32,
+    pub(crate) wait: Duration,
+    pub(crate) error: String,
 }
 
 /// How a step ended.

@@ -9,15 +9,15 @@ pub(crate) mod ovh;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use self::imap::imap_step;
 use self::ovh::ovh_step;
 use crate::exec::printer::{Event, Printer};
-use crate::exec::step::{Carried, Shared, StepError, StepOutcome};
+use crate::exec::step::{Carried, Retrying, Shared, StepError, StepOutcome, StepTask};
 use crate::graph::StepKind;
 use crate::plan::model::Flow;
-use crate::providers::RunMode;
 use crate::providers::imap::ImapError;
 
 /// Retries of a step after a network error or a "try later" answer.
@@ -48,13 +48,21 @@ pub(crate) async fn announced<F: std::future::Future>(
     }
 }
 
+/// Run one step, retrying it after a network error, a "try later" answer or a login refused
+/// right after OVH changed the account; each retry is reported to the coordinator (`retries`),
+/// which says so and records it.
 pub(crate) async fn run_step(
     shared: &Shared,
-    key: &str,
-    kind: StepKind,
-    account: Option<usize>,
-    domain: Option<String>,
+    task: &StepTask<'_>,
+    retries: &mpsc::UnboundedSender<Retrying>,
 ) -> StepOutcome {
+    let StepTask {
+        id,
+        key,
+        kind,
+        account,
+        domain,
+    } = *task;
     let mut attempt = 0;
     // An OVH step may wait minutes (tasks, retries of an API that does not answer): say so.
     let waits_for = format!("{key} (the OVH API and its tasks)");
@@ -63,7 +71,7 @@ pub(crate) async fn run_step(
     let outcome = loop {
         let result = match (kind, account) {
             (StepKind::AddDomain | StepKind::CheckDns, _) => {
-                let step = ovh_step(shared, kind, None, domain.as_deref());
+                let step = ovh_step(shared, kind, None, domain);
                 announced(printer, &waits_for, step).await
             }
             (StepKind::CopyMail | StepKind::Verify, Some(i)) => {
@@ -86,17 +94,13 @@ pub(crate) async fn run_step(
             {
                 attempt += 1;
                 let wait = e.backoff.unwrap_or_else(|| backoff(attempt));
-                shared.printer.event(&Event::Retry {
-                    key,
+                // The coordinator outlives its step tasks: a send fails only once the run is gone.
+                let _ = retries.send(Retrying {
+                    id,
                     attempt,
                     wait,
-                    error: &e.to_string(),
+                    error: e.to_string(),
                 });
-                if let (Some(store), RunMode::Real) = (&shared.store, shared.mode)
-                    && let Ok(g) = store.lock()
-                {
-                    let _ = g.step_retried(key);
-                }
                 if !sleep_unless_stopped(wait, &shared.stop).await {
                     break StepOutcome::interrupted();
                 }
