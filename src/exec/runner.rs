@@ -30,7 +30,7 @@ use crate::exec::credentials::{Credentials, resolve_credentials};
 use crate::exec::fingerprint::{Dirty, Freshness, fingerprints, freshness, hex, progress_mark};
 use crate::exec::ovh;
 use crate::exec::printer::{Event, Printer};
-use crate::exec::slots::{DEFAULT_PER_SERVER, server_caps};
+use crate::exec::slots::Slots;
 use crate::exec::state::{StateError, StateStore};
 use crate::exec::step::{Retrying, Shared, StepOutcome, StepStatus, StepTask, step_key};
 use crate::exec::steps::{announced, run_step};
@@ -163,7 +163,7 @@ pub async fn apply(
         .node_indices()
         .map(|id| step_key(&plan, &graph, id))
         .collect();
-    let caps = server_caps(&plan, options.per_server);
+    let slots = Slots::new(&plan, options.per_server);
     let shared = Arc::new(Shared {
         plan,
         credentials,
@@ -172,9 +172,7 @@ pub async fn apply(
         stop: stop.clone(),
         state_failed: AtomicBool::new(false),
         mode: options.mode,
-        servers: Mutex::new(HashMap::new()),
-        caps,
-        per_server: options.per_server.unwrap_or(DEFAULT_PER_SERVER).max(2),
+        slots,
         connections: options.connections.max(1),
         ovh: ovh_side,
         verified: Mutex::new(HashMap::new()),

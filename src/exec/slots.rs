@@ -1,43 +1,15 @@
-//! Connection slots: each IMAP server takes at most its cap of connections at once
+//! Connection slots ([`Slots`]): each IMAP server takes at most its cap of connections at once
 //! ([`server_caps`]: the plan's `max-connections`, the command line's, or
 //! [`DEFAULT_PER_SERVER`]). A copy takes a source and a target slot without deadlock
-//! ([`slot_pair`]); extra pairs only take free slots ([`try_slot`]).
+//! ([`Slots::pair`]); extra pairs only take free slots ([`Slots::try_slot`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::exec::step::{Shared, StepError};
 use crate::plan::model::{ImapServer, Plan};
 use crate::providers::imap::connect::server_name;
-
-/// A connection slot on a server, held for the step's duration.
-pub(crate) async fn slot(
-    shared: &Shared,
-    server: &ImapServer,
-) -> Result<OwnedSemaphorePermit, StepError> {
-    server_semaphore(shared, server)?
-        .acquire_owned()
-        .await
-        .map_err(|e| StepError::Other(e.to_string()))
-}
-
-pub(crate) fn server_semaphore(
-    shared: &Shared,
-    server: &ImapServer,
-) -> Result<Arc<Semaphore>, StepError> {
-    let mut map = shared
-        .servers
-        .lock()
-        .map_err(|e| StepError::Other(e.to_string()))?;
-    let name = server_name(server);
-    let cap = shared.caps.get(&name).copied().unwrap_or(shared.per_server);
-    Ok(Arc::clone(
-        map.entry(name)
-            .or_insert_with(|| Arc::new(Semaphore::new(cap))),
-    ))
-}
 
 /// Connections per server when neither the plan nor the command line gives a cap.
 pub const DEFAULT_PER_SERVER: usize = 8;
@@ -64,37 +36,83 @@ pub(crate) fn server_caps(plan: &Plan, flag: Option<usize>) -> HashMap<String, u
         .collect()
 }
 
-/// A source and a target slot, without deadlock: both at once when it is the same server, else
-/// in the servers' name order (so two steps never each hold what the other waits for).
-pub(crate) async fn slot_pair(
-    shared: &Shared,
-    source: &ImapServer,
-    target: &ImapServer,
-) -> Result<Vec<OwnedSemaphorePermit>, StepError> {
-    let fail = |e: tokio::sync::AcquireError| StepError::Other(e.to_string());
-    let (s_name, t_name) = (server_name(source), server_name(target));
-    if s_name == t_name {
-        let both = server_semaphore(shared, source)?
-            .acquire_many_owned(2)
-            .await
-            .map_err(fail)?;
-        return Ok(vec![both]);
-    }
-    let (first, second) = if s_name < t_name {
-        (source, target)
-    } else {
-        (target, source)
-    };
-    let a = slot(shared, first).await?;
-    let b = slot(shared, second).await?;
-    Ok(vec![a, b])
+/// The connection slots of every IMAP server of a run.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    servers: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Each server's connection cap, by [`server_name`] ([`server_caps`]).
+    caps: HashMap<String, usize>,
+    /// The cap of a server the plan does not name (none: every server is some platform's).
+    per_server: usize,
 }
 
-pub(crate) fn try_slot(shared: &Shared, server: &ImapServer) -> Option<OwnedSemaphorePermit> {
-    server_semaphore(shared, server)
-        .ok()?
-        .try_acquire_owned()
-        .ok()
+/// A slot could not be had: the run is shutting its slots down (never while steps run).
+#[derive(Debug, thiserror::Error)]
+#[error("no connection slot: {0}")]
+pub(crate) struct SlotError(String);
+
+impl Slots {
+    /// The slots of `plan`'s servers, `flag` being `--max-connections-per-server`.
+    pub(crate) fn new(plan: &Plan, flag: Option<usize>) -> Self {
+        Slots {
+            servers: Mutex::new(HashMap::new()),
+            caps: server_caps(plan, flag),
+            per_server: flag.unwrap_or(DEFAULT_PER_SERVER).max(2),
+        }
+    }
+
+    /// A connection slot on a server, held for the step's duration.
+    pub(crate) async fn slot(
+        &self,
+        server: &ImapServer,
+    ) -> Result<OwnedSemaphorePermit, SlotError> {
+        self.semaphore(server)?
+            .acquire_owned()
+            .await
+            .map_err(|e| SlotError(e.to_string()))
+    }
+
+    fn semaphore(&self, server: &ImapServer) -> Result<Arc<Semaphore>, SlotError> {
+        let mut map = self.servers.lock().map_err(|e| SlotError(e.to_string()))?;
+        let name = server_name(server);
+        let cap = self.caps.get(&name).copied().unwrap_or(self.per_server);
+        Ok(Arc::clone(
+            map.entry(name)
+                .or_insert_with(|| Arc::new(Semaphore::new(cap))),
+        ))
+    }
+
+    /// A source and a target slot, without deadlock: both at once when it is the same server,
+    /// else in the servers' name order (so two steps never each hold what the other waits for).
+    pub(crate) async fn pair(
+        &self,
+        source: &ImapServer,
+        target: &ImapServer,
+    ) -> Result<Vec<OwnedSemaphorePermit>, SlotError> {
+        let fail = |e: tokio::sync::AcquireError| SlotError(e.to_string());
+        let (s_name, t_name) = (server_name(source), server_name(target));
+        if s_name == t_name {
+            let both = self
+                .semaphore(source)?
+                .acquire_many_owned(2)
+                .await
+                .map_err(fail)?;
+            return Ok(vec![both]);
+        }
+        let (first, second) = if s_name < t_name {
+            (source, target)
+        } else {
+            (target, source)
+        };
+        let a = self.slot(first).await?;
+        let b = self.slot(second).await?;
+        Ok(vec![a, b])
+    }
+
+    /// A slot when one is free now, without waiting.
+    pub(crate) fn try_slot(&self, server: &ImapServer) -> Option<OwnedSemaphorePermit> {
+        self.semaphore(server).ok()?.try_acquire_owned().ok()
+    }
 }
 
 #[cfg(test)]

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::exec::credentials::Credentials;
 use crate::exec::ovh;
 use crate::exec::printer::Printer;
+use crate::exec::slots::{SlotError, Slots};
 use crate::exec::state::StateStore;
 use crate::graph::{StepGraph, StepId, StepKind};
 use crate::plan::model::{ImapServer, Plan};
@@ -35,11 +35,7 @@ pub(crate) struct Shared {
     /// stop at a safe point) and exits 1, since what it does next could not be recorded.
     pub(crate) state_failed: AtomicBool,
     pub(crate) mode: RunMode,
-    pub(crate) servers: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Each server's connection cap, by [`server_name`] ([`server_caps`]).
-    pub(crate) caps: HashMap<String, usize>,
-    /// The cap of a server the plan does not name (none: every server is some platform's).
-    pub(crate) per_server: usize,
+    pub(crate) slots: Slots,
     pub(crate) connections: usize,
     /// The OVH API side, when the plan has OVH steps.
     pub(crate) ovh: Option<ovh::Ovh>,
@@ -190,6 +186,12 @@ pub(crate) enum StepError {
 impl From<ImapError> for StepError {
     fn from(e: ImapError) -> Self {
         StepError::Imap(e)
+    }
+}
+
+impl From<SlotError> for StepError {
+    fn from(e: SlotError) -> Self {
+        StepError::Other(e.to_string())
     }
 }
 

@@ -6,7 +6,6 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::exec::ledger::StoreLedger;
 use crate::exec::printer::{Event, human_bytes};
-use crate::exec::slots::{slot, slot_pair, try_slot};
 use crate::exec::step::{Carried, Shared, StepError, StepOutcome, server};
 use crate::graph::StepKind;
 use crate::plan::model::{Flow, ImapServer};
@@ -99,7 +98,7 @@ pub(crate) async fn verify_migrated(
         .and_then(|s| s.lock().ok().and_then(|g| g.meta(&key).ok().flatten()))
         .and_then(|o| serde_json::from_str(&o).ok());
     let c = &shared.credentials[account];
-    let _slot = slot(shared, target).await?;
+    let _slot = shared.slots.slot(target).await?;
     let mut t = imap::connect(target, &c.target_login, &c.target_password).await?;
     let name = server_name(target);
     let folders = imap::folders::list(&mut t, &name).await?;
@@ -170,7 +169,7 @@ pub(crate) async fn sessions(
     target: &ImapServer,
 ) -> Result<(imap::Session, imap::Session, Vec<OwnedSemaphorePermit>), StepError> {
     let c = &shared.credentials[i];
-    let slots = slot_pair(shared, source, target).await?;
+    let slots = shared.slots.pair(source, target).await?;
     let (s, t) = tokio::join!(
         imap::connect(source, &c.source_login, &c.source_password),
         imap::connect(target, &c.target_login, &c.target_password)
@@ -190,7 +189,8 @@ pub(crate) async fn extra_sessions(
     let c = &shared.credentials[account];
     let mut slots = Vec::new();
     for _ in 0..count {
-        let (Some(s_slot), Some(t_slot)) = (try_slot(shared, source), try_slot(shared, target))
+        let (Some(s_slot), Some(t_slot)) =
+            (shared.slots.try_slot(source), shared.slots.try_slot(target))
         else {
             break;
         };
