@@ -1,7 +1,7 @@
 //! The command line: clap definitions (doc comments are the help text) and dispatch.
 //!
-//! Entry point: [`run`], which returns the process exit code (0 ok, 1 steps failed, 2 invalid
-//! plan or usage, 130 interrupted).
+//! Entry point: [`run`], which returns the process exit code ([`Exit`]: 0 ok, 1 steps failed,
+//! 2 invalid plan or usage, 130 interrupted).
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use std::sync::Arc;
 
-use crate::exec::runner::ApplyOptions;
+use crate::exec::runner::{ApplyOptions, RunSummary};
 use crate::exec::snapshot;
 use crate::graph::StepGraph;
 use crate::plan::diag::{Code, Diagnostic, Diagnostics};
@@ -24,8 +24,42 @@ use crate::report::graph::Format as GraphFormat;
 use crate::report::progress::{Output, Printer};
 use crate::report::run::{ReportFormat, StatusFormat};
 
-/// Exit code: the plan is invalid or the command line is wrong; nothing was executed.
-pub const EXIT_INVALID: u8 = 2;
+/// The process's exit codes, the only place they are decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything done.
+    Done,
+    /// Some steps failed (or were skipped because of a failure), or the command failed while
+    /// running.
+    Failed,
+    /// The plan is invalid or the command line is wrong; nothing was executed.
+    Invalid,
+    /// Interrupted (Ctrl-C or SIGTERM); the next `apply` resumes.
+    Interrupted,
+}
+
+impl Exit {
+    /// 0, 1, 2 or 130.
+    pub const fn code(self) -> u8 {
+        match self {
+            Exit::Done => 0,
+            Exit::Failed => 1,
+            Exit::Invalid => 2,
+            Exit::Interrupted => 130,
+        }
+    }
+
+    /// What a run exits with.
+    pub fn of_run(summary: &RunSummary) -> Self {
+        if summary.interrupted {
+            Exit::Interrupted
+        } else if summary.failed > 0 || summary.skipped > 0 {
+            Exit::Failed
+        } else {
+            Exit::Done
+        }
+    }
+}
 
 /// Plan, review and run e-mail migrations for many accounts at once.
 #[derive(Debug, Parser)]
@@ -246,7 +280,7 @@ pub fn run() -> u8 {
         && let Err(e) = crate::providers::imap::trace::enable(dir)
     {
         let _ = writeln!(io::stderr(), "--trace-imap: {e}");
-        return EXIT_INVALID;
+        return Exit::Invalid.code();
     }
     match cli.command {
         Command::Validate {
@@ -286,7 +320,7 @@ pub fn run() -> u8 {
                                 &mut io::sink(),
                                 &mut err,
                             );
-                            return EXIT_INVALID;
+                            return Exit::Invalid.code();
                         }
                     }
                     loaded.plan.select(&only, &exclude);
@@ -294,7 +328,7 @@ pub fn run() -> u8 {
                     let live = if refresh {
                         match runtime().map(|r| r.block_on(crate::exec::refresh::refresh(plan))) {
                             Ok(Ok(live)) => Some(live),
-                            Ok(Err(e)) => return print_error(&e, color, e.exit_code()),
+                            Ok(Err(e)) => return print_error(&e, color, Exit::Invalid.code()),
                             Err(code) => return code,
                         }
                     } else {
@@ -313,7 +347,7 @@ pub fn run() -> u8 {
                     if let Some(out) = out {
                         let saved = loaded.record(&path, &only, &exclude, &graph, live.as_deref());
                         if let Err(e) = crate::exec::saved::write(&out, &saved) {
-                            return print_error(&e, color, 1);
+                            return print_error(&e, color, Exit::Failed.code());
                         }
                         let _ = writeln!(
                             io::stderr(),
@@ -323,8 +357,8 @@ pub fn run() -> u8 {
                     }
                     // A server that could not be read: the dry run is incomplete.
                     match &live {
-                        Some(live) if live.iter().any(|a| a.error.is_some()) => 1,
-                        _ => 0,
+                        Some(live) if live.iter().any(|a| a.error.is_some()) => Exit::Failed.code(),
+                        _ => Exit::Done.code(),
                     }
                 }
                 Err(code) => code,
@@ -411,6 +445,9 @@ pub fn run() -> u8 {
                         } else {
                             RunMode::Real
                         },
+                        on_second_interrupt: || {
+                            std::process::exit(i32::from(Exit::Interrupted.code()));
+                        },
                     };
                     let output = match format {
                         ProgressFormat::Json => Output::Json,
@@ -433,7 +470,7 @@ pub fn run() -> u8 {
                     let _ = crate::report::run::render_status(&s, format, &mut io::stdout().lock());
                     s.exit_code()
                 }
-                Err(e) => print_error(&e, color, EXIT_INVALID),
+                Err(e) => print_error(&e, color, Exit::Invalid.code()),
             },
             Err(code) => code,
         },
@@ -447,7 +484,7 @@ pub fn run() -> u8 {
                     let _ = crate::report::run::render_report(&s, format, &mut io::stdout().lock());
                     0
                 }
-                Err(e) => print_error(&e, color, EXIT_INVALID),
+                Err(e) => print_error(&e, color, Exit::Invalid.code()),
             },
             Err(code) => code,
         },
@@ -587,7 +624,8 @@ fn saved_plan(
     if !saved::is_saved_plan(&bytes) {
         return Ok(None);
     }
-    let record = saved::read(path, &bytes).map_err(|e| print_error(&e, color, EXIT_INVALID))?;
+    let record =
+        saved::read(path, &bytes).map_err(|e| print_error(&e, color, Exit::Invalid.code()))?;
     if !only.is_empty() || !exclude.is_empty() {
         let e = saved::SavedPlanError::Unreadable {
             path: path.display().to_string(),
@@ -595,7 +633,7 @@ fn saved_plan(
                      it was made with)"
                 .to_owned(),
         };
-        return Err(print_error(&e, color, EXIT_INVALID));
+        return Err(print_error(&e, color, Exit::Invalid.code()));
     }
     Ok(Some((PathBuf::from(&record.plan.path), record)))
 }
@@ -614,7 +652,7 @@ fn check_saved(
     let graph = StepGraph::build(&loaded.plan);
     let live = if saved.live.is_some() {
         let read = runtime()?.block_on(crate::exec::refresh::refresh(&loaded.plan));
-        Some(read.map_err(|e| print_error(&e, color, e.exit_code()))?)
+        Some(read.map_err(|e| print_error(&e, color, Exit::Invalid.code()))?)
     } else {
         None
     };
@@ -637,7 +675,7 @@ fn check_saved(
         path: file.display().to_string(),
         list,
     };
-    Err(print_error(&e, color, EXIT_INVALID))
+    Err(print_error(&e, color, Exit::Invalid.code()))
 }
 
 /// The async runtime of the commands that talk to servers.
@@ -647,7 +685,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         .build()
         .map_err(|e| {
             let _ = writeln!(io::stderr(), "cannot start the async runtime: {e}");
-            1
+            Exit::Failed.code()
         })
 }
 
@@ -658,11 +696,8 @@ fn apply(plan: Plan, options: &ApplyOptions, output: Output, color: bool) -> u8 
     };
     let printer = Arc::new(Printer::new(output));
     match runtime.block_on(crate::exec::runner::apply(plan, options, printer)) {
-        Ok(summary) => summary.exit_code(),
-        Err(e) => {
-            let code = e.exit_code();
-            print_error(&e, color, code)
-        }
+        Ok(summary) => Exit::of_run(&summary).code(),
+        Err(e) => print_error(&e, color, Exit::Invalid.code()),
     }
 }
 
@@ -674,12 +709,12 @@ fn ovh_login(endpoint: Option<&str>, save: Option<&Path>, color: bool) -> u8 {
     use crate::report::login::{self, KeyWent};
     let credentials = match ovh::config::load(&ovh::ConfigSources::system(), endpoint) {
         Ok(c) => c,
-        Err(e) => return print_error(&e, color, EXIT_INVALID),
+        Err(e) => return print_error(&e, color, Exit::Invalid.code()),
     };
     let section = credentials.endpoint.name.clone();
     let client = match ovh::Client::new(credentials, ovh::ClientOptions::default()) {
         Ok(c) => c,
-        Err(e) => return print_error(&e, color, EXIT_INVALID),
+        Err(e) => return print_error(&e, color, Exit::Invalid.code()),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -701,7 +736,7 @@ fn ovh_login(endpoint: Option<&str>, save: Option<&Path>, color: bool) -> u8 {
         &request,
     )) {
         Ok(p) => p,
-        Err(e) => return print_error(&e, color, 1),
+        Err(e) => return print_error(&e, color, Exit::Failed.code()),
     };
     let stored = save.map(|path| {
         (
@@ -880,7 +915,7 @@ fn show_loaded(
                 path.display(),
                 diags.error_count()
             );
-            Err(EXIT_INVALID)
+            Err(Exit::Invalid.code())
         }
     }
 }
@@ -915,7 +950,11 @@ fn validate(
             let _ = writeln!(err, "{summary}");
         }
     }
-    if diags.has_errors() { EXIT_INVALID } else { 0 }
+    if diags.has_errors() {
+        Exit::Invalid.code()
+    } else {
+        0
+    }
 }
 
 /// The CSV imports' [`plan::FileReader`]: regular files under the import root only (the plan's
@@ -1010,6 +1049,16 @@ fn read_source(path: &Path) -> Result<std::sync::Arc<SourceFile>, Diagnostic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summary_exit_codes() {
+        let mut s = RunSummary::default();
+        assert_eq!(Exit::of_run(&s).code(), 0);
+        s.failed = 1;
+        assert_eq!(Exit::of_run(&s).code(), 1);
+        s.interrupted = true;
+        assert_eq!(Exit::of_run(&s).code(), 130);
+    }
 
     /// Every `--format` of every command says what its values are for.
     #[test]

@@ -11,8 +11,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::plan::model::{Account, DomainAttachment, Plan, PlatformKind};
 use crate::plan::secret::Secret;
@@ -115,7 +116,11 @@ fn placeholder_busy(e: &OvhError) -> bool {
 }
 
 /// Poll `check` until it returns `Some`, every `interval`, at most `timeout`.
-async fn until<T, F, Fut>(stop: &AtomicBool, timeout: Duration, mut check: F) -> Result<T, Failure>
+async fn until<T, F, Fut>(
+    stop: &CancellationToken,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T, Failure>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, Failure>>,
@@ -126,7 +131,7 @@ where
         if let Some(t) = check().await? {
             return Ok(t);
         }
-        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if stop.is_cancelled() {
             return Err(Failure::Interrupted);
         }
         if start.elapsed() > timeout {
@@ -135,7 +140,10 @@ where
                 timeout.as_secs()
             )));
         }
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            () = stop.cancelled() => return Err(Failure::Interrupted),
+            () = tokio::time::sleep(interval) => {}
+        }
         interval = (interval * 3 / 2).min(Duration::from_secs(10));
     }
 }
@@ -175,7 +183,7 @@ pub(crate) async fn add_domain(
     plan: &Plan,
     domain: &str,
     mode: RunMode,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> StepResult {
     let (attachment, service) = domain_parts(plan, domain)?;
     let activity = format!("attaching {domain} to {}", service.service);
@@ -261,7 +269,7 @@ pub(crate) async fn rename_source(
     plan: &Plan,
     a: &Account,
     mode: RunMode,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> StepResult {
     let (service, provisional) = mxplan_parts(plan, a)?;
     let activity = format!("renaming {} to {provisional}", a.address);
@@ -398,7 +406,7 @@ pub(crate) async fn configure_target(
     a: &Account,
     password: &Secret,
     mode: RunMode,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> StepResult {
     let Some(service) = exchange_service(plan, &a.to) else {
         return Err(Failure::Blocked(format!(
@@ -503,7 +511,7 @@ async fn wait_pending_placeholders(
     ovh: &Ovh,
     activity: &str,
     service: &exchange::Service,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<bool, Failure> {
     let mut waited = false;
     for p in exchange::placeholder_addresses(&ovh.client, activity, service).await? {
@@ -540,7 +548,7 @@ async fn wait_account_ready(
     activity: &str,
     service: &exchange::Service,
     address: &str,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<(), Failure> {
     until(stop, READY_TIMEOUT, || async {
         match exchange::get_account(&ovh.client, activity, service, address).await {
@@ -558,7 +566,7 @@ async fn wait_account_idle(
     activity: &str,
     service: &exchange::Service,
     address: &str,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<(), Failure> {
     until(stop, READY_TIMEOUT, || async {
         let acc = exchange::get_account(&ovh.client, activity, service, address).await?;
@@ -573,7 +581,7 @@ async fn set_password(
     service: &exchange::Service,
     address: &str,
     password: &Secret,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<(), Failure> {
     let task = exchange::change_password(&ovh.client, activity, service, address, password).await?;
     crate::providers::ovh::tasks::wait(
@@ -671,7 +679,7 @@ pub(crate) async fn preflight(
     ovh: &Ovh,
     plan: &Plan,
     a: &Account,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> StepResult {
     let (domain, service) = legacy_parts(plan, a)?;
     let account = a.local_part();
@@ -757,7 +765,7 @@ pub(crate) async fn migrate_legacy(
     source_password: &Secret,
     counts: Option<BTreeMap<String, u32>>,
     mode: RunMode,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> StepResult {
     let (domain, service) = legacy_parts(plan, a)?;
     let account = a.local_part();
@@ -828,7 +836,7 @@ pub(crate) async fn reset_source(
     plan: &Plan,
     a: &Account,
     mode: RunMode,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> StepResult {
     let (service, provisional) = mxplan_parts(plan, a)?;
     let activity = format!("resetting {provisional}");

@@ -22,8 +22,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::credentials::Credentials;
 use super::ovh::{Ovh, cname_advice, exchange_service};
-use super::runner::Credentials;
 use crate::graph::StepKind;
 use crate::plan::model::{Account, DomainType, Flow, Plan, PlatformKind};
 use crate::providers::imap;

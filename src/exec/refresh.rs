@@ -6,11 +6,11 @@
 //! Nothing is written to a server or to the state store.
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
-use std::sync::atomic::AtomicBool;
-
+use super::Error;
+use super::credentials::resolve_credentials;
 use super::ovh::{self, Ovh};
-use super::runner::{ExecError, resolve_credentials};
 use crate::plan::model::{Flow, Plan};
 use crate::providers::RunMode;
 use crate::providers::imap::connect::server_name;
@@ -60,7 +60,7 @@ async fn ovh_steps(
     a: &crate::plan::model::Account,
     password: &crate::plan::secret::Secret,
 ) -> Vec<StepLine> {
-    let stop = AtomicBool::new(false);
+    let stop = CancellationToken::new();
     let mode = RunMode::DryRun;
     let mut lines = Vec::new();
     let mut push = |step: &'static str, r: Result<ovh::Done, ovh::Failure>| {
@@ -111,7 +111,7 @@ async fn ovh_steps(
 
 /// Read the live state of every account of the plan: folders and counts over IMAP for
 /// IMAP → IMAP accounts, the OVH steps' state (GET calls only) for the others.
-pub async fn refresh(plan: &Plan) -> Result<Vec<AccountRefresh>, ExecError> {
+pub async fn refresh(plan: &Plan) -> Result<Vec<AccountRefresh>, Error> {
     let credentials = resolve_credentials(plan)?;
     let ovh_side = if plan.accounts.iter().any(|a| a.flow != Flow::ImapToImap) {
         Some(Ovh::connect(plan, 600)?)

@@ -93,12 +93,12 @@ pub fn record(
     live: Option<&[AccountRefresh]>,
     dry_run: serde_json::Value,
 ) -> SavedPlan {
-    let fingerprints = super::runner::fingerprints(plan, graph);
+    let fingerprints = super::fingerprint::fingerprints(plan, graph);
     let steps = graph
         .graph
         .node_indices()
         .map(|id| SavedStep {
-            key: super::runner::step_key(plan, graph, id),
+            key: super::step::step_key(plan, graph, id),
             fingerprint: fingerprints[id.index()].clone(),
         })
         .collect();

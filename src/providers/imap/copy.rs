@@ -26,12 +26,13 @@
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use super::append::{AppendMode, Appender, add, tagged, verdict};
 use super::connect::Session;
@@ -313,10 +314,10 @@ pub enum CopyError {
     #[diagnostic(transparent)]
     Imap(#[from] ImapError),
     #[error("state store: {0}")]
-    #[diagnostic(code(exec::state))]
+    #[diagnostic(code(imap::ledger))]
     Ledger(String),
     #[error("interrupted at a safe point; run apply again to resume")]
-    #[diagnostic(code(exec::interrupted))]
+    #[diagnostic(code(imap::interrupted))]
     Interrupted,
     /// The target closed the connection after refusing a message, which is recorded with the
     /// server's words: the folder is copied again on new connections ([`relogin`]).
@@ -336,8 +337,8 @@ pub struct CopyContext<'a> {
     pub ledger: &'a dyn Ledger,
     pub mode: RunMode,
     pub observer: &'a (dyn Fn(CopyEvent<'_>) + Send + Sync),
-    /// Set by the first Ctrl-C: finish the current batch, record it, stop.
-    pub stop: &'a AtomicBool,
+    /// Cancelled by the first Ctrl-C: finish the current batch, record it, stop.
+    pub stop: &'a CancellationToken,
     /// Sizes the targets refused as too large earlier in this run.
     pub refusals: &'a SizeRefusals,
     /// New sessions when these cannot be used any more.
@@ -884,7 +885,7 @@ async fn part(
         let stop = c.stop;
         let mut next = || {
             let mut st = folder.state.lock().ok()?;
-            if st.failed || stop.load(Ordering::SeqCst) {
+            if st.failed || stop.is_cancelled() {
                 None
             } else {
                 st.chunks.pop_front()
@@ -1024,7 +1025,7 @@ async fn worker(
     let mut closes = CloseStreak::default();
     loop {
         let i = shared.next.fetch_add(1, Ordering::SeqCst);
-        if c.stop.load(Ordering::SeqCst) {
+        if c.stop.is_cancelled() {
             return Err(CopyError::Interrupted);
         }
         let (Some(m), Some(status)) =
@@ -1032,7 +1033,7 @@ async fn worker(
         else {
             // Nothing left to take: help with a shared folder while one has chunks left, or
             // may soon have (a pair is still reading a folder large enough).
-            while !c.stop.load(Ordering::SeqCst) {
+            while !c.stop.is_cancelled() {
                 let changed = shared.changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
@@ -1103,7 +1104,13 @@ fn unreadable(
     });
     if c.mode == RunMode::Real {
         c.ledger
-            .issue(src, 0, IssueKind::Unreadable, &detail, &MessageFacts::default())
+            .issue(
+                src,
+                0,
+                IssueKind::Unreadable,
+                &detail,
+                &MessageFacts::default(),
+            )
             .map_err(CopyError::Ledger)?;
         // A record that an incremental pass would trust: the next run compares it whole
         // instead (and forgets this issue if the folder reads well then).
@@ -1861,7 +1868,7 @@ async fn transfer(
         while let Some(chunk) = next() {
             let batches = batches(&chunk);
             let sent = send_chunk(source, ss, src, &batches, &budget, flow, &tx, stop).await?;
-            if !sent || stop.load(Ordering::SeqCst) {
+            if !sent || stop.is_cancelled() {
                 break;
             }
         }
@@ -1966,7 +1973,7 @@ async fn transfer(
     }
     appending?;
     fetching?;
-    if stop.load(Ordering::SeqCst) {
+    if stop.is_cancelled() {
         return Err(CopyError::Interrupted);
     }
     Ok(())
@@ -1983,7 +1990,7 @@ async fn send_chunk(
     budget: &Arc<Semaphore>,
     flow: Flow,
     tx: &mpsc::Sender<Item>,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<bool, ImapError> {
     // Batches go into commands whole; a batch ends once all its messages passed (or, for a
     // message expunged meanwhile, once its command ended).
@@ -2009,7 +2016,7 @@ async fn send_chunk(
                     }
                     closed += 1;
                     first += 1;
-                    if stop.load(Ordering::SeqCst) {
+                    if stop.is_cancelled() {
                         break;
                     }
                     continue;
@@ -2078,7 +2085,7 @@ async fn send_chunk(
                 }
                 closed += 1;
             }
-            if closed > before && stop.load(Ordering::SeqCst) {
+            if closed > before && stop.is_cancelled() {
                 // This message ended a batch: what was sent gets recorded, nothing more is
                 // read.
                 return Ok(false);
@@ -2097,7 +2104,7 @@ async fn send_chunk(
             }
             closed += 1;
         }
-        if stop.load(Ordering::SeqCst) {
+        if stop.is_cancelled() {
             break;
         }
         first = last + 1;

@@ -4,12 +4,12 @@
 //! full OVH simulator replaces it in the integration tests.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use super::api::{auth, exchange};
 use super::client::{Client, ClientOptions, RetryPolicy, sign};
@@ -480,7 +480,7 @@ async fn legacy_tasks_are_done_when_they_vanish() {
         "migrating john@acme.fr",
         &task,
         &quick_polls(),
-        &AtomicBool::new(false),
+        &CancellationToken::new(),
     )
     .await
     .expect("done");
@@ -503,7 +503,7 @@ async fn status_tasks_end_on_done_and_fail_on_error() {
     })
     .await;
     let client = server.client();
-    let cancel = AtomicBool::new(false);
+    let cancel = CancellationToken::new();
     let done = tasks::wait(
         &client,
         "renaming john@acme.fr",
@@ -550,7 +550,7 @@ async fn a_status_task_that_disappears_is_lost_not_done() {
             id: 9,
         },
         &quick_polls(),
-        &AtomicBool::new(false),
+        &CancellationToken::new(),
     )
     .await
     .expect_err("lost");
@@ -588,7 +588,7 @@ async fn a_status_task_gone_from_the_pending_list_after_it_ran_is_done() {
             id: 9,
         },
         &quick_polls(),
-        &AtomicBool::new(false),
+        &CancellationToken::new(),
     )
     .await
     .expect("done, not lost");

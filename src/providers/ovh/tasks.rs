@@ -15,13 +15,13 @@
 //!
 //! Polling starts at [`PollOptions::initial_interval`] and backs off to
 //! [`PollOptions::max_interval`]; the whole wait is bounded by [`PollOptions::timeout`]. The
-//! cancellation flag is read between polls (never in the middle of a request), and the wait
-//! ends with [`OvhErrorKind::Cancelled`] when it is set.
+//! cancellation token ends the wait between polls, at once (never in the middle of a request),
+//! with [`OvhErrorKind::Cancelled`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, segment};
 use super::error::{OvhError, OvhErrorKind};
@@ -223,7 +223,7 @@ pub async fn wait(
     activity: &str,
     task: &TaskRef,
     options: &PollOptions,
-    cancel: &AtomicBool,
+    cancel: &CancellationToken,
 ) -> Result<Option<Task>, OvhError> {
     let path = task.path();
     let call = format!("GET {path}");
@@ -284,7 +284,7 @@ pub async fn wait_legacy_account_idle(
     domain: &str,
     account: &str,
     options: &PollOptions,
-    cancel: &AtomicBool,
+    cancel: &CancellationToken,
 ) -> Result<(), OvhError> {
     let path = format!("/email/domain/{}/task/account", segment(domain));
     let call = format!("GET {path}");
@@ -306,7 +306,7 @@ async fn poll<F, Fut>(
     activity: &str,
     call: &str,
     options: &PollOptions,
-    cancel: &AtomicBool,
+    cancel: &CancellationToken,
     mut check: F,
 ) -> Result<Verdict, OvhError>
 where
@@ -324,7 +324,7 @@ where
         )
     };
     for n in 0u32.. {
-        if cancel.load(Ordering::SeqCst) {
+        if cancel.is_cancelled() {
             return Err(cancelled());
         }
         if let Verdict::Done(task) = check().await? {
@@ -342,14 +342,10 @@ where
                 ),
             ));
         }
-        // Sleep in short slices so that Ctrl-C is noticed within a quarter of a second.
         let wake = (now + options.interval(n)).min(deadline);
-        while tokio::time::Instant::now() < wake {
-            if cancel.load(Ordering::SeqCst) {
-                return Err(cancelled());
-            }
-            let left = wake - tokio::time::Instant::now();
-            tokio::time::sleep(left.min(Duration::from_millis(250))).await;
+        tokio::select! {
+            () = cancel.cancelled() => return Err(cancelled()),
+            () = tokio::time::sleep_until(wake) => {}
         }
     }
     unreachable!("the poll loop only ends by returning")
@@ -474,7 +470,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             lost_after: 3,
         };
-        let cancel = AtomicBool::new(false);
+        let cancel = CancellationToken::new();
         let mut polls = 0;
         let e = poll("waiting", "GET /t", &options, &cancel, || {
             polls += 1;
@@ -485,12 +481,12 @@ mod tests {
         assert_eq!(e.kind, OvhErrorKind::TaskTimeout);
         assert_eq!(polls, 6, "at 0, 1, 2, 3, 4 and 5 s");
 
-        let cancel = AtomicBool::new(false);
+        let cancel = CancellationToken::new();
         let mut polls = 0;
         let e = poll("waiting", "GET /t", &options, &cancel, || {
             polls += 1;
             if polls == 2 {
-                cancel.store(true, Ordering::SeqCst);
+                cancel.cancel();
             }
             async { Ok(Verdict::Pending) }
         })
@@ -499,7 +495,7 @@ mod tests {
         assert_eq!(e.kind, OvhErrorKind::Cancelled);
         assert_eq!(polls, 2);
 
-        let cancel = AtomicBool::new(false);
+        let cancel = CancellationToken::new();
         let mut polls = 0;
         let done = poll("waiting", "GET /t", &options, &cancel, || {
             polls += 1;
