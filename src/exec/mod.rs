@@ -1,5 +1,5 @@
 //! Execution: the runner that drives the step graph ([`runner`]), the state store that makes
-//! runs resumable ([`state`]), the printer of a run ([`printer`]), secret resolution
+//! runs resumable ([`store`]), the printer of a run ([`printer`]), secret resolution
 //! ([`secrets`]) and the bounded reading of the files a plan names ([`files`]). With
 //! [`crate::providers`], the only code that does I/O.
 
@@ -13,4 +13,4 @@ pub mod runner;
 pub mod saved;
 pub mod secrets;
 pub mod snapshot;
-pub mod state;
+pub mod store;

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use super::ovh;
 use super::printer::{Event, Printer, human_bytes};
 use super::secrets;
-use super::state::{StateError, StateStore};
+use super::store::{StateError, StateStore};
 use crate::graph::{ReadyQueue, StepGraph, StepId, StepKind};
 use crate::plan::model::{Account, Flow, ImapServer, Plan};
 use crate::plan::secret::Secret;
@@ -618,7 +618,7 @@ pub async fn apply(
     if let (Some(s), false) = (&store, dry)
         && let Ok(guard) = s.lock()
     {
-        let _ = guard.set_meta("last_run", &super::state::timestamp(super::state::now()));
+        let _ = guard.set_meta("last_run", &super::store::timestamp(super::store::now()));
         let _ = guard.unlock(pid);
     }
     printer.event(&Event::Finished {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::state::{FolderRow, IssueRow, LockHolder, StateError, StateStore, StepRecord};
+use super::store::{FolderRow, IssueRow, LockHolder, StateError, StateStore, StepRecord};
 use crate::plan::model::{Flow, Plan};
 
 /// One account as recorded.
@@ -126,8 +126,8 @@ pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError>
     }
     let first = steps.iter().filter_map(|s| s.started_at).min();
     let last = steps.iter().filter_map(|s| s.finished_at).max();
-    snapshot.started = first.map(super::state::timestamp);
-    snapshot.finished = last.map(super::state::timestamp);
+    snapshot.started = first.map(super::store::timestamp);
+    snapshot.finished = last.map(super::store::timestamp);
     snapshot.elapsed_s = first.zip(last).map(|(a, b)| (b - a).max(0));
     snapshot.dns = dns_todo(plan, &steps);
     let mut by_account: std::collections::HashMap<String, Vec<StepRecord>> =
@@ -219,7 +219,7 @@ fn dns_todo(plan: &Plan, steps: &[StepRecord]) -> Vec<DnsTodo> {
                 checked_at: step
                     .filter(|s| s.status == "done")
                     .and_then(|s| s.finished_at)
-                    .map(super::state::timestamp),
+                    .map(super::store::timestamp),
             }
         })
         .collect()

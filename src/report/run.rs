@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use crate::exec::printer::human_bytes;
 use crate::exec::snapshot::{AccountState, DnsTodo, Snapshot};
-use crate::exec::state::{IssueRow, StepRecord};
+use crate::exec::store::{IssueRow, StepRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StatusFormat {

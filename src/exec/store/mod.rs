@@ -1,0 +1,5 @@
+//! The state store that makes runs resumable; today one backend, [`sqlite`].
+
+mod sqlite;
+
+pub use sqlite::*;
