@@ -21,172 +21,15 @@
 //! was earned elsewhere.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use serde::Serialize;
 
+use super::place::{check_owner, check_place, create_private, restrict};
+use super::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, TABLES_V0};
+use super::{
+    FolderRow, IssueRow, LockHolder, StateError, StepRecord, now, process_alive, timestamp,
+};
 use crate::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
-
-/// The exec layer's store errors. Always name the file.
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum StateError {
-    #[error("state store {path}: {message}")]
-    #[diagnostic(code(exec::state))]
-    Store { path: PathBuf, message: String },
-    #[error("the state {path} is locked by {host}, pid {pid}, since {since}")]
-    #[diagnostic(
-        code(exec::locked),
-        help(
-            "another `mailplan apply` is running on this plan; wait for it, or, if that process \
-             is gone (another machine, a reboot), run again with --break-lock"
-        )
-    )]
-    Locked {
-        path: PathBuf,
-        host: String,
-        pid: u32,
-        since: String,
-    },
-    #[error("{path} is not a mailplan state store ({what}); it was left untouched")]
-    #[diagnostic(
-        code(exec::state_foreign),
-        help(
-            "give --state a path of its own (a new file is created there), or the store an \
-             earlier `mailplan apply` of this plan made"
-        )
-    )]
-    Foreign { path: PathBuf, what: String },
-    #[error(
-        "the state store {path} has schema version {found}, newer than this mailplan's \
-         ({supported}); it was left untouched"
-    )]
-    #[diagnostic(
-        code(exec::state_version),
-        help("use the mailplan release that wrote it, or a newer one")
-    )]
-    Newer {
-        path: PathBuf,
-        found: i64,
-        supported: i64,
-    },
-    #[error(
-        "the state store {path} belongs to the plan `{found}`, not `{plan}`; it was left untouched"
-    )]
-    #[diagnostic(
-        code(exec::state_plan),
-        help(
-            "each plan keeps its own store: give --state another path, or run the plan `{found}`"
-        )
-    )]
-    OtherPlan {
-        path: PathBuf,
-        found: String,
-        plan: String,
-    },
-    #[error("the state store {path} is not safe to use: {problem}")]
-    #[diagnostic(code(exec::state_permissions), help("{help}"))]
-    Unsafe {
-        path: PathBuf,
-        problem: String,
-        help: String,
-    },
-}
-
-/// The run lock's holder: the `apply` that took it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LockHolder {
-    pub host: String,
-    pub pid: u32,
-    /// When it was taken, `2026-11-24T20:10:00Z`.
-    pub since: String,
-}
-
-impl LockHolder {
-    /// Whether that process still runs, as far as this host can tell: on this host, its pid is
-    /// alive; a lock of another host is taken to be held.
-    pub fn alive(&self, this_host: &str) -> bool {
-        self.host != this_host || process_alive(self.pid)
-    }
-}
-
-/// A step as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StepRecord {
-    pub key: String,
-    pub account: Option<String>,
-    pub kind: String,
-    pub fingerprint: String,
-    /// `running`, `done`, `failed`, `skipped`, `interrupted`.
-    pub status: String,
-    pub attempts: u32,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub duration_ms: Option<i64>,
-    /// JSON written by the step (counts, verification results).
-    pub output: Option<String>,
-    pub error: Option<String>,
-}
-
-/// A folder's copy progress as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FolderRow {
-    pub account: String,
-    pub source: String,
-    pub target: String,
-    pub record: FolderRecord,
-    /// Cumulated over every run.
-    pub copied: u64,
-    pub failed: u64,
-    pub bytes: u64,
-}
-
-/// A message left out or refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IssueRow {
-    pub account: String,
-    pub folder: String,
-    pub uid: u32,
-    pub kind: String,
-    pub detail: String,
-}
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS lock (
-    id INTEGER PRIMARY KEY CHECK (id = 1), host TEXT NOT NULL, pid INTEGER NOT NULL,
-    since TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS steps (
-    key TEXT PRIMARY KEY, account TEXT, kind TEXT NOT NULL, fingerprint TEXT NOT NULL,
-    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, started_at INTEGER,
-    finished_at INTEGER, duration_ms INTEGER, output TEXT, error TEXT);
-CREATE TABLE IF NOT EXISTS folders (
-    account TEXT NOT NULL, source TEXT NOT NULL, target TEXT NOT NULL,
-    uidvalidity INTEGER NOT NULL DEFAULT 0, last_uid INTEGER NOT NULL DEFAULT 0,
-    pending INTEGER NOT NULL DEFAULT 0, failed_now INTEGER NOT NULL DEFAULT 0,
-    copied INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0, updated_at INTEGER,
-    PRIMARY KEY (account, source));
-CREATE TABLE IF NOT EXISTS issues (
-    account TEXT NOT NULL, folder TEXT NOT NULL, uid INTEGER NOT NULL, kind TEXT NOT NULL,
-    detail TEXT NOT NULL, PRIMARY KEY (account, folder, uid));
-";
-
-/// `PRAGMA application_id` of a mailplan store: `mlpn` in ASCII.
-pub const APPLICATION_ID: i64 = 0x6d6c_706e;
-/// `PRAGMA user_version` of the schema this mailplan writes: one per entry of `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 2;
-/// `MIGRATIONS[v]` takes a store from version `v` to `v + 1`. Version 0 is an empty file or a
-/// store from before versions were kept (the same tables, no `application_id`).
-/// Version 2: a folder's record belongs to a route (see the module doc); the records of a
-/// version-1 store get the empty route, which matches none, so each folder is compared whole
-/// once (safe: nothing is sent twice), then recorded.
-const MIGRATIONS: &[&str] = &[
-    SCHEMA,
-    "ALTER TABLE folders ADD COLUMN route TEXT NOT NULL DEFAULT '';",
-];
-/// The tables of a version-0 store: a file with any other is not one.
-const TABLES_V0: [&str; 5] = ["meta", "lock", "steps", "folders", "issues"];
 
 /// What is at a state path, read without writing anything.
 #[derive(Debug, PartialEq, Eq)]
@@ -207,29 +50,6 @@ pub struct StateStore {
     /// Whether `folders` has its `route` column (a store written before it has none until a
     /// run that writes opens it; read only, its records are then never trusted).
     routes: bool,
-}
-
-/// Seconds since the Unix epoch.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// The default place of a plan's state: `.mailplan/<name>.db` beside the plan.
-pub fn default_path(plan_path: &Path, plan_name: &str) -> PathBuf {
-    let dir = plan_path.parent().unwrap_or_else(|| Path::new("."));
-    let safe: String = plan_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    dir.join(".mailplan").join(format!("{safe}.db"))
 }
 
 impl StateStore {
@@ -819,100 +639,6 @@ fn check_identity(
     }
 }
 
-/// Whether the state may be used where it is: the file (when it exists) is a regular file, not
-/// a symbolic link, and (once it is known to be a store, [`check_owner`]) owned by the user
-/// running mailplan and closed to everyone else (0600); its
-/// folder is not writable by anyone (unless sticky, as `/tmp` is), and when it is mailplan's own
-/// `.mailplan/` it is a real folder of the user's, closed to everyone else (0700). Anyone who
-/// can change the store or swap it can make a resume skip or repeat work.
-#[cfg(unix)]
-pub fn check_place(path: &Path) -> Result<(), StateError> {
-    use std::os::unix::fs::MetadataExt;
-    let me = rustix::process::geteuid().as_raw();
-    let unsafe_ = |problem: String, help: String| StateError::Unsafe {
-        path: path.to_owned(),
-        problem,
-        help,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && let Ok(m) = std::fs::symlink_metadata(dir)
-    {
-        let own = dir.file_name().is_some_and(|n| n == ".mailplan");
-        let shown = dir.display();
-        if own && !m.is_dir() {
-            return Err(unsafe_(
-                format!("{shown} is a symbolic link or not a folder"),
-                format!("replace {shown} with a folder of your own (mode 0700)"),
-            ));
-        }
-        if own && (m.uid() != me || m.mode() & 0o077 != 0) {
-            return Err(unsafe_(
-                format!(
-                    "its folder {shown} is owned by uid {} with mode {:o}",
-                    m.uid(),
-                    m.mode() & 0o7777
-                ),
-                format!("make it yours and private: chown $(id -u) {shown} && chmod 700 {shown}"),
-            ));
-        }
-        if m.is_dir() && m.mode() & 0o002 != 0 && m.mode() & 0o1000 == 0 {
-            return Err(unsafe_(
-                format!(
-                    "its folder {shown} may be written by anyone (mode {:o})",
-                    m.mode() & 0o7777
-                ),
-                format!("chmod o-w {shown}, or keep the state in a folder of your own"),
-            ));
-        }
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => Err(unsafe_(
-            "it is a symbolic link, which mailplan does not follow".to_owned(),
-            "give --state the real file's path".to_owned(),
-        )),
-        Ok(m) if !m.is_file() => Err(unsafe_(
-            "it is not a regular file".to_owned(),
-            "give --state the path of a regular file (a new one is created)".to_owned(),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// The second half of [`check_place`], once the file is known to be a mailplan store: it is
-/// the user's and closed to everyone else.
-#[cfg(unix)]
-fn check_owner(path: &Path) -> Result<(), StateError> {
-    use std::os::unix::fs::MetadataExt;
-    let me = rustix::process::geteuid().as_raw();
-    let unsafe_ = |problem: String, help: String| StateError::Unsafe {
-        path: path.to_owned(),
-        problem,
-        help,
-    };
-    let shown = path.display();
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.uid() != me => Err(unsafe_(
-            format!("it is owned by uid {}, not by you (uid {me})", m.uid()),
-            format!("run mailplan as its owner, or chown $(id -u) {shown}"),
-        )),
-        Ok(m) if m.mode() & 0o077 != 0 => Err(unsafe_(
-            format!("others may read or write it (mode {:o})", m.mode() & 0o7777),
-            format!("chmod 600 {shown}"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-#[cfg(not(unix))]
-pub fn check_place(_path: &Path) -> Result<(), StateError> {
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_owner(_path: &Path) -> Result<(), StateError> {
-    Ok(())
-}
-
 fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
     Ok(StepRecord {
         key: r.get(0)?,
@@ -929,51 +655,9 @@ fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
     })
 }
 
-/// `2026-11-24T20:10:00Z` from seconds since the epoch.
-pub fn timestamp(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default()
-}
-
-/// Whether a process of this host is alive (Linux: `/proc/PID`; elsewhere assume it is).
-fn process_alive(pid: u32) -> bool {
-    let proc = Path::new("/proc");
-    if !proc.exists() {
-        return true;
-    }
-    proc.join(pid.to_string()).exists()
-}
-
-#[cfg(unix)]
-fn create_private(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map(drop)
-}
-
-#[cfg(not(unix))]
-fn create_private(path: &Path) -> std::io::Result<()> {
-    std::fs::File::create(path).map(drop)
-}
-
-#[cfg(unix)]
-fn restrict(dir: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn restrict(_dir: &Path, _mode: u32) -> std::io::Result<()> {
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::schema::SCHEMA;
     use super::*;
 
     #[test]
