@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use super::ovh;
 use super::printer::{Event, Printer, human_bytes};
 use super::secrets;
-use super::store::{StateError, StateStore};
+use super::store::{StateError, StateStore, StepStatus};
 use crate::graph::{ReadyQueue, StepGraph, StepId, StepKind};
 use crate::plan::model::{Account, Flow, ImapServer, Plan};
 use crate::plan::secret::Secret;
@@ -138,7 +138,7 @@ pub(crate) struct Credentials {
 struct Shared {
     plan: Plan,
     credentials: Vec<Credentials>,
-    store: Option<Arc<Mutex<StateStore>>>,
+    store: Option<Arc<dyn StateStore>>,
     printer: Arc<Printer>,
     stop: Arc<AtomicBool>,
     /// A state write failed: the run stops as at a first Ctrl-C (no step starts, running ones
@@ -190,12 +190,12 @@ async fn ovh_preflight(
         return Ok(None);
     }
     let ovh_side = ovh::Ovh::connect(plan, options.ovh_requests_per_minute)?;
-    let store = StateStore::open_read_only(&options.state_path, &plan.name)?;
+    let store = super::store::open_read_only(&options.state_path, &plan.name)?;
     let done = |kind: StepKind, who: &str| {
         store
             .as_ref()
             .and_then(|s| s.step(&format!("{} {who}", kind.name())).ok().flatten())
-            .is_some_and(|r| r.status == "done")
+            .is_some_and(|r| r.status == StepStatus::Done)
     };
     let what = format!(
         "the OVH API at {} (its clock, the services, domains and accounts the plan names, \
@@ -392,11 +392,11 @@ pub async fn apply(
 
     let store = match options.mode {
         RunMode::Real => {
-            let mut s = StateStore::open(&options.state_path, &plan.name)?;
+            let s = super::store::open(&options.state_path, &plan.name)?;
             s.lock(&host, pid, options.break_lock)?;
             Some(s)
         }
-        RunMode::DryRun => StateStore::open_read_only(&options.state_path, &plan.name)?,
+        RunMode::DryRun => super::store::open_read_only(&options.state_path, &plan.name)?,
     };
     if let Some(s) = store.as_ref().filter(|_| options.mode == RunMode::Real) {
         // The plan as a whole: a changed plan is visible in `status --format json`.
@@ -407,7 +407,7 @@ pub async fn apply(
         s.set_meta("plan_fingerprint", &hex(&h.finalize()[..12]))?;
         s.set_meta("plan_name", &plan.name)?;
     }
-    let store = store.map(|s| Arc::new(Mutex::new(s)));
+    let store: Option<Arc<dyn StateStore>> = store.map(Arc::from);
     let dry = options.mode == RunMode::DryRun;
     let state_display = options.state_path.display().to_string();
     printer.event(&Event::Started {
@@ -448,10 +448,9 @@ pub async fn apply(
     let mut queue = ReadyQueue::new(&graph);
     let mut running: JoinSet<(StepId, StepResult, Duration)> = JoinSet::new();
     // Whether the write went through (or there is nothing to write to).
-    let with_store = |f: &dyn Fn(&StateStore) -> Result<(), StateError>| -> bool {
+    let with_store = |f: &dyn Fn(&dyn StateStore) -> Result<(), StateError>| -> bool {
         if let (Some(s), false) = (&store, dry)
-            && let Ok(guard) = s.lock()
-            && let Err(e) = f(&guard)
+            && let Err(e) = f(s.as_ref())
         {
             shared.state_failed.store(true, Ordering::SeqCst);
             shared.stop.store(true, Ordering::SeqCst);
@@ -482,14 +481,18 @@ pub async fn apply(
                 );
             }
             let previous = match &store {
-                Some(s) => s.lock().ok().and_then(|g| g.step(key).ok().flatten()),
+                Some(s) => s.step(key).ok().flatten(),
                 None => None,
             };
             let why = match &previous {
-                Some(p) if p.fingerprint != fp && p.status == "done" => {
+                Some(p) if p.fingerprint != fp && p.status == StepStatus::Done => {
                     Some("changed since the last run")
                 }
-                Some(p) if p.status == "failed" && p.fingerprint == fp && !options.retry_failed => {
+                Some(p)
+                    if p.status == StepStatus::Failed
+                        && p.fingerprint == fp
+                        && !options.retry_failed =>
+                {
                     let reason = format!(
                         "failed in an earlier run ({}); use --retry-failed to try again",
                         p.error.as_deref().unwrap_or("no reason recorded")
@@ -512,15 +515,17 @@ pub async fn apply(
                     );
                     continue;
                 }
-                Some(p) if p.status == "failed" => Some("retrying a failed step"),
-                Some(p) if p.status == "running" || p.status == "interrupted" => {
+                Some(p) if p.status == StepStatus::Failed => Some("retrying a failed step"),
+                Some(p)
+                    if p.status == StepStatus::Running || p.status == StepStatus::Interrupted =>
+                {
                     Some("resuming an interrupted step")
                 }
                 _ => None,
             };
             let unchanged = previous
                 .as_ref()
-                .is_some_and(|p| p.status == "done" && p.fingerprint == fp);
+                .is_some_and(|p| p.status == StepStatus::Done && p.fingerprint == fp);
             if unchanged && next.kind != StepKind::CopyMail {
                 let why = if next.kind == StepKind::Verify {
                     "verified, nothing copied since"
@@ -534,15 +539,15 @@ pub async fn apply(
             }
             if next.kind == StepKind::WaveGate {
                 with_store(&|s| {
-                    s.step_started(key, None, next.kind.name(), &fp)?;
-                    s.step_finished(key, "done", Some(0), None, None)
+                    s.step_started(key, None, next.kind, &fp)?;
+                    s.step_finished(key, StepStatus::Done, Some(0), None, None)
                 });
                 summary.done += 1;
                 queue.finish(id);
                 continue;
             }
             // A step whose start cannot be recorded does not start.
-            if !with_store(&|s| s.step_started(key, account.as_deref(), next.kind.name(), &fp)) {
+            if !with_store(&|s| s.step_started(key, account.as_deref(), next.kind, &fp)) {
                 continue;
             }
             printer.event(&Event::StepStarted { key, why });
@@ -577,7 +582,9 @@ pub async fn apply(
                 summary: text,
                 output,
             } => {
-                with_store(&|s| s.step_finished(key, "done", Some(ms), Some(&output), None));
+                with_store(&|s| {
+                    s.step_finished(key, StepStatus::Done, Some(ms), Some(&output), None)
+                });
                 printer.event(&Event::StepDone {
                     key,
                     summary: &text,
@@ -587,7 +594,9 @@ pub async fn apply(
                 queue.finish(id);
             }
             StepResult::Failed(error) => {
-                with_store(&|s| s.step_finished(key, "failed", Some(ms), None, Some(&error)));
+                with_store(&|s| {
+                    s.step_finished(key, StepStatus::Failed, Some(ms), None, Some(&error))
+                });
                 printer.event(&Event::StepFailed { key, error: &error });
                 summary.failed += 1;
                 skip_dependents(
@@ -603,7 +612,9 @@ pub async fn apply(
                 );
             }
             StepResult::Interrupted => {
-                with_store(&|s| s.step_finished(key, "interrupted", Some(ms), None, None));
+                with_store(&|s| {
+                    s.step_finished(key, StepStatus::Interrupted, Some(ms), None, None)
+                });
                 printer.event(&Event::StepInterrupted { key });
             }
         }
@@ -615,11 +626,9 @@ pub async fn apply(
     summary.messages = shared.copied.load(Ordering::SeqCst);
     summary.bytes = shared.copied_bytes.load(Ordering::SeqCst);
     signals.abort();
-    if let (Some(s), false) = (&store, dry)
-        && let Ok(guard) = s.lock()
-    {
-        let _ = guard.set_meta("last_run", &super::store::timestamp(super::store::now()));
-        let _ = guard.unlock(pid);
+    if let (Some(s), false) = (&store, dry) {
+        let _ = s.set_meta("last_run", &super::store::timestamp(super::store::now()));
+        let _ = s.unlock(pid);
     }
     printer.event(&Event::Finished {
         done: summary.done,
@@ -633,7 +642,7 @@ pub async fn apply(
 }
 
 /// Runs a write on the state store (when the run writes one).
-type WithStore<'a> = &'a dyn Fn(&dyn Fn(&StateStore) -> Result<(), StateError>) -> bool;
+type WithStore<'a> = &'a dyn Fn(&dyn Fn(&dyn StateStore) -> Result<(), StateError>) -> bool;
 
 /// Mark and report everything that depends on a failed step.
 #[allow(clippy::too_many_arguments)]
@@ -655,9 +664,7 @@ fn skip_dependents(
         let account = step
             .account
             .map(|i| shared.plan.accounts[i].address.as_str());
-        with_store(&|st| {
-            st.step_skipped(key, account, step.kind.name(), &fps[s.index()], &because)
-        });
+        with_store(&|st| st.step_skipped(key, account, step.kind, &fps[s.index()], &because));
         shared.printer.event(&Event::StepSkipped {
             key,
             because: &because,
@@ -671,10 +678,7 @@ fn progress_mark(shared: &Shared, account: &str) -> String {
     let Some(store) = &shared.store else {
         return String::new();
     };
-    let Ok(guard) = store.lock() else {
-        return String::new();
-    };
-    let rows = guard.folders(account).unwrap_or_default();
+    let rows = store.folders(account).unwrap_or_default();
     let mut h = Sha256::new();
     for r in rows {
         h.update(format!(
@@ -726,7 +730,7 @@ async fn interrupted() {
 
 /// The state store seen by the copy of one account.
 struct StoreLedger<'a> {
-    store: Option<&'a Mutex<StateStore>>,
+    store: Option<&'a dyn StateStore>,
     account: &'a str,
     /// Where this account's mail goes now (see [`route`]): a folder's record is only trusted
     /// for the route and target folder it was recorded on.
@@ -763,13 +767,18 @@ impl<'a> StoreLedger<'a> {
 }
 
 impl StoreLedger<'_> {
-    fn with<T>(&self, f: impl FnOnce(&StateStore) -> Result<T, StateError>) -> Result<T, String> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&dyn StateStore) -> Result<T, StateError>,
+    ) -> Result<T, String> {
         let store = self.store.ok_or("no state store")?;
-        let guard = store.lock().map_err(|e| e.to_string())?;
-        f(&guard).map_err(|e| e.to_string())
+        f(store).map_err(|e| e.to_string())
     }
 
-    fn write<T>(&self, f: impl FnOnce(&StateStore) -> Result<T, StateError>) -> Result<T, String> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&dyn StateStore) -> Result<T, StateError>,
+    ) -> Result<T, String> {
         if self.mode == RunMode::DryRun {
             return Err("a dry run must not write to the state store".to_owned());
         }
@@ -850,10 +859,8 @@ async fn run_step(
                     wait,
                     error: &e.to_string(),
                 });
-                if let (Some(store), RunMode::Real) = (&shared.store, shared.mode)
-                    && let Ok(g) = store.lock()
-                {
-                    let _ = g.step_retried(key);
+                if let (Some(store), RunMode::Real) = (&shared.store, shared.mode) {
+                    let _ = store.step_retried(key);
                 }
                 if !sleep_unless_stopped(wait, &shared.stop).await {
                     return StepResult::Interrupted;
@@ -934,12 +941,10 @@ async fn ovh_step(
             };
             // Kept apart from the step's output: a re-run after the migration (the source is
             // gone then) must not lose what the source held.
-            if let (Some(counts), Some(store)) = (&counts, &shared.store)
-                && let Ok(g) = store.lock()
-            {
+            if let (Some(counts), Some(store)) = (&counts, &shared.store) {
                 let key = format!("source-counts {}", a.address);
-                if g.meta(&key).ok().flatten().is_none() {
-                    let _ = g.set_meta(&key, &serde_json::json!(counts).to_string());
+                if store.meta(&key).ok().flatten().is_none() {
+                    let _ = store.set_meta(&key, &serde_json::json!(counts).to_string());
                 }
             }
             let password = &shared.credentials[i].source_password;
@@ -996,7 +1001,7 @@ async fn verify_migrated(
     let before: Option<std::collections::BTreeMap<String, u32>> = shared
         .store
         .as_ref()
-        .and_then(|s| s.lock().ok().and_then(|g| g.meta(&key).ok().flatten()))
+        .and_then(|s| s.meta(&key).ok().flatten())
         .and_then(|o| serde_json::from_str(&o).ok());
     let c = &shared.credentials[account];
     let _slot = slot(shared, target).await?;
@@ -1332,12 +1337,10 @@ async fn copy_step(
     let outcomes = copy::copy_account(&mut ctx, &mut survey, more).await?;
     let copied: u64 = outcomes.iter().map(|o| o.counts.copied).sum();
     let verified_before = shared.store.as_ref().is_some_and(|st| {
-        st.lock().ok().is_some_and(|g| {
-            g.step(&format!("verify {}", a.address))
-                .ok()
-                .flatten()
-                .is_some_and(|r| r.status == "done")
-        })
+        st.step(&format!("verify {}", a.address))
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.status == StepStatus::Done)
     });
     if !dry && (copied > 0 || !verified_before) {
         // The verify step comes next: check now, on these connections, and let it use the
@@ -1432,10 +1435,9 @@ async fn verify_step(
         Err(failure) => {
             if let Some(store) = &shared.store
                 && shared.mode == RunMode::Real
-                && let Ok(g) = store.lock()
             {
                 let key = format!("verify {}", a.address);
-                let _ = g.step_finished(&key, "failed", None, Some(&output), None);
+                let _ = store.step_finished(&key, StepStatus::Failed, None, Some(&output), None);
             }
             Ok(StepResult::Failed(failure))
         }

@@ -52,6 +52,36 @@ impl StepKind {
             StepKind::WaveGate => "wave-gate",
         }
     }
+
+    pub const ALL: [StepKind; 10] = [
+        StepKind::AddDomain,
+        StepKind::Preflight,
+        StepKind::RenameSource,
+        StepKind::ConfigureTarget,
+        StepKind::MigrateLegacy,
+        StepKind::CopyMail,
+        StepKind::Verify,
+        StepKind::ResetSource,
+        StepKind::CheckDns,
+        StepKind::WaveGate,
+    ];
+
+    /// The kind named `name` ([`StepKind::name`]'s spelling): the one way back from the text.
+    pub fn parse(name: &str) -> Option<StepKind> {
+        StepKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl std::fmt::Display for StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl serde::Serialize for StepKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
 }
 
 /// One step: its kind and what it is about.

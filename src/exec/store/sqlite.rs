@@ -21,14 +21,18 @@
 //! was earned elsewhere.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior, params};
 
 use super::place::{check_owner, check_place, create_private, restrict};
 use super::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, TABLES_V0};
 use super::{
-    FolderRow, IssueRow, LockHolder, StateError, StepRecord, now, process_alive, timestamp,
+    FolderRow, IssueRow, LockHolder, StateError, StateStore, StepRecord, StepStatus, now,
+    process_alive, timestamp,
 };
+use crate::graph::StepKind;
 use crate::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
 
 /// What is at a state path, read without writing anything.
@@ -42,21 +46,22 @@ enum Found {
     },
 }
 
-/// The store. Not `Sync`: the runner keeps it behind a mutex.
+/// The `SQLite` backend of [`StateStore`]. Its one connection is behind a mutex: every method
+/// is one statement or one transaction under it, so callers share the store freely.
 #[derive(Debug)]
-pub struct StateStore {
-    conn: Connection,
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
     path: PathBuf,
     /// Whether `folders` has its `route` column (a store written before it has none until a
     /// run that writes opens it; read only, its records are then never trusted).
     routes: bool,
 }
 
-impl StateStore {
+impl SqliteStore {
     /// Open (creating it, mode 0600 in a 0700 folder) for a run of the plan `plan` that writes.
     /// Refuses, before writing anything, what is not this plan's store or is not safe to use
     /// (see the module doc); migrates an older schema.
-    pub fn open(path: &Path, plan: &str) -> Result<StateStore, StateError> {
+    pub fn open(path: &Path, plan: &str) -> Result<SqliteStore, StateError> {
         let err = |m: String| StateError::Store {
             path: path.to_owned(),
             message: m,
@@ -88,17 +93,17 @@ impl StateStore {
                 | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(|e| err(e.to_string()))?;
-        let mut store = StateStore {
-            conn,
+        let mut store = SqliteStore {
+            conn: Mutex::new(conn),
             path: path.to_owned(),
             routes: true,
         };
         store
-            .conn
+            .conn()?
             .busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| store.error(&e))?;
         store
-            .conn
+            .conn()?
             // WAL with NORMAL: a commit survives the process being killed at any instant (it is
             // in the log before the call returns); only an OS crash or power loss may drop the
             // last commits, and every step re-reads the remote state before acting, so that
@@ -116,7 +121,7 @@ impl StateStore {
 
     /// Bring the schema from `version` to [`SCHEMA_VERSION`], one transaction per step, and mark
     /// the file as mailplan's.
-    fn migrate(&mut self, version: i64) -> Result<(), StateError> {
+    fn migrate(&self, version: i64) -> Result<(), StateError> {
         let path = self.path.clone();
         let e = |e: rusqlite::Error| StateError::Store {
             path: path.clone(),
@@ -127,8 +132,8 @@ impl StateStore {
             .enumerate()
             .skip(usize::try_from(version).unwrap_or(0))
         {
-            let tx = self
-                .conn
+            let mut conn = self.conn()?;
+            let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(e)?;
             tx.execute_batch(sql).map_err(e)?;
@@ -143,7 +148,7 @@ impl StateStore {
     }
 
     fn has_routes(&self) -> Result<bool, StateError> {
-        self.conn
+        self.conn()?
             .query_row(
                 "SELECT COUNT(*) FROM pragma_table_info('folders') WHERE name = 'route'",
                 [],
@@ -154,8 +159,8 @@ impl StateStore {
     }
 
     /// Open an existing store of the plan `plan` without writing anything (`status`, `report`,
-    /// dry runs); the same refusals as [`StateStore::open`].
-    pub fn open_read_only(path: &Path, plan: &str) -> Result<Option<StateStore>, StateError> {
+    /// dry runs); the same refusals as [`SqliteStore::open`].
+    pub fn open_read_only(path: &Path, plan: &str) -> Result<Option<SqliteStore>, StateError> {
         check_place(path)?;
         match inspect(path)? {
             Found::Nothing => return Ok(None),
@@ -172,8 +177,8 @@ impl StateStore {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        let mut store = StateStore {
-            conn,
+        let mut store = SqliteStore {
+            conn: Mutex::new(conn),
             path: path.to_owned(),
             routes: false,
         };
@@ -185,23 +190,33 @@ impl StateStore {
         &self.path
     }
 
+    /// The connection, for one statement or one transaction.
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StateError> {
+        self.conn.lock().map_err(|_| StateError::Store {
+            path: self.path.clone(),
+            message: "a thread panicked while writing to it".to_owned(),
+        })
+    }
+
     fn error(&self, e: &rusqlite::Error) -> StateError {
         StateError::Store {
             path: self.path.clone(),
             message: e.to_string(),
         }
     }
+}
 
+impl StateStore for SqliteStore {
     /// Take the run lock, or say who holds it. A lock left by a dead process of this host is
     /// taken over; `force` takes over any lock.
-    pub fn lock(&mut self, host: &str, pid: u32, force: bool) -> Result<(), StateError> {
+    fn lock(&self, host: &str, pid: u32, force: bool) -> Result<(), StateError> {
         let path = self.path.clone();
         let e = |e: rusqlite::Error| StateError::Store {
             path: path.clone(),
             message: e.to_string(),
         };
-        let tx = self
-            .conn
+        let mut conn = self.conn()?;
+        let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(e)?;
         let held: Option<(String, u32, String)> = tx
@@ -231,8 +246,8 @@ impl StateStore {
 
     /// Who holds the run lock, if anyone: a running `apply`, or one that died without
     /// releasing it.
-    pub fn lock_holder(&self) -> Result<Option<LockHolder>, StateError> {
-        self.conn
+    fn lock_holder(&self) -> Result<Option<LockHolder>, StateError> {
+        self.conn()?
             .query_row("SELECT host, pid, since FROM lock WHERE id = 1", [], |r| {
                 Ok(LockHolder {
                     host: r.get(0)?,
@@ -244,15 +259,15 @@ impl StateStore {
             .map_err(|e| self.error(&e))
     }
 
-    pub fn unlock(&self, pid: u32) -> Result<(), StateError> {
-        self.conn
+    fn unlock(&self, pid: u32) -> Result<(), StateError> {
+        self.conn()?
             .execute("DELETE FROM lock WHERE pid = ?1", params![pid])
             .map_err(|e| self.error(&e))?;
         Ok(())
     }
 
-    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
-        self.conn
+    fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        self.conn()?
             .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
                 r.get(0)
             })
@@ -260,8 +275,8 @@ impl StateStore {
             .map_err(|e| self.error(&e))
     }
 
-    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
-        self.conn
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.conn()?
             .execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
                 params![key, value],
@@ -270,8 +285,8 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn step(&self, key: &str) -> Result<Option<StepRecord>, StateError> {
-        self.conn
+    fn step(&self, key: &str) -> Result<Option<StepRecord>, StateError> {
+        self.conn()?
             .query_row(
                 "SELECT key, account, kind, fingerprint, status, attempts, started_at, \
                  finished_at, duration_ms, output, error FROM steps WHERE key = ?1",
@@ -282,9 +297,9 @@ impl StateStore {
             .map_err(|e| self.error(&e))
     }
 
-    pub fn steps(&self) -> Result<Vec<StepRecord>, StateError> {
-        let mut stmt = self
-            .conn
+    fn steps(&self) -> Result<Vec<StepRecord>, StateError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
             .prepare(
                 "SELECT key, account, kind, fingerprint, status, attempts, started_at, \
                  finished_at, duration_ms, output, error FROM steps ORDER BY rowid",
@@ -299,29 +314,37 @@ impl StateStore {
     }
 
     /// A step starts: status `running`, one more attempt.
-    pub fn step_started(
+    fn step_started(
         &self,
         key: &str,
         account: Option<&str>,
-        kind: &str,
+        kind: StepKind,
         fingerprint: &str,
     ) -> Result<(), StateError> {
-        self.conn
+        self.conn()?
             .execute(
                 "INSERT INTO steps (key, account, kind, fingerprint, status, attempts, started_at)
-                 VALUES (?1, ?2, ?3, ?4, 'running', 1, ?5)
-                 ON CONFLICT (key) DO UPDATE SET fingerprint = ?4, status = 'running',
-                   attempts = CASE WHEN status = 'done' THEN 1 ELSE attempts + 1 END,
+                 VALUES (?1, ?2, ?3, ?4, ?6, 1, ?5)
+                 ON CONFLICT (key) DO UPDATE SET fingerprint = ?4, status = ?6,
+                   attempts = CASE WHEN status = ?7 THEN 1 ELSE attempts + 1 END,
                    started_at = ?5, finished_at = NULL, error = NULL",
-                params![key, account, kind, fingerprint, now()],
+                params![
+                    key,
+                    account,
+                    kind,
+                    fingerprint,
+                    now(),
+                    StepStatus::Running,
+                    StepStatus::Done
+                ],
             )
             .map_err(|e| self.error(&e))?;
         Ok(())
     }
 
     /// A running step tries again after a network error or a "try later" answer.
-    pub fn step_retried(&self, key: &str) -> Result<(), StateError> {
-        self.conn
+    fn step_retried(&self, key: &str) -> Result<(), StateError> {
+        self.conn()?
             .execute(
                 "UPDATE steps SET attempts = attempts + 1 WHERE key = ?1",
                 params![key],
@@ -331,15 +354,15 @@ impl StateStore {
     }
 
     /// A step ends (`done`, `failed`, `skipped`, `interrupted`).
-    pub fn step_finished(
+    fn step_finished(
         &self,
         key: &str,
-        status: &str,
+        status: StepStatus,
         duration_ms: Option<i64>,
         output: Option<&str>,
         error: Option<&str>,
     ) -> Result<(), StateError> {
-        self.conn
+        self.conn()?
             .execute(
                 "UPDATE steps SET status = ?2, finished_at = ?3, duration_ms = ?4,
                    output = COALESCE(?5, output), error = ?6 WHERE key = ?1",
@@ -350,21 +373,29 @@ impl StateStore {
     }
 
     /// A step that never started because a dependency failed.
-    pub fn step_skipped(
+    fn step_skipped(
         &self,
         key: &str,
         account: Option<&str>,
-        kind: &str,
+        kind: StepKind,
         fingerprint: &str,
         reason: &str,
     ) -> Result<(), StateError> {
-        self.conn
+        self.conn()?
             .execute(
                 "INSERT INTO steps (key, account, kind, fingerprint, status, error)
-                 VALUES (?1, ?2, ?3, ?4, 'skipped', ?5)
-                 ON CONFLICT (key) DO UPDATE SET status = 'skipped', error = ?5
-                 WHERE status <> 'done'",
-                params![key, account, kind, fingerprint, reason],
+                 VALUES (?1, ?2, ?3, ?4, ?6, ?5)
+                 ON CONFLICT (key) DO UPDATE SET status = ?6, error = ?5
+                 WHERE status <> ?7",
+                params![
+                    key,
+                    account,
+                    kind,
+                    fingerprint,
+                    reason,
+                    StepStatus::Skipped,
+                    StepStatus::Done
+                ],
             )
             .map_err(|e| self.error(&e))?;
         Ok(())
@@ -372,7 +403,7 @@ impl StateStore {
 
     /// The record of a folder copied along `route` to `target`; none when it was copied along
     /// another route or to another folder (the plan changed since).
-    pub fn folder(
+    fn folder(
         &self,
         account: &str,
         source: &str,
@@ -382,7 +413,7 @@ impl StateStore {
         if !self.routes {
             return Ok(None);
         }
-        self.conn
+        self.conn()?
             .query_row(
                 "SELECT uidvalidity, last_uid, pending, failed_now FROM folders
                  WHERE account = ?1 AND source = ?2 AND target = ?3 AND route = ?4",
@@ -405,7 +436,7 @@ impl StateStore {
     /// is still known to be pending and is reconciled rather than trusted.
     /// The folder is pending, and its record then belongs to
     /// `route` and `target`.
-    pub fn begin_batch(
+    fn begin_batch(
         &self,
         account: &str,
         source: &str,
@@ -413,10 +444,10 @@ impl StateStore {
         route: &str,
         uidvalidity: u32,
     ) -> Result<(), StateError> {
-        self.conn
-            .execute_batch("PRAGMA synchronous = FULL")
+        let conn = self.conn()?;
+        conn.execute_batch("PRAGMA synchronous = FULL")
             .map_err(|e| self.error(&e))?;
-        let written = self.conn.execute(
+        let written = conn.execute(
             "INSERT INTO folders (account, source, target, route, uidvalidity, pending,
                    updated_at)
                  VALUES (?1, ?2, ?3, ?6, ?4, 1, ?5)
@@ -424,14 +455,14 @@ impl StateStore {
                    pending = 1, updated_at = ?5",
             params![account, source, target, uidvalidity, now(), route],
         );
-        let normal = self.conn.execute_batch("PRAGMA synchronous = NORMAL");
+        let normal = conn.execute_batch("PRAGMA synchronous = NORMAL");
         written.map_err(|e| self.error(&e))?;
         normal.map_err(|e| self.error(&e))
     }
 
     /// After a batch (or a pass that had nothing to send): the folder's new mark along `route`
     /// to `target`, and what the batch did.
-    pub fn end_batch(
+    fn end_batch(
         &self,
         account: &str,
         source: &str,
@@ -440,7 +471,7 @@ impl StateStore {
         record: FolderRecord,
         counts: &FolderCounts,
     ) -> Result<(), StateError> {
-        self.conn
+        self.conn()?
             .execute(
                 "INSERT INTO folders (account, source, target, route, uidvalidity, last_uid,
                    pending, failed_now, copied, failed, bytes, updated_at)
@@ -468,7 +499,7 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn issue(
+    fn issue(
         &self,
         account: &str,
         folder: &str,
@@ -476,7 +507,7 @@ impl StateStore {
         kind: IssueKind,
         detail: &str,
     ) -> Result<(), StateError> {
-        self.conn
+        self.conn()?
             .execute(
                 "INSERT OR REPLACE INTO issues (account, folder, uid, kind, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -486,8 +517,8 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn clear_issues(&self, account: &str, folder: &str) -> Result<(), StateError> {
-        self.conn
+    fn clear_issues(&self, account: &str, folder: &str) -> Result<(), StateError> {
+        self.conn()?
             .execute(
                 "DELETE FROM issues WHERE account = ?1 AND folder = ?2",
                 params![account, folder],
@@ -496,9 +527,9 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn folders(&self, account: &str) -> Result<Vec<FolderRow>, StateError> {
-        let mut stmt = self
-            .conn
+    fn folders(&self, account: &str) -> Result<Vec<FolderRow>, StateError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
             .prepare(
                 "SELECT account, source, target, uidvalidity, last_uid, pending, failed_now,
                    copied, failed, bytes FROM folders WHERE account = ?1 ORDER BY source",
@@ -525,9 +556,9 @@ impl StateStore {
         .map_err(|e| self.error(&e))
     }
 
-    pub fn issues(&self, account: &str) -> Result<Vec<IssueRow>, StateError> {
-        let mut stmt = self
-            .conn
+    fn issues(&self, account: &str) -> Result<Vec<IssueRow>, StateError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
             .prepare(
                 "SELECT account, folder, uid, kind, detail FROM issues WHERE account = ?1
                  ORDER BY folder, uid",
@@ -639,6 +670,36 @@ fn check_identity(
     }
 }
 
+/// The one conversion of a step's status to and from its SQL text ([`StepStatus::as_str`]).
+impl ToSql for StepStatus {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for StepStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        StepStatus::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown step status `{text}`").into()))
+    }
+}
+
+/// The one conversion of a step's kind to and from its SQL text ([`StepKind::name`]).
+impl ToSql for StepKind {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.name()))
+    }
+}
+
+impl FromSql for StepKind {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        StepKind::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown step kind `{text}`").into()))
+    }
+}
+
 fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
     Ok(StepRecord {
         key: r.get(0)?,
@@ -664,7 +725,7 @@ mod tests {
     fn batches_are_recorded_and_pending_survives_until_the_batch_ends() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(".mailplan/p.db");
-        let store = StateStore::open(&path, "p").expect("open");
+        let store = SqliteStore::open(&path, "p").expect("open");
         store
             .begin_batch("a@x", "INBOX", "INBOX", ROUTE, 7)
             .expect("begin");
@@ -707,6 +768,38 @@ mod tests {
     }
 
     #[test]
+    fn every_step_kind_and_status_reads_back_as_written_and_a_stranger_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path, "p").expect("open");
+        for kind in StepKind::ALL {
+            for status in StepStatus::ALL {
+                let key = format!("{kind} {status}");
+                store
+                    .step_started(&key, Some("a@x"), kind, "fp")
+                    .expect("start");
+                store
+                    .step_finished(&key, status, Some(1), None, None)
+                    .expect("finish");
+                let read = store.step(&key).expect("read").expect("row");
+                assert_eq!((read.kind, read.status), (kind, status));
+            }
+        }
+        drop(store);
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute("UPDATE steps SET status = 'later'", [])
+                .expect("a status of another release");
+        }
+        let store = SqliteStore::open(&path, "p").expect("open");
+        let err = store.steps().expect_err("an unknown status");
+        assert!(
+            err.to_string().contains("unknown step status `later`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn there_is_one_migration_per_schema_version() {
         assert_eq!(i64::try_from(MIGRATIONS.len()), Ok(SCHEMA_VERSION));
     }
@@ -715,10 +808,10 @@ mod tests {
     fn a_new_store_is_marked_as_mailplans_with_its_version_and_plan() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(".mailplan/p.db");
-        drop(StateStore::open(&path, "p").expect("open"));
+        drop(SqliteStore::open(&path, "p").expect("open"));
         assert_eq!(pragma(&path, "application_id"), APPLICATION_ID);
         assert_eq!(pragma(&path, "user_version"), SCHEMA_VERSION);
-        let again = StateStore::open(&path, "p").expect("open again");
+        let again = SqliteStore::open(&path, "p").expect("open again");
         assert_eq!(again.meta("plan_name").expect("meta").as_deref(), Some("p"));
     }
 
@@ -733,10 +826,10 @@ mod tests {
         }
         restrict(&path, 0o600).expect("chmod");
         let before = std::fs::read(&path).expect("read");
-        let err = StateStore::open(&path, "p").expect_err("a foreign file");
+        let err = SqliteStore::open(&path, "p").expect_err("a foreign file");
         assert!(matches!(err, StateError::Foreign { .. }), "{err:?}");
         assert!(err.to_string().contains("invoices"), "{err}");
-        let err = StateStore::open_read_only(&path, "p").expect_err("a foreign file");
+        let err = SqliteStore::open_read_only(&path, "p").expect_err("a foreign file");
         assert!(matches!(err, StateError::Foreign { .. }), "{err:?}");
         assert_eq!(std::fs::read(&path).expect("read"), before);
         let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -751,12 +844,12 @@ mod tests {
                 .expect("mark");
         }
         assert!(matches!(
-            StateStore::open(&path, "p"),
+            SqliteStore::open(&path, "p"),
             Err(StateError::Foreign { .. })
         ));
         std::fs::write(&path, b"not a database, just text\n").expect("write");
         assert!(matches!(
-            StateStore::open(&path, "p"),
+            SqliteStore::open(&path, "p"),
             Err(StateError::Foreign { .. })
         ));
         assert_eq!(
@@ -769,15 +862,15 @@ mod tests {
     fn a_newer_schema_and_another_plans_store_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
-        drop(StateStore::open(&path, "first").expect("open"));
-        match StateStore::open(&path, "second") {
+        drop(SqliteStore::open(&path, "first").expect("open"));
+        match SqliteStore::open(&path, "second") {
             Err(StateError::OtherPlan { found, plan, .. }) => {
                 assert_eq!((found.as_str(), plan.as_str()), ("first", "second"));
             }
             other => panic!("expected OtherPlan, got {other:?}"),
         }
         assert!(matches!(
-            StateStore::open_read_only(&path, "second"),
+            SqliteStore::open_read_only(&path, "second"),
             Err(StateError::OtherPlan { .. })
         ));
         {
@@ -785,7 +878,7 @@ mod tests {
             conn.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
                 .expect("bump");
         }
-        match StateStore::open(&path, "first") {
+        match SqliteStore::open(&path, "first") {
             Err(StateError::Newer { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
             other => panic!("expected Newer, got {other:?}"),
         }
@@ -812,7 +905,7 @@ mod tests {
             )
             .expect("folder");
         }
-        let store = StateStore::open(&path, "p").expect("a version-0 store is adopted");
+        let store = SqliteStore::open(&path, "p").expect("a version-0 store is adopted");
         let rows = store.folders("a@x").expect("rows");
         let rec = rows[0].record;
         assert_eq!((rec.uidvalidity, rec.last_uid), (7, 12));
@@ -826,37 +919,37 @@ mod tests {
     fn a_symlink_a_wide_file_and_a_wide_mailplan_folder_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let real = dir.path().join("real.db");
-        drop(StateStore::open(&real, "p").expect("open"));
+        drop(SqliteStore::open(&real, "p").expect("open"));
         let link = dir.path().join("link.db");
         std::os::unix::fs::symlink(&real, &link).expect("symlink");
-        let err = StateStore::open(&link, "p").expect_err("a symlink");
+        let err = SqliteStore::open(&link, "p").expect_err("a symlink");
         assert!(err.to_string().contains("symbolic link"), "{err}");
 
         restrict(&real, 0o644).expect("chmod");
-        let err = StateStore::open(&real, "p").expect_err("world-readable");
+        let err = SqliteStore::open(&real, "p").expect_err("world-readable");
         assert!(matches!(err, StateError::Unsafe { .. }), "{err:?}");
         assert!(err.to_string().contains("644"), "{err}");
-        assert!(StateStore::open_read_only(&real, "p").is_err());
+        assert!(SqliteStore::open_read_only(&real, "p").is_err());
         restrict(&real, 0o600).expect("chmod");
-        drop(StateStore::open(&real, "p").expect("private again"));
+        drop(SqliteStore::open(&real, "p").expect("private again"));
 
         let own = dir.path().join(".mailplan");
         std::fs::create_dir(&own).expect("mkdir");
         restrict(&own, 0o755).expect("chmod");
-        let err = StateStore::open(&own.join("p.db"), "p").expect_err("a wide .mailplan");
+        let err = SqliteStore::open(&own.join("p.db"), "p").expect_err("a wide .mailplan");
         assert!(err.to_string().contains("755"), "{err}");
         assert!(!own.join("p.db").exists(), "created despite the refusal");
         std::fs::remove_dir(&own).expect("rmdir");
         std::os::unix::fs::symlink(dir.path(), &own).expect("symlink the folder");
-        let err = StateStore::open(&own.join("p.db"), "p").expect_err("a symlinked .mailplan");
+        let err = SqliteStore::open(&own.join("p.db"), "p").expect_err("a symlinked .mailplan");
         assert!(err.to_string().contains("symbolic link"), "{err}");
 
         let open = dir.path().join("open");
         std::fs::create_dir(&open).expect("mkdir");
         restrict(&open, 0o777).expect("chmod");
-        assert!(StateStore::open(&open.join("s.db"), "p").is_err());
+        assert!(SqliteStore::open(&open.join("s.db"), "p").is_err());
         restrict(&open, 0o1777).expect("sticky, as /tmp");
-        drop(StateStore::open(&open.join("s.db"), "p").expect("a sticky folder is fine"));
+        drop(SqliteStore::open(&open.join("s.db"), "p").expect("a sticky folder is fine"));
     }
 
     const ROUTE: &str = "a@x at old:993 -> a@y at new:993";
@@ -864,7 +957,7 @@ mod tests {
     #[test]
     fn a_record_is_found_only_for_the_route_and_target_it_was_earned_on() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = StateStore::open(&dir.path().join("s.db"), "p").expect("open");
+        let store = SqliteStore::open(&dir.path().join("s.db"), "p").expect("open");
         let done = FolderRecord {
             uidvalidity: 7,
             last_uid: 30,
@@ -906,7 +999,7 @@ mod tests {
             ))
             .expect("an old store");
         }
-        let read = StateStore::open_read_only(&path, "p")
+        let read = SqliteStore::open_read_only(&path, "p")
             .expect("open")
             .expect("exists");
         assert_eq!(
@@ -919,7 +1012,7 @@ mod tests {
             "status still reads it"
         );
         drop(read);
-        let store = StateStore::open(&path, "p").expect("migrated");
+        let store = SqliteStore::open(&path, "p").expect("migrated");
         assert_eq!(pragma(&path, "user_version"), SCHEMA_VERSION);
         assert_eq!(
             store.folder("a@x", "INBOX", "INBOX", ROUTE).expect("read"),
@@ -931,10 +1024,10 @@ mod tests {
     fn the_lock_names_its_holder_and_a_dead_holder_is_taken_over() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
-        let mut a = StateStore::open(&path, "p").expect("open");
+        let a = SqliteStore::open(&path, "p").expect("open");
         let me = std::process::id();
         a.lock("host-a", me, false).expect("first lock");
-        let mut b = StateStore::open(&path, "p").expect("open again");
+        let b = SqliteStore::open(&path, "p").expect("open again");
         match b.lock("host-b", me + 1, false) {
             Err(StateError::Locked { host, pid, .. }) => {
                 assert_eq!((host.as_str(), pid), ("host-a", me));
