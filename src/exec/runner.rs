@@ -942,10 +942,7 @@ async fn ovh_step(
             // Kept apart from the step's output: a re-run after the migration (the source is
             // gone then) must not lose what the source held.
             if let (Some(counts), Some(store)) = (&counts, &shared.store) {
-                let key = format!("source-counts {}", a.address);
-                if store.meta(&key).ok().flatten().is_none() {
-                    let _ = store.set_meta(&key, &serde_json::json!(counts).to_string());
-                }
+                let _ = store.keep_source_counts(&a.address, counts);
             }
             let password = &shared.credentials[i].source_password;
             ovh::migrate_legacy(ovh_side, plan, a, password, counts, mode, stop).await
@@ -997,12 +994,10 @@ async fn verify_migrated(
     target: &ImapServer,
 ) -> Result<StepResult, StepError> {
     let a = &shared.plan.accounts[account];
-    let key = format!("source-counts {}", a.address);
-    let before: Option<std::collections::BTreeMap<String, u32>> = shared
+    let before = shared
         .store
         .as_ref()
-        .and_then(|s| s.meta(&key).ok().flatten())
-        .and_then(|o| serde_json::from_str(&o).ok());
+        .and_then(|s| s.source_counts(&a.address).ok().flatten());
     let c = &shared.credentials[account];
     let _slot = slot(shared, target).await?;
     let mut t = imap::connect(target, &c.target_login, &c.target_password).await?;

@@ -27,6 +27,7 @@
 //! Backends synchronise themselves (the runner shares one store among all steps without a lock
 //! of its own): `SQLite` keeps its one connection behind a mutex, a network backend a pool.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -163,7 +164,19 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn clear_issues(&self, account: &str, folder: &str) -> Result<(), StateError>;
     /// An account's issues, by folder and UID.
     fn issues(&self, account: &str) -> Result<Vec<IssueRow>, StateError>;
+
+    // Source counts of a historical MX Plan account, taken before OVH migrates it.
+
+    /// The counts kept for `account`, if it was counted.
+    fn source_counts(&self, account: &str) -> Result<Option<SourceCounts>, StateError>;
+    /// Keep `counts` for `account` unless it was counted before: the first count, taken while
+    /// the source still held everything, is the one `verify` compares with (a run after the
+    /// migration finds the source gone or emptied).
+    fn keep_source_counts(&self, account: &str, counts: &SourceCounts) -> Result<(), StateError>;
 }
+
+/// Messages per folder (by path) of a source mailbox.
+pub type SourceCounts = BTreeMap<String, u32>;
 
 /// A step's status as recorded. Its text (`running`, `done`, …) is what the store holds, the
 /// JSON of `status` shows and the output prints: [`StepStatus::as_str`] and

@@ -29,8 +29,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehav
 use super::place::{check_owner, check_place, create_private, restrict};
 use super::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, TABLES_V0};
 use super::{
-    FolderRow, IssueRow, LockHolder, StateError, StateStore, StepRecord, StepStatus, now,
-    process_alive, timestamp,
+    FolderRow, IssueRow, LockHolder, SourceCounts, StateError, StateStore, StepRecord, StepStatus,
+    now, process_alive, timestamp,
 };
 use crate::graph::StepKind;
 use crate::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
@@ -55,6 +55,9 @@ pub struct SqliteStore {
     /// Whether `folders` has its `route` column (a store written before it has none until a
     /// run that writes opens it; read only, its records are then never trusted).
     routes: bool,
+    /// Whether the source counts have their tables (schema version 4); a read-only store of an
+    /// older version has them in `meta`.
+    counts_table: bool,
 }
 
 impl SqliteStore {
@@ -97,6 +100,7 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             path: path.to_owned(),
             routes: true,
+            counts_table: true,
         };
         store
             .conn()?
@@ -147,6 +151,17 @@ impl SqliteStore {
         Ok(())
     }
 
+    fn has_table(&self, name: &str) -> Result<bool, StateError> {
+        self.conn()?
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                params![name],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.error(&e))
+    }
+
     fn has_routes(&self) -> Result<bool, StateError> {
         self.conn()?
             .query_row(
@@ -181,8 +196,10 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             path: path.to_owned(),
             routes: false,
+            counts_table: false,
         };
         store.routes = store.has_routes()?;
+        store.counts_table = store.has_table("source_counts")?;
         Ok(Some(store))
     }
 
@@ -577,6 +594,62 @@ impl StateStore for SqliteStore {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| self.error(&e))
     }
+
+    fn source_counts(&self, account: &str) -> Result<Option<SourceCounts>, StateError> {
+        if !self.counts_table {
+            // A store older than version 4, opened read-only: where that version kept them.
+            let kept = self.meta(&format!("source-counts {account}"))?;
+            return Ok(kept.and_then(|o| serde_json::from_str(&o).ok()));
+        }
+        let conn = self.conn()?;
+        let counted = conn
+            .query_row(
+                "SELECT 1 FROM source_counts WHERE account = ?1",
+                params![account],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(|e| self.error(&e))?;
+        if counted.is_none() {
+            return Ok(None);
+        }
+        let mut stmt = conn
+            .prepare("SELECT folder, messages FROM source_folder_counts WHERE account = ?1")
+            .map_err(|e| self.error(&e))?;
+        stmt.query_map(params![account], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.error(&e))?
+            .collect::<Result<SourceCounts, _>>()
+            .map(Some)
+            .map_err(|e| self.error(&e))
+    }
+
+    fn keep_source_counts(&self, account: &str, counts: &SourceCounts) -> Result<(), StateError> {
+        let mut conn = self.conn()?;
+        let e = |e: rusqlite::Error| self.error(&e);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let new = tx
+            .execute(
+                "INSERT OR IGNORE INTO source_counts (account, counted_at) VALUES (?1, ?2)",
+                params![account, now()],
+            )
+            .map_err(e)?;
+        if new == 1 {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO source_folder_counts (account, folder, messages)
+                     VALUES (?1, ?2, ?3)",
+                )
+                .map_err(e)?;
+            for (folder, messages) in counts {
+                insert
+                    .execute(params![account, folder, messages])
+                    .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
 }
 
 /// What is at `path`, read with a read-only connection (nothing is written, not even a journal
@@ -718,6 +791,7 @@ fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::SourceCounts;
     use super::super::schema::SCHEMA;
     use super::*;
 
@@ -796,6 +870,83 @@ mod tests {
         assert!(
             err.to_string().contains("unknown step status `later`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_version_2_store_with_source_counts_in_meta_is_read_then_migrated_to_their_tables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v2.db");
+        {
+            // As version 2 wrote it: the counts of a historical account as JSON in `meta`.
+            create_private(&path).expect("create");
+            let conn = Connection::open(&path).expect("create");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute_batch(MIGRATIONS[1]).expect("routes");
+            conn.execute_batch(&format!(
+                r#"PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 2;
+                 INSERT INTO meta (key, value) VALUES ('plan_name', 'p');
+                 INSERT INTO meta (key, value) VALUES ('last_run', '2026-11-24T20:10:00Z');
+                 INSERT INTO meta (key, value)
+                    VALUES ('source-counts mary@x', '{{"INBOX":12,"Sent":3,"a b/é":0}}');
+                 INSERT INTO meta (key, value) VALUES ('source-counts empty@x', '{{}}');"#
+            ))
+            .expect("a version-2 store");
+        }
+        let mary: SourceCounts = [("INBOX", 12), ("Sent", 3), ("a b/é", 0)]
+            .into_iter()
+            .map(|(f, n)| (f.to_owned(), n))
+            .collect();
+        let read = SqliteStore::open_read_only(&path, "p")
+            .expect("open")
+            .expect("exists");
+        assert_eq!(
+            read.source_counts("mary@x").expect("read"),
+            Some(mary.clone())
+        );
+        assert_eq!(
+            read.source_counts("empty@x").expect("read"),
+            Some(SourceCounts::new())
+        );
+        assert_eq!(read.source_counts("john@x").expect("read"), None);
+        drop(read);
+        assert_eq!(pragma(&path, "user_version"), 2, "a read changed nothing");
+
+        let store = SqliteStore::open(&path, "p").expect("migrated");
+        assert_eq!(pragma(&path, "user_version"), SCHEMA_VERSION);
+        assert_eq!(
+            store.source_counts("mary@x").expect("read"),
+            Some(mary.clone())
+        );
+        assert_eq!(
+            store.source_counts("empty@x").expect("read"),
+            Some(SourceCounts::new())
+        );
+        assert_eq!(store.source_counts("john@x").expect("read"), None);
+        assert_eq!(store.meta("source-counts mary@x").expect("meta"), None);
+        assert_eq!(
+            store.meta("last_run").expect("meta").as_deref(),
+            Some("2026-11-24T20:10:00Z"),
+            "the rest of meta stays"
+        );
+    }
+
+    #[test]
+    fn the_first_source_count_of_an_account_is_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("s.db"), "p").expect("open");
+        let first: SourceCounts = [("INBOX".to_owned(), 40), ("Sent".to_owned(), 2)].into();
+        store.keep_source_counts("mary@x", &first).expect("keep");
+        // A run after the migration finds the source emptied: that count is not kept.
+        let later: SourceCounts = [("INBOX".to_owned(), 0)].into();
+        store.keep_source_counts("mary@x", &later).expect("keep");
+        assert_eq!(store.source_counts("mary@x").expect("read"), Some(first));
+        store
+            .keep_source_counts("none@x", &SourceCounts::new())
+            .expect("keep");
+        assert_eq!(
+            store.source_counts("none@x").expect("read"),
+            Some(SourceCounts::new())
         );
     }
 
