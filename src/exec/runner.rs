@@ -27,7 +27,7 @@ use super::ovh;
 use super::printer::{Event, Printer, human_bytes};
 use super::secrets;
 use super::store::{StateError, StateStore, StepStatus};
-use crate::graph::{ReadyQueue, StepGraph, StepId, StepKind};
+use crate::graph::{ReadyQueue, StepGraph, StepId, StepKind, Subject};
 use crate::plan::model::{Account, Flow, ImapServer, Plan};
 use crate::plan::secret::Secret;
 use crate::providers::RunMode;
@@ -165,17 +165,7 @@ struct Shared {
 
 /// The stable name of a step in the state store and the output: `copy-mail alice@x.example`.
 pub fn step_key(plan: &Plan, graph: &StepGraph, id: StepId) -> String {
-    let step = graph.step(id);
-    let what = if let Some(i) = step.account {
-        plan.accounts[i].address.clone()
-    } else if let Some(d) = &step.domain {
-        d.clone()
-    } else if let Some(w) = step.wave {
-        format!("wave {w}")
-    } else {
-        String::new()
-    };
-    format!("{} {what}", step.kind.name())
+    graph.step(id).key(plan)
 }
 
 /// The OVH client when the plan has OVH steps, and the run's preflight
@@ -194,7 +184,7 @@ async fn ovh_preflight(
     let done = |kind: StepKind, who: &str| {
         store
             .as_ref()
-            .and_then(|s| s.step(&format!("{} {who}", kind.name())).ok().flatten())
+            .and_then(|s| s.step(&kind.key(who)).ok().flatten())
             .is_some_and(|r| r.status == StepStatus::Done)
     };
     let what = format!(
@@ -316,7 +306,7 @@ pub(crate) fn fingerprints(plan: &Plan, graph: &StepGraph) -> Vec<String> {
         let step = graph.step(id);
         let mut h = Sha256::new();
         h.update(step.kind.name());
-        if let Some(i) = step.account {
+        if let Subject::Account(i) = step.subject {
             let a = &plan.accounts[i];
             h.update(account_definition(plan, a));
             // Only the step that writes it: another display name configures the target again,
@@ -325,7 +315,7 @@ pub(crate) fn fingerprints(plan: &Plan, graph: &StepGraph) -> Vec<String> {
                 h.update(format!("display-name:{:?}", a.display_name));
             }
         }
-        if let Some(d) = &step.domain {
+        if let Subject::Domain(d) = &step.subject {
             h.update(d);
         }
         let mut deps: Vec<&String> = graph.dependencies(id).map(|d| &out[d.index()]).collect();
@@ -469,11 +459,12 @@ pub async fn apply(
             let key = &keys[id.index()];
             let next = graph.step(id).clone();
             let account = next
-                .account
+                .subject
+                .account()
                 .map(|i| shared.plan.accounts[i].address.clone());
             let mut fp = fps[id.index()].clone();
             if next.kind == StepKind::Verify
-                && let Some(i) = next.account
+                && let Subject::Account(i) = next.subject
             {
                 fp = format!(
                     "{fp}:{}",
@@ -555,8 +546,7 @@ pub async fn apply(
             let key = key.clone();
             running.spawn(async move {
                 let started = Instant::now();
-                let result =
-                    run_step(&shared, &key, next.kind, next.account, next.domain.clone()).await;
+                let result = run_step(&shared, &key, next.kind, &next.subject).await;
                 (id, result, started.elapsed())
             });
         }
@@ -662,7 +652,8 @@ fn skip_dependents(
         let key = &keys[s.index()];
         let step = graph.step(s);
         let account = step
-            .account
+            .subject
+            .account()
             .map(|i| shared.plan.accounts[i].address.as_str());
         with_store(&|st| st.step_skipped(key, account, step.kind, &fps[s.index()], &because));
         shared.printer.event(&Event::StepSkipped {
@@ -818,13 +809,8 @@ impl Ledger for StoreLedger<'_> {
     }
 }
 
-async fn run_step(
-    shared: &Shared,
-    key: &str,
-    kind: StepKind,
-    account: Option<usize>,
-    domain: Option<String>,
-) -> StepResult {
+async fn run_step(shared: &Shared, key: &str, kind: StepKind, subject: &Subject) -> StepResult {
+    let account = subject.account();
     let mut attempt = 0;
     // An OVH step may wait minutes (tasks, retries of an API that does not answer): say so.
     let waits_for = format!("{key} (the OVH API and its tasks)");
@@ -832,13 +818,11 @@ async fn run_step(
     loop {
         let result = match (kind, account) {
             (StepKind::AddDomain | StepKind::CheckDns, _) => {
-                let step = ovh_step(shared, kind, None, domain.as_deref());
+                let step = ovh_step(shared, kind, subject);
                 announced(printer, &waits_for, step).await
             }
             (StepKind::CopyMail | StepKind::Verify, Some(i)) => imap_step(shared, kind, i).await,
-            (_, Some(i)) => {
-                announced(printer, &waits_for, ovh_step(shared, kind, Some(i), None)).await
-            }
+            (_, Some(_)) => announced(printer, &waits_for, ovh_step(shared, kind, subject)).await,
             (other, None) => Ok(StepResult::Failed(format!(
                 "{} has no account to work on",
                 other.name()
@@ -909,31 +893,29 @@ fn done(summary: String, output: String) -> StepResult {
 async fn ovh_step(
     shared: &Shared,
     kind: StepKind,
-    account: Option<usize>,
-    domain: Option<&str>,
+    subject: &Subject,
 ) -> Result<StepResult, StepError> {
     let Some(ovh_side) = &shared.ovh else {
         return Ok(StepResult::Failed("no OVH API client".to_owned()));
     };
     let (plan, mode, stop) = (&shared.plan, shared.mode, shared.stop.as_ref());
-    let a = account.map(|i| &plan.accounts[i]);
-    let result = match (kind, a) {
-        (StepKind::AddDomain, _) => {
-            ovh::add_domain(ovh_side, plan, domain.unwrap_or_default(), mode, stop).await
+    let account = subject.account().map(|i| (i, &plan.accounts[i]));
+    let result = match (kind, subject, account) {
+        (StepKind::AddDomain, Subject::Domain(d), _) => {
+            ovh::add_domain(ovh_side, plan, d, mode, stop).await
         }
-        (StepKind::CheckDns, _) => {
-            ovh::check_dns(ovh_side, plan, domain.unwrap_or_default(), mode).await
+        (StepKind::CheckDns, Subject::Domain(d), _) => {
+            ovh::check_dns(ovh_side, plan, d, mode).await
         }
-        (StepKind::RenameSource, Some(a)) => {
+        (StepKind::RenameSource, _, Some((_, a))) => {
             ovh::rename_source(ovh_side, plan, a, mode, stop).await
         }
-        (StepKind::ConfigureTarget, Some(a)) => {
-            let password = &shared.credentials[account.unwrap_or_default()].target_password;
+        (StepKind::ConfigureTarget, _, Some((i, a))) => {
+            let password = &shared.credentials[i].target_password;
             ovh::configure_target(ovh_side, plan, a, password, mode, stop).await
         }
-        (StepKind::Preflight, Some(a)) => ovh::preflight(ovh_side, plan, a, stop).await,
-        (StepKind::MigrateLegacy, Some(a)) => {
-            let i = account.unwrap_or_default();
+        (StepKind::Preflight, _, Some((_, a))) => ovh::preflight(ovh_side, plan, a, stop).await,
+        (StepKind::MigrateLegacy, _, Some((i, a))) => {
             let counts = if mode == RunMode::Real {
                 source_counts(shared, i).await
             } else {
@@ -947,8 +929,10 @@ async fn ovh_step(
             let password = &shared.credentials[i].source_password;
             ovh::migrate_legacy(ovh_side, plan, a, password, counts, mode, stop).await
         }
-        (StepKind::ResetSource, Some(a)) => ovh::reset_source(ovh_side, plan, a, mode, stop).await,
-        (other, _) => {
+        (StepKind::ResetSource, _, Some((_, a))) => {
+            ovh::reset_source(ovh_side, plan, a, mode, stop).await
+        }
+        (other, _, _) => {
             return Ok(StepResult::Failed(format!(
                 "{} cannot run here",
                 other.name()
@@ -1332,7 +1316,7 @@ async fn copy_step(
     let outcomes = copy::copy_account(&mut ctx, &mut survey, more).await?;
     let copied: u64 = outcomes.iter().map(|o| o.counts.copied).sum();
     let verified_before = shared.store.as_ref().is_some_and(|st| {
-        st.step(&format!("verify {}", a.address))
+        st.step(&StepKind::Verify.key(&a.address))
             .ok()
             .flatten()
             .is_some_and(|r| r.status == StepStatus::Done)
@@ -1431,7 +1415,7 @@ async fn verify_step(
             if let Some(store) = &shared.store
                 && shared.mode == RunMode::Real
             {
-                let key = format!("verify {}", a.address);
+                let key = StepKind::Verify.key(&a.address);
                 let _ = store.step_finished(&key, StepStatus::Failed, None, Some(&output), None);
             }
             Ok(StepResult::Failed(failure))

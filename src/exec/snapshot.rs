@@ -201,7 +201,7 @@ fn dns_todo(plan: &Plan, steps: &[StepRecord]) -> Vec<DnsTodo> {
         .map(|d| {
             let step = steps
                 .iter()
-                .find(|s| s.kind == StepKind::CheckDns && s.key == format!("check-dns {}", d.name));
+                .find(|s| s.kind == StepKind::CheckDns && s.key == StepKind::CheckDns.key(&d.name));
             let advice = step
                 .and_then(|s| s.output.as_deref())
                 .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
