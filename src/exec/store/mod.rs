@@ -4,7 +4,7 @@
 //! is [`SqliteStore`] (one `SQLite` file per plan, [`sqlite`]); a network backend (`PostgreSQL`)
 //! implements the same trait.
 //!
-//! What a backend must keep (the tests of [`sqlite`] check each for `SQLite`):
+//! What a backend must keep:
 //! - **Every write is durable and atomic when the method returns**: the copy records each batch
 //!   ([`StateStore::begin_batch`] before its first APPEND, [`StateStore::end_batch`] after), and
 //!   a crash at any instant must leave the last returned write as the truth. The batch marker
@@ -19,11 +19,14 @@
 //! / `Arc<dyn StateStore>`): the hottest caller is the copy's ledger, a synchronous callback
 //! the pipelined APPEND loop calls once per batch and must wait for anyway (the marker is
 //! written before the APPENDs it covers), and the `SQLite` write it makes is a local WAL commit
-//! of tens of microseconds; a synchronous trait costs it nothing (no boxed future per batch, no
+//! (not even synced to disk, but for the marker); a synchronous trait costs it nothing (no boxed future per batch, no
 //! thread hop) and is dyn-compatible without `async-trait` (native `async fn` in traits is not).
 //! A backend with an async client (tokio-postgres) runs each call on the multi-thread runtime
 //! the commands use with `tokio::task::block_in_place(|| handle.block_on(..))`: the calling
-//! worker thread waits for its round trip while the runtime moves the other tasks elsewhere.
+//! worker thread waits for its round trip while the runtime moves the other tasks elsewhere
+//! (futures joined inside the same task, as an account's connection pairs are, wait with it;
+//! `block_in_place` panics on a current-thread runtime, so such a backend is exercised through
+//! the binary or a multi-thread test runtime).
 //! Backends synchronise themselves (the runner shares one store among all steps without a lock
 //! of its own): `SQLite` keeps its one connection behind a mutex, a network backend a pool.
 
