@@ -253,7 +253,7 @@ impl StateArg {
     fn resolve(&self, plan: &Plan, plan_path: &Path) -> PathBuf {
         self.path
             .clone()
-            .unwrap_or_else(|| crate::exec::state::default_path(plan_path, &plan.name))
+            .unwrap_or_else(|| crate::exec::store::default_path(plan_path, &plan.name))
     }
 }
 

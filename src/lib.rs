@@ -27,7 +27,7 @@
 //!     typed calls), [`providers::ovh::error`] (the layer's error).
 //! - [`exec`]: everything that runs: [`exec::runner`] (drives the graph with tokio),
 //!   [`exec::events`] (the events a run emits and the [`exec::events::Sink`] they go to),
-//!   [`exec::state`] (the `SQLite` state store that makes a run resumable), [`exec::snapshot`]
+//!   [`exec::store`] (the state store, `SQLite` today, that makes a run resumable), [`exec::snapshot`]
 //!   (what the store knows, for `status` and `report`), [`exec::secrets`] (secret resolution),
 //!   [`exec::files`] (bounded reading of the files a plan names), [`exec::saved`] (saved plans,
 //!   `plan -out`), [`exec::refresh`] (`plan --refresh`: live state, read only), and the crate's

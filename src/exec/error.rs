@@ -1,7 +1,7 @@
 //! The run's errors: what stops `apply` before or around the run (unresolved secrets, a failed
 //! preflight, the state store), as opposed to one step's failure (`StepError`).
 
-use crate::exec::state::StateError;
+use crate::exec::store::StateError;
 
 /// Errors that stop `apply` before or around the run (not a step's failure).
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]

@@ -7,9 +7,9 @@
 use petgraph::algo::toposort;
 use sha2::{Digest, Sha256};
 
-use crate::exec::state::StepRecord;
 use crate::exec::step::Shared;
-use crate::graph::{StepGraph, StepKind};
+use crate::exec::store::{StepRecord, StepStatus};
+use crate::graph::{StepGraph, StepKind, Subject};
 use crate::plan::model::{Account, Plan};
 
 /// Fingerprints of every step: its kind, its account's definition and its dependencies'.
@@ -20,7 +20,7 @@ pub(crate) fn fingerprints(plan: &Plan, graph: &StepGraph) -> Vec<String> {
         let step = graph.step(id);
         let mut h = Sha256::new();
         h.update(step.kind.name());
-        if let Some(i) = step.account {
+        if let Subject::Account(i) = step.subject {
             let a = &plan.accounts[i];
             h.update(account_definition(plan, a));
             // Only the step that writes it: another display name configures the target again,
@@ -29,7 +29,7 @@ pub(crate) fn fingerprints(plan: &Plan, graph: &StepGraph) -> Vec<String> {
                 h.update(format!("display-name:{:?}", a.display_name));
             }
         }
-        if let Some(d) = &step.domain {
+        if let Subject::Domain(d) = &step.subject {
             h.update(d);
         }
         let mut deps: Vec<&String> = graph.dependencies(id).map(|d| &out[d.index()]).collect();
@@ -118,15 +118,15 @@ pub(crate) fn freshness(previous: Option<&StepRecord>, fingerprint: &str) -> Fre
         return Freshness::Dirty(Dirty::New);
     };
     let same_definition = p.fingerprint == fingerprint;
-    Freshness::Dirty(match p.status.as_str() {
-        "done" if same_definition => return Freshness::Fresh,
-        "done" => Dirty::Changed,
-        "failed" => Dirty::Failed {
+    Freshness::Dirty(match p.status {
+        StepStatus::Done if same_definition => return Freshness::Fresh,
+        StepStatus::Done => Dirty::Changed,
+        StepStatus::Failed => Dirty::Failed {
             same_definition,
             error: p.error.clone(),
         },
-        "running" | "interrupted" => Dirty::Interrupted,
-        _ => Dirty::New,
+        StepStatus::Running | StepStatus::Interrupted => Dirty::Interrupted,
+        StepStatus::Skipped => Dirty::New,
     })
 }
 
@@ -135,10 +135,7 @@ pub(crate) fn progress_mark(shared: &Shared, account: &str) -> String {
     let Some(store) = &shared.store else {
         return String::new();
     };
-    let Ok(guard) = store.lock() else {
-        return String::new();
-    };
-    let rows = guard.folders(account).unwrap_or_default();
+    let rows = store.folders(account).unwrap_or_default();
     let mut h = Sha256::new();
     for r in rows {
         h.update(format!(
@@ -197,9 +194,9 @@ accounts:
         let record = |status: &str, fingerprint: &str| StepRecord {
             key: "verify a@x.example".to_owned(),
             account: None,
-            kind: "verify".to_owned(),
+            kind: StepKind::Verify,
             fingerprint: fingerprint.to_owned(),
-            status: status.to_owned(),
+            status: StepStatus::parse(status).expect("a status"),
             attempts: 1,
             started_at: None,
             finished_at: None,

@@ -3,12 +3,11 @@
 //! takes, so that a record is only trusted for the mailboxes it was made on. A failed write stops
 //! the run, since what the copy does next could not be recorded.
 
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use crate::exec::credentials::Credentials;
-use crate::exec::state::{StateError, StateStore};
 use crate::exec::step::Shared;
+use crate::exec::store::{StateError, StateStore};
 use crate::plan::model::ImapServer;
 use crate::providers::RunMode;
 use crate::providers::imap::connect::server_name;
@@ -17,7 +16,7 @@ use crate::providers::imap::identity::MessageFacts;
 
 /// The state store seen by the copy of one account.
 pub(crate) struct StoreLedger<'a> {
-    store: Option<&'a Mutex<StateStore>>,
+    store: Option<&'a dyn StateStore>,
     account: &'a str,
     /// Where this account's mail goes now (see [`route`]): a folder's record is only trusted
     /// for the route and target folder it was recorded on.
@@ -59,13 +58,18 @@ impl<'a> StoreLedger<'a> {
 }
 
 impl StoreLedger<'_> {
-    fn with<T>(&self, f: impl FnOnce(&StateStore) -> Result<T, StateError>) -> Result<T, String> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&dyn StateStore) -> Result<T, StateError>,
+    ) -> Result<T, String> {
         let store = self.store.ok_or("no state store")?;
-        let guard = store.lock().map_err(|e| e.to_string())?;
-        f(&guard).map_err(|e| e.to_string())
+        f(store).map_err(|e| e.to_string())
     }
 
-    fn write<T>(&self, f: impl FnOnce(&StateStore) -> Result<T, StateError>) -> Result<T, String> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&dyn StateStore) -> Result<T, StateError>,
+    ) -> Result<T, String> {
         if self.mode == RunMode::DryRun {
             return Err("a dry run must not write to the state store".to_owned());
         }

@@ -2,7 +2,7 @@
 //! bodies in `steps`, what they run with and return in `step`; connection `slots`, step
 //! `fingerprint`s, the copy's view of the store in `ledger`, resolved `credentials`; the run's
 //! [`Error`]), the events it emits to an [`events::Sink`] (rendered by [`crate::report`]), the
-//! state store that makes runs resumable ([`state`]), secret resolution ([`secrets`]) and the
+//! state store that makes runs resumable ([`store`]), secret resolution ([`secrets`]) and the
 //! bounded reading of the files a plan names ([`files`]). With [`crate::providers`], the only
 //! code that does I/O; none of it prints.
 
@@ -21,8 +21,8 @@ pub mod saved;
 pub mod secrets;
 mod slots;
 pub mod snapshot;
-pub mod state;
 mod step;
 mod steps;
+pub mod store;
 
 pub use error::Error;

@@ -31,9 +31,10 @@ use crate::exec::events::{Event, Sink};
 use crate::exec::fingerprint::{Dirty, Freshness, fingerprints, freshness, hex, progress_mark};
 use crate::exec::ovh;
 use crate::exec::slots::Slots;
-use crate::exec::state::{StateError, StateStore};
-use crate::exec::step::{Retrying, Shared, StepOutcome, StepStatus, StepTask, step_key};
+use crate::exec::step::{Ended, Retrying, Shared, StepOutcome, StepTask, step_key};
 use crate::exec::steps::{announced, run_step};
+use crate::exec::store::{StateError, StateStore, StepStatus};
+use crate::graph::Subject;
 use crate::graph::{ReadyQueue, StepGraph, StepId, StepKind};
 use crate::plan::model::{Flow, Plan};
 use crate::providers::RunMode;
@@ -81,12 +82,12 @@ async fn ovh_preflight(
         return Ok(None);
     }
     let ovh_side = ovh::Ovh::connect(plan, options.ovh_requests_per_minute)?;
-    let store = StateStore::open_read_only(&options.state_path, &plan.name)?;
+    let store = super::store::open_read_only(&options.state_path, &plan.name)?;
     let done = |kind: StepKind, who: &str| {
         store
             .as_ref()
-            .and_then(|s| s.step(&format!("{} {who}", kind.name())).ok().flatten())
-            .is_some_and(|r| r.status == "done")
+            .and_then(|s| s.step(&kind.key(who)).ok().flatten())
+            .is_some_and(|r| r.status == StepStatus::Done)
     };
     let what = format!(
         "the OVH API at {} (its clock, the services, domains and accounts the plan names, \
@@ -127,11 +128,11 @@ pub async fn apply(
 
     let store = match options.mode {
         RunMode::Real => {
-            let mut s = StateStore::open(&options.state_path, &plan.name)?;
+            let s = super::store::open(&options.state_path, &plan.name)?;
             s.lock(&host, pid, options.break_lock)?;
             Some(s)
         }
-        RunMode::DryRun => StateStore::open_read_only(&options.state_path, &plan.name)?,
+        RunMode::DryRun => super::store::open_read_only(&options.state_path, &plan.name)?,
     };
     if let Some(s) = store.as_ref().filter(|_| options.mode == RunMode::Real) {
         // The plan as a whole: a changed plan is visible in `status --format json`.
@@ -142,7 +143,7 @@ pub async fn apply(
         s.set_meta("plan_fingerprint", &hex(&h.finalize()[..12]))?;
         s.set_meta("plan_name", &plan.name)?;
     }
-    let store = store.map(|s| Arc::new(Mutex::new(s)));
+    let store: Option<Arc<dyn StateStore>> = store.map(Arc::from);
     let dry = options.mode == RunMode::DryRun;
     let state_display = options.state_path.display().to_string();
     printer.event(&Event::Started {
@@ -184,10 +185,9 @@ pub async fn apply(
     let mut running: JoinSet<(StepId, StepOutcome, Duration)> = JoinSet::new();
     let (retries, mut retrying) = mpsc::unbounded_channel::<Retrying>();
     // Whether the write went through (or there is nothing to write to).
-    let with_store = |f: &dyn Fn(&StateStore) -> Result<(), StateError>| -> bool {
+    let with_store = |f: &dyn Fn(&dyn StateStore) -> Result<(), StateError>| -> bool {
         if let (Some(s), false) = (&store, dry)
-            && let Ok(guard) = s.lock()
-            && let Err(e) = f(&guard)
+            && let Err(e) = f(s.as_ref())
         {
             shared.state_failed.store(true, Ordering::SeqCst);
             shared.stop.cancel();
@@ -206,11 +206,12 @@ pub async fn apply(
             let key = &keys[id.index()];
             let next = graph.step(id).clone();
             let account = next
-                .account
+                .subject
+                .account()
                 .map(|i| shared.plan.accounts[i].address.clone());
             let mut fp = fps[id.index()].clone();
             if next.kind == StepKind::Verify
-                && let Some(i) = next.account
+                && let Subject::Account(i) = next.subject
             {
                 fp = format!(
                     "{fp}:{}",
@@ -218,7 +219,7 @@ pub async fn apply(
                 );
             }
             let previous = match &store {
-                Some(s) => s.lock().ok().and_then(|g| g.step(key).ok().flatten()),
+                Some(s) => s.step(key).ok().flatten(),
                 None => None,
             };
             let freshness = freshness(previous.as_ref(), &fp);
@@ -268,15 +269,15 @@ pub async fn apply(
             };
             if next.kind == StepKind::WaveGate {
                 with_store(&|s| {
-                    s.step_started(key, None, next.kind.name(), &fp)?;
-                    s.step_finished(key, "done", Some(0), None, None)
+                    s.step_started(key, None, next.kind, &fp)?;
+                    s.step_finished(key, StepStatus::Done, Some(0), None, None)
                 });
                 summary.done += 1;
                 queue.finish(id);
                 continue;
             }
             // A step whose start cannot be recorded does not start.
-            if !with_store(&|s| s.step_started(key, account.as_deref(), next.kind.name(), &fp)) {
+            if !with_store(&|s| s.step_started(key, account.as_deref(), next.kind, &fp)) {
                 continue;
             }
             printer.event(&Event::StepStarted { key, why });
@@ -289,8 +290,7 @@ pub async fn apply(
                     id,
                     key: &key,
                     kind: next.kind,
-                    account: next.account,
-                    domain: next.domain.as_deref(),
+                    subject: &next.subject,
                 };
                 let outcome = run_step(&shared, &task, &retries).await;
                 (id, outcome, started.elapsed())
@@ -333,10 +333,10 @@ pub async fn apply(
         summary.bytes += outcome.counts.bytes;
         let (status, output) = (outcome.status, outcome.output.as_deref());
         // The error column holds why a step failed; a done step's summary is only shown.
-        let error = (status == StepStatus::Failed).then_some(outcome.summary.as_str());
-        with_store(&|s| s.step_finished(key, status.as_str(), Some(ms), output, error));
+        let error = (status == Ended::Failed).then_some(outcome.summary.as_str());
+        with_store(&|s| s.step_finished(key, status.recorded(), Some(ms), output, error));
         match status {
-            StepStatus::Done => {
+            Ended::Done => {
                 printer.event(&Event::StepDone {
                     key,
                     summary: &outcome.summary,
@@ -345,7 +345,7 @@ pub async fn apply(
                 summary.done += 1;
                 queue.finish(id);
             }
-            StepStatus::Failed => {
+            Ended::Failed => {
                 printer.event(&Event::StepFailed {
                     key,
                     error: &outcome.summary,
@@ -363,7 +363,7 @@ pub async fn apply(
                     &with_store,
                 );
             }
-            StepStatus::Interrupted => printer.event(&Event::StepInterrupted { key }),
+            Ended::Interrupted => printer.event(&Event::StepInterrupted { key }),
         }
     }
 
@@ -371,11 +371,9 @@ pub async fn apply(
     summary.interrupted = stop.is_cancelled() && !state_failed;
     summary.failed += usize::from(state_failed);
     signals.abort();
-    if let (Some(s), false) = (&store, dry)
-        && let Ok(guard) = s.lock()
-    {
-        let _ = guard.set_meta("last_run", &super::state::timestamp(super::state::now()));
-        let _ = guard.unlock(pid);
+    if let (Some(s), false) = (&store, dry) {
+        let _ = s.set_meta("last_run", &super::store::timestamp(super::store::now()));
+        let _ = s.unlock(pid);
     }
     printer.event(&Event::Finished {
         done: summary.done,
@@ -389,7 +387,7 @@ pub async fn apply(
 }
 
 /// Runs a write on the state store (when the run writes one).
-type WithStore<'a> = &'a dyn Fn(&dyn Fn(&StateStore) -> Result<(), StateError>) -> bool;
+type WithStore<'a> = &'a dyn Fn(&dyn Fn(&dyn StateStore) -> Result<(), StateError>) -> bool;
 
 /// Mark and report everything that depends on a failed step.
 #[allow(clippy::too_many_arguments)]
@@ -409,11 +407,10 @@ fn skip_dependents(
         let key = &keys[s.index()];
         let step = graph.step(s);
         let account = step
-            .account
+            .subject
+            .account()
             .map(|i| shared.plan.accounts[i].address.as_str());
-        with_store(&|st| {
-            st.step_skipped(key, account, step.kind.name(), &fps[s.index()], &because)
-        });
+        with_store(&|st| st.step_skipped(key, account, step.kind, &fps[s.index()], &because));
         shared.printer.event(&Event::StepSkipped {
             key,
             because: &because,

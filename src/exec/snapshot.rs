@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use super::state::{FolderRow, IssueRow, LockHolder, StateError, StateStore, StepRecord};
+use super::store::{FolderRow, IssueRow, LockHolder, StateError, StepRecord, StepStatus};
+use crate::graph::StepKind;
 use crate::plan::model::{Flow, Plan};
 
 /// One account as recorded.
@@ -80,13 +81,13 @@ impl Snapshot {
             .iter()
             .flat_map(|a| &a.steps)
             .chain(&self.shared_steps);
-        u8::from(steps.any(|s| s.status == "failed" || s.status == "skipped"))
+        u8::from(steps.any(|s| s.status == StepStatus::Failed || s.status == StepStatus::Skipped))
     }
 }
 
 /// Read the store at `path` (absent: every account shown as not started).
 pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError> {
-    let store = StateStore::open_read_only(path, &plan.name)?;
+    let store = super::store::open_read_only(path, &plan.name)?;
     let mut snapshot = Snapshot {
         format: "mailplan.status/v1",
         plan: plan.name.clone(),
@@ -120,14 +121,14 @@ pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError>
     let mut steps = steps;
     if snapshot.running.is_none() {
         // No apply runs now: a step still marked running was cut short (a kill, a crash).
-        for step in steps.iter_mut().filter(|s| s.status == "running") {
-            "interrupted".clone_into(&mut step.status);
+        for step in steps.iter_mut().filter(|s| s.status == StepStatus::Running) {
+            step.status = StepStatus::Interrupted;
         }
     }
     let first = steps.iter().filter_map(|s| s.started_at).min();
     let last = steps.iter().filter_map(|s| s.finished_at).max();
-    snapshot.started = first.map(super::state::timestamp);
-    snapshot.finished = last.map(super::state::timestamp);
+    snapshot.started = first.map(super::store::timestamp);
+    snapshot.finished = last.map(super::store::timestamp);
     snapshot.elapsed_s = first.zip(last).map(|(a, b)| (b - a).max(0));
     snapshot.dns = dns_todo(plan, &steps);
     let mut by_account: std::collections::HashMap<String, Vec<StepRecord>> =
@@ -144,15 +145,15 @@ pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError>
             Some(s) => (s.folders(&a.address)?, s.issues(&a.address)?),
             None => (Vec::new(), Vec::new()),
         };
-        let output = |kind: &str| -> Option<serde_json::Value> {
+        let output = |kind: StepKind| -> Option<serde_json::Value> {
             steps
                 .iter()
                 .find(|s| s.kind == kind)
                 .and_then(|s| s.output.as_deref())
                 .and_then(|o| serde_json::from_str(o).ok())
         };
-        let copy = output("copy-mail");
-        let verify = output("verify");
+        let copy = output(StepKind::CopyMail);
+        let verify = output(StepKind::Verify);
         let total = |field: &str| {
             copy.as_ref()
                 .and_then(|c| c["total"][field].as_u64())
@@ -200,7 +201,7 @@ fn dns_todo(plan: &Plan, steps: &[StepRecord]) -> Vec<DnsTodo> {
         .map(|d| {
             let step = steps
                 .iter()
-                .find(|s| s.kind == "check-dns" && s.key == format!("check-dns {}", d.name));
+                .find(|s| s.kind == StepKind::CheckDns && s.key == StepKind::CheckDns.key(&d.name));
             let advice = step
                 .and_then(|s| s.output.as_deref())
                 .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
@@ -214,12 +215,12 @@ fn dns_todo(plan: &Plan, steps: &[StepRecord]) -> Vec<DnsTodo> {
                 .unwrap_or_default();
             DnsTodo {
                 domain: d.name.clone(),
-                status: step.map_or_else(|| "pending".to_owned(), |s| s.status.clone()),
+                status: step.map_or_else(|| "pending".to_owned(), |s| s.status.as_str().to_owned()),
                 advice,
                 checked_at: step
-                    .filter(|s| s.status == "done")
+                    .filter(|s| s.status == StepStatus::Done)
                     .and_then(|s| s.finished_at)
-                    .map(super::state::timestamp),
+                    .map(super::store::timestamp),
             }
         })
         .collect()

@@ -14,8 +14,8 @@ use crate::exec::credentials::Credentials;
 use crate::exec::events::Sink;
 use crate::exec::ovh;
 use crate::exec::slots::{SlotError, Slots};
-use crate::exec::state::StateStore;
-use crate::graph::{StepGraph, StepId, StepKind};
+use crate::exec::store::{StateStore, StepStatus};
+use crate::graph::{StepGraph, StepId, StepKind, Subject};
 use crate::plan::model::{ImapServer, Plan};
 use crate::providers::RunMode;
 use crate::providers::imap::ImapError;
@@ -26,7 +26,7 @@ use crate::providers::imap::copy::{self, CopyError};
 pub(crate) struct Shared {
     pub(crate) plan: Plan,
     pub(crate) credentials: Vec<Credentials>,
-    pub(crate) store: Option<Arc<Mutex<StateStore>>>,
+    pub(crate) store: Option<Arc<dyn StateStore>>,
     pub(crate) printer: Arc<dyn Sink>,
     /// Cancelled by the first interrupt or a failed state write: no step starts, running ones
     /// stop at their next safe point (a copy at the end of its current batch).
@@ -47,17 +47,7 @@ pub(crate) struct Shared {
 
 /// The stable name of a step in the state store and the output: `copy-mail alice@x.example`.
 pub fn step_key(plan: &Plan, graph: &StepGraph, id: StepId) -> String {
-    let step = graph.step(id);
-    let what = if let Some(i) = step.account {
-        plan.accounts[i].address.clone()
-    } else if let Some(d) = &step.domain {
-        d.clone()
-    } else if let Some(w) = step.wave {
-        format!("wave {w}")
-    } else {
-        String::new()
-    };
-    format!("{} {what}", step.kind.name())
+    graph.step(id).key(plan)
 }
 
 /// The step a task runs.
@@ -67,8 +57,7 @@ pub(crate) struct StepTask<'a> {
     /// Its [`step_key`].
     pub(crate) key: &'a str,
     pub(crate) kind: StepKind,
-    pub(crate) account: Option<usize>,
-    pub(crate) domain: Option<&'a str>,
+    pub(crate) subject: &'a Subject,
 }
 
 /// A running step is to be tried again after `wait`: the coordinator says so and records the
@@ -83,20 +72,20 @@ pub(crate) struct Retrying {
 
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StepStatus {
+pub(crate) enum Ended {
     Done,
     Failed,
     /// Stopped at a safe point by the run's cancellation; the next run resumes it.
     Interrupted,
 }
 
-impl StepStatus {
-    /// The status as the state store records it.
-    pub(crate) fn as_str(self) -> &'static str {
+impl Ended {
+    /// The status the state store records for it.
+    pub(crate) fn recorded(self) -> StepStatus {
         match self {
-            StepStatus::Done => "done",
-            StepStatus::Failed => "failed",
-            StepStatus::Interrupted => "interrupted",
+            Ended::Done => StepStatus::Done,
+            Ended::Failed => StepStatus::Failed,
+            Ended::Interrupted => StepStatus::Interrupted,
         }
     }
 }
@@ -133,7 +122,7 @@ pub(crate) struct StepCounts {
 /// What a step task gives back to the coordinator, the only one that records it and reports it.
 #[derive(Debug)]
 pub(crate) struct StepOutcome {
-    pub(crate) status: StepStatus,
+    pub(crate) status: Ended,
     /// What the step did (done), or why it failed; empty when interrupted.
     pub(crate) summary: String,
     /// The step's structured output (JSON) for the state store and the report: a done step's,
@@ -144,23 +133,23 @@ pub(crate) struct StepOutcome {
 
 impl StepOutcome {
     pub(crate) fn done(summary: String, output: String) -> Self {
-        Self::new(StepStatus::Done, summary, Some(output))
+        Self::new(Ended::Done, summary, Some(output))
     }
 
     pub(crate) fn failed(why: String) -> Self {
-        Self::new(StepStatus::Failed, why, None)
+        Self::new(Ended::Failed, why, None)
     }
 
     /// A failure with the output that shows it (a verification's checks).
     pub(crate) fn failed_with(why: String, output: String) -> Self {
-        Self::new(StepStatus::Failed, why, Some(output))
+        Self::new(Ended::Failed, why, Some(output))
     }
 
     pub(crate) fn interrupted() -> Self {
-        Self::new(StepStatus::Interrupted, String::new(), None)
+        Self::new(Ended::Interrupted, String::new(), None)
     }
 
-    fn new(status: StepStatus, summary: String, output: Option<String>) -> Self {
+    fn new(status: Ended, summary: String, output: Option<String>) -> Self {
         StepOutcome {
             status,
             summary,

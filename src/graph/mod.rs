@@ -52,37 +52,100 @@ impl StepKind {
             StepKind::WaveGate => "wave-gate",
         }
     }
+
+    pub const ALL: [StepKind; 10] = [
+        StepKind::AddDomain,
+        StepKind::Preflight,
+        StepKind::RenameSource,
+        StepKind::ConfigureTarget,
+        StepKind::MigrateLegacy,
+        StepKind::CopyMail,
+        StepKind::Verify,
+        StepKind::ResetSource,
+        StepKind::CheckDns,
+        StepKind::WaveGate,
+    ];
+
+    /// The stable name of a step of this kind about `subject` (an account's address, a
+    /// domain, `wave 2`: [`Subject::name`]) in the state store and the output:
+    /// `copy-mail alice@x.example`. The one constructor of a step's key.
+    pub fn key(self, subject: &str) -> String {
+        format!("{} {subject}", self.name())
+    }
+
+    /// The kind named `name` ([`StepKind::name`]'s spelling): the one way back from the text.
+    pub fn parse(name: &str) -> Option<StepKind> {
+        StepKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl std::fmt::Display for StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl serde::Serialize for StepKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// What a step is about: exactly one of an account, a domain or a wave.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// Index in `plan.accounts`.
+    Account(usize),
+    /// The domain of `add-domain` and `check-dns`.
+    Domain(String),
+    /// The wave a gate opens.
+    Wave(u32),
+}
+
+impl Subject {
+    /// How keys and the output name it: the account's address, the domain, `wave 2`.
+    pub fn name(&self, plan: &Plan) -> String {
+        match self {
+            Subject::Account(i) => plan.accounts[*i].address.clone(),
+            Subject::Domain(d) => d.clone(),
+            Subject::Wave(w) => format!("wave {w}"),
+        }
+    }
+
+    /// The account's index, for an account's step.
+    pub fn account(&self) -> Option<usize> {
+        match self {
+            Subject::Account(i) => Some(*i),
+            Subject::Domain(_) | Subject::Wave(_) => None,
+        }
+    }
 }
 
 /// One step: its kind and what it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub kind: StepKind,
-    /// Index in `plan.accounts` for account steps.
-    pub account: Option<usize>,
-    /// The domain, for `add-domain` and `check-dns`.
-    pub domain: Option<String>,
-    /// The wave a gate opens.
-    pub wave: Option<u32>,
+    pub subject: Subject,
 }
 
 impl Step {
     fn for_domain(kind: StepKind, domain: &str) -> Self {
         Step {
             kind,
-            account: None,
-            domain: Some(domain.to_owned()),
-            wave: None,
+            subject: Subject::Domain(domain.to_owned()),
         }
     }
 
     fn for_account(kind: StepKind, account: usize) -> Self {
         Step {
             kind,
-            account: Some(account),
-            domain: None,
-            wave: None,
+            subject: Subject::Account(account),
         }
+    }
+
+    /// Its key in the state store and the output ([`StepKind::key`]).
+    pub fn key(&self, plan: &Plan) -> String {
+        self.kind.key(&self.subject.name(plan))
     }
 }
 
@@ -187,9 +250,7 @@ impl StepGraph {
         for pair in waves.windows(2) {
             let gate = g.add_node(Step {
                 kind: StepKind::WaveGate,
-                account: None,
-                domain: None,
-                wave: Some(pair[1]),
+                subject: Subject::Wave(pair[1]),
             });
             for (i, a) in plan.accounts.iter().enumerate() {
                 if a.wave == pair[0] {
@@ -372,14 +433,11 @@ after: {{ reset-source: {reset} }}
         ids.iter()
             .map(|id| {
                 let s = g.step(*id);
-                let who = s.account.map_or_else(
-                    || {
-                        s.domain
-                            .clone()
-                            .unwrap_or_else(|| format!("wave {}", s.wave.unwrap_or(0)))
-                    },
-                    |a| a.to_string(),
-                );
+                let who = match &s.subject {
+                    Subject::Account(i) => i.to_string(),
+                    Subject::Domain(d) => d.clone(),
+                    Subject::Wave(w) => format!("wave {w}"),
+                };
                 format!("{}({who})", s.kind.name())
             })
             .collect()
@@ -415,6 +473,46 @@ after: {{ reset-source: {reset} }}
                 "check-dns(acme.example)",
             ]
         );
+    }
+
+    #[test]
+    fn each_step_is_about_what_its_kind_needs_and_is_keyed_by_it() {
+        let p = plan(
+            "  - { address: john@acme.example, from: old, to: ex }
+  - { address: bob@b.example, from: a, to: b, wave: 2 }",
+            true,
+        );
+        let g = StepGraph::build(&p);
+        let mut keys = Vec::new();
+        for id in g.graph.node_indices() {
+            let step = g.step(id);
+            let fits = match (step.kind, &step.subject) {
+                (StepKind::AddDomain | StepKind::CheckDns, Subject::Domain(_))
+                | (StepKind::WaveGate, Subject::Wave(_)) => true,
+                (kind, Subject::Account(_)) => !matches!(
+                    kind,
+                    StepKind::AddDomain | StepKind::CheckDns | StepKind::WaveGate
+                ),
+                _ => false,
+            };
+            assert!(fits, "{step:?}");
+            keys.push(step.key(&p));
+        }
+        for key in [
+            "add-domain acme.example",
+            "check-dns acme.example",
+            "wave-gate wave 2",
+            "configure-target john@acme.example",
+            "copy-mail bob@b.example",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+        }
+        let unique: BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "{keys:?}");
+        for kind in StepKind::ALL {
+            assert_eq!(StepKind::parse(kind.name()), Some(kind));
+        }
+        assert_eq!(StepKind::parse("copy"), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::exec::refresh::AccountRefresh;
-use crate::graph::{StepGraph, StepId, StepKind};
+use crate::graph::{StepGraph, StepId, StepKind, Subject};
 use crate::plan::model::{Account, Plan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -26,18 +26,15 @@ const TEXT_STAGE_LIMIT: usize = 20;
 /// What one step would do, in words.
 pub fn describe(plan: &Plan, graph: &StepGraph, id: StepId) -> String {
     let step = graph.step(id);
-    let account = step.account.map(|i| &plan.accounts[i]);
+    let account = step.subject.account().map(|i| &plan.accounts[i]);
     let platform = |name: &str| -> String {
         plan.platforms
             .get(name)
             .map_or_else(String::new, |p| format!("{name} ({})", p.kind.type_name()))
     };
-    match (step.kind, account) {
-        (StepKind::AddDomain, _) => {
-            let d = plan
-                .domains
-                .iter()
-                .find(|d| Some(&d.name) == step.domain.as_ref());
+    match (step.kind, &step.subject, account) {
+        (StepKind::AddDomain, Subject::Domain(domain), _) => {
+            let d = plan.domains.iter().find(|d| &d.name == domain);
             d.map_or_else(String::new, |d| {
                 format!(
                     "attach {} to {} as {}, wait until its state is ok",
@@ -47,16 +44,14 @@ pub fn describe(plan: &Plan, graph: &StepGraph, id: StepId) -> String {
                 )
             })
         }
-        (StepKind::CheckDns, _) => format!(
-            "report the MX, SRV and SPF diagnostics of {} and what to change",
-            step.domain.as_deref().unwrap_or_default()
-        ),
-        (StepKind::WaveGate, _) => format!(
-            "start wave {} once the previous wave is verified",
-            step.wave.unwrap_or(0)
-        ),
-        (kind, Some(a)) => describe_account_step(kind, a),
-        (_, None) => String::new(),
+        (StepKind::CheckDns, Subject::Domain(domain), _) => {
+            format!("report the MX, SRV and SPF diagnostics of {domain} and what to change")
+        }
+        (StepKind::WaveGate, Subject::Wave(wave), _) => {
+            format!("start wave {wave} once the previous wave is verified")
+        }
+        (kind, _, Some(a)) => describe_account_step(kind, a),
+        (_, _, None) => String::new(),
     }
 }
 
@@ -157,7 +152,7 @@ fn group(plan: &Plan, graph: &StepGraph) -> (Vec<Vec<StepId>>, Vec<StepId>) {
     let mut per_account = vec![Vec::new(); plan.accounts.len()];
     let mut shared = Vec::new();
     for id in graph.graph.node_indices() {
-        match graph.step(id).account {
+        match graph.step(id).subject.account() {
             Some(i) => per_account[i].push(id),
             None => shared.push(id),
         }
@@ -377,11 +372,7 @@ fn render_offline(
                 )?;
                 for id in &shared {
                     let step = graph.step(*id);
-                    let what = step
-                        .domain
-                        .clone()
-                        .or_else(|| step.wave.map(|w| format!("wave {w}")))
-                        .unwrap_or_default();
+                    let what = step.subject.name(plan);
                     writeln!(
                         out,
                         "| {} | {what} | {} |",

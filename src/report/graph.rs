@@ -13,13 +13,7 @@ pub enum Format {
 
 /// A step's label: its kind and what it is about.
 pub fn label(plan: &Plan, step: &Step) -> String {
-    let about = match (step.account, &step.domain, step.wave) {
-        (Some(i), _, _) => plan.accounts[i].address.clone(),
-        (None, Some(d), _) => d.clone(),
-        (None, None, Some(w)) => format!("wave {w}"),
-        (None, None, None) => String::new(),
-    };
-    format!("{} {about}", step.kind.name())
+    step.key(plan)
 }
 
 pub fn render(

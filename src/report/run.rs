@@ -6,7 +6,8 @@ use std::io::{self, Write};
 
 use crate::exec::events::human_bytes;
 use crate::exec::snapshot::{AccountState, DnsTodo, Snapshot};
-use crate::exec::state::{IssueRow, StepRecord};
+use crate::exec::store::{IssueRow, StepRecord, StepStatus};
+use crate::graph::StepKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StatusFormat {
@@ -23,24 +24,19 @@ pub enum ReportFormat {
 
 /// One word for an account: where it stands.
 fn account_state(a: &AccountState) -> &'static str {
-    let status = |kind: &str| {
-        a.steps
-            .iter()
-            .find(|s| s.kind == kind)
-            .map(|s| s.status.as_str())
-    };
+    let status = |kind: StepKind| a.steps.iter().find(|s| s.kind == kind).map(|s| s.status);
     if a.steps.is_empty() {
         "not started"
-    } else if a.steps.iter().any(|s| s.status == "failed") {
+    } else if a.steps.iter().any(|s| s.status == StepStatus::Failed) {
         "failed"
-    } else if a.steps.iter().any(|s| s.status == "running") {
+    } else if a.steps.iter().any(|s| s.status == StepStatus::Running) {
         // Only while an apply holds the lock: the snapshot calls the others interrupted.
         "running"
-    } else if a.steps.iter().any(|s| s.status == "interrupted") {
+    } else if a.steps.iter().any(|s| s.status == StepStatus::Interrupted) {
         "interrupted"
-    } else if status("verify") == Some("done") {
+    } else if status(StepKind::Verify) == Some(StepStatus::Done) {
         "verified"
-    } else if a.steps.iter().any(|s| s.status == "skipped") {
+    } else if a.steps.iter().any(|s| s.status == StepStatus::Skipped) {
         "blocked"
     } else {
         "in progress"
@@ -193,7 +189,7 @@ pub fn render_status(s: &Snapshot, format: StatusFormat, out: &mut dyn Write) ->
 /// A step of `status`: status, what, duration, attempts, error.
 fn step_line(st: &StepRecord) -> String {
     let what = match &st.account {
-        Some(_) => st.kind.clone(),
+        Some(_) => st.kind.name().to_owned(),
         None => st.key.clone(),
     };
     let mut line = format!("  {:<11} {what:<22}", st.status);
@@ -250,7 +246,7 @@ fn left(a: &AccountState, on_target: u64) -> u64 {
     a.found.saturating_sub(on_target + a.too_large + a.refused)
 }
 
-fn step_ms(a: &AccountState, kind: &str) -> Option<i64> {
+fn step_ms(a: &AccountState, kind: StepKind) -> Option<i64> {
     a.steps
         .iter()
         .find(|s| s.kind == kind)
@@ -336,8 +332,8 @@ fn rows(s: &Snapshot) -> Vec<Row<'_>> {
                     a.too_large.to_string(),
                     a.refused.to_string(),
                     human_bytes(a.bytes),
-                    duration(step_ms(a, "copy-mail")),
-                    duration(step_ms(a, "verify")),
+                    duration(step_ms(a, StepKind::CopyMail)),
+                    duration(step_ms(a, StepKind::Verify)),
                 ],
             }
         })
@@ -851,8 +847,8 @@ fn html(s: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
                 writeln!(
                     out,
                     "<li><code>{}</code> {}: {}</li>",
-                    escape(&st.kind),
-                    badge(&st.status),
+                    escape(st.kind.name()),
+                    badge(st.status.as_str()),
                     escape(st.error.as_deref().unwrap_or_default())
                 )?;
             }
@@ -903,9 +899,9 @@ mod tests {
         StepRecord {
             key: "verify a@b.example".to_owned(),
             account: Some("a@b.example".to_owned()),
-            kind: "verify".to_owned(),
+            kind: StepKind::Verify,
             fingerprint: String::new(),
-            status: status.to_owned(),
+            status: StepStatus::parse(status).expect("a step status"),
             attempts: 1,
             started_at: None,
             finished_at: None,

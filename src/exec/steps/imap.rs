@@ -7,6 +7,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::exec::events::{Event, human_bytes};
 use crate::exec::ledger::StoreLedger;
 use crate::exec::step::{Carried, Shared, StepError, StepOutcome, server};
+use crate::exec::store::StepStatus;
 use crate::graph::StepKind;
 use crate::plan::model::{Flow, ImapServer};
 use crate::providers::RunMode;
@@ -91,12 +92,10 @@ pub(crate) async fn verify_migrated(
     target: &ImapServer,
 ) -> Result<StepOutcome, StepError> {
     let a = &shared.plan.accounts[account];
-    let key = format!("source-counts {}", a.address);
-    let before: Option<std::collections::BTreeMap<String, u32>> = shared
+    let before = shared
         .store
         .as_ref()
-        .and_then(|s| s.lock().ok().and_then(|g| g.meta(&key).ok().flatten()))
-        .and_then(|o| serde_json::from_str(&o).ok());
+        .and_then(|s| s.source_counts(&a.address).ok().flatten());
     let c = &shared.credentials[account];
     let _slot = shared.slots.slot(target).await?;
     let mut t = imap::connect(target, &c.target_login, &c.target_password).await?;
@@ -312,12 +311,10 @@ pub(crate) async fn copy_step(
     let outcomes = copy::copy_account(&mut ctx, &mut survey, more).await?;
     let copied: u64 = outcomes.iter().map(|o| o.counts.copied).sum();
     let verified_before = shared.store.as_ref().is_some_and(|st| {
-        st.lock().ok().is_some_and(|g| {
-            g.step(&format!("verify {}", a.address))
-                .ok()
-                .flatten()
-                .is_some_and(|r| r.status == "done")
-        })
+        st.step(&StepKind::Verify.key(&a.address))
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.status == StepStatus::Done)
     });
     if !dry && (copied > 0 || !verified_before) {
         // The verify step comes next: check now, on these connections, and let it use the

@@ -60,9 +60,9 @@ pub(crate) async fn run_step(
         id,
         key,
         kind,
-        account,
-        domain,
+        subject,
     } = *task;
+    let account = subject.account();
     let mut attempt = 0;
     // An OVH step may wait minutes (tasks, retries of an API that does not answer): say so.
     let waits_for = format!("{key} (the OVH API and its tasks)");
@@ -71,15 +71,13 @@ pub(crate) async fn run_step(
     let outcome = loop {
         let result = match (kind, account) {
             (StepKind::AddDomain | StepKind::CheckDns, _) => {
-                let step = ovh_step(shared, kind, None, domain);
+                let step = ovh_step(shared, kind, subject);
                 announced(printer, &waits_for, step).await
             }
             (StepKind::CopyMail | StepKind::Verify, Some(i)) => {
                 imap_step(shared, kind, i, &carried).await
             }
-            (_, Some(i)) => {
-                announced(printer, &waits_for, ovh_step(shared, kind, Some(i), None)).await
-            }
+            (_, Some(_)) => announced(printer, &waits_for, ovh_step(shared, kind, subject)).await,
             (other, None) => Ok(StepOutcome::failed(format!(
                 "{} has no account to work on",
                 other.name()

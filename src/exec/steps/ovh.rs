@@ -3,38 +3,36 @@
 use crate::exec::ovh;
 use crate::exec::step::{Shared, StepError, StepOutcome};
 use crate::exec::steps::imap::source_counts;
-use crate::graph::StepKind;
+use crate::graph::{StepKind, Subject};
 use crate::providers::RunMode;
 
 /// The OVH API steps.
 pub(crate) async fn ovh_step(
     shared: &Shared,
     kind: StepKind,
-    account: Option<usize>,
-    domain: Option<&str>,
+    subject: &Subject,
 ) -> Result<StepOutcome, StepError> {
     let Some(ovh_side) = &shared.ovh else {
         return Ok(StepOutcome::failed("no OVH API client".to_owned()));
     };
     let (plan, mode, stop) = (&shared.plan, shared.mode, &shared.stop);
-    let a = account.map(|i| &plan.accounts[i]);
-    let result = match (kind, a) {
-        (StepKind::AddDomain, _) => {
-            ovh::add_domain(ovh_side, plan, domain.unwrap_or_default(), mode, stop).await
+    let account = subject.account().map(|i| (i, &plan.accounts[i]));
+    let result = match (kind, subject, account) {
+        (StepKind::AddDomain, Subject::Domain(d), _) => {
+            ovh::add_domain(ovh_side, plan, d, mode, stop).await
         }
-        (StepKind::CheckDns, _) => {
-            ovh::check_dns(ovh_side, plan, domain.unwrap_or_default(), mode).await
+        (StepKind::CheckDns, Subject::Domain(d), _) => {
+            ovh::check_dns(ovh_side, plan, d, mode).await
         }
-        (StepKind::RenameSource, Some(a)) => {
+        (StepKind::RenameSource, _, Some((_, a))) => {
             ovh::rename_source(ovh_side, plan, a, mode, stop).await
         }
-        (StepKind::ConfigureTarget, Some(a)) => {
-            let password = &shared.credentials[account.unwrap_or_default()].target_password;
+        (StepKind::ConfigureTarget, _, Some((i, a))) => {
+            let password = &shared.credentials[i].target_password;
             ovh::configure_target(ovh_side, plan, a, password, mode, stop).await
         }
-        (StepKind::Preflight, Some(a)) => ovh::preflight(ovh_side, plan, a, stop).await,
-        (StepKind::MigrateLegacy, Some(a)) => {
-            let i = account.unwrap_or_default();
+        (StepKind::Preflight, _, Some((_, a))) => ovh::preflight(ovh_side, plan, a, stop).await,
+        (StepKind::MigrateLegacy, _, Some((i, a))) => {
             let counts = if mode == RunMode::Real {
                 source_counts(shared, i).await
             } else {
@@ -42,19 +40,16 @@ pub(crate) async fn ovh_step(
             };
             // Kept apart from the step's output: a re-run after the migration (the source is
             // gone then) must not lose what the source held.
-            if let (Some(counts), Some(store)) = (&counts, &shared.store)
-                && let Ok(g) = store.lock()
-            {
-                let key = format!("source-counts {}", a.address);
-                if g.meta(&key).ok().flatten().is_none() {
-                    let _ = g.set_meta(&key, &serde_json::json!(counts).to_string());
-                }
+            if let (Some(counts), Some(store)) = (&counts, &shared.store) {
+                let _ = store.keep_source_counts(&a.address, counts);
             }
             let password = &shared.credentials[i].source_password;
             ovh::migrate_legacy(ovh_side, plan, a, password, counts, mode, stop).await
         }
-        (StepKind::ResetSource, Some(a)) => ovh::reset_source(ovh_side, plan, a, mode, stop).await,
-        (other, _) => {
+        (StepKind::ResetSource, _, Some((_, a))) => {
+            ovh::reset_source(ovh_side, plan, a, mode, stop).await
+        }
+        (other, _, _) => {
             return Ok(StepOutcome::failed(format!(
                 "{} cannot run here",
                 other.name()

@@ -21,181 +21,20 @@
 //! was earned elsewhere.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use serde::Serialize;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior, params};
 
+use super::place::{check_owner, check_place, create_private, restrict};
+use super::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, TABLES_V0};
+use super::{
+    FolderRow, IssueRow, LockHolder, SourceCounts, StateError, StateStore, StepRecord, StepStatus,
+    now, process_alive, timestamp,
+};
+use crate::graph::StepKind;
 use crate::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
 use crate::providers::imap::identity::MessageFacts;
-
-/// The exec layer's store errors. Always name the file.
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum StateError {
-    #[error("state store {path}: {message}")]
-    #[diagnostic(code(exec::state))]
-    Store { path: PathBuf, message: String },
-    #[error("the state {path} is locked by {host}, pid {pid}, since {since}")]
-    #[diagnostic(
-        code(exec::locked),
-        help(
-            "another `mailplan apply` is running on this plan; wait for it, or, if that process \
-             is gone (another machine, a reboot), run again with --break-lock"
-        )
-    )]
-    Locked {
-        path: PathBuf,
-        host: String,
-        pid: u32,
-        since: String,
-    },
-    #[error("{path} is not a mailplan state store ({what}); it was left untouched")]
-    #[diagnostic(
-        code(exec::state_foreign),
-        help(
-            "give --state a path of its own (a new file is created there), or the store an \
-             earlier `mailplan apply` of this plan made"
-        )
-    )]
-    Foreign { path: PathBuf, what: String },
-    #[error(
-        "the state store {path} has schema version {found}, newer than this mailplan's \
-         ({supported}); it was left untouched"
-    )]
-    #[diagnostic(
-        code(exec::state_version),
-        help("use the mailplan release that wrote it, or a newer one")
-    )]
-    Newer {
-        path: PathBuf,
-        found: i64,
-        supported: i64,
-    },
-    #[error(
-        "the state store {path} belongs to the plan `{found}`, not `{plan}`; it was left untouched"
-    )]
-    #[diagnostic(
-        code(exec::state_plan),
-        help(
-            "each plan keeps its own store: give --state another path, or run the plan `{found}`"
-        )
-    )]
-    OtherPlan {
-        path: PathBuf,
-        found: String,
-        plan: String,
-    },
-    #[error("the state store {path} is not safe to use: {problem}")]
-    #[diagnostic(code(exec::state_permissions), help("{help}"))]
-    Unsafe {
-        path: PathBuf,
-        problem: String,
-        help: String,
-    },
-}
-
-/// The run lock's holder: the `apply` that took it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LockHolder {
-    pub host: String,
-    pub pid: u32,
-    /// When it was taken, `2026-11-24T20:10:00Z`.
-    pub since: String,
-}
-
-impl LockHolder {
-    /// Whether that process still runs, as far as this host can tell: on this host, its pid is
-    /// alive; a lock of another host is taken to be held.
-    pub fn alive(&self, this_host: &str) -> bool {
-        self.host != this_host || process_alive(self.pid)
-    }
-}
-
-/// A step as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StepRecord {
-    pub key: String,
-    pub account: Option<String>,
-    pub kind: String,
-    pub fingerprint: String,
-    /// `running`, `done`, `failed`, `skipped`, `interrupted`.
-    pub status: String,
-    pub attempts: u32,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub duration_ms: Option<i64>,
-    /// JSON written by the step (counts, verification results).
-    pub output: Option<String>,
-    pub error: Option<String>,
-}
-
-/// A folder's copy progress as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FolderRow {
-    pub account: String,
-    pub source: String,
-    pub target: String,
-    pub record: FolderRecord,
-    /// Cumulated over every run.
-    pub copied: u64,
-    pub failed: u64,
-    pub bytes: u64,
-}
-
-/// A message left out or refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IssueRow {
-    pub account: String,
-    pub folder: String,
-    pub uid: u32,
-    pub kind: String,
-    pub detail: String,
-    /// What names the message (none for an issue of a whole folder, or a store from before
-    /// they were kept).
-    #[serde(flatten)]
-    pub message: MessageFacts,
-}
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS lock (
-    id INTEGER PRIMARY KEY CHECK (id = 1), host TEXT NOT NULL, pid INTEGER NOT NULL,
-    since TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS steps (
-    key TEXT PRIMARY KEY, account TEXT, kind TEXT NOT NULL, fingerprint TEXT NOT NULL,
-    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, started_at INTEGER,
-    finished_at INTEGER, duration_ms INTEGER, output TEXT, error TEXT);
-CREATE TABLE IF NOT EXISTS folders (
-    account TEXT NOT NULL, source TEXT NOT NULL, target TEXT NOT NULL,
-    uidvalidity INTEGER NOT NULL DEFAULT 0, last_uid INTEGER NOT NULL DEFAULT 0,
-    pending INTEGER NOT NULL DEFAULT 0, failed_now INTEGER NOT NULL DEFAULT 0,
-    copied INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0, updated_at INTEGER,
-    PRIMARY KEY (account, source));
-CREATE TABLE IF NOT EXISTS issues (
-    account TEXT NOT NULL, folder TEXT NOT NULL, uid INTEGER NOT NULL, kind TEXT NOT NULL,
-    detail TEXT NOT NULL, PRIMARY KEY (account, folder, uid));
-";
-
-/// `PRAGMA application_id` of a mailplan store: `mlpn` in ASCII.
-pub const APPLICATION_ID: i64 = 0x6d6c_706e;
-/// `PRAGMA user_version` of the schema this mailplan writes: one per entry of `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 3;
-/// `MIGRATIONS[v]` takes a store from version `v` to `v + 1`. Version 0 is an empty file or a
-/// store from before versions were kept (the same tables, no `application_id`).
-/// Version 2: a folder's record belongs to a route (see the module doc); the records of a
-/// version-1 store get the empty route, which matches none, so each folder is compared whole
-/// once (safe: nothing is sent twice), then recorded.
-/// Version 3: what names a message left out or refused (date, subject, Message-ID, size), for
-/// the report; the issues of an older store have none.
-const MIGRATIONS: &[&str] = &[
-    SCHEMA,
-    "ALTER TABLE folders ADD COLUMN route TEXT NOT NULL DEFAULT '';",
-    "ALTER TABLE issues ADD COLUMN date TEXT; ALTER TABLE issues ADD COLUMN subject TEXT;
-     ALTER TABLE issues ADD COLUMN message_id TEXT; ALTER TABLE issues ADD COLUMN size INTEGER;",
-];
-/// The tables of a version-0 store: a file with any other is not one.
-const TABLES_V0: [&str; 5] = ["meta", "lock", "steps", "folders", "issues"];
 
 /// What is at a state path, read without writing anything.
 #[derive(Debug, PartialEq, Eq)]
@@ -208,44 +47,25 @@ enum Found {
     },
 }
 
-/// The store. Not `Sync`: the runner keeps it behind a mutex.
+/// The `SQLite` backend of [`StateStore`]. Its one connection is behind a mutex: every method
+/// is one statement or one transaction under it, so callers share the store freely.
 #[derive(Debug)]
-pub struct StateStore {
-    conn: Connection,
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
     path: PathBuf,
     /// Whether `folders` has its `route` column (a store written before it has none until a
     /// run that writes opens it; read only, its records are then never trusted).
     routes: bool,
+    /// Whether the source counts have their tables (schema version 4); a read-only store of an
+    /// older version has them in `meta`.
+    counts_table: bool,
 }
 
-/// Seconds since the Unix epoch.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// The default place of a plan's state: `.mailplan/<name>.db` beside the plan.
-pub fn default_path(plan_path: &Path, plan_name: &str) -> PathBuf {
-    let dir = plan_path.parent().unwrap_or_else(|| Path::new("."));
-    let safe: String = plan_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    dir.join(".mailplan").join(format!("{safe}.db"))
-}
-
-impl StateStore {
+impl SqliteStore {
     /// Open (creating it, mode 0600 in a 0700 folder) for a run of the plan `plan` that writes.
     /// Refuses, before writing anything, what is not this plan's store or is not safe to use
     /// (see the module doc); migrates an older schema.
-    pub fn open(path: &Path, plan: &str) -> Result<StateStore, StateError> {
+    pub fn open(path: &Path, plan: &str) -> Result<SqliteStore, StateError> {
         let err = |m: String| StateError::Store {
             path: path.to_owned(),
             message: m,
@@ -277,17 +97,18 @@ impl StateStore {
                 | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(|e| err(e.to_string()))?;
-        let mut store = StateStore {
-            conn,
+        let mut store = SqliteStore {
+            conn: Mutex::new(conn),
             path: path.to_owned(),
             routes: true,
+            counts_table: true,
         };
         store
-            .conn
+            .conn()?
             .busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| store.error(&e))?;
         store
-            .conn
+            .conn()?
             // WAL with NORMAL: a commit survives the process being killed at any instant (it is
             // in the log before the call returns); only an OS crash or power loss may drop the
             // last commits, and every step re-reads the remote state before acting, so that
@@ -305,7 +126,7 @@ impl StateStore {
 
     /// Bring the schema from `version` to [`SCHEMA_VERSION`], one transaction per step, and mark
     /// the file as mailplan's.
-    fn migrate(&mut self, version: i64) -> Result<(), StateError> {
+    fn migrate(&self, version: i64) -> Result<(), StateError> {
         let path = self.path.clone();
         let e = |e: rusqlite::Error| StateError::Store {
             path: path.clone(),
@@ -316,8 +137,8 @@ impl StateStore {
             .enumerate()
             .skip(usize::try_from(version).unwrap_or(0))
         {
-            let tx = self
-                .conn
+            let mut conn = self.conn()?;
+            let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(e)?;
             tx.execute_batch(sql).map_err(e)?;
@@ -331,8 +152,19 @@ impl StateStore {
         Ok(())
     }
 
+    fn has_table(&self, name: &str) -> Result<bool, StateError> {
+        self.conn()?
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                params![name],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.error(&e))
+    }
+
     fn has_routes(&self) -> Result<bool, StateError> {
-        self.conn
+        self.conn()?
             .query_row(
                 "SELECT COUNT(*) FROM pragma_table_info('folders') WHERE name = 'route'",
                 [],
@@ -343,8 +175,8 @@ impl StateStore {
     }
 
     /// Open an existing store of the plan `plan` without writing anything (`status`, `report`,
-    /// dry runs); the same refusals as [`StateStore::open`].
-    pub fn open_read_only(path: &Path, plan: &str) -> Result<Option<StateStore>, StateError> {
+    /// dry runs); the same refusals as [`SqliteStore::open`].
+    pub fn open_read_only(path: &Path, plan: &str) -> Result<Option<SqliteStore>, StateError> {
         check_place(path)?;
         match inspect(path)? {
             Found::Nothing => return Ok(None),
@@ -361,17 +193,27 @@ impl StateStore {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        let mut store = StateStore {
-            conn,
+        let mut store = SqliteStore {
+            conn: Mutex::new(conn),
             path: path.to_owned(),
             routes: false,
+            counts_table: false,
         };
         store.routes = store.has_routes()?;
+        store.counts_table = store.has_table("source_counts")?;
         Ok(Some(store))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The connection, for one statement or one transaction.
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StateError> {
+        self.conn.lock().map_err(|_| StateError::Store {
+            path: self.path.clone(),
+            message: "a thread panicked while writing to it".to_owned(),
+        })
     }
 
     fn error(&self, e: &rusqlite::Error) -> StateError {
@@ -380,17 +222,19 @@ impl StateStore {
             message: e.to_string(),
         }
     }
+}
 
+impl StateStore for SqliteStore {
     /// Take the run lock, or say who holds it. A lock left by a dead process of this host is
     /// taken over; `force` takes over any lock.
-    pub fn lock(&mut self, host: &str, pid: u32, force: bool) -> Result<(), StateError> {
+    fn lock(&self, host: &str, pid: u32, force: bool) -> Result<(), StateError> {
         let path = self.path.clone();
         let e = |e: rusqlite::Error| StateError::Store {
             path: path.clone(),
             message: e.to_string(),
         };
-        let tx = self
-            .conn
+        let mut conn = self.conn()?;
+        let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(e)?;
         let held: Option<(String, u32, String)> = tx
@@ -420,8 +264,8 @@ impl StateStore {
 
     /// Who holds the run lock, if anyone: a running `apply`, or one that died without
     /// releasing it.
-    pub fn lock_holder(&self) -> Result<Option<LockHolder>, StateError> {
-        self.conn
+    fn lock_holder(&self) -> Result<Option<LockHolder>, StateError> {
+        self.conn()?
             .query_row("SELECT host, pid, since FROM lock WHERE id = 1", [], |r| {
                 Ok(LockHolder {
                     host: r.get(0)?,
@@ -433,15 +277,15 @@ impl StateStore {
             .map_err(|e| self.error(&e))
     }
 
-    pub fn unlock(&self, pid: u32) -> Result<(), StateError> {
-        self.conn
+    fn unlock(&self, pid: u32) -> Result<(), StateError> {
+        self.conn()?
             .execute("DELETE FROM lock WHERE pid = ?1", params![pid])
             .map_err(|e| self.error(&e))?;
         Ok(())
     }
 
-    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
-        self.conn
+    fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        self.conn()?
             .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
                 r.get(0)
             })
@@ -449,8 +293,8 @@ impl StateStore {
             .map_err(|e| self.error(&e))
     }
 
-    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
-        self.conn
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.conn()?
             .execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
                 params![key, value],
@@ -459,8 +303,8 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn step(&self, key: &str) -> Result<Option<StepRecord>, StateError> {
-        self.conn
+    fn step(&self, key: &str) -> Result<Option<StepRecord>, StateError> {
+        self.conn()?
             .query_row(
                 "SELECT key, account, kind, fingerprint, status, attempts, started_at, \
                  finished_at, duration_ms, output, error FROM steps WHERE key = ?1",
@@ -471,9 +315,9 @@ impl StateStore {
             .map_err(|e| self.error(&e))
     }
 
-    pub fn steps(&self) -> Result<Vec<StepRecord>, StateError> {
-        let mut stmt = self
-            .conn
+    fn steps(&self) -> Result<Vec<StepRecord>, StateError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
             .prepare(
                 "SELECT key, account, kind, fingerprint, status, attempts, started_at, \
                  finished_at, duration_ms, output, error FROM steps ORDER BY rowid",
@@ -488,29 +332,37 @@ impl StateStore {
     }
 
     /// A step starts: status `running`, one more attempt.
-    pub fn step_started(
+    fn step_started(
         &self,
         key: &str,
         account: Option<&str>,
-        kind: &str,
+        kind: StepKind,
         fingerprint: &str,
     ) -> Result<(), StateError> {
-        self.conn
+        self.conn()?
             .execute(
                 "INSERT INTO steps (key, account, kind, fingerprint, status, attempts, started_at)
-                 VALUES (?1, ?2, ?3, ?4, 'running', 1, ?5)
-                 ON CONFLICT (key) DO UPDATE SET fingerprint = ?4, status = 'running',
-                   attempts = CASE WHEN status = 'done' THEN 1 ELSE attempts + 1 END,
+                 VALUES (?1, ?2, ?3, ?4, ?6, 1, ?5)
+                 ON CONFLICT (key) DO UPDATE SET fingerprint = ?4, status = ?6,
+                   attempts = CASE WHEN status = ?7 THEN 1 ELSE attempts + 1 END,
                    started_at = ?5, finished_at = NULL, error = NULL",
-                params![key, account, kind, fingerprint, now()],
+                params![
+                    key,
+                    account,
+                    kind,
+                    fingerprint,
+                    now(),
+                    StepStatus::Running,
+                    StepStatus::Done
+                ],
             )
             .map_err(|e| self.error(&e))?;
         Ok(())
     }
 
     /// A running step tries again after a network error or a "try later" answer.
-    pub fn step_retried(&self, key: &str) -> Result<(), StateError> {
-        self.conn
+    fn step_retried(&self, key: &str) -> Result<(), StateError> {
+        self.conn()?
             .execute(
                 "UPDATE steps SET attempts = attempts + 1 WHERE key = ?1",
                 params![key],
@@ -520,15 +372,15 @@ impl StateStore {
     }
 
     /// A step ends (`done`, `failed`, `skipped`, `interrupted`).
-    pub fn step_finished(
+    fn step_finished(
         &self,
         key: &str,
-        status: &str,
+        status: StepStatus,
         duration_ms: Option<i64>,
         output: Option<&str>,
         error: Option<&str>,
     ) -> Result<(), StateError> {
-        self.conn
+        self.conn()?
             .execute(
                 "UPDATE steps SET status = ?2, finished_at = ?3, duration_ms = ?4,
                    output = COALESCE(?5, output), error = ?6 WHERE key = ?1",
@@ -539,21 +391,29 @@ impl StateStore {
     }
 
     /// A step that never started because a dependency failed.
-    pub fn step_skipped(
+    fn step_skipped(
         &self,
         key: &str,
         account: Option<&str>,
-        kind: &str,
+        kind: StepKind,
         fingerprint: &str,
         reason: &str,
     ) -> Result<(), StateError> {
-        self.conn
+        self.conn()?
             .execute(
                 "INSERT INTO steps (key, account, kind, fingerprint, status, error)
-                 VALUES (?1, ?2, ?3, ?4, 'skipped', ?5)
-                 ON CONFLICT (key) DO UPDATE SET status = 'skipped', error = ?5
-                 WHERE status <> 'done'",
-                params![key, account, kind, fingerprint, reason],
+                 VALUES (?1, ?2, ?3, ?4, ?6, ?5)
+                 ON CONFLICT (key) DO UPDATE SET status = ?6, error = ?5
+                 WHERE status <> ?7",
+                params![
+                    key,
+                    account,
+                    kind,
+                    fingerprint,
+                    reason,
+                    StepStatus::Skipped,
+                    StepStatus::Done
+                ],
             )
             .map_err(|e| self.error(&e))?;
         Ok(())
@@ -561,7 +421,7 @@ impl StateStore {
 
     /// The record of a folder copied along `route` to `target`; none when it was copied along
     /// another route or to another folder (the plan changed since).
-    pub fn folder(
+    fn folder(
         &self,
         account: &str,
         source: &str,
@@ -571,7 +431,7 @@ impl StateStore {
         if !self.routes {
             return Ok(None);
         }
-        self.conn
+        self.conn()?
             .query_row(
                 "SELECT uidvalidity, last_uid, pending, failed_now FROM folders
                  WHERE account = ?1 AND source = ?2 AND target = ?3 AND route = ?4",
@@ -594,7 +454,7 @@ impl StateStore {
     /// is still known to be pending and is reconciled rather than trusted.
     /// The folder is pending, and its record then belongs to
     /// `route` and `target`.
-    pub fn begin_batch(
+    fn begin_batch(
         &self,
         account: &str,
         source: &str,
@@ -602,10 +462,10 @@ impl StateStore {
         route: &str,
         uidvalidity: u32,
     ) -> Result<(), StateError> {
-        self.conn
-            .execute_batch("PRAGMA synchronous = FULL")
+        let conn = self.conn()?;
+        conn.execute_batch("PRAGMA synchronous = FULL")
             .map_err(|e| self.error(&e))?;
-        let written = self.conn.execute(
+        let written = conn.execute(
             "INSERT INTO folders (account, source, target, route, uidvalidity, pending,
                    updated_at)
                  VALUES (?1, ?2, ?3, ?6, ?4, 1, ?5)
@@ -613,14 +473,14 @@ impl StateStore {
                    pending = 1, updated_at = ?5",
             params![account, source, target, uidvalidity, now(), route],
         );
-        let normal = self.conn.execute_batch("PRAGMA synchronous = NORMAL");
+        let normal = conn.execute_batch("PRAGMA synchronous = NORMAL");
         written.map_err(|e| self.error(&e))?;
         normal.map_err(|e| self.error(&e))
     }
 
     /// After a batch (or a pass that had nothing to send): the folder's new mark along `route`
     /// to `target`, and what the batch did.
-    pub fn end_batch(
+    fn end_batch(
         &self,
         account: &str,
         source: &str,
@@ -629,7 +489,7 @@ impl StateStore {
         record: FolderRecord,
         counts: &FolderCounts,
     ) -> Result<(), StateError> {
-        self.conn
+        self.conn()?
             .execute(
                 "INSERT INTO folders (account, source, target, route, uidvalidity, last_uid,
                    pending, failed_now, copied, failed, bytes, updated_at)
@@ -657,7 +517,7 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn issue(
+    fn issue(
         &self,
         account: &str,
         folder: &str,
@@ -666,7 +526,7 @@ impl StateStore {
         detail: &str,
         message: &MessageFacts,
     ) -> Result<(), StateError> {
-        self.conn
+        self.conn()?
             .execute(
                 "INSERT OR REPLACE INTO issues
                    (account, folder, uid, kind, detail, date, subject, message_id, size)
@@ -687,8 +547,8 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn clear_issues(&self, account: &str, folder: &str) -> Result<(), StateError> {
-        self.conn
+    fn clear_issues(&self, account: &str, folder: &str) -> Result<(), StateError> {
+        self.conn()?
             .execute(
                 "DELETE FROM issues WHERE account = ?1 AND folder = ?2",
                 params![account, folder],
@@ -697,9 +557,9 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn folders(&self, account: &str) -> Result<Vec<FolderRow>, StateError> {
-        let mut stmt = self
-            .conn
+    fn folders(&self, account: &str) -> Result<Vec<FolderRow>, StateError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
             .prepare(
                 "SELECT account, source, target, uidvalidity, last_uid, pending, failed_now,
                    copied, failed, bytes FROM folders WHERE account = ?1 ORDER BY source",
@@ -726,10 +586,10 @@ impl StateStore {
         .map_err(|e| self.error(&e))
     }
 
-    pub fn issues(&self, account: &str) -> Result<Vec<IssueRow>, StateError> {
+    fn issues(&self, account: &str) -> Result<Vec<IssueRow>, StateError> {
+        let conn = self.conn()?;
         // A store read without writing may be older than the message columns (version 3).
-        let named = self
-            .conn
+        let named = conn
             .query_row(
                 "SELECT COUNT(*) FROM pragma_table_info('issues') WHERE name = 'message_id'",
                 [],
@@ -742,8 +602,7 @@ impl StateStore {
         } else {
             "NULL, NULL, NULL, NULL"
         };
-        let mut stmt = self
-            .conn
+        let mut stmt = conn
             .prepare(&format!(
                 "SELECT account, folder, uid, kind, detail, {columns} FROM issues
                  WHERE account = ?1 ORDER BY folder, uid"
@@ -767,6 +626,62 @@ impl StateStore {
         .map_err(|e| self.error(&e))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| self.error(&e))
+    }
+
+    fn source_counts(&self, account: &str) -> Result<Option<SourceCounts>, StateError> {
+        if !self.counts_table {
+            // A store older than version 4, opened read-only: where that version kept them.
+            let kept = self.meta(&format!("source-counts {account}"))?;
+            return Ok(kept.and_then(|o| serde_json::from_str(&o).ok()));
+        }
+        let conn = self.conn()?;
+        let counted = conn
+            .query_row(
+                "SELECT 1 FROM source_counts WHERE account = ?1",
+                params![account],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(|e| self.error(&e))?;
+        if counted.is_none() {
+            return Ok(None);
+        }
+        let mut stmt = conn
+            .prepare("SELECT folder, messages FROM source_folder_counts WHERE account = ?1")
+            .map_err(|e| self.error(&e))?;
+        stmt.query_map(params![account], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.error(&e))?
+            .collect::<Result<SourceCounts, _>>()
+            .map(Some)
+            .map_err(|e| self.error(&e))
+    }
+
+    fn keep_source_counts(&self, account: &str, counts: &SourceCounts) -> Result<(), StateError> {
+        let mut conn = self.conn()?;
+        let e = |e: rusqlite::Error| self.error(&e);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let new = tx
+            .execute(
+                "INSERT OR IGNORE INTO source_counts (account, counted_at) VALUES (?1, ?2)",
+                params![account, now()],
+            )
+            .map_err(e)?;
+        if new == 1 {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO source_folder_counts (account, folder, messages)
+                     VALUES (?1, ?2, ?3)",
+                )
+                .map_err(e)?;
+            for (folder, messages) in counts {
+                insert
+                    .execute(params![account, folder, messages])
+                    .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
     }
 }
 
@@ -861,98 +776,34 @@ fn check_identity(
     }
 }
 
-/// Whether the state may be used where it is: the file (when it exists) is a regular file, not
-/// a symbolic link, and (once it is known to be a store, [`check_owner`]) owned by the user
-/// running mailplan and closed to everyone else (0600); its
-/// folder is not writable by anyone (unless sticky, as `/tmp` is), and when it is mailplan's own
-/// `.mailplan/` it is a real folder of the user's, closed to everyone else (0700). Anyone who
-/// can change the store or swap it can make a resume skip or repeat work.
-#[cfg(unix)]
-pub fn check_place(path: &Path) -> Result<(), StateError> {
-    use std::os::unix::fs::MetadataExt;
-    let me = rustix::process::geteuid().as_raw();
-    let unsafe_ = |problem: String, help: String| StateError::Unsafe {
-        path: path.to_owned(),
-        problem,
-        help,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && let Ok(m) = std::fs::symlink_metadata(dir)
-    {
-        let own = dir.file_name().is_some_and(|n| n == ".mailplan");
-        let shown = dir.display();
-        if own && !m.is_dir() {
-            return Err(unsafe_(
-                format!("{shown} is a symbolic link or not a folder"),
-                format!("replace {shown} with a folder of your own (mode 0700)"),
-            ));
-        }
-        if own && (m.uid() != me || m.mode() & 0o077 != 0) {
-            return Err(unsafe_(
-                format!(
-                    "its folder {shown} is owned by uid {} with mode {:o}",
-                    m.uid(),
-                    m.mode() & 0o7777
-                ),
-                format!("make it yours and private: chown $(id -u) {shown} && chmod 700 {shown}"),
-            ));
-        }
-        if m.is_dir() && m.mode() & 0o002 != 0 && m.mode() & 0o1000 == 0 {
-            return Err(unsafe_(
-                format!(
-                    "its folder {shown} may be written by anyone (mode {:o})",
-                    m.mode() & 0o7777
-                ),
-                format!("chmod o-w {shown}, or keep the state in a folder of your own"),
-            ));
-        }
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => Err(unsafe_(
-            "it is a symbolic link, which mailplan does not follow".to_owned(),
-            "give --state the real file's path".to_owned(),
-        )),
-        Ok(m) if !m.is_file() => Err(unsafe_(
-            "it is not a regular file".to_owned(),
-            "give --state the path of a regular file (a new one is created)".to_owned(),
-        )),
-        _ => Ok(()),
+/// The one conversion of a step's status to and from its SQL text ([`StepStatus::as_str`]).
+impl ToSql for StepStatus {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
     }
 }
 
-/// The second half of [`check_place`], once the file is known to be a mailplan store: it is
-/// the user's and closed to everyone else.
-#[cfg(unix)]
-fn check_owner(path: &Path) -> Result<(), StateError> {
-    use std::os::unix::fs::MetadataExt;
-    let me = rustix::process::geteuid().as_raw();
-    let unsafe_ = |problem: String, help: String| StateError::Unsafe {
-        path: path.to_owned(),
-        problem,
-        help,
-    };
-    let shown = path.display();
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.uid() != me => Err(unsafe_(
-            format!("it is owned by uid {}, not by you (uid {me})", m.uid()),
-            format!("run mailplan as its owner, or chown $(id -u) {shown}"),
-        )),
-        Ok(m) if m.mode() & 0o077 != 0 => Err(unsafe_(
-            format!("others may read or write it (mode {:o})", m.mode() & 0o7777),
-            format!("chmod 600 {shown}"),
-        )),
-        _ => Ok(()),
+impl FromSql for StepStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        StepStatus::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown step status `{text}`").into()))
     }
 }
 
-#[cfg(not(unix))]
-pub fn check_place(_path: &Path) -> Result<(), StateError> {
-    Ok(())
+/// The one conversion of a step's kind to and from its SQL text ([`StepKind::name`]).
+impl ToSql for StepKind {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.name()))
+    }
 }
 
-#[cfg(not(unix))]
-fn check_owner(_path: &Path) -> Result<(), StateError> {
-    Ok(())
+impl FromSql for StepKind {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        StepKind::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown step kind `{text}`").into()))
+    }
 }
 
 fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
@@ -971,58 +822,17 @@ fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
     })
 }
 
-/// `2026-11-24T20:10:00Z` from seconds since the epoch.
-pub fn timestamp(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default()
-}
-
-/// Whether a process of this host is alive (Linux: `/proc/PID`; elsewhere assume it is).
-fn process_alive(pid: u32) -> bool {
-    let proc = Path::new("/proc");
-    if !proc.exists() {
-        return true;
-    }
-    proc.join(pid.to_string()).exists()
-}
-
-#[cfg(unix)]
-fn create_private(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map(drop)
-}
-
-#[cfg(not(unix))]
-fn create_private(path: &Path) -> std::io::Result<()> {
-    std::fs::File::create(path).map(drop)
-}
-
-#[cfg(unix)]
-fn restrict(dir: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn restrict(_dir: &Path, _mode: u32) -> std::io::Result<()> {
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::SourceCounts;
+    use super::super::schema::SCHEMA;
     use super::*;
 
     #[test]
     fn batches_are_recorded_and_pending_survives_until_the_batch_ends() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(".mailplan/p.db");
-        let store = StateStore::open(&path, "p").expect("open");
+        let store = SqliteStore::open(&path, "p").expect("open");
         store
             .begin_batch("a@x", "INBOX", "INBOX", ROUTE, 7)
             .expect("begin");
@@ -1065,6 +875,115 @@ mod tests {
     }
 
     #[test]
+    fn every_step_kind_and_status_reads_back_as_written_and_a_stranger_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path, "p").expect("open");
+        for kind in StepKind::ALL {
+            for status in StepStatus::ALL {
+                let key = format!("{kind} {status}");
+                store
+                    .step_started(&key, Some("a@x"), kind, "fp")
+                    .expect("start");
+                store
+                    .step_finished(&key, status, Some(1), None, None)
+                    .expect("finish");
+                let read = store.step(&key).expect("read").expect("row");
+                assert_eq!((read.kind, read.status), (kind, status));
+            }
+        }
+        drop(store);
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute("UPDATE steps SET status = 'later'", [])
+                .expect("a status of another release");
+        }
+        let store = SqliteStore::open(&path, "p").expect("open");
+        let err = store.steps().expect_err("an unknown status");
+        assert!(
+            err.to_string().contains("unknown step status `later`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_version_2_store_with_source_counts_in_meta_is_read_then_migrated_to_their_tables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v2.db");
+        {
+            // As version 2 wrote it: the counts of a historical account as JSON in `meta`.
+            create_private(&path).expect("create");
+            let conn = Connection::open(&path).expect("create");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute_batch(MIGRATIONS[1]).expect("routes");
+            conn.execute_batch(&format!(
+                r#"PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 2;
+                 INSERT INTO meta (key, value) VALUES ('plan_name', 'p');
+                 INSERT INTO meta (key, value) VALUES ('last_run', '2026-11-24T20:10:00Z');
+                 INSERT INTO meta (key, value)
+                    VALUES ('source-counts mary@x', '{{"INBOX":12,"Sent":3,"a b/é":0}}');
+                 INSERT INTO meta (key, value) VALUES ('source-counts empty@x', '{{}}');"#
+            ))
+            .expect("a version-2 store");
+        }
+        let mary: SourceCounts = [("INBOX", 12), ("Sent", 3), ("a b/é", 0)]
+            .into_iter()
+            .map(|(f, n)| (f.to_owned(), n))
+            .collect();
+        let read = SqliteStore::open_read_only(&path, "p")
+            .expect("open")
+            .expect("exists");
+        assert_eq!(
+            read.source_counts("mary@x").expect("read"),
+            Some(mary.clone())
+        );
+        assert_eq!(
+            read.source_counts("empty@x").expect("read"),
+            Some(SourceCounts::new())
+        );
+        assert_eq!(read.source_counts("john@x").expect("read"), None);
+        drop(read);
+        assert_eq!(pragma(&path, "user_version"), 2, "a read changed nothing");
+
+        let store = SqliteStore::open(&path, "p").expect("migrated");
+        assert_eq!(pragma(&path, "user_version"), SCHEMA_VERSION);
+        assert_eq!(
+            store.source_counts("mary@x").expect("read"),
+            Some(mary.clone())
+        );
+        assert_eq!(
+            store.source_counts("empty@x").expect("read"),
+            Some(SourceCounts::new())
+        );
+        assert_eq!(store.source_counts("john@x").expect("read"), None);
+        assert_eq!(store.meta("source-counts mary@x").expect("meta"), None);
+        assert_eq!(
+            store.meta("last_run").expect("meta").as_deref(),
+            Some("2026-11-24T20:10:00Z"),
+            "the rest of meta stays"
+        );
+    }
+
+    #[test]
+    fn the_first_source_count_of_an_account_is_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("s.db"), "p").expect("open");
+        let first: SourceCounts = [("INBOX".to_owned(), 40), ("Sent".to_owned(), 2)].into();
+        store.keep_source_counts("mary@x", &first).expect("keep");
+        // A run after the migration finds the source emptied: that count is not kept.
+        let later: SourceCounts = [("INBOX".to_owned(), 0)].into();
+        store.keep_source_counts("mary@x", &later).expect("keep");
+        assert_eq!(store.source_counts("mary@x").expect("read"), Some(first));
+        store
+            .keep_source_counts("none@x", &SourceCounts::new())
+            .expect("keep");
+        assert_eq!(
+            store.source_counts("none@x").expect("read"),
+            Some(SourceCounts::new())
+        );
+    }
+
+    #[test]
     fn there_is_one_migration_per_schema_version() {
         assert_eq!(i64::try_from(MIGRATIONS.len()), Ok(SCHEMA_VERSION));
     }
@@ -1073,10 +992,10 @@ mod tests {
     fn a_new_store_is_marked_as_mailplans_with_its_version_and_plan() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(".mailplan/p.db");
-        drop(StateStore::open(&path, "p").expect("open"));
+        drop(SqliteStore::open(&path, "p").expect("open"));
         assert_eq!(pragma(&path, "application_id"), APPLICATION_ID);
         assert_eq!(pragma(&path, "user_version"), SCHEMA_VERSION);
-        let again = StateStore::open(&path, "p").expect("open again");
+        let again = SqliteStore::open(&path, "p").expect("open again");
         assert_eq!(again.meta("plan_name").expect("meta").as_deref(), Some("p"));
     }
 
@@ -1091,10 +1010,10 @@ mod tests {
         }
         restrict(&path, 0o600).expect("chmod");
         let before = std::fs::read(&path).expect("read");
-        let err = StateStore::open(&path, "p").expect_err("a foreign file");
+        let err = SqliteStore::open(&path, "p").expect_err("a foreign file");
         assert!(matches!(err, StateError::Foreign { .. }), "{err:?}");
         assert!(err.to_string().contains("invoices"), "{err}");
-        let err = StateStore::open_read_only(&path, "p").expect_err("a foreign file");
+        let err = SqliteStore::open_read_only(&path, "p").expect_err("a foreign file");
         assert!(matches!(err, StateError::Foreign { .. }), "{err:?}");
         assert_eq!(std::fs::read(&path).expect("read"), before);
         let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -1109,12 +1028,12 @@ mod tests {
                 .expect("mark");
         }
         assert!(matches!(
-            StateStore::open(&path, "p"),
+            SqliteStore::open(&path, "p"),
             Err(StateError::Foreign { .. })
         ));
         std::fs::write(&path, b"not a database, just text\n").expect("write");
         assert!(matches!(
-            StateStore::open(&path, "p"),
+            SqliteStore::open(&path, "p"),
             Err(StateError::Foreign { .. })
         ));
         assert_eq!(
@@ -1127,15 +1046,15 @@ mod tests {
     fn a_newer_schema_and_another_plans_store_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
-        drop(StateStore::open(&path, "first").expect("open"));
-        match StateStore::open(&path, "second") {
+        drop(SqliteStore::open(&path, "first").expect("open"));
+        match SqliteStore::open(&path, "second") {
             Err(StateError::OtherPlan { found, plan, .. }) => {
                 assert_eq!((found.as_str(), plan.as_str()), ("first", "second"));
             }
             other => panic!("expected OtherPlan, got {other:?}"),
         }
         assert!(matches!(
-            StateStore::open_read_only(&path, "second"),
+            SqliteStore::open_read_only(&path, "second"),
             Err(StateError::OtherPlan { .. })
         ));
         {
@@ -1143,7 +1062,7 @@ mod tests {
             conn.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
                 .expect("bump");
         }
-        match StateStore::open(&path, "first") {
+        match SqliteStore::open(&path, "first") {
             Err(StateError::Newer { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
             other => panic!("expected Newer, got {other:?}"),
         }
@@ -1170,7 +1089,7 @@ mod tests {
             )
             .expect("folder");
         }
-        let store = StateStore::open(&path, "p").expect("a version-0 store is adopted");
+        let store = SqliteStore::open(&path, "p").expect("a version-0 store is adopted");
         let rows = store.folders("a@x").expect("rows");
         let rec = rows[0].record;
         assert_eq!((rec.uidvalidity, rec.last_uid), (7, 12));
@@ -1184,37 +1103,37 @@ mod tests {
     fn a_symlink_a_wide_file_and_a_wide_mailplan_folder_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let real = dir.path().join("real.db");
-        drop(StateStore::open(&real, "p").expect("open"));
+        drop(SqliteStore::open(&real, "p").expect("open"));
         let link = dir.path().join("link.db");
         std::os::unix::fs::symlink(&real, &link).expect("symlink");
-        let err = StateStore::open(&link, "p").expect_err("a symlink");
+        let err = SqliteStore::open(&link, "p").expect_err("a symlink");
         assert!(err.to_string().contains("symbolic link"), "{err}");
 
         restrict(&real, 0o644).expect("chmod");
-        let err = StateStore::open(&real, "p").expect_err("world-readable");
+        let err = SqliteStore::open(&real, "p").expect_err("world-readable");
         assert!(matches!(err, StateError::Unsafe { .. }), "{err:?}");
         assert!(err.to_string().contains("644"), "{err}");
-        assert!(StateStore::open_read_only(&real, "p").is_err());
+        assert!(SqliteStore::open_read_only(&real, "p").is_err());
         restrict(&real, 0o600).expect("chmod");
-        drop(StateStore::open(&real, "p").expect("private again"));
+        drop(SqliteStore::open(&real, "p").expect("private again"));
 
         let own = dir.path().join(".mailplan");
         std::fs::create_dir(&own).expect("mkdir");
         restrict(&own, 0o755).expect("chmod");
-        let err = StateStore::open(&own.join("p.db"), "p").expect_err("a wide .mailplan");
+        let err = SqliteStore::open(&own.join("p.db"), "p").expect_err("a wide .mailplan");
         assert!(err.to_string().contains("755"), "{err}");
         assert!(!own.join("p.db").exists(), "created despite the refusal");
         std::fs::remove_dir(&own).expect("rmdir");
         std::os::unix::fs::symlink(dir.path(), &own).expect("symlink the folder");
-        let err = StateStore::open(&own.join("p.db"), "p").expect_err("a symlinked .mailplan");
+        let err = SqliteStore::open(&own.join("p.db"), "p").expect_err("a symlinked .mailplan");
         assert!(err.to_string().contains("symbolic link"), "{err}");
 
         let open = dir.path().join("open");
         std::fs::create_dir(&open).expect("mkdir");
         restrict(&open, 0o777).expect("chmod");
-        assert!(StateStore::open(&open.join("s.db"), "p").is_err());
+        assert!(SqliteStore::open(&open.join("s.db"), "p").is_err());
         restrict(&open, 0o1777).expect("sticky, as /tmp");
-        drop(StateStore::open(&open.join("s.db"), "p").expect("a sticky folder is fine"));
+        drop(SqliteStore::open(&open.join("s.db"), "p").expect("a sticky folder is fine"));
     }
 
     const ROUTE: &str = "a@x at old:993 -> a@y at new:993";
@@ -1222,7 +1141,7 @@ mod tests {
     #[test]
     fn a_record_is_found_only_for_the_route_and_target_it_was_earned_on() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = StateStore::open(&dir.path().join("s.db"), "p").expect("open");
+        let store = SqliteStore::open(&dir.path().join("s.db"), "p").expect("open");
         let done = FolderRecord {
             uidvalidity: 7,
             last_uid: 30,
@@ -1264,7 +1183,7 @@ mod tests {
             ))
             .expect("an old store");
         }
-        let read = StateStore::open_read_only(&path, "p")
+        let read = SqliteStore::open_read_only(&path, "p")
             .expect("open")
             .expect("exists");
         assert_eq!(
@@ -1277,7 +1196,7 @@ mod tests {
             "status still reads it"
         );
         drop(read);
-        let store = StateStore::open(&path, "p").expect("migrated");
+        let store = SqliteStore::open(&path, "p").expect("migrated");
         assert_eq!(pragma(&path, "user_version"), SCHEMA_VERSION);
         assert_eq!(
             store.folder("a@x", "INBOX", "INBOX", ROUTE).expect("read"),
@@ -1289,10 +1208,10 @@ mod tests {
     fn the_lock_names_its_holder_and_a_dead_holder_is_taken_over() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
-        let mut a = StateStore::open(&path, "p").expect("open");
+        let a = SqliteStore::open(&path, "p").expect("open");
         let me = std::process::id();
         a.lock("host-a", me, false).expect("first lock");
-        let mut b = StateStore::open(&path, "p").expect("open again");
+        let b = SqliteStore::open(&path, "p").expect("open again");
         match b.lock("host-b", me + 1, false) {
             Err(StateError::Locked { host, pid, .. }) => {
                 assert_eq!((host.as_str(), pid), ("host-a", me));
