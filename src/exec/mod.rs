@@ -14,3 +14,4 @@ pub mod saved;
 pub mod secrets;
 pub mod snapshot;
 pub mod state;
+pub mod store_pg;
