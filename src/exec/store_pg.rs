@@ -1289,7 +1289,9 @@ impl PgStore {
     }
 
     /// Take one step for `worker`, leased for `lease`: the first ready step no worker holds,
-    /// or a step whose holder's lease ran out (it is `running` when that worker died in it).
+    /// or a step whose holder's lease ran out or was freed by [`PgStore::expire_leases`] (it is
+    /// `running` when that worker died in it: in a shared run every running step is leased, so
+    /// a running step without a live lease is a lost worker's).
     /// Rows another taker is locking are skipped (`FOR UPDATE SKIP LOCKED`), so takers never
     /// wait on each other and never get the same step. `None` when nothing is to be taken.
     pub async fn take_step(
@@ -1303,8 +1305,8 @@ impl PgStore {
                    lease_until = clock_timestamp() + $2 * interval '1 millisecond'
                  WHERE key = (
                    SELECT key FROM steps
-                   WHERE (status = 'ready' AND leased_by IS NULL)
-                      OR (status IN ('ready', 'running') AND lease_until < clock_timestamp())
+                   WHERE status IN ('ready', 'running')
+                     AND (leased_by IS NULL OR lease_until < clock_timestamp())
                    ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
                  RETURNING key, account, kind, fingerprint, status",
                 &[&worker.0, &millis(lease)],

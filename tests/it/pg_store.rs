@@ -459,6 +459,11 @@ async fn an_expired_lease_is_taken_over_and_a_dead_workers_leases_are_freed() {
         rest.push(l.key);
     }
     assert_eq!(rest, [keys[1].clone(), keys[2].clone()]);
+    // A starts one of them, then its machine is lost (no heartbeat, its leases still long).
+    store
+        .step_started(&keys[1], None, "copy-mail", "f")
+        .await
+        .expect("start");
 
     // A worker that stops heart-beating is retired by the sweep, and its leases are freed.
     assert!(store.heartbeat(b).await.expect("beat"));
@@ -478,6 +483,21 @@ async fn an_expired_lease_is_taken_over_and_a_dead_workers_leases_are_freed() {
         .collect();
     assert_eq!(left, [b]);
     assert!(!store.heartbeat(a).await.expect("beat"), "A was retired");
+    // What A held is taken again, the step it was running first, as `running`.
+    let resumed = store
+        .take_step(b, Duration::from_secs(60))
+        .await
+        .expect("take")
+        .expect("A's running step");
+    assert_eq!(
+        (resumed.key.as_str(), resumed.status.as_str()),
+        (keys[1].as_str(), "running")
+    );
+    let next = store
+        .take_step(b, Duration::from_secs(60))
+        .await
+        .expect("take");
+    assert_eq!(next.map(|l| l.key), Some(keys[2].clone()));
     store.retire_worker(b).await.expect("retire");
     assert!(store.workers().await.expect("workers").is_empty());
 }
