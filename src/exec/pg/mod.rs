@@ -34,19 +34,23 @@
 //! timed by the database's clock, never the workers', so machines with skewed clocks agree.
 //! Secrets are never written: only addresses, folder names, counters and servers' words.
 
-use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
+//!
+//! Files: `target.rs` reads where the store is (URL, libpq variables, TLS); this file opens,
+//! checks and migrates it and holds the records `StateStore` keeps; `leases.rs` the workers and
+//! the leases of a shared run.
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use serde::Serialize;
-use tokio_postgres::config::{Host, SslMode};
-use tokio_rustls::rustls;
+mod leases;
+mod target;
+
+use std::fmt::Write as _;
+
+use deadpool_postgres::Pool;
 
 use crate::exec::state::{FolderRow, IssueRow, LockHolder, StepRecord, now, timestamp};
 use crate::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
+
+pub use leases::{Leased, WorkerId, WorkerRow};
+pub use target::{DEFAULT_SCHEMA, PgTarget, TlsMode, is_postgres_url};
 
 /// The errors of the `PostgreSQL` store. Every message names the store by its URL without the
 /// password; the codes are the `SQLite` store's where the meaning is the same.
@@ -132,451 +136,6 @@ pub enum PgError {
     },
 }
 
-/// Whether `--state` names a `PostgreSQL` database rather than a file.
-pub fn is_postgres_url(state: &str) -> bool {
-    let lower = state.get(..13).unwrap_or(state).to_ascii_lowercase();
-    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
-}
-
-/// libpq's `sslmode`, all of it (`tokio-postgres` knows the first three only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    Disable,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-impl TlsMode {
-    fn parse(value: &str) -> Option<TlsMode> {
-        Some(match value {
-            "disable" => TlsMode::Disable,
-            // `allow` tries without TLS first; plain then encrypted is never better than
-            // `prefer` for a client that can do both.
-            "allow" | "prefer" => TlsMode::Prefer,
-            "require" => TlsMode::Require,
-            "verify-ca" => TlsMode::VerifyCa,
-            "verify-full" => TlsMode::VerifyFull,
-            _ => return None,
-        })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            TlsMode::Disable => "disable",
-            TlsMode::Prefer => "prefer",
-            TlsMode::Require => "require",
-            TlsMode::VerifyCa => "verify-ca",
-            TlsMode::VerifyFull => "verify-full",
-        }
-    }
-}
-
-/// Where a `PostgreSQL` store is: the connection settings, the TLS mode and the schema.
-#[derive(Clone)]
-pub struct PgTarget {
-    config: tokio_postgres::Config,
-    tls: TlsMode,
-    root_cert: Option<PathBuf>,
-    schema: String,
-    shown: String,
-}
-
-impl std::fmt::Debug for PgTarget {
-    // `tokio_postgres::Config`'s own Debug hides the password too; this shows only `shown`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgTarget")
-            .field("shown", &self.shown)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The default schema of mailplan's tables.
-pub const DEFAULT_SCHEMA: &str = "mailplan";
-
-impl PgTarget {
-    /// Read a `postgres://` URL, the libpq variables filling what it leaves out.
-    pub fn parse(url: &str) -> Result<PgTarget, PgError> {
-        PgTarget::parse_with(url, |name| std::env::var(name).ok())
-    }
-
-    /// [`PgTarget::parse`] with the environment given (tests).
-    pub fn parse_with(
-        url: &str,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<PgTarget, PgError> {
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let url_err = |message: String| PgError::Url {
-            shown: without_password(base),
-            message,
-        };
-        let mut kept = Vec::new();
-        let (mut sslmode, mut root_cert, mut schema) = (None, None, None);
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decoded = percent_encoding::percent_decode_str(value)
-                .decode_utf8()
-                .map_err(|_| url_err(format!("the value of `{key}` is not UTF-8")))?
-                .into_owned();
-            match key {
-                "sslmode" => sslmode = Some(decoded),
-                "sslrootcert" => root_cert = Some(decoded),
-                "schema" => schema = Some(decoded),
-                _ => kept.push(pair),
-            }
-        }
-        let rest = if kept.is_empty() {
-            base.to_owned()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        // tokio-postgres's messages name the option, never its value.
-        let mut config =
-            tokio_postgres::Config::from_str(&rest).map_err(|e| url_err(e.to_string()))?;
-        if config.get_hosts().is_empty() {
-            let hosts = env("PGHOST").unwrap_or_else(|| "localhost".to_owned());
-            for host in hosts.split(',') {
-                config.host(host);
-            }
-        }
-        if config.get_ports().is_empty()
-            && let Some(ports) = env("PGPORT")
-        {
-            for port in ports.split(',') {
-                let port = port
-                    .trim()
-                    .parse()
-                    .map_err(|_| url_err(format!("PGPORT is not a port number: {port}")))?;
-                config.port(port);
-            }
-        }
-        if config.get_user().is_none() {
-            let user = env("PGUSER")
-                .or_else(|| env("USER"))
-                .or_else(|| env("LOGNAME"))
-                .ok_or_else(|| url_err("no user: give one in the URL or in PGUSER".to_owned()))?;
-            config.user(&user);
-        }
-        if config.get_password().is_none()
-            && let Some(password) = env("PGPASSWORD")
-        {
-            config.password(password);
-        }
-        if config.get_dbname().is_none()
-            && let Some(db) = env("PGDATABASE")
-        {
-            config.dbname(&db);
-        }
-        let mode_text = sslmode
-            .or_else(|| env("PGSSLMODE"))
-            .unwrap_or_else(|| "prefer".to_owned());
-        let tls = TlsMode::parse(&mode_text).ok_or_else(|| {
-            url_err(format!(
-                "sslmode `{mode_text}` is not one of disable, allow, prefer, require, verify-ca, \
-                 verify-full"
-            ))
-        })?;
-        let root_cert = root_cert
-            .or_else(|| env("PGSSLROOTCERT"))
-            .map(PathBuf::from);
-        let schema = schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
-        if !valid_schema(&schema) {
-            return Err(url_err(format!(
-                "schema `{schema}` is not a plain lower-case name (a-z, 0-9, _, at most 63)"
-            )));
-        }
-        config.ssl_mode(match tls {
-            TlsMode::Disable => SslMode::Disable,
-            TlsMode::Prefer => SslMode::Prefer,
-            _ => SslMode::Require,
-        });
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("mailplan");
-        }
-        let mut options = config.get_options().unwrap_or_default().to_owned();
-        if !options.is_empty() {
-            options.push(' ');
-        }
-        // The schema name is checked above: nothing in it needs quoting.
-        let _ = write!(options, "-c search_path={schema}");
-        config.options(&options);
-        let shown = show(&config, tls, &schema);
-        Ok(PgTarget {
-            config,
-            tls,
-            root_cert,
-            schema,
-            shown,
-        })
-    }
-
-    /// The store as messages name it: the URL without the password.
-    pub fn shown(&self) -> &str {
-        &self.shown
-    }
-
-    pub fn schema(&self) -> &str {
-        &self.schema
-    }
-
-    pub fn tls_mode(&self) -> TlsMode {
-        self.tls
-    }
-
-    /// A pool of at most `size` connections; none is made yet.
-    fn pool(&self, size: usize, read_only: bool) -> Result<Pool, PgError> {
-        let mut config = self.config.clone();
-        if read_only {
-            // The server refuses any write, whatever a caller tries.
-            let options = format!(
-                "{} -c default_transaction_read_only=on",
-                config.get_options().unwrap_or_default()
-            );
-            config.options(&options);
-        }
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?);
-        let manager = Manager::from_config(
-            config,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        Pool::builder(manager)
-            .max_size(size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(60)))
-            .create_timeout(Some(Duration::from_secs(15)))
-            .build()
-            .map_err(|e| PgError::Store {
-                shown: self.shown.clone(),
-                message: e.to_string(),
-            })
-    }
-
-    fn tls_config(&self) -> Result<rustls::ClientConfig, PgError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| self.url_error(e.to_string()))?;
-        let mode = match (self.tls, &self.root_cert) {
-            (TlsMode::Prefer | TlsMode::Require, Some(_)) => TlsMode::VerifyCa,
-            (mode, _) => mode,
-        };
-        let config = match mode {
-            TlsMode::Disable | TlsMode::Prefer | TlsMode::Require => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-                .with_no_client_auth(),
-            TlsMode::VerifyCa | TlsMode::VerifyFull => {
-                let roots = Arc::new(self.roots()?);
-                let webpki =
-                    rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
-                        .build()
-                        .map_err(|e| self.url_error(e.to_string()))?;
-                if mode == TlsMode::VerifyFull {
-                    builder.with_webpki_verifier(webpki).with_no_client_auth()
-                } else {
-                    builder
-                        .dangerous()
-                        .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
-                        .with_no_client_auth()
-                }
-            }
-        };
-        Ok(config)
-    }
-
-    fn roots(&self) -> Result<rustls::RootCertStore, PgError> {
-        use rustls::pki_types::{CertificateDer, pem::PemObject};
-        let mut roots = rustls::RootCertStore::empty();
-        let (certs, place) = match &self.root_cert {
-            Some(path) => (
-                CertificateDer::pem_file_iter(path)
-                    .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                    .map_err(|e| self.url_error(format!("sslrootcert {}: {e}", path.display())))?,
-                format!("sslrootcert {}", path.display()),
-            ),
-            None => (
-                rustls_native_certs::load_native_certs().certs,
-                "this system".to_owned(),
-            ),
-        };
-        let (added, _ignored) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(self.url_error(format!(
-                "no certificate authority found in {place} to check the server's certificate"
-            )));
-        }
-        Ok(roots)
-    }
-
-    fn url_error(&self, message: String) -> PgError {
-        PgError::Url {
-            shown: self.shown.clone(),
-            message,
-        }
-    }
-}
-
-/// `[a-z_][a-z0-9_]{0,62}`: safe to write into SQL and into `search_path` unquoted.
-fn valid_schema(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && name.len() <= 63
-}
-
-/// A URL's text without the password, for a message about a URL that could not be read: the
-/// `user:password@` part loses everything from the first `:`.
-fn without_password(base: &str) -> String {
-    let Some((scheme, rest)) = base.split_once("://") else {
-        return "(a URL that could not be read; not shown, it may hold a password)".to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}@{host}")
-        }
-        None => base.to_owned(),
-    }
-}
-
-/// `postgres://user@host:port,host2/db?sslmode=…&schema=…`, from the settings, no password.
-fn show(config: &tokio_postgres::Config, tls: TlsMode, schema: &str) -> String {
-    let ports = config.get_ports();
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .enumerate()
-        .map(|(i, host)| {
-            let name = match host {
-                Host::Tcp(name) => name.clone(),
-                #[cfg(unix)]
-                Host::Unix(path) => path.display().to_string(),
-            };
-            match ports.get(i).or_else(|| ports.first()) {
-                Some(port) => format!("{name}:{port}"),
-                None => name,
-            }
-        })
-        .collect();
-    format!(
-        "postgres://{}@{}/{}?sslmode={}&schema={schema}",
-        config.get_user().unwrap_or_default(),
-        hosts.join(","),
-        config
-            .get_dbname()
-            .or(config.get_user())
-            .unwrap_or_default(),
-        tls.name()
-    )
-}
-
-/// `prefer` and `require` as libpq does them: encrypted, the certificate not checked (the
-/// signatures of the handshake still are).
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain must lead to a trusted root; the name in it may be another.
-#[derive(Debug)]
-struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
-
-impl rustls::client::danger::ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        server_name: &rustls::pki_types::ServerName<'_>,
-        ocsp_response: &[u8],
-        now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName
-                | rustls::CertificateError::NotValidForNameContext { .. },
-            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
 /// The version this mailplan writes in `schema_version`: one per entry of `MIGRATIONS`.
 pub const SCHEMA_VERSION: i64 = 1;
 /// What `schema_version.application` says in a mailplan store.
@@ -616,35 +175,6 @@ CREATE TABLE issues (
     detail TEXT NOT NULL, PRIMARY KEY (account, folder, uid));
 "];
 
-/// A worker's id in the `workers` table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub struct WorkerId(pub i64);
-
-/// A worker of a shared run, for `status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WorkerRow {
-    pub id: WorkerId,
-    pub host: String,
-    pub pid: u32,
-    /// Seconds since the epoch, by the database's clock.
-    pub started: i64,
-    pub heartbeat: i64,
-    /// The keys of the steps it holds a lease on, in plan order.
-    pub steps: Vec<String>,
-}
-
-/// A step a worker took: its key and what it needs to start it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Leased {
-    pub key: String,
-    pub account: Option<String>,
-    pub kind: String,
-    pub fingerprint: String,
-    /// `ready`, or `running` when it was taken over from a worker whose lease expired (the
-    /// step then resumes from its folder records).
-    pub status: String,
-}
-
 /// The store. `Sync`: its pool serves concurrent callers.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -662,25 +192,25 @@ impl PgStore {
     pub async fn open(target: &PgTarget, plan: &str) -> Result<PgStore, PgError> {
         let store = PgStore {
             pool: target.pool(POOL_SIZE, false)?,
-            shown: target.shown.clone(),
+            shown: target.shown().to_owned(),
         };
         let mut client = store.connect().await?;
         let tx = client.transaction().await.map_err(|e| store.error(&e))?;
         // Workers that start together: one creates or migrates, the others wait and then see it.
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext('mailplan store ' || $1::text))",
-            &[&target.schema],
+            &[&target.schema()],
         )
         .await
         .map_err(|e| store.error(&e))?;
-        let version = match store.inspect(&tx, &target.schema).await? {
+        let version = match store.inspect(&tx, target.schema()).await? {
             Found::Nothing => 0,
             Found::Store { version, plan: p } => {
                 store.check_identity(version, p, plan)?;
                 version
             }
         };
-        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", target.schema))
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", target.schema()))
             .await
             .map_err(|e| store.error(&e))?;
         for (v, sql) in MIGRATIONS
@@ -715,10 +245,10 @@ impl PgStore {
     pub async fn open_read_only(target: &PgTarget, plan: &str) -> Result<Option<PgStore>, PgError> {
         let store = PgStore {
             pool: target.pool(2, true)?,
-            shown: target.shown.clone(),
+            shown: target.shown().to_owned(),
         };
         let client = store.connect().await?;
-        match store.inspect(&client, &target.schema).await? {
+        match store.inspect(&client, target.schema()).await? {
             Found::Nothing => Ok(None),
             Found::Store { version, plan: p } => {
                 store.check_identity(version, p, plan)?;
@@ -1203,188 +733,6 @@ impl PgStore {
             })
             .collect())
     }
-
-    // ---- Workers and leases (issue 19's shared runs) ----
-
-    /// A worker joins the run: its row, with the database's time as `started` and `heartbeat`.
-    pub async fn register_worker(&self, host: &str, pid: u32) -> Result<WorkerId, PgError> {
-        let rows = self
-            .query(
-                "INSERT INTO workers (host, pid) VALUES ($1, $2) RETURNING id",
-                &[&host, &i64::from(pid)],
-            )
-            .await?;
-        Ok(WorkerId(rows.first().map_or(0, |r| r.get(0))))
-    }
-
-    /// The worker is alive: its heartbeat is now. `false` when its row is gone (it was
-    /// retired as dead by [`PgStore::expire_leases`]): it must stop taking steps.
-    pub async fn heartbeat(&self, worker: WorkerId) -> Result<bool, PgError> {
-        Ok(self
-            .execute(
-                "UPDATE workers SET heartbeat = clock_timestamp() WHERE id = $1",
-                &[&worker.0],
-            )
-            .await?
-            == 1)
-    }
-
-    /// A worker leaves: its leases are released and its row removed.
-    pub async fn retire_worker(&self, worker: WorkerId) -> Result<(), PgError> {
-        // ON DELETE SET NULL clears `leased_by`; the lease time goes with it.
-        self.execute(
-            "UPDATE steps SET lease_until = NULL WHERE leased_by = $1",
-            &[&worker.0],
-        )
-        .await?;
-        self.execute("DELETE FROM workers WHERE id = $1", &[&worker.0])
-            .await
-            .map(drop)
-    }
-
-    /// The workers of the run and the steps each holds, oldest first.
-    pub async fn workers(&self) -> Result<Vec<WorkerRow>, PgError> {
-        let rows = self
-            .query(
-                "SELECT w.id, w.host, w.pid,
-                   extract(epoch FROM w.started)::bigint, extract(epoch FROM w.heartbeat)::bigint,
-                   COALESCE(array_agg(s.key ORDER BY s.seq) FILTER (WHERE s.key IS NOT NULL),
-                            '{}')
-                 FROM workers w LEFT JOIN steps s ON s.leased_by = w.id
-                 GROUP BY w.id ORDER BY w.id",
-                &[],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| WorkerRow {
-                id: WorkerId(r.get(0)),
-                host: r.get(1),
-                pid: to_u32(r.get(2)),
-                started: r.get(3),
-                heartbeat: r.get(4),
-                steps: r.get(5),
-            })
-            .collect())
-    }
-
-    /// A step is ready to run (its dependencies are done): recorded as `ready` for any worker
-    /// to take, unless it is done, already waiting or in a worker's hands.
-    pub async fn step_ready(
-        &self,
-        key: &str,
-        account: Option<&str>,
-        kind: &str,
-        fingerprint: &str,
-    ) -> Result<(), PgError> {
-        self.execute(
-            "INSERT INTO steps (key, account, kind, fingerprint, status)
-             VALUES ($1, $2, $3, $4, 'ready')
-             ON CONFLICT (key) DO UPDATE SET status = 'ready', fingerprint = $4
-             WHERE steps.status NOT IN ('done', 'ready') AND steps.leased_by IS NULL",
-            &[&key, &account, &kind, &fingerprint],
-        )
-        .await
-        .map(drop)
-    }
-
-    /// Take one step for `worker`, leased for `lease`: the first ready step no worker holds,
-    /// or a step whose holder's lease ran out or was freed by [`PgStore::expire_leases`] (it is
-    /// `running` when that worker died in it: in a shared run every running step is leased, so
-    /// a running step without a live lease is a lost worker's).
-    /// Rows another taker is locking are skipped (`FOR UPDATE SKIP LOCKED`), so takers never
-    /// wait on each other and never get the same step. `None` when nothing is to be taken.
-    pub async fn take_step(
-        &self,
-        worker: WorkerId,
-        lease: Duration,
-    ) -> Result<Option<Leased>, PgError> {
-        let rows = self
-            .query(
-                "UPDATE steps SET leased_by = $1,
-                   lease_until = clock_timestamp() + $2 * interval '1 millisecond'
-                 WHERE key = (
-                   SELECT key FROM steps
-                   WHERE status IN ('ready', 'running')
-                     AND (leased_by IS NULL OR lease_until < clock_timestamp())
-                   ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
-                 RETURNING key, account, kind, fingerprint, status",
-                &[&worker.0, &millis(lease)],
-            )
-            .await?;
-        Ok(rows.first().map(|r| Leased {
-            key: r.get(0),
-            account: r.get(1),
-            kind: r.get(2),
-            fingerprint: r.get(3),
-            status: r.get(4),
-        }))
-    }
-
-    /// Extend `worker`'s lease on `key` to `lease` from now. `false` when the worker no longer
-    /// holds it (it expired and another worker took it): the worker must stop that step.
-    pub async fn renew(
-        &self,
-        worker: WorkerId,
-        key: &str,
-        lease: Duration,
-    ) -> Result<bool, PgError> {
-        Ok(self
-            .execute(
-                "UPDATE steps SET lease_until = clock_timestamp() + $3 * interval '1 millisecond'
-                 WHERE key = $2 AND leased_by = $1",
-                &[&worker.0, &key, &millis(lease)],
-            )
-            .await?
-            == 1)
-    }
-
-    /// `worker` lets go of `key` (after recording its outcome, or on a clean stop).
-    pub async fn release(&self, worker: WorkerId, key: &str) -> Result<(), PgError> {
-        self.execute(
-            "UPDATE steps SET leased_by = NULL, lease_until = NULL
-             WHERE key = $2 AND leased_by = $1",
-            &[&worker.0, &key],
-        )
-        .await
-        .map(drop)
-    }
-
-    /// Clear the leases that ran out, and retire the workers whose heartbeat is older than
-    /// `dead_after` (their remaining leases go with them). Returns the keys set free, in plan
-    /// order. [`PgStore::take_step`] takes expired steps over by itself; this is the sweep
-    /// that makes `status` true and frees what a lost worker held in the database.
-    pub async fn expire_leases(&self, dead_after: Duration) -> Result<Vec<String>, PgError> {
-        let mut client = self.connect().await?;
-        let tx = client.transaction().await.map_err(|e| self.error(&e))?;
-        let mut freed: Vec<(i64, String)> = tx
-            .query(
-                "UPDATE steps SET leased_by = NULL, lease_until = NULL
-                 WHERE key IN (
-                   SELECT key FROM steps
-                   WHERE leased_by IS NOT NULL AND (lease_until < clock_timestamp()
-                     OR leased_by IN (SELECT id FROM workers
-                       WHERE heartbeat < clock_timestamp() - $1 * interval '1 millisecond'))
-                   FOR UPDATE SKIP LOCKED)
-                 RETURNING seq, key",
-                &[&millis(dead_after)],
-            )
-            .await
-            .map_err(|e| self.error(&e))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        tx.execute(
-            "DELETE FROM workers
-             WHERE heartbeat < clock_timestamp() - $1 * interval '1 millisecond'",
-            &[&millis(dead_after)],
-        )
-        .await
-        .map_err(|e| self.error(&e))?;
-        tx.commit().await.map_err(|e| self.error(&e))?;
-        freed.sort();
-        Ok(freed.into_iter().map(|(_, key)| key).collect())
-    }
 }
 
 /// What a schema holds.
@@ -1411,20 +759,16 @@ fn step_row(r: &tokio_postgres::Row) -> StepRecord {
 }
 
 /// The columns are `BIGINT` for `u32` and `u64` values mailplan wrote itself: in range.
-fn to_u32(v: i64) -> u32 {
+pub(super) fn to_u32(v: i64) -> u32 {
     u32::try_from(v).unwrap_or_default()
 }
 
-fn to_u64(v: i64) -> u64 {
+pub(super) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or_default()
 }
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// A client error in plain words: the server's message (and detail) for a database error,
@@ -1453,105 +797,8 @@ fn words(e: &tokio_postgres::Error) -> String {
 mod tests {
     use super::*;
 
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| {
-            vars.iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    }
-
     #[test]
     fn there_is_one_migration_per_schema_version() {
         assert_eq!(i64::try_from(MIGRATIONS.len()), Ok(SCHEMA_VERSION));
-    }
-
-    #[test]
-    fn postgres_urls_are_told_from_paths() {
-        assert!(is_postgres_url("postgres://h/db"));
-        assert!(is_postgres_url("PostgreSQL://h/db"));
-        assert!(!is_postgres_url("postgres.db"));
-        assert!(!is_postgres_url(".mailplan/p.db"));
-    }
-
-    #[test]
-    fn the_url_wins_and_the_libpq_variables_fill_the_rest() {
-        let vars = [
-            ("PGHOST", "db.internal"),
-            ("PGPORT", "6432"),
-            ("PGUSER", "envuser"),
-            ("PGPASSWORD", "s3cret-env"),
-            ("PGDATABASE", "envdb"),
-            ("PGSSLMODE", "verify-full"),
-        ];
-        let t = PgTarget::parse_with("postgres://", env(&vars)).expect("parse");
-        assert_eq!(
-            t.shown(),
-            "postgres://envuser@db.internal:6432/envdb?sslmode=verify-full&schema=mailplan"
-        );
-        assert_eq!(t.config.get_password(), Some(&b"s3cret-env"[..]));
-        let t = PgTarget::parse_with(
-            "postgresql://alice:pw%40x@pg.example:5433/mig?sslmode=disable&schema=wave_2\
-             &connect_timeout=3",
-            env(&vars),
-        )
-        .expect("parse");
-        assert_eq!(
-            t.shown(),
-            "postgres://alice@pg.example:5433/mig?sslmode=disable&schema=wave_2"
-        );
-        assert_eq!(t.config.get_password(), Some(&b"pw@x"[..]));
-        assert_eq!(t.tls_mode(), TlsMode::Disable);
-        assert_eq!(t.schema(), "wave_2");
-        assert_eq!(
-            t.config.get_connect_timeout(),
-            Some(&Duration::from_secs(3))
-        );
-        assert_eq!(t.config.get_options(), Some("-c search_path=wave_2"));
-        // Nothing given at all: libpq's defaults.
-        let t = PgTarget::parse_with("postgres://", env(&[("USER", "me")])).expect("parse");
-        assert_eq!(
-            t.shown(),
-            "postgres://me@localhost/me?sslmode=prefer&schema=mailplan"
-        );
-    }
-
-    #[test]
-    fn no_error_about_a_url_shows_its_password() {
-        for url in [
-            "postgres://u:hunter2@h/db?sslmode=sometimes",
-            "postgres://u:hunter2@h/db?schema=Bad-Name",
-            "postgres://u:hunter2@h:notaport/db",
-            "postgres://u:hunter2@h/db?nonsense=1",
-            "postgres://u:hunter2@h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
-        ] {
-            let err = match PgTarget::parse_with(url, env(&[])) {
-                Err(e) => e,
-                Ok(t) => t.tls_config().expect_err(url),
-            };
-            let text = format!("{err} {err:?}");
-            assert!(!text.contains("hunter2"), "{text}");
-            assert!(matches!(err, PgError::Url { .. }), "{err:?}");
-        }
-        let t = PgTarget::parse_with("postgres://u:hunter2@h/db", env(&[])).expect("parse");
-        assert!(!format!("{t:?} {}", t.shown()).contains("hunter2"));
-    }
-
-    #[test]
-    fn schema_names_are_plain_identifiers() {
-        assert!(valid_schema("mailplan"));
-        assert!(valid_schema("_m2"));
-        for bad in ["", "2m", "Mail", "a-b", "a;drop", &"a".repeat(64)] {
-            assert!(!valid_schema(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn every_sslmode_gets_a_tls_configuration() {
-        for mode in ["disable", "allow", "prefer", "require"] {
-            let t = PgTarget::parse_with(&format!("postgres://u@h/db?sslmode={mode}"), env(&[]))
-                .expect("parse");
-            t.tls_config().expect(mode);
-        }
     }
 }
