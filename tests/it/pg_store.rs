@@ -535,12 +535,74 @@ async fn an_unreachable_server_and_a_wrong_password_are_clear_errors_without_the
         !text.contains("Wrong-pw-91") && !text.contains(PASSWORD),
         "{text}"
     );
-    // The server requires TLS that it does not offer: said so, no password either.
-    let tls = pg.url(&db).replace("sslmode=disable", "sslmode=require");
-    let err = PgStore::open(&PgTarget::parse(&tls).expect("parse"), "p")
+}
+
+/// The store's connections that are encrypted, and those that are not, in `db`.
+fn tls_sessions(pg: &Postgres, db: &str) -> String {
+    pg.sql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FILTER (WHERE s.ssl) || ' ' || count(*) FILTER (WHERE NOT s.ssl)
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.datname = '{db}' AND a.application_name = 'mailplan'"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sslmode_encrypts_and_checks_the_certificate_as_libpq_does() {
+    let (pg, db, _) = fresh();
+    let url = pg.url(&db);
+    let ca = pg.ca_cert_path();
+    let ca = ca.to_str().expect("utf-8");
+    let open = |query: String| {
+        let url = url.replace("sslmode=disable", &query);
+        async move { PgStore::open(&PgTarget::parse(&url).expect("parse"), "p").await }
+    };
+    // disable: in clear; require: encrypted, the certificate not checked (no root given).
+    let plain = open("sslmode=disable".to_owned()).await.expect("disable");
+    assert_eq!(tls_sessions(pg, &db), "0 1");
+    drop(plain);
+    let encrypted = open("sslmode=require".to_owned()).await.expect("require");
+    assert!(
+        tls_sessions(pg, &db).starts_with("1 "),
+        "{}",
+        tls_sessions(pg, &db)
+    );
+    drop(encrypted);
+    // verify-full with the CA that signed it: the name 127.0.0.1 is in the certificate.
+    open(format!("sslmode=verify-full&sslrootcert={ca}"))
         .await
-        .expect_err("no TLS there");
+        .expect("verify-full with its CA");
+    // verify-full with the system's roots only: refused, said so, no password shown.
+    let err = open("sslmode=verify-full".to_owned())
+        .await
+        .map(drop)
+        .expect_err("an unknown CA");
     let text = format!("{err} {err:?}");
     assert!(matches!(err, PgError::Unreachable { .. }), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+    // A name that is not the certificate's (reached at its address): verify-ca accepts the
+    // chain, verify-full refuses the name.
+    let renamed = |mode: &str| {
+        url.replace("127.0.0.1", "db.other.example").replace(
+            "sslmode=disable",
+            &format!("sslmode={mode}&sslrootcert={ca}&hostaddr=127.0.0.1"),
+        )
+    };
+    PgStore::open(&PgTarget::parse(&renamed("verify-ca")).expect("parse"), "p")
+        .await
+        .expect("verify-ca: the chain is enough");
+    let err = PgStore::open(
+        &PgTarget::parse(&renamed("verify-full")).expect("parse"),
+        "p",
+    )
+    .await
+    .map(drop)
+    .expect_err("verify-full: another name");
+    let text = format!("{err} {err:?}");
+    assert!(matches!(err, PgError::Unreachable { .. }), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
     assert!(!text.contains(PASSWORD), "{text}");
 }

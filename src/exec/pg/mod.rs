@@ -70,7 +70,8 @@ pub enum PgError {
         code(exec::state_unreachable),
         help(
             "check that PostgreSQL runs there and accepts this user (pg_hba.conf), the host and \
-             port, the password (in the URL or PGPASSWORD; ~/.pgpass is not read) and sslmode"
+             port, the password (in the URL or PGPASSWORD; ~/.pgpass is not read), sslmode, and for \
+             a certificate refused, sslrootcert=PATH (or PGSSLROOTCERT): the PEM file of its CA"
         )
     )]
     Unreachable { shown: String, message: String },

@@ -161,6 +161,7 @@ impl PgTarget {
         })?;
         let root_cert = root_cert
             .or_else(|| env("PGSSLROOTCERT"))
+            .filter(|path| !path.is_empty())
             .map(PathBuf::from);
         let schema = schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
         if !valid_schema(&schema) {

@@ -7,11 +7,12 @@
 //! `PostgreSQL` refuses to run as root: when the tests run as root (CI), the server and `initdb`
 //! run as the `postgres` user (`setpriv`), in a data directory it owns.
 //!
-//! Invariants: the server listens on 127.0.0.1 only, with password (SCRAM) authentication and no
-//! socket outside its own dir; it dies with the test process, however that ends, through a
-//! watchdog shell that holds a pipe from this process (as the Dovecot harness does), which also
-//! removes the temp dir once the server has stopped. [`Postgres::start`] gives an instance of its
-//! own that stops on Drop.
+//! Invariants: the server listens on 127.0.0.1 only, with password (SCRAM) authentication, TLS
+//! offered (a certificate for `localhost` and 127.0.0.1 from the Dovecot harness's
+//! `make-certs`, [`Postgres::ca_cert_path`]) and no socket outside its own dir; it dies with the
+//! test process, however that ends, through a watchdog shell that holds a pipe from this process
+//! (as the Dovecot harness does), which also removes the temp dir once the server has stopped.
+//! [`Postgres::start`] gives an instance of its own that stops on Drop.
 
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -76,6 +77,11 @@ impl Postgres {
         std::fs::create_dir(&sockets).expect("create the socket dir");
         let pwfile = dir.join("pwfile");
         std::fs::write(&pwfile, format!("{ADMIN_PASSWORD}\n")).expect("write the pwfile");
+        // The Dovecot harness's throw-away CA and a certificate for localhost and 127.0.0.1.
+        run(
+            Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dovecot/make-certs"))
+                .arg(&dir),
+        );
         if as_postgres {
             run(Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -123,7 +129,13 @@ impl Postgres {
                 "full_page_writes=off",
                 "-c",
                 "max_connections=300",
+                "-c",
+                "ssl=on",
             ])
+            .arg("-c")
+            .arg(format!("ssl_cert_file={}", dir.join("tls/server.crt").display()))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", dir.join("tls/server.key").display()))
             .env("DIR", &dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -179,6 +191,11 @@ impl Postgres {
             "postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{db}?sslmode=disable",
             self.port
         )
+    }
+
+    /// The CA that signed the server's certificate (for `sslrootcert`).
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.dir.join("tls/ca.crt")
     }
 
     /// Runs SQL as the superuser in `db` and returns psql's unaligned output (panics on error).
