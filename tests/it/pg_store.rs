@@ -606,3 +606,36 @@ async fn each_sslmode_encrypts_and_checks_the_certificate_as_libpq_does() {
     assert!(text.to_lowercase().contains("certificate"), "{text}");
     assert!(!text.contains(PASSWORD), "{text}");
 }
+
+/// Until the commands use the `PostgreSQL` store, `--state postgres://…` is refused with exit 2:
+/// taken as a file path it made folders named after the URL (password included) and `status`
+/// printed it back.
+#[test]
+fn a_postgres_state_is_refused_by_the_commands_without_showing_the_url() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("plan.yaml");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/imap-to-imap.yaml"),
+        &plan,
+    )
+    .expect("copy a plan");
+    let plan = plan.to_str().expect("utf-8");
+    let url = format!("postgresql://mailplan_test:{PASSWORD}@127.0.0.1:1/db");
+    for command in ["status", "report", "apply"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailplan"))
+            .args([command, plan, "--state", &url])
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run mailplan");
+        let shown = crate::text(&out);
+        assert_eq!(out.status.code(), Some(2), "{command}: {shown}");
+        assert!(shown.contains("docs/postgres.md"), "{command}: {shown}");
+        assert!(!shown.contains(PASSWORD), "{command}: {shown}");
+    }
+    let made: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(made, ["plan.yaml"], "nothing made beside the plan");
+}
