@@ -2,7 +2,8 @@
 //! bodies in `steps`, what they run with and return in `step`; connection `slots`, step
 //! `fingerprint`s, the copy's view of the store in `ledger`, resolved `credentials`; the run's
 //! [`Error`]), the events it emits to an [`events::Sink`] (rendered by [`crate::report`]), the
-//! state store that makes runs resumable ([`store`]), secret resolution ([`secrets`]) and the
+//! state store that makes runs resumable ([`store`]; [`pg`] keeps the same records in
+//! `PostgreSQL`), secret resolution ([`secrets`]) and the
 //! bounded reading of the files a plan names ([`files`]). With [`crate::providers`], the only
 //! code that does I/O; none of it prints.
 
@@ -14,6 +15,7 @@ mod fingerprint;
 mod ledger;
 pub(crate) mod legacy_layout;
 pub(crate) mod ovh;
+pub mod pg;
 pub(crate) mod preflight;
 pub mod refresh;
 pub mod runner;

@@ -20,5 +20,6 @@ pub mod imap;
 pub mod imap4d;
 pub mod lines;
 pub mod mailbox;
+pub mod postgres;
 pub mod proxy;
 pub mod wire;

@@ -1,0 +1,641 @@
+//! The `PostgreSQL` state store (`exec::pg`) on a real `PostgreSQL` (`support::postgres`, one
+//! server for the run, a database per test): the schema made and found again, the refusals
+//! (newer version, another plan, another program's schema), every record written and read back
+//! as the `SQLite` store does, the leases (concurrent takers never share a step, an expired lease
+//! is taken over, a dead worker's leases are freed), and the connection errors, none of which
+//! shows the password.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use mailplan::exec::pg::{PgError, PgStore, PgTarget, SCHEMA_VERSION, WorkerId};
+use mailplan::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
+
+use crate::support::postgres::{PASSWORD, Postgres};
+
+/// A fresh database on the shared server and its store's target.
+fn fresh() -> (&'static Postgres, String, PgTarget) {
+    let pg = Postgres::shared();
+    let db = pg.database();
+    let target = PgTarget::parse(&pg.url(&db)).expect("the test URL parses");
+    (pg, db, target)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_is_created_versioned_and_found_again() {
+    let (pg, db, target) = fresh();
+    assert!(
+        PgStore::open_read_only(&target, "p")
+            .await
+            .expect("an empty database")
+            .is_none(),
+        "no store yet"
+    );
+    let store = PgStore::open(&target, "p").await.expect("create");
+    assert_eq!(
+        pg.sql(
+            &db,
+            "SELECT application || ' ' || version FROM mailplan.schema_version"
+        ),
+        format!("mailplan {SCHEMA_VERSION}")
+    );
+    assert_eq!(
+        store.meta("plan_name").await.expect("meta").as_deref(),
+        Some("p")
+    );
+    store
+        .step_started("a@x/copy", Some("a@x"), "copy-mail", "f1")
+        .await
+        .expect("write");
+    drop(store);
+    // Re-opened (a second worker, a later run): nothing is re-created, the records are there.
+    let again = PgStore::open(&target, "p").await.expect("open again");
+    assert_eq!(again.steps().await.expect("steps").len(), 1);
+    let read = PgStore::open_read_only(&target, "p")
+        .await
+        .expect("open read-only")
+        .expect("a store now");
+    assert_eq!(read.steps().await.expect("steps").len(), 1);
+    // The server refuses any write on a read-only store's connections.
+    let err = read.set_meta("k", "v").await.expect_err("read-only");
+    assert!(err.to_string().contains("read-only"), "{err}");
+    // Another schema in the same database is another store.
+    let other = PgTarget::parse(&format!("{}&schema=wave_two", pg.url(&db))).expect("parse");
+    let second = PgStore::open(&other, "q").await.expect("a second schema");
+    assert!(second.steps().await.expect("steps").is_empty());
+    assert_eq!(
+        pg.sql(&db, "SELECT count(*) FROM wave_two.schema_version"),
+        "1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_starting_together_create_the_schema_once() {
+    let (pg, db, target) = fresh();
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let target = target.clone();
+            tokio::spawn(async move { PgStore::open(&target, "p").await.map(drop) })
+        })
+        .collect();
+    for open in opens {
+        open.await.expect("join").expect("every worker opens");
+    }
+    assert_eq!(
+        pg.sql(&db, "SELECT count(*) FROM mailplan.schema_version"),
+        "1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_version_another_plan_and_a_foreign_schema_are_refused_untouched() {
+    let (pg, db, target) = fresh();
+    drop(PgStore::open(&target, "first").await.expect("create"));
+    match PgStore::open(&target, "second").await {
+        Err(PgError::OtherPlan { found, plan, .. }) => {
+            assert_eq!((found.as_str(), plan.as_str()), ("first", "second"));
+        }
+        other => panic!("expected OtherPlan, got {other:?}"),
+    }
+    assert!(matches!(
+        PgStore::open_read_only(&target, "second").await,
+        Err(PgError::OtherPlan { .. })
+    ));
+    pg.sql(
+        &db,
+        &format!(
+            "UPDATE mailplan.schema_version SET version = {}",
+            SCHEMA_VERSION + 1
+        ),
+    );
+    for result in [
+        PgStore::open(&target, "first").await.map(drop),
+        PgStore::open_read_only(&target, "first").await.map(drop),
+    ] {
+        match result {
+            Err(e @ PgError::Newer { found, .. }) => {
+                assert_eq!(found, SCHEMA_VERSION + 1);
+                assert!(e.to_string().contains("newer than this mailplan's"), "{e}");
+            }
+            other => panic!("expected Newer, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        pg.sql(&db, "SELECT version FROM mailplan.schema_version"),
+        (SCHEMA_VERSION + 1).to_string(),
+        "left as it was"
+    );
+
+    // Another program's tables in the schema mailplan was told to use.
+    let db = pg.database();
+    pg.sql(
+        &db,
+        "CREATE SCHEMA mailplan AUTHORIZATION mailplan_test;
+         CREATE TABLE mailplan.invoices (id INT, total NUMERIC);
+         INSERT INTO mailplan.invoices VALUES (1, 9.5);
+         ALTER TABLE mailplan.invoices OWNER TO mailplan_test;",
+    );
+    let target = PgTarget::parse(&pg.url(&db)).expect("parse");
+    for result in [
+        PgStore::open(&target, "p").await.map(drop),
+        PgStore::open_read_only(&target, "p").await.map(drop),
+    ] {
+        match result {
+            Err(e @ PgError::Foreign { .. }) => {
+                assert!(e.to_string().contains("invoices"), "{e}");
+            }
+            other => panic!("expected Foreign, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        pg.sql(
+            &db,
+            "SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'mailplan'"
+        ),
+        "invoices",
+        "nothing was created beside it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_is_written_and_read_back_as_the_sqlite_store_does() {
+    let (_pg, _db, target) = fresh();
+    let store = PgStore::open(&target, "p").await.expect("open");
+
+    // Steps: order of first writing, attempts, a retry, outcome, a skip that spares `done`.
+    store
+        .step_started("b", Some("b@x"), "copy-mail", "f1")
+        .await
+        .expect("start b");
+    store
+        .step_started("a", None, "add-domain", "f2")
+        .await
+        .expect("start a");
+    store.step_retried("b").await.expect("retry b");
+    store
+        .step_finished("b", "failed", Some(120), Some("{\"n\":1}"), Some("boom"))
+        .await
+        .expect("fail b");
+    store
+        .step_started("b", Some("b@x"), "copy-mail", "f3")
+        .await
+        .expect("again");
+    store
+        .step_finished("b", "done", Some(80), None, None)
+        .await
+        .expect("finish b");
+    store
+        .step_skipped("b", Some("b@x"), "copy-mail", "f3", "a dependency failed")
+        .await
+        .expect("skip b");
+    store
+        .step_skipped("c", Some("c@x"), "verify", "f4", "a dependency failed")
+        .await
+        .expect("skip c");
+    let steps = store.steps().await.expect("steps");
+    let keys: Vec<&str> = steps.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, ["b", "a", "c"]);
+    let b = store.step("b").await.expect("read").expect("b");
+    assert_eq!(
+        (b.status.as_str(), b.attempts, b.fingerprint.as_str()),
+        ("done", 3, "f3")
+    );
+    assert_eq!(
+        b.output.as_deref(),
+        Some("{\"n\":1}"),
+        "kept when none is given"
+    );
+    assert_eq!((b.duration_ms, b.error.as_deref()), (Some(80), None));
+    assert!(b.started_at.is_some() && b.finished_at.is_some());
+    let c = store.step("c").await.expect("read").expect("c");
+    assert_eq!((c.status.as_str(), c.attempts), ("skipped", 0));
+    assert_eq!(c.error.as_deref(), Some("a dependency failed"));
+    store
+        .step_started("b", Some("b@x"), "copy-mail", "f3")
+        .await
+        .expect("rerun");
+    let b = store.step("b").await.expect("read").expect("b");
+    assert_eq!(
+        (b.status.as_str(), b.attempts),
+        ("running", 1),
+        "a new round"
+    );
+    assert!(store.step("zz").await.expect("read").is_none());
+
+    // Folders: the batch marker, cumulated counts, records found only along their route.
+    let route = "a@x at old:993 -> a@y at new:993";
+    store
+        .begin_batch("a@x", "INBOX", "INBOX", route, 7)
+        .await
+        .expect("begin");
+    let rec = store
+        .folder("a@x", "INBOX", "INBOX", route)
+        .await
+        .expect("read")
+        .expect("row");
+    assert!(rec.pending);
+    let done = FolderRecord {
+        uidvalidity: u32::MAX,
+        last_uid: 4_000_000_000,
+        pending: false,
+        failed: 2,
+    };
+    let counts = FolderCounts {
+        copied: 3,
+        failed: 1,
+        bytes: 5_000_000_000,
+        ..FolderCounts::default()
+    };
+    for _ in 0..2 {
+        store
+            .end_batch("a@x", "INBOX", "INBOX", route, done, &counts)
+            .await
+            .expect("end");
+    }
+    let rows = store.folders("a@x").await.expect("rows");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].record, done);
+    assert_eq!(
+        (rows[0].copied, rows[0].failed, rows[0].bytes),
+        (6, 2, 10_000_000_000)
+    );
+    let other = "a@x at old:993 -> b@y at new:993";
+    assert_eq!(
+        store
+            .folder("a@x", "INBOX", "INBOX", other)
+            .await
+            .expect("read"),
+        None
+    );
+    assert_eq!(
+        store
+            .folder("a@x", "INBOX", "Inbox", route)
+            .await
+            .expect("read"),
+        None
+    );
+
+    // Issues: replaced per UID, cleared per folder.
+    store
+        .issue("a@x", "INBOX", 5, IssueKind::TooLarge, "60 MB")
+        .await
+        .expect("issue");
+    store
+        .issue("a@x", "INBOX", 5, IssueKind::Refused, "NO quota")
+        .await
+        .expect("replace");
+    store
+        .issue("a@x", "Sent", 0, IssueKind::KeywordsDropped, "$Label1")
+        .await
+        .expect("issue");
+    let issues = store.issues("a@x").await.expect("issues");
+    let seen: Vec<(&str, u32, &str, &str)> = issues
+        .iter()
+        .map(|i| (i.folder.as_str(), i.uid, i.kind.as_str(), i.detail.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("INBOX", 5, "refused", "NO quota"),
+            ("Sent", 0, "keywords-dropped", "$Label1")
+        ]
+    );
+    store.clear_issues("a@x", "INBOX").await.expect("clear");
+    assert_eq!(store.issues("a@x").await.expect("issues").len(), 1);
+
+    // Meta and the run lock.
+    store.set_meta("k", "v1").await.expect("meta");
+    store.set_meta("k", "v2").await.expect("meta");
+    assert_eq!(store.meta("k").await.expect("meta").as_deref(), Some("v2"));
+    let me = std::process::id();
+    store.lock("host-a", me, false).await.expect("lock");
+    let second = PgStore::open(&target, "p").await.expect("open");
+    match second.lock("host-b", me, false).await {
+        Err(PgError::Locked { host, pid, .. }) => assert_eq!((host.as_str(), pid), ("host-a", me)),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    second.lock("host-b", me, true).await.expect("--break-lock");
+    let holder = store.lock_holder().await.expect("holder").expect("held");
+    assert_eq!(holder.host, "host-b");
+    second.unlock(me).await.expect("unlock");
+    assert!(store.lock_holder().await.expect("holder").is_none());
+}
+
+/// `n` steps recorded as ready, in order.
+async fn ready_steps(store: &PgStore, n: usize) -> Vec<String> {
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let key = format!("acct{i:03}@x/copy-mail");
+        store
+            .step_ready(&key, Some(&format!("acct{i:03}@x")), "copy-mail", "f")
+            .await
+            .expect("ready");
+        keys.push(key);
+    }
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lease_takers_never_get_the_same_step() {
+    let (_pg, _db, target) = fresh();
+    let setup = PgStore::open(&target, "p").await.expect("open");
+    let keys = ready_steps(&setup, 120).await;
+    // Two workers (two processes' worth: a pool each), four takers each, all at once.
+    let mut takers = Vec::new();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    for w in 0..2 {
+        let store = PgStore::open(&target, "p").await.expect("open");
+        let worker = store
+            .register_worker(&format!("host-{w}"), 1000 + w)
+            .await
+            .expect("register");
+        for _ in 0..4 {
+            let (store, start) = (store.clone(), start.clone());
+            takers.push(tokio::spawn(async move {
+                start.wait().await;
+                let mut taken = Vec::new();
+                while let Some(leased) = store
+                    .take_step(worker, Duration::from_secs(60))
+                    .await
+                    .expect("take")
+                {
+                    assert_eq!(leased.status, "ready");
+                    taken.push((worker, leased.key));
+                }
+                taken
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for taker in takers {
+        all.extend(taker.await.expect("join"));
+    }
+    let distinct: HashSet<&String> = all.iter().map(|(_, k)| k).collect();
+    assert_eq!(all.len(), keys.len(), "every step taken exactly once");
+    assert_eq!(distinct.len(), keys.len());
+    let workers = setup.workers().await.expect("workers");
+    assert_eq!(workers.len(), 2);
+    for w in &workers {
+        let mut held: Vec<&String> = all
+            .iter()
+            .filter(|(id, _)| *id == w.id)
+            .map(|(_, k)| k)
+            .collect();
+        held.sort();
+        assert_eq!(w.steps.iter().collect::<Vec<_>>(), held, "{w:?}");
+    }
+    assert!(
+        workers.iter().all(|w| !w.steps.is_empty()),
+        "both workers took some: {workers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_is_taken_over_and_a_dead_workers_leases_are_freed() {
+    let (_pg, _db, target) = fresh();
+    let store = PgStore::open(&target, "p").await.expect("open");
+    let keys = ready_steps(&store, 3).await;
+    let a = store.register_worker("host-a", 1).await.expect("a");
+    let b = store.register_worker("host-b", 2).await.expect("b");
+
+    // A takes the first step, starts it and stops renewing (killed).
+    let lease = Duration::from_millis(300);
+    let first = store.take_step(a, lease).await.expect("take").expect("one");
+    assert_eq!(first.key, keys[0]);
+    store
+        .step_started(
+            &first.key,
+            first.account.as_deref(),
+            &first.kind,
+            &first.fingerprint,
+        )
+        .await
+        .expect("start");
+    assert!(store.renew(a, &first.key, lease).await.expect("renew"));
+    // While the lease holds, B gets the next step, not A's.
+    let second = store.take_step(b, lease).await.expect("take").expect("one");
+    assert_eq!(second.key, keys[1]);
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    // Both leases ran out. The first in plan order is A's, which B now takes over, still
+    // `running`: B resumes it from its folder records.
+    let taken = store
+        .take_step(b, Duration::from_secs(60))
+        .await
+        .expect("take")
+        .expect("the expired one");
+    assert_eq!(
+        (taken.key.as_str(), taken.status.as_str()),
+        (keys[0].as_str(), "running")
+    );
+    assert!(
+        !store.renew(a, &first.key, lease).await.expect("renew"),
+        "A lost its lease"
+    );
+    store
+        .release(a, &first.key)
+        .await
+        .expect("a release is a no-op");
+    let holders = store.workers().await.expect("workers");
+    let held_by_b = &holders.iter().find(|w| w.id == b).expect("b").steps;
+    assert!(held_by_b.contains(&keys[0]), "{holders:?}");
+
+    // B finishes and releases: the step is nobody's, and done steps are never taken again.
+    store
+        .step_finished(&keys[0], "done", Some(1), None, None)
+        .await
+        .expect("finish");
+    store.release(b, &keys[0]).await.expect("release");
+    store
+        .step_ready(&keys[0], None, "copy-mail", "f")
+        .await
+        .expect("ready again is ignored");
+    // What is left to take: the second step (B's lease on it ran out) and the third.
+    let mut rest = Vec::new();
+    while let Some(l) = store
+        .take_step(a, Duration::from_secs(60))
+        .await
+        .expect("take")
+    {
+        rest.push(l.key);
+    }
+    assert_eq!(rest, [keys[1].clone(), keys[2].clone()]);
+    // A starts one of them, then its machine is lost (no heartbeat, its leases still long).
+    store
+        .step_started(&keys[1], None, "copy-mail", "f")
+        .await
+        .expect("start");
+
+    // A worker that stops heart-beating is retired by the sweep, and its leases are freed.
+    assert!(store.heartbeat(b).await.expect("beat"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store.heartbeat(b).await.expect("beat"));
+    let freed = store
+        .expire_leases(Duration::from_millis(300))
+        .await
+        .expect("sweep");
+    assert_eq!(freed, [keys[1].clone(), keys[2].clone()], "A's leases");
+    let left: Vec<WorkerId> = store
+        .workers()
+        .await
+        .expect("workers")
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(left, [b]);
+    assert!(!store.heartbeat(a).await.expect("beat"), "A was retired");
+    // What A held is taken again, the step it was running first, as `running`.
+    let resumed = store
+        .take_step(b, Duration::from_secs(60))
+        .await
+        .expect("take")
+        .expect("A's running step");
+    assert_eq!(
+        (resumed.key.as_str(), resumed.status.as_str()),
+        (keys[1].as_str(), "running")
+    );
+    let next = store
+        .take_step(b, Duration::from_secs(60))
+        .await
+        .expect("take");
+    assert_eq!(next.map(|l| l.key), Some(keys[2].clone()));
+    store.retire_worker(b).await.expect("retire");
+    assert!(store.workers().await.expect("workers").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_and_a_wrong_password_are_clear_errors_without_the_password() {
+    let pg = Postgres::shared();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port();
+    let url = format!("postgres://mailplan_test:{PASSWORD}@127.0.0.1:{closed}/x?sslmode=disable");
+    let target = PgTarget::parse(&url).expect("parse");
+    let err = PgStore::open(&target, "p")
+        .await
+        .expect_err("nothing there");
+    let text = format!("{err} {err:?}");
+    assert!(matches!(err, PgError::Unreachable { .. }), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{closed}")) && text.contains("refused"),
+        "{text}"
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
+
+    let db = pg.database();
+    let wrong = pg.url(&db).replace(PASSWORD, "Wrong-pw-91");
+    let err = PgStore::open(&PgTarget::parse(&wrong).expect("parse"), "p")
+        .await
+        .expect_err("a wrong password");
+    let text = format!("{err} {err:?}");
+    assert!(matches!(err, PgError::Unreachable { .. }), "{text}");
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(
+        !text.contains("Wrong-pw-91") && !text.contains(PASSWORD),
+        "{text}"
+    );
+}
+
+/// The store's connections that are encrypted, and those that are not, in `db`.
+fn tls_sessions(pg: &Postgres, db: &str) -> String {
+    pg.sql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FILTER (WHERE s.ssl) || ' ' || count(*) FILTER (WHERE NOT s.ssl)
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.datname = '{db}' AND a.application_name = 'mailplan'"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sslmode_encrypts_and_checks_the_certificate_as_libpq_does() {
+    let (pg, db, _) = fresh();
+    let url = pg.url(&db);
+    let ca = pg.ca_cert_path();
+    let ca = ca.to_str().expect("utf-8");
+    let open = |query: String| {
+        let url = url.replace("sslmode=disable", &query);
+        async move { PgStore::open(&PgTarget::parse(&url).expect("parse"), "p").await }
+    };
+    // disable: in clear; require: encrypted, the certificate not checked (no root given).
+    let plain = open("sslmode=disable".to_owned()).await.expect("disable");
+    assert_eq!(tls_sessions(pg, &db), "0 1");
+    drop(plain);
+    let encrypted = open("sslmode=require".to_owned()).await.expect("require");
+    assert!(
+        tls_sessions(pg, &db).starts_with("1 "),
+        "{}",
+        tls_sessions(pg, &db)
+    );
+    drop(encrypted);
+    // verify-full with the CA that signed it: the name 127.0.0.1 is in the certificate.
+    open(format!("sslmode=verify-full&sslrootcert={ca}"))
+        .await
+        .expect("verify-full with its CA");
+    // verify-full with the system's roots only: refused, said so, no password shown.
+    let err = open("sslmode=verify-full".to_owned())
+        .await
+        .map(drop)
+        .expect_err("an unknown CA");
+    let text = format!("{err} {err:?}");
+    assert!(matches!(err, PgError::Unreachable { .. }), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+    // A name that is not the certificate's (reached at its address): verify-ca accepts the
+    // chain, verify-full refuses the name.
+    let renamed = |mode: &str| {
+        url.replace("127.0.0.1", "db.other.example").replace(
+            "sslmode=disable",
+            &format!("sslmode={mode}&sslrootcert={ca}&hostaddr=127.0.0.1"),
+        )
+    };
+    PgStore::open(&PgTarget::parse(&renamed("verify-ca")).expect("parse"), "p")
+        .await
+        .expect("verify-ca: the chain is enough");
+    let err = PgStore::open(
+        &PgTarget::parse(&renamed("verify-full")).expect("parse"),
+        "p",
+    )
+    .await
+    .map(drop)
+    .expect_err("verify-full: another name");
+    let text = format!("{err} {err:?}");
+    assert!(matches!(err, PgError::Unreachable { .. }), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+}
+
+/// Until the commands use the `PostgreSQL` store, `--state postgres://…` is refused with exit 2:
+/// taken as a file path it made folders named after the URL (password included) and `status`
+/// printed it back.
+#[test]
+fn a_postgres_state_is_refused_by_the_commands_without_showing_the_url() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("plan.yaml");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/imap-to-imap.yaml"),
+        &plan,
+    )
+    .expect("copy a plan");
+    let plan = plan.to_str().expect("utf-8");
+    let url = format!("postgresql://mailplan_test:{PASSWORD}@127.0.0.1:1/db");
+    for command in ["status", "report", "apply"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailplan"))
+            .args([command, plan, "--state", &url])
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run mailplan");
+        let shown = crate::text(&out);
+        assert_eq!(out.status.code(), Some(2), "{command}: {shown}");
+        assert!(shown.contains("docs/postgres.md"), "{command}: {shown}");
+        assert!(!shown.contains(PASSWORD), "{command}: {shown}");
+    }
+    let made: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(made, ["plan.yaml"], "nothing made beside the plan");
+}
