@@ -13,7 +13,8 @@ use serde::Serialize;
 use super::source::{SourceFile, Span};
 
 /// Stable diagnostic codes. Their spelling (`plan::duplicate_account`) is part of the interface:
-/// `--format json` and `--format github` print it, and the README lists them.
+/// `--format json` and `--format github` print it, and docs/plan-format.md lists them
+/// ("Diagnostic codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Code {
     /// The file could not be read (missing, not UTF-8, too large, binary).

@@ -87,7 +87,7 @@ impl OvhErrorKind {
         Some(match self {
             OvhErrorKind::Config => {
                 "set OVH_APPLICATION_KEY, OVH_APPLICATION_SECRET and OVH_CONSUMER_KEY, or write \
-                 them in ovh.conf (see the README's \"OVH credentials\"); `mailplan ovh login` \
+                 them in ovh.conf (see \"OVH credentials\" in docs/ovh.md); `mailplan ovh login` \
                  creates a consumer key"
             }
             OvhErrorKind::InvalidSignature => {
