@@ -4,7 +4,6 @@
 //! again, and why ([`freshness`]: `Fresh` or `Dirty(reason)`). Secrets enter only as their
 //! references.
 
-use petgraph::algo::toposort;
 use sha2::{Digest, Sha256};
 
 use crate::exec::step::Shared;
@@ -15,7 +14,7 @@ use crate::plan::model::{Account, Plan};
 /// Fingerprints of every step: its kind, its account's definition and its dependencies'.
 pub(crate) fn fingerprints(plan: &Plan, graph: &StepGraph) -> Vec<String> {
     let mut out = vec![String::new(); graph.len()];
-    let order = toposort(&graph.graph, None).unwrap_or_default();
+    let order = graph.in_order();
     for id in order {
         let step = graph.step(id);
         let mut h = Sha256::new();
@@ -174,8 +173,7 @@ accounts:
         let graph = StepGraph::build(&plan);
         let fps = fingerprints(&plan, &graph);
         graph
-            .graph
-            .node_indices()
+            .ids()
             .map(|id| (step_key(&plan, &graph, id), fps[id.index()].clone()))
             .collect()
     }

@@ -159,11 +159,7 @@ pub async fn apply(
         Arc::clone(&printer),
         options.on_second_interrupt,
     ));
-    let keys: Vec<String> = graph
-        .graph
-        .node_indices()
-        .map(|id| step_key(&plan, &graph, id))
-        .collect();
+    let keys: Vec<String> = graph.ids().map(|id| step_key(&plan, &graph, id)).collect();
     let slots = Slots::new(&plan, options.per_server);
     let shared = Arc::new(Shared {
         plan,

@@ -95,8 +95,7 @@ pub fn record(
 ) -> SavedPlan {
     let fingerprints = super::fingerprint::fingerprints(plan, graph);
     let steps = graph
-        .graph
-        .node_indices()
+        .ids()
         .map(|id| SavedStep {
             key: super::step::step_key(plan, graph, id),
             fingerprint: fingerprints[id.index()].clone(),

@@ -152,7 +152,8 @@ impl Step {
 /// The steps of a plan and their order.
 #[derive(Debug, Clone)]
 pub struct StepGraph {
-    pub graph: DiGraph<Step, ()>,
+    /// Behind the methods below: no caller outside `graph/` depends on petgraph.
+    graph: DiGraph<Step, ()>,
 }
 
 impl StepGraph {
@@ -294,6 +295,24 @@ impl StepGraph {
         self.graph.node_count() == 0
     }
 
+    /// Every step, in the order they were added (the order of their [`StepId::index`]).
+    pub fn ids(&self) -> impl Iterator<Item = StepId> + '_ {
+        self.graph.node_indices()
+    }
+
+    /// Every edge `(before, after)`: `after` waits for `before`.
+    pub fn edges(&self) -> impl Iterator<Item = (StepId, StepId)> + '_ {
+        self.graph
+            .edge_indices()
+            .filter_map(|e| self.graph.edge_endpoints(e))
+    }
+
+    /// Every step after all the steps it waits for (the graph has no cycle: validation refuses
+    /// the plans that would make one).
+    pub fn in_order(&self) -> Vec<StepId> {
+        petgraph::algo::toposort(&self.graph, None).unwrap_or_default()
+    }
+
     /// The steps `id` waits for.
     pub fn dependencies(&self, id: StepId) -> impl Iterator<Item = StepId> + '_ {
         self.graph.neighbors_directed(id, Direction::Incoming)
@@ -302,7 +321,7 @@ impl StepGraph {
     /// Steps grouped by the earliest moment they can run: every step of stage `n` only waits
     /// for steps of earlier stages, so each stage's steps can run in parallel.
     pub fn stages(&self) -> Vec<Vec<StepId>> {
-        let order = petgraph::algo::toposort(&self.graph, None).unwrap_or_default();
+        let order = self.in_order();
         let mut level = vec![0usize; self.graph.node_count()];
         let mut stages: Vec<Vec<StepId>> = Vec::new();
         for id in order {

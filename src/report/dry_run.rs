@@ -151,7 +151,7 @@ fn json_step(plan: &Plan, graph: &StepGraph, id: StepId) -> JsonStep {
 fn group(plan: &Plan, graph: &StepGraph) -> (Vec<Vec<StepId>>, Vec<StepId>) {
     let mut per_account = vec![Vec::new(); plan.accounts.len()];
     let mut shared = Vec::new();
-    for id in graph.graph.node_indices() {
+    for id in graph.ids() {
         match graph.step(id).subject.account() {
             Some(i) => per_account[i].push(id),
             None => shared.push(id),
@@ -167,7 +167,7 @@ fn totals(plan: &Plan, graph: &StepGraph, stages: usize) -> Totals {
         stages,
         ..Totals::default()
     };
-    for id in graph.graph.node_indices() {
+    for id in graph.ids() {
         *t.by_kind.entry(graph.step(id).kind.name()).or_default() += 1;
     }
     for a in &plan.accounts {

@@ -22,32 +22,32 @@ pub fn render(
     format: Format,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let g = &graph.graph;
     match format {
         Format::Dot => {
             writeln!(out, "digraph {:?} {{", plan.name)?;
             writeln!(out, "  rankdir=LR;\n  node [shape=box];")?;
-            for id in g.node_indices() {
-                writeln!(out, "  s{} [label={:?}];", id.index(), label(plan, &g[id]))?;
+            for id in graph.ids() {
+                writeln!(
+                    out,
+                    "  s{} [label={:?}];",
+                    id.index(),
+                    label(plan, graph.step(id))
+                )?;
             }
-            for e in g.edge_indices() {
-                if let Some((a, b)) = g.edge_endpoints(e) {
-                    writeln!(out, "  s{} -> s{};", a.index(), b.index())?;
-                }
+            for (a, b) in graph.edges() {
+                writeln!(out, "  s{} -> s{};", a.index(), b.index())?;
             }
             writeln!(out, "}}")
         }
         Format::Mermaid => {
             writeln!(out, "flowchart LR")?;
-            for id in g.node_indices() {
+            for id in graph.ids() {
                 // Mermaid labels are quoted; a quote inside is written as #quot;.
-                let text = label(plan, &g[id]).replace('"', "#quot;");
+                let text = label(plan, graph.step(id)).replace('"', "#quot;");
                 writeln!(out, "  s{}[\"{text}\"]", id.index())?;
             }
-            for e in g.edge_indices() {
-                if let Some((a, b)) = g.edge_endpoints(e) {
-                    writeln!(out, "  s{} --> s{}", a.index(), b.index())?;
-                }
+            for (a, b) in graph.edges() {
+                writeln!(out, "  s{} --> s{}", a.index(), b.index())?;
             }
             Ok(())
         }
