@@ -41,6 +41,8 @@
 
 // One door for output: nothing prints with `print!`/`eprint!` outside `report/` (allowed there).
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+// Whatever is `pub` is reachable from outside the crate: crate-internal items say `pub(crate)`.
+#![warn(unreachable_pub)]
 
 pub mod cli;
 pub mod exec;

@@ -63,7 +63,7 @@ pub(crate) struct Ovh {
 
 impl Ovh {
     /// The client from the environment and `ovh.conf` files, the plan's endpoint first.
-    pub fn connect(plan: &Plan, requests_per_minute: u32) -> Result<Ovh, OvhError> {
+    pub(crate) fn connect(plan: &Plan, requests_per_minute: u32) -> Result<Ovh, OvhError> {
         let endpoint = plan.ovh.as_ref().map(|o| o.endpoint.as_str());
         let credentials = crate::providers::ovh::config::load(&ConfigSources::system(), endpoint)?;
         let options = ClientOptions {

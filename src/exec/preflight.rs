@@ -59,7 +59,7 @@ impl Problem {
     }
 
     /// Whether the problem concerns `a` (for `plan --refresh`).
-    pub fn concerns(&self, plan: &Plan, a: &Account) -> bool {
+    pub(crate) fn concerns(&self, plan: &Plan, a: &Account) -> bool {
         match &self.subject {
             Subject::Credential => a.flow != Flow::ImapToImap,
             Subject::Service(s) => {

@@ -12,7 +12,7 @@ use crate::plan::model::{ImapServer, Plan};
 use crate::providers::imap::connect::server_name;
 
 /// Connections per server when neither the plan nor the command line gives a cap.
-pub const DEFAULT_PER_SERVER: usize = 8;
+pub(crate) const DEFAULT_PER_SERVER: usize = 8;
 
 /// Each IMAP server's connection cap, by [`server_name`]: the smallest of the `max-connections`
 /// the plan's platforms give it and the command line's `--max-connections-per-server` (the

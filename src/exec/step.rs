@@ -46,7 +46,7 @@ pub(crate) struct Shared {
 }
 
 /// The stable name of a step in the state store and the output: `copy-mail alice@x.example`.
-pub fn step_key(plan: &Plan, graph: &StepGraph, id: StepId) -> String {
+pub(crate) fn step_key(plan: &Plan, graph: &StepGraph, id: StepId) -> String {
     graph.step(id).key(plan)
 }
 
