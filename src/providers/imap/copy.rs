@@ -34,14 +34,15 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::append::{AppendMode, Appender, add, tagged, verdict};
+use super::append::{AppendMode, Appender, Fetched, Piece, StreamHead, add};
 use super::connect::Session;
 use super::error::{ImapError, ImapErrorKind};
 use super::folders::{self, FolderMapping, RemoteFolder};
 use super::identity::{Identity, MessageFacts};
-use super::pipelined::{self, FolderStatus, Listed, Listing, Open, Read};
+use super::pipelined::{self, FolderStatus, Listed, Listing, Open, Read, only, tagged, verdict};
 use super::relogin::{CloseStreak, Relogin};
 use super::settle;
+use super::timeout::{bounded, op_timeout};
 use crate::plan::model::CopyOptions;
 use crate::providers::RunMode;
 
@@ -1252,25 +1253,6 @@ async fn target_caps(
     ))
 }
 
-/// Run `fut`, at most `limit`: a server that stops answering ends in a retryable error.
-pub(super) async fn bounded<T>(
-    server: &str,
-    activity: &str,
-    limit: Duration,
-    fut: impl Future<Output = Result<T, ImapError>>,
-) -> Result<T, ImapError> {
-    tokio::time::timeout(limit, fut)
-        .await
-        .map_err(|_| ImapError::timeout(server, activity, limit))?
-}
-
-/// The messages of the first folder of a pipelined read (there is exactly one).
-fn only(read: Vec<Result<Listing, ImapError>>) -> Result<Vec<Listed>, ImapError> {
-    read.into_iter()
-        .next()
-        .map_or(Ok(Vec::new()), |r| r.map(|l| l.messages))
-}
-
 async fn copy_folder(
     ctx: &mut CopyContext<'_>,
     m: &FolderMapping,
@@ -1543,24 +1525,6 @@ fn target_limit(flow: Flow, refused: Option<(u64, String)>) -> Option<TargetLimi
     }
 }
 
-/// A fetched message on its way to the target.
-pub(super) struct Fetched {
-    pub(super) uid: u32,
-    pub(super) flags: String,
-    pub(super) date: Option<String>,
-    /// The FETCH response itself: its buffer holds the message, which is never copied.
-    pub(super) fetch: async_imap::types::Fetch,
-    /// Released when the message is appended: bounds the bytes in flight.
-    pub(super) _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Fetched {
-    /// The message's bytes, exactly as the source served them.
-    pub(super) fn body(&self) -> &[u8] {
-        self.fetch.body().unwrap_or_default()
-    }
-}
-
 enum Item {
     Message(Fetched),
     /// A streamed message begins: its pieces follow, in order, nothing between them.
@@ -1570,20 +1534,6 @@ enum Item {
     BatchEnd {
         max_uid: u32,
     },
-}
-
-/// What the target needs to know before a streamed message's first byte.
-pub(super) struct StreamHead {
-    pub(super) uid: u32,
-    pub(super) flags: String,
-    pub(super) date: Option<String>,
-    pub(super) size: u32,
-}
-
-/// A piece of a streamed message, with its share of the byte budget.
-pub(super) struct Piece {
-    pub(super) bytes: Vec<u8>,
-    pub(super) _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// How a streamed message went, from the fetching side.
@@ -2119,11 +2069,6 @@ fn closed_copy(server: &str) -> ImapError {
         "fetching messages",
         "the copy was cancelled",
     )
-}
-
-/// Generous per-command limit: two minutes plus one second per 100 kB.
-pub(super) fn op_timeout(bytes: usize) -> Duration {
-    Duration::from_secs(120 + (bytes / 100_000) as u64)
 }
 
 async fn next_with_timeout<S>(

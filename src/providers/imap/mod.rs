@@ -23,6 +23,7 @@ pub mod identity;
 pub mod pipelined;
 pub mod relogin;
 pub mod settle;
+mod timeout;
 pub mod trace;
 
 pub use connect::{Session, connect};
