@@ -15,9 +15,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::connect::Session;
-use super::copy::{
-    CopyError, CopyEvent, FolderCounts, FolderRecord, IssueKind, Ledger, SizeRefusals,
-};
+use super::copy::context::{CopyError, CopyEvent};
+use super::copy::ledger::{FolderCounts, FolderRecord, IssueKind, Ledger, SizeRefusals};
 use super::error::{ImapError, ImapErrorKind};
 use super::folders::FolderMapping;
 use super::identity::MessageFacts;
