@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use super::context::{CopyContext, CopyError, FolderOutcome};
 use super::folder::{copy_folder, not_created, unreadable};
-use super::share::{MayShare, Shared, part};
+use super::share::{FolderQueue, MayShare, part};
 use super::survey::{SHARE_FROM, Survey};
 use crate::providers::RunMode;
 use crate::providers::imap::connect::Session;
@@ -79,7 +79,7 @@ pub async fn copy_account<H>(
             }
         }
     }
-    let shared = Shared {
+    let shared = FolderQueue {
         survey: &*survey,
         next: std::sync::atomic::AtomicUsize::new(0),
         missing,
@@ -175,7 +175,7 @@ async fn settle_pending(ctx: &mut CopyContext<'_>, survey: &Survey) -> Result<()
 /// chunks of the shared folders still being sent.
 async fn worker(
     mut c: CopyContext<'_>,
-    shared: &Shared<'_>,
+    shared: &FolderQueue<'_>,
 ) -> Result<Vec<(usize, FolderOutcome)>, CopyError> {
     let mut done = Vec::new();
     let mut closes = CloseStreak::default();

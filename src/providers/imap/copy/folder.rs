@@ -13,7 +13,7 @@ use super::ledger::{FolderCounts, FolderRecord, IssueKind};
 use super::matching::{Wanted, difference};
 use super::share::{MayShare, share_folder};
 use super::survey::{SHARE_FROM, fast_path};
-use super::transfer::{Flow, TargetFlags, append_flag, transfer};
+use super::transfer::{TargetFlags, TransferFlow, append_flag, transfer};
 use crate::providers::RunMode;
 use crate::providers::imap::error::ImapError;
 use crate::providers::imap::folders::FolderMapping;
@@ -26,7 +26,7 @@ pub(super) async fn copy_folder(
     m: &FolderMapping,
     status: FolderStatus,
     missing: bool,
-    flow: Flow,
+    flow: TransferFlow,
     share: Option<MayShare<'_, '_>>,
 ) -> Result<FolderOutcome, CopyError> {
     let src = &m.source.path;
@@ -279,7 +279,7 @@ impl TargetLimit {
 }
 
 /// The tighter of what the target advertises and what it refused in this run.
-fn target_limit(flow: Flow, refused: Option<(u64, String)>) -> Option<TargetLimit> {
+fn target_limit(flow: TransferFlow, refused: Option<(u64, String)>) -> Option<TargetLimit> {
     let advertised = flow.append_limit.map(TargetLimit::Advertised);
     let refused = refused.map(|(size, words)| TargetLimit::Refused(size, words));
     match (advertised, refused) {
@@ -445,9 +445,9 @@ mod tests {
 
     #[test]
     fn the_tighter_of_the_advertised_and_the_refused_size_limits_applies() {
-        let flow = |limit| Flow {
+        let flow = |limit| TransferFlow {
             append_limit: limit,
-            ..Flow::new(AppendMode::Multiappend, Duration::ZERO)
+            ..TransferFlow::new(AppendMode::Multiappend, Duration::ZERO)
         };
         let refused = || Some((500, "[TOOBIG] too big".to_owned()));
         assert_eq!(target_limit(flow(None), None), None);

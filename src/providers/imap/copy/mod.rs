@@ -31,7 +31,7 @@
 //!   [`CopyEvent`], [`FolderOutcome`]);
 //! - [`matching`]: which source messages the target lacks, by identity (pure);
 //! - [`transfer`]: fetching and appending at once, streaming large messages, how a transfer
-//!   flows ([`Flow`]);
+//!   flows ([`TransferFlow`]);
 //! - [`survey`](mod@survey): what an account holds before anything is copied
 //!   ([`survey`](fn@survey), [`mapping`]);
 //! - [`share`]: what the connection pairs of an account share, and large folders sent by all;
@@ -53,5 +53,5 @@ pub use account::{Pair, copy_account};
 pub use context::{CopyContext, CopyError, CopyEvent, FolderOutcome};
 pub use ledger::{FolderCounts, FolderRecord, IssueKind, Ledger, SizeRefusals};
 pub use survey::{SHARE_FROM, Survey, Work, mapping, survey};
-pub use transfer::{Flow, TargetFlags, uid_set};
+pub use transfer::{TargetFlags, TransferFlow, uid_set};
 pub use verify::{FolderCheck, verify_account, verify_folders};

@@ -1,7 +1,8 @@
-//! Work shared among an account's connection pairs: the queue of folders they take from (`Shared`),
-//! and the large folders ([`SHARE_FROM`](super::survey::SHARE_FROM) messages or more to send), cut
-//! into chunks that every pair may help send: `share_folder` on the side of the pair that read the
-//! folder, `part` on each pair's side (`open_part` first, for a pair that helps).
+//! Work shared among an account's connection pairs: the queue of folders they take from
+//! (`FolderQueue`), and the large folders ([`SHARE_FROM`](super::survey::SHARE_FROM) messages or
+//! more to send), cut into chunks that every pair may help send: `share_folder` on the side of the
+//! pair that read the folder, `part` on each pair's side (`open_part` first, for a pair that
+//! helps).
 //!
 //! Invariants: parts finish out of order, so each records the folder's mark from before the
 //! pass, pending (`PartLedger`); only the owner records the final mark, once every part ended;
@@ -14,7 +15,7 @@ use super::context::{CopyContext, CopyError};
 use super::ledger::{FolderCounts, FolderRecord, IssueKind, Ledger};
 use super::matching::Wanted;
 use super::survey::Survey;
-use super::transfer::{Flow, TargetFlags, cut, transfer};
+use super::transfer::{TargetFlags, TransferFlow, cut, transfer};
 use crate::providers::imap::append::add;
 use crate::providers::imap::error::{ImapError, ImapErrorKind};
 use crate::providers::imap::folders::FolderMapping;
@@ -27,7 +28,7 @@ const CHUNK_MESSAGES: usize = 1000;
 const CHUNK_BYTES: u64 = 64 << 20;
 
 /// What the connection pairs of one account share: the folders and the next one to take.
-pub(super) struct Shared<'a> {
+pub(super) struct FolderQueue<'a> {
     pub(super) survey: &'a Survey,
     pub(super) next: std::sync::atomic::AtomicUsize,
     /// Per mapping: the target folder was missing before this pass.
@@ -45,15 +46,15 @@ pub(super) struct Shared<'a> {
     pub(super) changed: tokio::sync::Notify,
 }
 
-/// A folder that may be shared, while its pair reads it ([`Shared::preparing`]); dropped once
+/// A folder that may be shared, while its pair reads it ([`FolderQueue::preparing`]); dropped once
 /// it is shared or found too small, or when its pair fails.
 pub(super) struct MayShare<'s, 'a> {
-    shared: &'s Shared<'a>,
+    shared: &'s FolderQueue<'a>,
     index: usize,
 }
 
 impl<'s, 'a> MayShare<'s, 'a> {
-    pub(super) fn new(shared: &'s Shared<'a>, index: usize) -> Self {
+    pub(super) fn new(shared: &'s FolderQueue<'a>, index: usize) -> Self {
         shared.preparing.fetch_add(1, Ordering::SeqCst);
         MayShare { shared, index }
     }
@@ -66,7 +67,7 @@ impl Drop for MayShare<'_, '_> {
     }
 }
 
-impl Shared<'_> {
+impl FolderQueue<'_> {
     /// A shared folder with chunks left, joined (counted as working on it).
     pub(super) fn joinable(&self) -> Option<Arc<SharedFolder>> {
         let open = self.open.lock().ok()?;
@@ -90,7 +91,7 @@ pub(super) struct SharedFolder {
     /// Its mapping's index.
     pub(super) index: usize,
     uidvalidity: u32,
-    flow: Flow,
+    flow: TransferFlow,
     /// What the target folder keeps, as it said when its owner opened it.
     flags: TargetFlags,
     /// The ledger's mark from before this pass. Parts finish out of order, so no later mark would
@@ -269,7 +270,7 @@ pub(super) async fn share_folder(
     uidvalidity: u32,
     base: u32,
     wanted: &[Wanted],
-    (flow, flags): (Flow, &TargetFlags),
+    (flow, flags): (TransferFlow, &TargetFlags),
     counts: &mut FolderCounts,
 ) -> Result<(), CopyError> {
     let (shared, index) = (share.shared, share.index);

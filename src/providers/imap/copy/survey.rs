@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use super::context::CopyContext;
 use super::ledger::{FolderRecord, Ledger};
-use super::transfer::Flow;
+use super::transfer::TransferFlow;
 use crate::plan::model::CopyOptions;
 use crate::providers::imap::append::AppendMode;
 use crate::providers::imap::connect::Session;
@@ -58,7 +58,7 @@ pub struct Survey {
     pub(super) target_namespace: folders::Namespace,
     /// The target creates folders with a special use (`CREATE-SPECIAL-USE`).
     pub(super) target_special_use: bool,
-    pub(super) flow: Flow,
+    pub(super) flow: TransferFlow,
 }
 
 /// Read what [`copy_account`](super::account::copy_account) needs to know first, two round trips on
@@ -105,9 +105,9 @@ pub async fn survey(ctx: &mut CopyContext<'_>) -> Result<Survey, ImapError> {
             let rtt = (listed - asked).min(listed.elapsed());
             Ok((
                 (list, special_use),
-                Flow {
+                TransferFlow {
                     append_limit: limit,
-                    ..Flow::new(append, rtt)
+                    ..TransferFlow::new(append, rtt)
                 },
             ))
         }
@@ -165,7 +165,7 @@ async fn statuses_one_by_one(
 
 impl Survey {
     /// How the transfers of this account flow.
-    pub fn flow(&self) -> Flow {
+    pub fn flow(&self) -> TransferFlow {
         self.flow
     }
 

@@ -1,8 +1,8 @@
 //! Fetching and appending at the same time (`transfer`): the source side fetches the wanted
 //! messages with as few `UID FETCH` commands as the UID sets allow and streams those of
 //! `STREAM_FROM` bytes or more in pieces (`stream_message`); the target side (the `Appender` of
-//! `append.rs`) takes them in pipelined groups; a channel and a byte budget lie between them.
-//! Also how a transfer flows ([`Flow`], from the target's capabilities and round trip), which
+//! `append.rs`) takes them in pipelined groups; a channel and a byte budget lie between them. Also
+//! how a transfer flows ([`TransferFlow`], from the target's capabilities and round trip), which
 //! flags travel with a message ([`TargetFlags`]) and how messages are cut into batches.
 //!
 //! Invariants: the bytes held between the two sides stay within the budget, whatever the
@@ -66,7 +66,7 @@ const FAR_RTT: Duration = Duration::from_millis(10);
 /// the groups in flight; chosen from the target's capabilities and round trip, and recorded in
 /// the `copy-mail` step's output.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Flow {
+pub struct TransferFlow {
     pub(super) append: AppendMode,
     #[serde(rename = "buffer_kib")]
     pub(super) budget_kib: u32,
@@ -81,15 +81,15 @@ pub struct Flow {
     pub(super) append_limit: Option<u64>,
 }
 
-impl Flow {
+impl TransferFlow {
     /// Whether the target is far away (its round trip 10 ms or more).
     pub fn far(&self) -> bool {
         self.target_round_trip_ms >= u64::try_from(FAR_RTT.as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub(super) fn new(append: AppendMode, rtt: Duration) -> Flow {
+    pub(super) fn new(append: AppendMode, rtt: Duration) -> TransferFlow {
         let far = rtt >= FAR_RTT;
-        Flow {
+        TransferFlow {
             append,
             budget_kib: if far { FAR_BUFFER_KIB } else { BUFFER_KIB },
             depth: if far { 4 } else { 2 },
@@ -404,7 +404,7 @@ pub(super) async fn transfer(
     m: &FolderMapping,
     uidvalidity: u32,
     next: &mut (dyn FnMut() -> Option<Vec<Wanted>> + Send),
-    (flow, flags): (Flow, &TargetFlags),
+    (flow, flags): (TransferFlow, &TargetFlags),
     counts: &mut FolderCounts,
 ) -> Result<(), CopyError> {
     let (ss, ts) = (ctx.source_server, ctx.target_server);
@@ -550,7 +550,7 @@ async fn send_chunk(
     src: &str,
     batches: &[Vec<Wanted>],
     budget: &Arc<Semaphore>,
-    flow: Flow,
+    flow: TransferFlow,
     tx: &mpsc::Sender<Item>,
     stop: &CancellationToken,
 ) -> Result<bool, ImapError> {
@@ -800,8 +800,8 @@ mod tests {
 
     #[test]
     fn a_far_target_gets_more_bytes_and_groups_in_flight() {
-        let near = Flow::new(AppendMode::Multiappend, Duration::from_micros(300));
-        let far = Flow::new(AppendMode::Multiappend, Duration::from_millis(26));
+        let near = TransferFlow::new(AppendMode::Multiappend, Duration::from_micros(300));
+        let far = TransferFlow::new(AppendMode::Multiappend, Duration::from_millis(26));
         assert_eq!((near.budget_kib, near.depth), (BUFFER_KIB, 2));
         assert_eq!((far.budget_kib, far.depth), (FAR_BUFFER_KIB, 4));
         assert!(far.far() && !near.far());
