@@ -3,7 +3,8 @@
 //! ledger as their answers come.
 //!
 //! Entry points: `AppendMode::from_capabilities`, `Appender` (`send`, `mark`,
-//! `begin_streamed`/`stream_piece`, `complete_oldest`, `finish`), `verdict`.
+//! `begin_streamed`/`stream_piece`, `complete_oldest`, `finish`), and what the fetching side
+//! hands it: `Fetched` (a whole message), `StreamHead` and `Piece` (a message streamed).
 //! Invariants: the ledger says *pending* before anything is written and until every answer
 //! before a mark is in, so a crash anywhere leads to a reconcile by identity; a refusal is
 //! recorded for the messages it concerns only (a refused MULTIAPPEND is retried one by one);

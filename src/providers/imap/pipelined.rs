@@ -6,6 +6,10 @@
 //! Other commands may be run side by side and completed in any order: Dovecot completes a
 //! `STATUS` sent after a long `FETCH` first, its answer arriving during the FETCH's. So every
 //! completion is matched by its tag, and a `STATUS` answer by the folder it names.
+//!
+//! Also the helpers every pipelined reader uses (here, in the copy and on the appending side):
+//! `next_response` (the next answer, within a time limit), `tagged` and `verdict` (a completion
+//! and what it says), `only` (the one folder of a read).
 
 use std::time::Duration;
 

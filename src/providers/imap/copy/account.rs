@@ -32,12 +32,12 @@ pub struct Pair<H> {
 }
 
 /// Copy every mapped folder of the account, on `ctx`'s connections and on each pair `extra_pairs`
-/// yields, if any (folders are taken from a shared list, so a large folder does not hold the
-/// others back, and a folder of [`SHARE_FROM`] messages or more to send is shared: a pair with
-/// nothing left to take helps send it; the extra pairs log in while the first pair already
-/// copies, and take what is left when they are ready; they are logged out at the end). The
-/// target folders that are missing are created first, all at once. Returns one outcome per folder, in listing order; afterwards every
-/// mapping's target exists (but in a dry run).
+/// yields, if any (folders are taken from a shared list, so a large folder does not hold the others
+/// back, and a folder of [`SHARE_FROM`] messages or more to send is shared: a pair with nothing
+/// left to take helps send it; the extra pairs log in while the first pair already copies, and take
+/// what is left when they are ready; they are logged out at the end). The target folders that are
+/// missing are created first, all at once. Returns one outcome per folder, in listing order;
+/// afterwards every mapping's target exists (but in a dry run).
 pub async fn copy_account<H>(
     ctx: &mut CopyContext<'_>,
     survey: &mut Survey,
