@@ -17,10 +17,16 @@
 //!   - [`providers::imap`]: any IMAP server: [`providers::imap::connect`](mod@providers::imap::connect) (TCP, TLS, login),
 //!     [`providers::imap::folders`] (listing and mapping), [`providers::imap::identity`] (a
 //!     message's identity across servers), [`providers::imap::copy`] (the resumable copy and its
-//!     verification), [`providers::imap::append`] (the target side of a transfer),
+//!     verification, by concern: `copy::ledger` what it remembers, `copy::context` what it is
+//!     given and gives back, `copy::matching` what the target lacks, `copy::transfer` fetching
+//!     and appending at once, `copy::survey` what an account holds, `copy::share` the work of
+//!     an account's connection pairs, `copy::folder` one folder's pass, `copy::account` one
+//!     account's copy, `copy::verify` the verification), [`providers::imap::append`] (the
+//!     target side of a transfer),
 //!     [`providers::imap::pipelined`] (several commands on the wire at once),
 //!     [`providers::imap::settle`] (waiting for a target to settle), [`providers::imap::trace`]
-//!     (`--trace-imap` transcripts), [`providers::imap::error`] (the layer's error).
+//!     (`--trace-imap` transcripts), [`providers::imap::error`] (the layer's error), and the
+//!     crate's own `providers::imap::timeout` (how long a command may take).
 //!   - [`providers::ovh`]: the `OVHcloud` API: [`providers::ovh::config`] (endpoint and
 //!     credentials, `ovh.conf`), [`providers::ovh::client`] (the signed, rate-limited client),
 //!     [`providers::ovh::tasks`] (waiting for asynchronous tasks), [`providers::ovh::api`] (the

@@ -3,7 +3,8 @@
 //! ledger as their answers come.
 //!
 //! Entry points: `AppendMode::from_capabilities`, `Appender` (`send`, `mark`,
-//! `begin_streamed`/`stream_piece`, `complete_oldest`, `finish`), `verdict`.
+//! `begin_streamed`/`stream_piece`, `complete_oldest`, `finish`), and what the fetching side
+//! hands it: `Fetched` (a whole message), `StreamHead` and `Piece` (a message streamed).
 //! Invariants: the ledger says *pending* before anything is written and until every answer
 //! before a mark is in, so a crash anywhere leads to a reconcile by identity; a refusal is
 //! recorded for the messages it concerns only (a refused MULTIAPPEND is retried one by one);
@@ -15,14 +16,45 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::connect::Session;
-use super::copy::{
-    CopyError, CopyEvent, Fetched, FolderCounts, FolderRecord, IssueKind, Ledger, Piece,
-    SizeRefusals, StreamHead, op_timeout,
-};
+use super::copy::context::{CopyError, CopyEvent};
+use super::copy::ledger::{FolderCounts, FolderRecord, IssueKind, Ledger, SizeRefusals};
 use super::error::{ImapError, ImapErrorKind};
 use super::folders::FolderMapping;
 use super::identity::MessageFacts;
-use super::pipelined::{next_response, quote};
+use super::pipelined::{next_response, quote, tagged, verdict};
+use super::timeout::op_timeout;
+
+/// A fetched message on its way to the target.
+pub(super) struct Fetched {
+    pub(super) uid: u32,
+    pub(super) flags: String,
+    pub(super) date: Option<String>,
+    /// The FETCH response itself: its buffer holds the message, which is never copied.
+    pub(super) fetch: async_imap::types::Fetch,
+    /// Released when the message is appended: bounds the bytes in flight.
+    pub(super) _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Fetched {
+    /// The message's bytes, exactly as the source served them.
+    pub(super) fn body(&self) -> &[u8] {
+        self.fetch.body().unwrap_or_default()
+    }
+}
+
+/// What the target needs to know before a streamed message's first byte.
+pub(super) struct StreamHead {
+    pub(super) uid: u32,
+    pub(super) flags: String,
+    pub(super) date: Option<String>,
+    pub(super) size: u32,
+}
+
+/// A piece of a streamed message, with its share of the byte budget.
+pub(super) struct Piece {
+    pub(super) bytes: Vec<u8>,
+    pub(super) _permit: tokio::sync::OwnedSemaphorePermit,
+}
 
 /// How messages reach the target, from what it advertises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -277,52 +309,6 @@ async fn await_tags(
         .await
         .map_err(|_| ImapError::timeout(server, activity, limit))??;
     Ok(verdicts.into_iter().map(|v| v.unwrap_or(Ok(()))).collect())
-}
-
-/// A tagged answer's tag, status and text; `None` for any other response.
-pub(super) fn tagged<'r>(
-    response: &'r async_imap::imap_proto::Response<'_>,
-) -> Option<(
-    &'r async_imap::imap_proto::RequestId,
-    &'r async_imap::imap_proto::Status,
-    &'r str,
-)> {
-    match response {
-        async_imap::imap_proto::Response::Done {
-            tag,
-            status,
-            outcome,
-        } => Some((
-            tag,
-            status,
-            outcome.information.as_deref().unwrap_or_default(),
-        )),
-        _ => None,
-    }
-}
-
-/// A tagged answer as a result: OK, or the server's words.
-pub(super) fn verdict(
-    server: &str,
-    activity: &str,
-    status: &async_imap::imap_proto::Status,
-    text: &str,
-) -> Result<(), ImapError> {
-    use async_imap::imap_proto::Status;
-    let text = text.to_owned();
-    match status {
-        Status::Ok => Ok(()),
-        Status::No => Err(ImapError::from_imap(
-            server,
-            activity,
-            async_imap::error::Error::No(text),
-        )),
-        _ => Err(ImapError::from_imap(
-            server,
-            activity,
-            async_imap::error::Error::Bad(text),
-        )),
-    }
 }
 
 /// The appending side of a folder's transfer: groups sent and not yet answered (the next group
@@ -609,7 +595,7 @@ impl<'a, 'c> Appender<'a, 'c> {
             quote(&self.m.target_wire)
         );
         let target = &mut *self.target;
-        let tag = super::copy::bounded(server, &activity, op_timeout(0), async {
+        let tag = super::timeout::bounded(server, &activity, op_timeout(0), async {
             target
                 .run_command(&command)
                 .await

@@ -116,7 +116,7 @@ pub async fn list_with_namespace(
 ) -> Result<(Vec<RemoteFolder>, Namespace), ImapError> {
     let activity = "listing folders";
     let mut namespace = personal_namespace(session, server).await?;
-    let limit = super::copy::op_timeout(0);
+    let limit = super::timeout::op_timeout(0);
     let names: Vec<async_imap::types::Name> = tokio::time::timeout(limit, async {
         session
             .list(Some(""), Some("*"))
@@ -148,7 +148,7 @@ async fn personal_namespace(session: &mut Session, server: &str) -> Result<Names
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const TAG: &str = "mpns";
     let activity = "reading the personal namespace (NAMESPACE)";
-    let limit = super::copy::op_timeout(0);
+    let limit = super::timeout::op_timeout(0);
     let net = |e: std::io::Error| {
         ImapError::new(
             super::error::ImapErrorKind::Network,

@@ -1,9 +1,13 @@
-//! IMAP: connect and log in ([`connect`]), list and map folders ([`folders`]), message
-//! identities ([`identity`]), pipelined reads ([`pipelined`]), the resumable copy and the
-//! verification ([`copy`]) and its target side, how messages are appended ([`append`]); the wait
-//! for a target to settle before a folder left pending by a dead run is compared ([`settle`]);
-//! new connections in the middle of a copy, after an unreadable answer or a target that closed
-//! on a refused message ([`relogin`]); transcripts of the conversation for bug reports ([`trace`]).
+//! IMAP: connect and log in ([`connect`](mod@connect)), list and map folders ([`folders`]), message
+//! identities ([`identity`]), pipelined reads and the helpers that read their answers
+//! ([`pipelined`]), the resumable copy and the verification ([`copy`], one file per concern:
+//! [`copy::ledger`], [`copy::context`], [`copy::matching`], [`copy::transfer`],
+//! [`copy::survey`](mod@copy::survey), [`copy::share`], [`copy::folder`], [`copy::account`],
+//! [`copy::verify`]) and its target side, how messages are appended ([`append`]); the wait for a
+//! target to settle before a folder left pending by a dead run is compared ([`settle`]); new
+//! connections in the middle of a copy, after an unreadable answer or a target that closed on a
+//! refused message ([`relogin`]); transcripts of the conversation for bug reports ([`trace`]);
+//! how long a command may take (`timeout`).
 //!
 //! Invariants kept here, whatever the caller does:
 //! - messages are appended byte for byte as the source served them, with their flags (except
@@ -23,6 +27,7 @@ pub mod identity;
 pub mod pipelined;
 pub mod relogin;
 pub mod settle;
+mod timeout;
 pub mod trace;
 
 pub use connect::{Session, connect};

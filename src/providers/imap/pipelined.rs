@@ -6,6 +6,10 @@
 //! Other commands may be run side by side and completed in any order: Dovecot completes a
 //! `STATUS` sent after a long `FETCH` first, its answer arriving during the FETCH's. So every
 //! completion is matched by its tag, and a `STATUS` answer by the folder it names.
+//!
+//! Also the helpers every pipelined reader uses (here, in the copy and on the appending side):
+//! `next_response` (the next answer, within a time limit), `tagged` and `verdict` (a completion
+//! and what it says), `only` (the one folder of a read).
 
 use std::time::Duration;
 
@@ -45,6 +49,52 @@ pub(super) async fn next_response<T>(
     Ok(f(response.parsed()))
 }
 
+/// A tagged answer's tag, status and text; `None` for any other response.
+pub(super) fn tagged<'r>(
+    response: &'r async_imap::imap_proto::Response<'_>,
+) -> Option<(
+    &'r async_imap::imap_proto::RequestId,
+    &'r async_imap::imap_proto::Status,
+    &'r str,
+)> {
+    match response {
+        async_imap::imap_proto::Response::Done {
+            tag,
+            status,
+            outcome,
+        } => Some((
+            tag,
+            status,
+            outcome.information.as_deref().unwrap_or_default(),
+        )),
+        _ => None,
+    }
+}
+
+/// A tagged answer as a result: OK, or the server's words.
+pub(super) fn verdict(
+    server: &str,
+    activity: &str,
+    status: &async_imap::imap_proto::Status,
+    text: &str,
+) -> Result<(), ImapError> {
+    use async_imap::imap_proto::Status;
+    let text = text.to_owned();
+    match status {
+        Status::Ok => Ok(()),
+        Status::No => Err(ImapError::from_imap(
+            server,
+            activity,
+            async_imap::error::Error::No(text),
+        )),
+        _ => Err(ImapError::from_imap(
+            server,
+            activity,
+            async_imap::error::Error::Bad(text),
+        )),
+    }
+}
+
 /// Send every command, then read the answers; `each(i, response)` sees every untagged response
 /// with the index of the first command not yet completed (the one it answers when the server
 /// runs the commands one after the other, as Dovecot does for those sent here). One verdict per
@@ -75,14 +125,13 @@ pub async fn run(
         let activity = commands[current].1.as_str();
         let (tags, each, verdicts) = (&tags, &mut each, &mut verdicts);
         next_response(session, server, activity, ANSWER_TIMEOUT, |response| {
-            match super::append::tagged(response) {
+            match tagged(response) {
                 Some((tag, status, text)) => {
                     // A tag we did not send (or already answered) is not ours to judge.
                     if let Some(i) = tags.iter().position(|t| t == tag)
                         && verdicts[i].is_none()
                     {
-                        verdicts[i] =
-                            Some(super::append::verdict(server, &commands[i].1, status, text));
+                        verdicts[i] = Some(verdict(server, &commands[i].1, status, text));
                     }
                 }
                 None => each(current, response),
@@ -401,6 +450,13 @@ pub async fn facts(
     })
     .await?;
     Ok(found)
+}
+
+/// The messages of the first folder of a pipelined read (there is exactly one).
+pub(super) fn only(read: Vec<Result<Listing, ImapError>>) -> Result<Vec<Listed>, ImapError> {
+    read.into_iter()
+        .next()
+        .map_or(Ok(Vec::new()), |r| r.map(|l| l.messages))
 }
 
 /// An IMAP quoted string.
