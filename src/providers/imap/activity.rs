@@ -103,3 +103,42 @@ pub async fn silent_for(quiet: Duration) {
 
 /// How often [`silent_for`] looks at the counters.
 const POLL: Duration = Duration::from_millis(250);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::time::{sleep, timeout};
+
+    // One test: the counters are process-wide, so a second test running alongside with its own
+    // connection would change what this one sees.
+    #[tokio::test(start_paused = true)]
+    async fn silence_counts_only_while_a_connection_is_open_and_any_byte_starts_it_again() {
+        let quiet = Duration::from_secs(15);
+        assert!(
+            timeout(Duration::from_secs(60), silent_for(quiet))
+                .await
+                .is_err(),
+            "silent with no connection open"
+        );
+
+        let (near, _far) = tokio::io::duplex(64);
+        let mut connection = wrap(Box::new(near));
+        assert_eq!(open(), 1);
+        let waiting = silent_for(quiet);
+        tokio::pin!(waiting);
+        for _ in 0..6 {
+            tokio::select! {
+                () = &mut waiting => panic!("silent while a byte moves every 10 s"),
+                () = sleep(Duration::from_secs(10)) => {}
+            }
+            connection.write_all(b".").await.expect("write");
+        }
+        timeout(quiet + Duration::from_secs(1), &mut waiting)
+            .await
+            .expect("silent once no byte moves");
+
+        drop(connection);
+        assert_eq!(open(), 0);
+    }
+}
