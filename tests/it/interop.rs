@@ -1,7 +1,8 @@
 //! Servers that are not Dovecot: copies between Dovecot and Cyrus IMAP in its usual layouts (the
 //! `INBOX.` personal namespace, the alternate namespace with `.` or `/`), a Cyrus target with a
 //! size limit (`maxmessagesize`, advertised as APPENDLIMIT or not), a target that keeps no
-//! keywords, a folder the target refuses to create, and the IMAP transcript option.
+//! keywords, a folder the target refuses to create, the IMAP transcript option, and one SIGTERM
+//! while the target has stopped answering.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
