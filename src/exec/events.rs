@@ -89,6 +89,11 @@ pub enum Event<'a> {
         folders: &'a [(String, u64)],
     },
     Interrupting,
+    /// After an interrupt, the IMAP connections moved no byte for `quiet`: the servers stopped
+    /// answering, and the run ends now instead of waiting for its safe point.
+    InterruptStalled {
+        quiet: Duration,
+    },
     /// Something the run cannot go on without is slow to answer: said at a steady interval, so
     /// that a long silence never hides what the run waits for.
     Waiting {

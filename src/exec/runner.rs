@@ -10,7 +10,8 @@
 //!   done is not run again; `copy-mail` always runs (an incremental pass that copies only what is
 //!   new); `verify` runs again only when the copy's progress moved.
 //! - The first interrupt stops new work and lets running copies reach a safe point; the second
-//!   exits at once. Either way the next `apply` resumes.
+//!   exits at once, and so does a run whose IMAP connections move no byte for [`STALLED`] after
+//!   the first (servers that stopped answering). Either way the next `apply` resumes.
 
 use std::collections::HashMap;
 
@@ -38,7 +39,7 @@ use crate::graph::Subject;
 use crate::graph::{ReadyQueue, StepGraph, StepId, StepKind};
 use crate::plan::model::{Flow, Plan};
 use crate::providers::RunMode;
-use crate::providers::imap::copy::{self};
+use crate::providers::imap::{self, copy};
 
 /// How `apply` runs.
 #[derive(Debug, Clone)]
@@ -417,22 +418,28 @@ fn skip_dependents(
 
 /// First interrupt: stop at safe points. Second: end the process at once
 /// ([`ApplyOptions::on_second_interrupt`]); the store stays consistent because every write is a
-/// transaction.
+/// transaction. A server that stopped answering would put the safe point off until the
+/// commands' time limits (minutes): when IMAP connections are open and none has moved a byte
+/// for [`STALLED`] since the first interrupt, the run ends as a second interrupt would. A batch
+/// on the wire is then left pending and reconciled by the next run, as after a crash.
 async fn watch_interrupts(stop: CancellationToken, printer: Arc<dyn Sink>, exit_now: fn()) {
-    let mut count = 0;
-    loop {
-        interrupted().await;
-        count += 1;
-        if count == 1 {
-            stop.cancel();
-            printer.event(&Event::Interrupting);
-        } else {
-            // Nothing stale stays on the terminal: the bars are taken down first.
-            printer.clear();
-            exit_now();
+    interrupted().await;
+    stop.cancel();
+    printer.event(&Event::Interrupting);
+    tokio::select! {
+        () = interrupted() => {}
+        () = imap::activity::silent_for(STALLED) => {
+            printer.event(&Event::InterruptStalled { quiet: STALLED });
         }
     }
+    // Nothing stale stays on the terminal: the bars are taken down first.
+    printer.clear();
+    exit_now();
 }
+
+/// How long, after an interrupt, IMAP connections may move nothing before the run ends without
+/// waiting for its safe point (see [`watch_interrupts`]).
+pub const STALLED: Duration = Duration::from_secs(15);
 
 #[cfg(unix)]
 async fn interrupted() {

@@ -167,8 +167,10 @@ impl Printer {
             }
             Output::Bars => self.bar_event(event, &change),
             Output::Quiet => {
-                if let Event::StepFailed { .. } | Event::Interrupting | Event::Finished { .. } =
-                    event
+                if let Event::StepFailed { .. }
+                | Event::Interrupting
+                | Event::InterruptStalled { .. }
+                | Event::Finished { .. } = event
                     && let Some(text) = line(event)
                 {
                     let _ = writeln!(io::stderr().lock(), "{text}");
@@ -482,6 +484,10 @@ fn line(event: &Event<'_>) -> Option<String> {
         Event::Interrupting => "interrupt: finishing the current batches, then stopping (press \
                                 Ctrl-C again to stop at once; apply resumes either way)"
             .to_owned(),
+        Event::InterruptStalled { quiet } => format!(
+            "interrupt: no IMAP server has answered for {} s; stopping now (apply resumes)",
+            quiet.as_secs()
+        ),
         Event::Finished {
             done,
             failed,
@@ -559,6 +565,9 @@ fn json_event(event: &Event<'_>) -> serde_json::Value {
                    "messages": folders.iter().map(|(_, n)| n).sum::<u64>()})
         }
         Event::Interrupting => json!({"event": "interrupting"}),
+        Event::InterruptStalled { quiet } => {
+            json!({"event": "interrupt-stalled", "seconds": quiet.as_secs()})
+        }
         Event::Waiting { what, elapsed } => {
             json!({"event": "waiting", "for": what, "seconds": elapsed.as_secs()})
         }

@@ -1,7 +1,8 @@
 //! Servers that are not Dovecot: copies between Dovecot and Cyrus IMAP in its usual layouts (the
 //! `INBOX.` personal namespace, the alternate namespace with `.` or `/`), a Cyrus target with a
 //! size limit (`maxmessagesize`, advertised as APPENDLIMIT or not), a target that keeps no
-//! keywords, a folder the target refuses to create, and the IMAP transcript option.
+//! keywords, a folder the target refuses to create, the IMAP transcript option, and one SIGTERM
+//! while the target has stopped answering.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -642,4 +643,77 @@ fn to_gnu_imap4d_which_keeps_no_keywords_every_message_is_copied_without_them() 
             .any(|i| i["kind"] == "keywords-dropped"),
         "{report}"
     );
+}
+
+#[test]
+fn a_first_sigterm_ends_a_copy_whose_target_stopped_answering_and_the_next_run_is_exact() {
+    let p = Pair::new(Layout::InboxDot, "");
+    // Few messages (Cyrus takes each in its own transaction) but 2 MB of them.
+    let corpus = Corpus::with_seed(60, 97).with_bulky("Archive", 30, 60_000);
+    p.seed_cyrus(&corpus);
+    let total = corpus.expected().message_total();
+    // A slow link to Dovecot, so that the stall lands in the middle of the copy (about 8 s).
+    let proxy = Proxy::start(
+        p.dovecot.imap_addr(),
+        Faults {
+            bandwidth: Some(250_000),
+            ..Faults::default()
+        },
+    );
+    let plan = p.plan_through("stalled", From::Cyrus, (Some(proxy.port()), None), "");
+    let plan = plan.to_str().expect("utf-8");
+    let mut child = p
+        .command(From::Cyrus, &["apply", plan])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn apply");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut err).ok();
+        err
+    });
+    let start = Instant::now();
+    while proxy.client_to_server_bytes() < 1_000_000 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The target stops answering, its connections open; then one SIGTERM, as a service manager
+    // sends. Without a way out the run would wait for its safe point until the commands' time
+    // limits (minutes): the bound below is what a hang fails on, not a speed.
+    proxy.stall_now();
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill -TERM failed");
+    let limit = Duration::from_secs(60);
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        if start.elapsed() > limit {
+            child.kill().ok();
+            child.wait().ok();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = reader.join().expect("stderr read");
+    assert_eq!(
+        code,
+        Some(130),
+        "no exit within {limit:?} of one SIGTERM:\n{err}"
+    );
+    assert!(err.contains("no IMAP server has answered"), "{err}");
+    assert!(
+        p.dovecot_mail().message_total() < total,
+        "the copy ended before the stall"
+    );
+
+    // Later connections through the proxy are served: the next run completes, exactly.
+    let out = p.run(From::Cyrus, &["apply", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_same(&p.cyrus_mail(), &p.dovecot_mail());
 }

@@ -15,7 +15,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
 use super::error::{ImapError, ImapErrorKind};
-use super::trace;
+use super::{activity, trace};
 use crate::plan::model::{ImapServer, TlsMode};
 use crate::plan::secret::Secret;
 
@@ -55,12 +55,14 @@ pub async fn connect(
     let client = match server.tls {
         TlsMode::Implicit => {
             let tls = handshake(server, &name, tcp).await?;
-            let mut client = async_imap::Client::new(trace::wrap(Box::new(tls), &name));
+            let mut client =
+                async_imap::Client::new(trace::wrap(activity::wrap(Box::new(tls)), &name));
             read_greeting(&name, &mut client).await?;
             client
         }
         TlsMode::None => {
-            let mut client = async_imap::Client::new(trace::wrap(Box::new(tcp), &name));
+            let mut client =
+                async_imap::Client::new(trace::wrap(activity::wrap(Box::new(tcp)), &name));
             read_greeting(&name, &mut client).await?;
             client
         }
@@ -75,7 +77,7 @@ pub async fn connect(
             })
             .await?;
             let tls = handshake(server, &name, plain.into_inner()).await?;
-            async_imap::Client::new(trace::wrap(Box::new(tls), &name))
+            async_imap::Client::new(trace::wrap(activity::wrap(Box::new(tls)), &name))
         }
     };
     login_with(&name, client, login, password).await

@@ -7,7 +7,8 @@
 //! target to settle before a folder left pending by a dead run is compared ([`settle`]); new
 //! connections in the middle of a copy, after an unreadable answer or a target that closed on a
 //! refused message ([`relogin`]); transcripts of the conversation for bug reports ([`trace`]);
-//! how long a command may take (`timeout`).
+//! how long a command may take (`timeout`); whether any connection still moves bytes
+//! ([`activity`]).
 //!
 //! Invariants kept here, whatever the caller does:
 //! - messages are appended byte for byte as the source served them, with their flags (except
@@ -18,6 +19,7 @@
 //! - memory is bounded by the byte budget between fetching and appending (a few MB), whatever
 //!   the message sizes: messages of 2 MB and more pass in 1 MB pieces.
 
+pub mod activity;
 pub mod append;
 pub mod connect;
 pub mod copy;

@@ -1,7 +1,8 @@
 //! A TCP proxy on 127.0.0.1 that injects faults between a client and a server:
 //! [`Proxy::start`] listens on a free port and forwards each connection to `upstream`, applying
 //! [`Faults`]: a delay per direction (every chunk is held that long, order preserved), a
-//! bandwidth cap, a cut after N client→server bytes (a drop mid-APPEND), and [`Proxy::cut_now`].
+//! bandwidth cap, a cut after N client→server bytes (a drop mid-APPEND), [`Proxy::cut_now`],
+//! and [`Proxy::stall_now`] (a server that stops answering, its connections left open).
 //! It counts connections and bytes and, when asked ([`Faults::record`]), keeps a transcript of
 //! each connection: what each side sent, in the order the proxy received it.
 //!
@@ -140,6 +141,8 @@ pub struct Proxy {
     counters: Arc<Counters>,
     /// Bumped by [`Proxy::cut_now`]; every live connection watches it.
     cuts: watch::Sender<u64>,
+    /// Bumped by [`Proxy::stall_now`]; every live connection watches it.
+    stalls: watch::Sender<u64>,
     transcripts: Arc<Mutex<Vec<Arc<Mutex<Transcript>>>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -164,8 +167,10 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy address");
         let counters = Arc::new(Counters::default());
         let (cuts, _) = watch::channel(0);
+        let (stalls, _) = watch::channel(0);
         let accept_counters = Arc::clone(&counters);
         let accept_cuts = cuts.clone();
+        let accept_stalls = stalls.clone();
         let transcripts: Arc<Mutex<Vec<Arc<Mutex<Transcript>>>>> = Arc::default();
         let accept_transcripts = Arc::clone(&transcripts);
         runtime.spawn(async move {
@@ -173,6 +178,7 @@ impl Proxy {
                 accept_counters.connections.fetch_add(1, Ordering::Relaxed);
                 let counters = Arc::clone(&accept_counters);
                 let cut = accept_cuts.subscribe();
+                let stall = accept_stalls.subscribe();
                 let transcript = faults.record.then(|| {
                     let t = Arc::new(Mutex::new(Transcript::new()));
                     if let Ok(mut all) = accept_transcripts.lock() {
@@ -183,7 +189,8 @@ impl Proxy {
                 counters.open.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
-                        relay(client, server, faults, &counters, cut, transcript).await;
+                        let lines = (cut, stall);
+                        relay(client, server, faults, &counters, lines, transcript).await;
                     }
                     counters.open.fetch_sub(1, Ordering::Relaxed);
                 });
@@ -193,6 +200,7 @@ impl Proxy {
             addr,
             counters,
             cuts,
+            stalls,
             transcripts,
             runtime: Some(runtime),
         }
@@ -211,6 +219,12 @@ impl Proxy {
     /// Closes every connection open now; later connections are served normally.
     pub fn cut_now(&self) {
         self.cuts.send_modify(|generation| *generation += 1);
+    }
+
+    /// Every connection open now stops forwarding, in both directions, and stays open: a server
+    /// that no longer answers (nor reads). Later connections are served normally.
+    pub fn stall_now(&self) {
+        self.stalls.send_modify(|generation| *generation += 1);
     }
 
     /// Connections accepted so far.
@@ -271,13 +285,14 @@ impl Drop for Proxy {
     }
 }
 
-/// Forwards both directions until either side closes, a cut is due, or `cut_now` is called.
+/// Forwards both directions until either side closes, a cut is due, or `cut_now` is called;
+/// after `stall_now`, forwards nothing more and keeps both sockets open until a cut.
 async fn relay(
     client: TcpStream,
     server: TcpStream,
     faults: Faults,
     counters: &Counters,
-    mut cut: watch::Receiver<u64>,
+    (mut cut, mut stall): (watch::Receiver<u64>, watch::Receiver<u64>),
     transcript: Option<Arc<Mutex<Transcript>>>,
 ) {
     client.set_nodelay(true).ok();
@@ -320,6 +335,12 @@ async fn relay(
             }
             _ = &mut downstream, if !downstream_done => downstream_done = true,
             _ = cut.changed() => return,
+            _ = stall.changed() => {
+                // Neither side hears from the other again (the pumps are no longer polled);
+                // the sockets stay open until a cut or the proxy's end.
+                let _ = cut.changed().await;
+                return;
+            }
         }
     }
 }
