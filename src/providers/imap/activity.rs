@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use super::connect::Transport;
+use super::transport::Transport;
 
 /// Bytes read or written on every IMAP connection of this process so far.
 static BYTES: AtomicU64 = AtomicU64::new(0);

@@ -22,9 +22,7 @@ use crate::plan::secret::Secret;
 /// Longest wait for a connection, the greeting, the TLS handshake or the login.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The byte stream under a session: plain TCP or TLS over TCP.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug> Transport for T {}
+pub use super::transport::Transport;
 
 /// A logged-in IMAP session.
 pub type Session = async_imap::Session<Box<dyn Transport>>;

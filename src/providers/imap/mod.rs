@@ -8,7 +8,7 @@
 //! connections in the middle of a copy, after an unreadable answer or a target that closed on a
 //! refused message ([`relogin`]); transcripts of the conversation for bug reports ([`trace`]);
 //! how long a command may take (`timeout`); whether any connection still moves bytes
-//! ([`activity`]).
+//! ([`activity`]); the byte stream under a session ([`transport`]).
 //!
 //! Invariants kept here, whatever the caller does:
 //! - messages are appended byte for byte as the source served them, with their flags (except
@@ -31,6 +31,7 @@ pub mod relogin;
 pub mod settle;
 mod timeout;
 pub mod trace;
+pub mod transport;
 
 pub use connect::{Session, connect};
 pub use error::{ImapError, ImapErrorKind};

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::connect::Transport;
+use super::transport::Transport;
 
 /// A transcript file stops here (with a line that says so).
 pub const MAX_FILE_BYTES: u64 = 8 << 20;
