@@ -410,74 +410,11 @@ pub(crate) async fn verify_step(
     };
     let missing: u64 = checks.iter().map(|c| c.missing_count).sum();
     let output = serde_json::json!({ "folders": checks, "missing": missing }).to_string();
-    Ok(
-        match verify_verdict(&checks, shared.plan.resets_source(a)) {
-            Ok(summary) => StepOutcome::done(summary, output),
-            // The checks say what is missing where: the report shows them.
-            Err(failure) => StepOutcome::failed_with(failure, output),
-        },
-    )
-}
-
-/// What a verification says: its summary, or why it fails. A message the copy was to carry and
-/// that is not on the target fails it. Mail that arrived after the copy read its folder is only
-/// counted (the next `apply` copies it), unless the source is to be reset next (`resets_source`):
-/// that would destroy it, so it fails too and the next `apply` copies it first.
-pub(crate) fn verify_verdict(
-    checks: &[copy::FolderCheck],
-    resets_source: bool,
-) -> Result<String, String> {
-    use std::fmt::Write as _;
-    let sum = |f: fn(&copy::FolderCheck) -> u64| checks.iter().map(f).sum::<u64>();
-    let (missing, messages) = (sum(|c| c.missing_count), sum(|c| c.source_messages));
-    let (skipped, resized, arrived) = (sum(|c| c.skipped), sum(|c| c.resized), sum(|c| c.arrived));
-    if missing > 0 {
-        let detail: Vec<String> = checks
-            .iter()
-            .filter(|c| c.missing_count > 0)
-            .map(|c| {
-                format!(
-                    "{} ({} missing, e.g. {})",
-                    c.source,
-                    c.missing_count,
-                    c.missing.first().map_or("", String::as_str)
-                )
-            })
-            .collect();
-        return Err(format!(
-            "{missing} source message(s) missing on the target: {}",
-            detail.join("; ")
-        ));
-    }
-    if arrived > 0 && resets_source {
-        return Err(format!(
-            "{arrived} message(s) arrived in the source after the copy read it; run apply again \
-             to copy them before the source is reset"
-        ));
-    }
-    let mut summary = format!(
-        "all {} message(s) of {} folder(s) are on the target",
-        messages - skipped,
-        checks.len()
-    );
-    if skipped > 0 {
-        let _ = write!(summary, " ({skipped} left out on purpose)");
-    }
-    if resized > 0 {
-        let _ = write!(
-            summary,
-            "; {resized} of them at another size than the source's (the target re-renders \
-             messages or estimates sizes, as Exchange does)"
-        );
-    }
-    if arrived > 0 {
-        let _ = write!(
-            summary,
-            "; {arrived} more arrived in the source after the copy read it (the next apply \
-             copies them)"
-        );
-    }
-    Ok(summary)
+    Ok(match copy::verdict(&checks, shared.plan.resets_source(a)) {
+        Ok(summary) => StepOutcome::done(summary, output),
+        // The checks say what is missing where: the report shows them.
+        Err(failure) => StepOutcome::failed_with(failure, output),
+    })
 }
 
 #[cfg(test)]
@@ -511,43 +448,6 @@ mod tests {
         assert!(
             !extra_pairs_pay_off(1, work(6, 10_000, 4_000), true),
             "one pair allowed"
-        );
-    }
-
-    #[test]
-    fn mail_that_arrived_after_the_copy_is_counted_unless_the_source_is_reset_next() {
-        let check = |missing_count, arrived| copy::FolderCheck {
-            source: "INBOX".to_owned(),
-            target: "INBOX".to_owned(),
-            source_messages: 10,
-            target_messages: 10,
-            skipped: 0,
-            resized: 0,
-            arrived,
-            missing: (0..missing_count)
-                .map(|u| format!("uid {u}: <m> 10"))
-                .collect(),
-            missing_count,
-        };
-        assert_eq!(
-            verify_verdict(&[check(0, 0)], true).as_deref(),
-            Ok("all 10 message(s) of 1 folder(s) are on the target")
-        );
-        assert_eq!(
-            verify_verdict(&[check(0, 3), check(0, 0)], false).as_deref(),
-            Ok(
-                "all 20 message(s) of 2 folder(s) are on the target; 3 more arrived in the \
-                source after the copy read it (the next apply copies them)"
-            )
-        );
-        let reset = verify_verdict(&[check(0, 3)], true).expect_err("the reset would lose them");
-        assert!(reset.starts_with("3 message(s) arrived"), "{reset}");
-        let missing = verify_verdict(&[check(2, 3)], false).expect_err("missing mail");
-        assert!(
-            missing.starts_with(
-                "2 source message(s) missing on the target: INBOX (2 missing, e.g. uid 0"
-            ),
-            "{missing}"
         );
     }
 

@@ -54,4 +54,4 @@ pub use context::{CopyContext, CopyError, CopyEvent, FolderOutcome};
 pub use ledger::{FolderCounts, FolderRecord, IssueKind, Ledger, SizeRefusals};
 pub use survey::{SHARE_FROM, Survey, Work, mapping, survey};
 pub use transfer::{TargetFlags, TransferFlow, uid_set};
-pub use verify::{FolderCheck, verify_account, verify_folders};
+pub use verify::{FolderCheck, verdict, verify_account, verify_folders};
