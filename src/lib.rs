@@ -7,7 +7,10 @@
 //! Module map:
 //! - [`plan`]: the plan language, pure. [`plan::yaml`] (YAML → spanned nodes),
 //!   [`plan::decode`] (typed reading of the nodes), [`plan::import`] (CSV imports),
-//!   [`plan::validate`] (nodes → validated plan, every problem collected), [`plan::model`] (the
+//!   [`plan::validate`] (nodes → validated plan, every problem collected; by concern:
+//!   `validate::sections` the plan's settings, `validate::imports` its CSV imports,
+//!   `validate::accounts` one account, `validate::checks` checks of values and across sections,
+//!   `validate::after` the `after:` graph), [`plan::model`] (the
 //!   validated model every later stage consumes), [`plan::source`] (source files and spans),
 //!   [`plan::diag`] (the layer's diagnostics with stable codes), [`plan::secret`] (secret
 //!   references and values), [`plan::schema`] (the generated JSON Schema); [`plan::load`] reads

@@ -4,6 +4,12 @@
 //! [`FileReader`] the caller supplies. Entry points: [`load_with`] (text → [`model::Plan`], what
 //! later stages consume), [`diag::Diagnostic`] (the layer's one error type),
 //! [`source::SourceFile`].
+//!
+//! The stages, in order: [`yaml`] (text → spanned nodes), [`decode`] (typed reading of the
+//! nodes), [`import`] (CSV rows), [`validate`] (nodes → [`model::Plan`]: its files
+//! `validate::sections`, `imports`, `accounts`, `checks` and `after` each read or check one
+//! concern), then [`diag`], [`secret`] and [`source`] beside them all, and [`schema`] (the JSON
+//! Schema, generated from `Raw*` types that mirror the key lists of `validate`).
 
 pub mod decode;
 pub mod diag;

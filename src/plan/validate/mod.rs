@@ -4,6 +4,22 @@
 //! keys), then checks what spans sections: platform names, flows, attached domains, duplicate
 //! addresses, provisional-name collisions, and the `after:` graph (unknown names, cycles named in
 //! full, later waves). A plan is returned only when no error was found.
+//!
+//! The files, by concern, in the order [`validate`] uses them:
+//! - `sections`: the plan's settings: `platforms:` (with each `imap:` block), `domains:`,
+//!   `defaults:`, `copy:` and its sizes, secret references;
+//! - `imports`: the CSV `import:` entries of `accounts:` (which files, read once each, never a
+//!   `file:` secret, within one byte budget), and the `imported here` label of their diagnostics;
+//! - `accounts`: one account, from a YAML entry or a CSV row, with its flow, provisional name and
+//!   the passwords its flow needs;
+//! - `checks`: checks of values (endpoint, host, address) and across sections (platform
+//!   references, flows, duplicate addresses, provisional-name collisions, attached domains);
+//! - `after`: the `after:` graph (unknown names with suggestions, later waves, cycles).
+//!
+//! Invariants: every reader reports what it finds wrong and goes on (one run lists every
+//! problem); the files import one another as a tree (`accounts` → `sections` → `checks` →
+//! `after`, `accounts` → `checks`), and none of them imports more from this file than the key
+//! lists and the shared `Written` and `Platforms`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
