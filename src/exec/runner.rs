@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,7 +32,7 @@ use crate::exec::ovh;
 use crate::exec::slots::Slots;
 use crate::exec::step::{Ended, Retrying, Shared, StepOutcome, StepTask, step_key};
 use crate::exec::steps::{announced, run_step};
-use crate::exec::store::{StateError, StateStore, StepStatus};
+use crate::exec::store::{StateError, StateLocation, StateStore, StepStatus};
 use crate::graph::Subject;
 use crate::graph::{ReadyQueue, StepGraph, StepId, StepKind};
 use crate::plan::model::{Flow, Plan};
@@ -43,7 +42,8 @@ use crate::providers::imap::copy::{self};
 /// How `apply` runs.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    pub state_path: PathBuf,
+    /// Where the state is (`--state`).
+    pub state: StateLocation,
     pub parallelism: usize,
     /// `--max-connections-per-server` when given: the default cap, and a limit on every server's.
     pub per_server: Option<usize>,
@@ -82,7 +82,7 @@ async fn ovh_preflight(
         return Ok(None);
     }
     let ovh_side = ovh::Ovh::connect(plan, options.ovh_requests_per_minute)?;
-    let store = super::store::open_read_only(&options.state_path, &plan.name)?;
+    let store = super::store::open_read_only(&options.state, &plan.name)?;
     let done = |kind: StepKind, who: &str| {
         store
             .as_ref()
@@ -128,11 +128,11 @@ pub async fn apply(
 
     let store = match options.mode {
         RunMode::Real => {
-            let s = super::store::open(&options.state_path, &plan.name)?;
+            let s = super::store::open(&options.state, &plan.name)?;
             s.lock(&host, pid, options.break_lock)?;
             Some(s)
         }
-        RunMode::DryRun => super::store::open_read_only(&options.state_path, &plan.name)?,
+        RunMode::DryRun => super::store::open_read_only(&options.state, &plan.name)?,
     };
     if let Some(s) = store.as_ref().filter(|_| options.mode == RunMode::Real) {
         // The plan as a whole: a changed plan is visible in `status --format json`.
@@ -145,7 +145,7 @@ pub async fn apply(
     }
     let store: Option<Arc<dyn StateStore>> = store.map(Arc::from);
     let dry = options.mode == RunMode::DryRun;
-    let state_display = options.state_path.display().to_string();
+    let state_display = options.state.to_string();
     printer.event(&Event::Started {
         plan: &plan.name,
         steps: graph.len(),

@@ -3,7 +3,9 @@
 
 use serde::Serialize;
 
-use super::store::{FolderRow, IssueRow, LockHolder, StateError, StepRecord, StepStatus};
+use super::store::{
+    FolderRow, IssueRow, LockHolder, StateError, StateLocation, StepRecord, StepStatus,
+};
 use crate::graph::StepKind;
 use crate::plan::model::{Flow, Plan};
 
@@ -85,13 +87,13 @@ impl Snapshot {
     }
 }
 
-/// Read the store at `path` (absent: every account shown as not started).
-pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError> {
-    let store = super::store::open_read_only(path, &plan.name)?;
+/// Read the store at `location` (absent: every account shown as not started).
+pub fn read(plan: &Plan, location: &StateLocation) -> Result<Snapshot, StateError> {
+    let store = super::store::open_read_only(location, &plan.name)?;
     let mut snapshot = Snapshot {
         format: "mailplan.status/v1",
         plan: plan.name.clone(),
-        state: path.display().to_string(),
+        state: location.to_string(),
         exists: store.is_some(),
         last_run: None,
         running: None,

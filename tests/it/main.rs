@@ -10,6 +10,7 @@ mod interop;
 mod operator;
 mod ovh;
 mod packaging;
+mod pg_apply;
 mod pg_store;
 mod pipelined;
 mod report;
