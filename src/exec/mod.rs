@@ -26,5 +26,6 @@ pub mod snapshot;
 mod step;
 mod steps;
 pub mod store;
+pub mod worker;
 
 pub use error::Error;

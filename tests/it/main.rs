@@ -12,6 +12,7 @@ mod ovh;
 mod packaging;
 mod pg_apply;
 mod pg_store;
+mod pg_workers;
 mod pipelined;
 mod report;
 mod saved_plan;

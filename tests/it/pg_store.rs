@@ -72,7 +72,8 @@ async fn the_schema_is_created_versioned_and_found_again() {
 }
 
 /// A store an earlier mailplan made (version 1: issues without what names the message, no
-/// source-count tables) is migrated in place; its issues read back with no message facts.
+/// source-count tables, no claims) is migrated in place; its issues read back with no message
+/// facts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_store_is_migrated_in_place() {
     let (pg, db, target) = fresh();
@@ -81,7 +82,8 @@ async fn a_version_1_store_is_migrated_in_place() {
         &db,
         "ALTER TABLE mailplan.issues DROP COLUMN date, DROP COLUMN subject,
            DROP COLUMN message_id, DROP COLUMN size;
-         DROP TABLE mailplan.source_folder_counts, mailplan.source_counts;
+         DROP TABLE mailplan.source_folder_counts, mailplan.source_counts, mailplan.claims;
+         ALTER TABLE mailplan.workers DROP COLUMN run, DROP COLUMN label;
          UPDATE mailplan.schema_version SET version = 1;
          INSERT INTO mailplan.issues (account, folder, uid, kind, detail)
            VALUES ('a@x', 'INBOX', 7, 'refused', 'NO too big')",

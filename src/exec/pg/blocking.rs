@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 
-use super::{PgError, PgStore, PgTarget};
+use super::{PgError, PgStore, PgTarget, WorkerRow};
 use crate::exec::store::{
     FolderRow, IssueRow, LockHolder, SourceCounts, StateError, StateStore, StepRecord, StepStatus,
 };
@@ -263,5 +263,9 @@ impl StateStore for BlockingPgStore {
 
     fn keep_source_counts(&self, account: &str, counts: &SourceCounts) -> Result<(), StateError> {
         self.call(self.store.keep_source_counts(account, counts))
+    }
+
+    fn workers(&self) -> Result<Vec<WorkerRow>, StateError> {
+        self.call(self.store.workers())
     }
 }

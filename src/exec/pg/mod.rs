@@ -56,7 +56,7 @@ use crate::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
 use crate::providers::imap::identity::MessageFacts;
 
 pub use blocking::BlockingPgStore;
-pub use leases::{Leased, WorkerId, WorkerRow};
+pub use leases::{Claim, Joined, Leased, WorkerId, WorkerRow};
 pub use target::{DEFAULT_SCHEMA, PgTarget, TlsMode, is_postgres_url};
 
 /// The errors of the `PostgreSQL` store. Every message names the store by its URL without the
@@ -115,6 +115,23 @@ pub enum PgError {
         what: String,
     },
     #[error(
+        "{workers} worker(s) of another version of this plan are running on {shown} \
+         ({difference}); this one was refused"
+    )]
+    #[diagnostic(
+        code(exec::state_plan_changed),
+        help(
+            "every worker of a shared run must run the same plan (and the same --only and \
+             --exclude): give this one the plan the others run, or let them finish (or stop \
+             them; their leases run out) and start again with the new plan"
+        )
+    )]
+    OtherPlanVersion {
+        shown: String,
+        workers: usize,
+        difference: String,
+    },
+    #[error(
         "the state store {shown} has schema version {found}, newer than this mailplan's \
          ({supported}); it was left untouched"
     )]
@@ -145,7 +162,7 @@ pub enum PgError {
 }
 
 /// The version this mailplan writes in `schema_version`: one per entry of `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// What `schema_version.application` says in a mailplan store.
 const APPLICATION: &str = "mailplan";
 /// `MIGRATIONS[v]` takes a store from version `v` to `v + 1` (0: an empty schema). Version 1:
@@ -155,6 +172,9 @@ const APPLICATION: &str = "mailplan";
 /// Version 2: what the `SQLite` store's versions 3 and 4 added: what names a message left out
 /// or refused (date, subject, Message-ID, size; the issues of an older store have none), and
 /// the source counts of a historical account in their own tables.
+/// Version 3: the claims of the `apply` workers of a shared run (one row per step taken: who
+/// holds it and until when, how often it was taken, by whom last, and how it ended in which
+/// run), and each worker's run.
 const MIGRATIONS: &[&str] = &[
     "
 CREATE TABLE schema_version (
@@ -193,6 +213,14 @@ CREATE TABLE source_counts (account TEXT PRIMARY KEY, counted_at BIGINT);
 CREATE TABLE source_folder_counts (
     account TEXT NOT NULL REFERENCES source_counts (account), folder TEXT NOT NULL,
     messages BIGINT NOT NULL, PRIMARY KEY (account, folder));
+",
+    "
+ALTER TABLE workers ADD COLUMN run BIGINT, ADD COLUMN label TEXT;
+CREATE TABLE claims (
+    key TEXT PRIMARY KEY, worker BIGINT REFERENCES workers (id) ON DELETE SET NULL,
+    lease_until TIMESTAMPTZ, taken BIGINT NOT NULL DEFAULT 0, taken_by TEXT, run BIGINT,
+    outcome TEXT);
+CREATE INDEX claims_workers ON claims (worker) WHERE worker IS NOT NULL;
 ",
 ];
 

@@ -38,7 +38,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::exec::pg::{BlockingPgStore, PgError, PgTarget, is_postgres_url};
+use crate::exec::pg::{BlockingPgStore, PgError, PgTarget, WorkerRow, is_postgres_url};
 use crate::graph::StepKind;
 use crate::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
 use crate::providers::imap::identity::MessageFacts;
@@ -223,6 +223,14 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// the source still held everything, is the one `verify` compares with (a run after the
     /// migration finds the source gone or emptied).
     fn keep_source_counts(&self, account: &str, counts: &SourceCounts) -> Result<(), StateError>;
+
+    // Workers of a shared run (a backend several `apply` processes share).
+
+    /// The workers registered in a shared run, oldest first, and the steps each holds; none
+    /// for a backend of one `apply` at a time.
+    fn workers(&self) -> Result<Vec<WorkerRow>, StateError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Messages per folder (by path) of a source mailbox.
