@@ -182,19 +182,35 @@ pub async fn apply(
             others: w.others,
         });
     }
-    // The heartbeat and the renewal of this worker's leases, while it runs.
+    let stop = CancellationToken::new();
+    let lost = Arc::new(AtomicBool::new(false));
+    // The heartbeat and the renewal of this worker's leases, while it runs. A worker that can
+    // no longer hold its leases (retired as dead by another, or the database unreachable for
+    // two thirds of a lease) stops at a safe point: its steps may be another worker's soon.
     let keeper = worker.clone().map(|w| {
+        let (stop, lost) = (stop.clone(), Arc::clone(&lost));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(w.renew_every());
             tick.tick().await;
+            let mut renewed = Instant::now();
             loop {
                 tick.tick().await;
-                let _ = w.keep_alive();
+                let held = match w.keep_alive() {
+                    Ok(true) => {
+                        renewed = Instant::now();
+                        true
+                    }
+                    Ok(false) => false,
+                    Err(_) => renewed.elapsed() < w.renew_every() * 2,
+                };
+                if !held {
+                    lost.store(true, Ordering::SeqCst);
+                    stop.cancel();
+                    break;
+                }
             }
         })
     });
-
-    let stop = CancellationToken::new();
     let signals = tokio::spawn(watch_interrupts(
         stop.clone(),
         Arc::clone(&printer),
@@ -516,6 +532,15 @@ pub async fn apply(
         }
     }
 
+    if lost.load(Ordering::SeqCst) {
+        printer.event(&Event::StepFailed {
+            key: "state",
+            error: "this worker could not renew its leases in time (retired as dead by another \
+                    worker, or the database out of reach); the run stops, another worker or the \
+                    next apply takes its steps over",
+        });
+        shared.state_failed.store(true, Ordering::SeqCst);
+    }
     let state_failed = shared.state_failed.load(Ordering::SeqCst);
     summary.interrupted = stop.is_cancelled() && !state_failed;
     summary.failed += usize::from(state_failed);

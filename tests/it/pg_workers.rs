@@ -321,3 +321,53 @@ fn b_pid(b: &Ended) -> String {
         .expect("a worker line")
         .to_owned()
 }
+
+/// A worker that finds itself retired as dead (its heartbeat was late, and another worker
+/// freed its steps) stops at a safe point with exit 1 rather than run a step another worker may
+/// hold now; the next `apply` finishes exactly.
+#[test]
+fn a_worker_retired_as_dead_stops_and_the_next_apply_finishes() {
+    let s = Sandbox::new();
+    Corpus::with_seed(300, 8).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    let slow = Proxy::start(
+        s.dovecot.imap_addr(),
+        Faults {
+            bandwidth: Some(200_000),
+            ..Faults::default()
+        },
+    );
+    let plan = s.plan("retired", Some(slow.addr()), "");
+    let plan = plan.to_str().expect("utf-8");
+    let pg = Postgres::shared();
+    let db = pg.database();
+    let url = pg.url(&db);
+    let logs = tempfile::tempdir().expect("tempdir");
+    let a = spawn(&s, &[], &["apply", plan, "--state", &url], logs.path(), "a");
+    wait_until(Duration::from_secs(60), "alice's copy under way", || {
+        pg.sql(
+            &db,
+            "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = 'mailplan'
+               AND tablename = 'folders'",
+        ) == "1"
+            && pg.sql(
+                &db,
+                "SELECT count(*) FROM mailplan.folders
+                 WHERE account = 'alice@old.example' AND copied > 0",
+            ) != "0"
+    });
+    // What another worker's join does to a worker without a recent heartbeat.
+    pg.sql(&db, "DELETE FROM mailplan.workers");
+    let a = finish(a, Duration::from_secs(120));
+    assert_eq!(a.code, Some(1), "{}", a.stderr);
+    assert!(
+        a.stderr.contains("could not renew its leases"),
+        "{}",
+        a.stderr
+    );
+    let out = s
+        .command(&["apply", plan, "--state", &url])
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(0), "{}", crate::text(&out));
+    crate::apply::assert_same(&s.source(), &s.target());
+}
