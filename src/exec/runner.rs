@@ -11,6 +11,10 @@
 //!   new); `verify` runs again only when the copy's progress moved.
 //! - The first interrupt stops new work and lets running copies reach a safe point; the second
 //!   exits at once. Either way the next `apply` resumes.
+//! - On `SQLite` one `apply` runs at a time (the run lock). On a `PostgreSQL` state this
+//!   `apply` is one worker of a shared run ([`crate::exec::worker`]): no lock; it claims each
+//!   ready step before running it, waits for (polls) the steps other workers hold, takes over
+//!   those whose lease ran out, and counts the steps that ended elsewhere as ended here.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 

@@ -1,5 +1,5 @@
 //! An `apply` on a shared (`PostgreSQL`) state is a worker of a run that any number of `apply`
-//! processes, on any machines, share ([`Worker`]): no run lock; it joins the run (refused when
+//! processes, on any machines, share (`Worker`): no run lock; it joins the run (refused when
 //! the live workers run another version of the plan), keeps itself alive, and claims each step
 //! before running it (see `exec::pg::leases` for what a claim guarantees). The runner calls it
 //! from its coordinator; on `SQLite` there is none and the run lock stays.
