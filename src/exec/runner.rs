@@ -220,7 +220,11 @@ pub async fn apply(
         Arc::clone(&printer),
         options.on_second_interrupt,
     ));
-    let slots = Slots::new(&plan, options.per_server);
+    let slots = match &worker {
+        // A shared run: the caps hold for all workers' connections together.
+        Some(w) => Slots::new(&plan, options.per_server).shared_with(Arc::clone(w)),
+        None => Slots::new(&plan, options.per_server),
+    };
     let shared = Arc::new(Shared {
         plan,
         credentials,

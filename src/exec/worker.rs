@@ -98,6 +98,25 @@ impl Worker {
         Ok(self.store.wait(self.store.inner().retire_worker(self.id))?)
     }
 
+    /// `n` of the slots all workers share on `server` (at most `cap` together), when free
+    /// now; given back when the returned value is dropped.
+    pub(crate) fn take_slots(
+        &self,
+        server: &str,
+        n: usize,
+        cap: usize,
+    ) -> Result<Option<SharedSlots>, StateError> {
+        let ids = self.store.wait(
+            self.store
+                .inner()
+                .take_slots(self.id, server, n, cap, self.lease),
+        )?;
+        Ok(ids.map(|ids| SharedSlots {
+            store: self.store.clone(),
+            ids,
+        }))
+    }
+
     /// How often the heartbeat and the renewals run.
     pub(crate) fn renew_every(&self) -> Duration {
         self.lease / 3
@@ -111,5 +130,23 @@ impl Worker {
     /// `host pid N`, as the records name this worker.
     pub(crate) fn label(&self) -> &str {
         &self.label
+    }
+}
+
+/// Connection slots held in the shared state (see [`Worker::take_slots`]); given back on drop,
+/// without waiting (a slot not given back goes with its worker's row).
+#[derive(Debug)]
+pub(crate) struct SharedSlots {
+    store: BlockingPgStore,
+    ids: Vec<i64>,
+}
+
+impl Drop for SharedSlots {
+    fn drop(&mut self) {
+        let ids = std::mem::take(&mut self.ids);
+        let store = self.store.clone();
+        self.store.spawn(async move {
+            let _ = store.inner().free_slots(&ids).await;
+        });
     }
 }

@@ -54,7 +54,7 @@ impl Sandbox {
     }
 
     /// [`Sandbox::plan`] with a proxy before the source too.
-    fn plan_via(
+    pub(crate) fn plan_via(
         &self,
         name: &str,
         source_addr: Option<std::net::SocketAddr>,

@@ -371,3 +371,53 @@ fn a_worker_retired_as_dead_stops_and_the_next_apply_finishes() {
     assert_eq!(out.status.code(), Some(0), "{}", crate::text(&out));
     crate::apply::assert_same(&s.source(), &s.target());
 }
+
+/// A server's `max-connections` holds for all workers together: three workers, each allowed
+/// four steps at once, never have more than three sessions logged in at once on the capped
+/// source (counted by the proxy in front of it).
+#[test]
+fn a_servers_max_connections_holds_across_three_workers() {
+    let s = Sandbox::new();
+    let names = ["bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
+    let (lines, envs) = s.more_accounts(&names, 52);
+    Corpus::with_seed(30, 53).seed(&s.dovecot, SOURCE.0, SOURCE.1);
+    // 10 ms away: each account's sessions last long enough to overlap the others'.
+    let proxy = Proxy::start(
+        s.dovecot.imap_addr(),
+        Faults::latency(Duration::from_millis(10)),
+    );
+    let plan = s.plan_via("capped", Some(proxy.addr()), None, &lines);
+    let written = std::fs::read_to_string(&plan).expect("plan");
+    let capped = written.replacen(
+        "allow-insecure: true }",
+        "allow-insecure: true, max-connections: 3 }",
+        1,
+    );
+    assert_ne!(capped, written);
+    std::fs::write(&plan, capped).expect("write the plan");
+    let plan = plan.to_str().expect("utf-8");
+    let pg = Postgres::shared();
+    let db = pg.database();
+    let url = pg.url(&db);
+    let logs = tempfile::tempdir().expect("tempdir");
+    let args = ["apply", plan, "--state", &url, "--parallelism", "4"];
+    let workers: Vec<Running> = ["a", "b", "c"]
+        .iter()
+        .map(|n| spawn(&s, &envs, &args, logs.path(), n))
+        .collect();
+    for w in workers {
+        let e = finish(w, Duration::from_secs(300));
+        assert_eq!(e.code, Some(0), "{}", e.stderr);
+    }
+    s.assert_accounts_copied(&names);
+    let peak = proxy.peak_sessions();
+    assert!(
+        (2..=3).contains(&peak),
+        "the source's sessions at once, all workers together: {peak}"
+    );
+    assert_eq!(
+        pg.sql(&db, "SELECT count(*) FROM mailplan.slots"),
+        "0",
+        "every slot given back"
+    );
+}

@@ -62,6 +62,13 @@ impl BlockingPgStore {
         self.runtime.wait(f)
     }
 
+    /// Run `f` on the store's runtime without waiting for it (a slot given back on drop).
+    pub fn spawn(&self, f: impl Future<Output = ()> + Send + 'static) {
+        if let Some(runtime) = &self.runtime.0 {
+            runtime.spawn(f);
+        }
+    }
+
     fn call<T: Send>(
         &self,
         f: impl Future<Output = Result<T, PgError>> + Send,

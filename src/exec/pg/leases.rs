@@ -424,6 +424,69 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// `n` connection slots on `server` for `worker`, when the live workers (a heartbeat within
+    /// `dead_after`) hold fewer than `cap - n + 1` there: the slots' ids, else `None` (try
+    /// again later). Checked and taken under an advisory lock of that server, so that two
+    /// workers never both take the last slot.
+    pub async fn take_slots(
+        &self,
+        worker: WorkerId,
+        server: &str,
+        n: usize,
+        cap: usize,
+        dead_after: Duration,
+    ) -> Result<Option<Vec<i64>>, PgError> {
+        let mut client = self.connect().await?;
+        let tx = client.transaction().await.map_err(|e| self.error(&e))?;
+        let e = |e: tokio_postgres::Error| self.error(&e);
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('mailplan slots ' || current_schema()
+               || ' ' || $1::text))",
+            &[&server],
+        )
+        .await
+        .map_err(e)?;
+        let held: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM slots s JOIN workers w ON w.id = s.worker
+                 WHERE s.server = $1
+                   AND w.heartbeat >= clock_timestamp() - $2 * interval '1 millisecond'",
+                &[&server, &millis(dead_after)],
+            )
+            .await
+            .map_err(e)?
+            .get(0);
+        let (n, cap) = (
+            i64::try_from(n).unwrap_or(i64::MAX),
+            i64::try_from(cap).unwrap_or(i64::MAX),
+        );
+        if held + n > cap {
+            return Ok(None);
+        }
+        let ids = tx
+            .query(
+                "INSERT INTO slots (server, worker) SELECT $1, $2 FROM generate_series(1, $3::bigint)
+                 RETURNING id",
+                &[&server, &worker.0, &n],
+            )
+            .await
+            .map_err(e)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.commit().await.map_err(e)?;
+        Ok(Some(ids))
+    }
+
+    /// Give back slots taken with [`PgStore::take_slots`].
+    pub async fn free_slots(&self, ids: &[i64]) -> Result<(), PgError> {
+        self.execute("DELETE FROM slots WHERE id = ANY($1)", &[&ids])
+            .await
+            .map(drop)
+    }
+}
+
 /// What differs between the running workers' plan (`theirs`) and this one's (`ours`), by step.
 fn difference(theirs: &BTreeMap<String, String>, ours: &BTreeMap<String, String>) -> String {
     let list = |keys: Vec<&String>| {

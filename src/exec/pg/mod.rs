@@ -174,7 +174,7 @@ const APPLICATION: &str = "mailplan";
 /// the source counts of a historical account in their own tables.
 /// Version 3: the claims of the `apply` workers of a shared run (one row per step taken: who
 /// holds it and until when, how often it was taken, by whom last, and how it ended in which
-/// run), and each worker's run.
+/// run), each worker's run, and the IMAP connection slots each worker holds (one row each).
 const MIGRATIONS: &[&str] = &[
     "
 CREATE TABLE schema_version (
@@ -221,6 +221,10 @@ CREATE TABLE claims (
     lease_until TIMESTAMPTZ, taken BIGINT NOT NULL DEFAULT 0, taken_by TEXT, run BIGINT,
     outcome TEXT);
 CREATE INDEX claims_workers ON claims (worker) WHERE worker IS NOT NULL;
+CREATE TABLE slots (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, server TEXT NOT NULL,
+    worker BIGINT NOT NULL REFERENCES workers (id) ON DELETE CASCADE);
+CREATE INDEX slots_servers ON slots (server);
 ",
 ];
 
