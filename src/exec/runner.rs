@@ -38,7 +38,7 @@ use crate::exec::slots::Slots;
 use crate::exec::step::{Ended, Retrying, Shared, StepOutcome, StepTask, step_key};
 use crate::exec::steps::{announced, run_step};
 use crate::exec::store::{StateError, StateLocation, StateStore, StepStatus};
-use crate::exec::worker::Worker;
+use crate::exec::worker::{SharedOvhPace, Worker};
 use crate::graph::Subject;
 use crate::graph::{ReadyQueue, StepGraph, StepId, StepKind};
 use crate::plan::model::{Flow, Plan};
@@ -83,11 +83,18 @@ async fn ovh_preflight(
     options: &ApplyOptions,
     credentials: &[Credentials],
     printer: &dyn Sink,
+    shared: Option<&BlockingPgStore>,
 ) -> Result<Option<ovh::Ovh>, Error> {
     if plan.accounts.iter().all(|a| a.flow == Flow::ImapToImap) {
         return Ok(None);
     }
     let ovh_side = ovh::Ovh::connect(plan, options.ovh_requests_per_minute)?;
+    // A worker of a shared run: the pace holds for all workers together, the preflight's
+    // requests included.
+    if let Some(pace) = shared.and_then(|s| SharedOvhPace::new(s, options.ovh_requests_per_minute))
+    {
+        ovh_side.client.share_pace(Arc::new(pace));
+    }
     let store = super::store::open_read_only(&options.state, &plan.name)?;
     let done = |kind: StepKind, who: &str| {
         store
@@ -127,7 +134,14 @@ pub async fn apply(
 ) -> Result<RunSummary, Error> {
     let credentials = resolve_credentials(&plan)?;
     let graph = Arc::new(StepGraph::build(&plan));
-    let ovh_side = ovh_preflight(&plan, options, &credentials, &printer).await?;
+    // A shared state is opened first: the OVH pace its workers share starts with the preflight.
+    let pg = match (options.mode, &options.state) {
+        (RunMode::Real, StateLocation::Postgres(target)) => {
+            Some(BlockingPgStore::open(target, &plan.name).map_err(StateError::from)?)
+        }
+        _ => None,
+    };
+    let ovh_side = ovh_preflight(&plan, options, &credentials, &printer, pg.as_ref()).await?;
     let fps = fingerprints(&plan, &graph);
     let pid = std::process::id();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
@@ -147,10 +161,9 @@ pub async fn apply(
         hex(&h.finalize()[..12])
     };
 
-    let (store, worker) = match (options.mode, &options.state) {
-        (RunMode::Real, StateLocation::Postgres(target)) => {
+    let (store, worker) = match (options.mode, pg) {
+        (RunMode::Real, Some(pg)) => {
             // A shared state: this `apply` is one worker of the run; no run lock.
-            let pg = BlockingPgStore::open(target, &plan.name).map_err(StateError::from)?;
             let steps: BTreeMap<String, String> =
                 keys.iter().cloned().zip(fps.iter().cloned()).collect();
             let worker = Worker::join(&pg, &host, pid, &plan_fingerprint, &steps)?;
@@ -159,7 +172,7 @@ pub async fn apply(
                 Some(Arc::new(worker)),
             )
         }
-        (RunMode::Real, StateLocation::File(_)) => {
+        (RunMode::Real, None) => {
             let s = super::store::open(&options.state, &plan.name)?;
             s.lock(&host, pid, options.break_lock)?;
             s.set_meta("plan_fingerprint", &plan_fingerprint)?;

@@ -150,3 +150,29 @@ impl Drop for SharedSlots {
         });
     }
 }
+
+/// The OVH request pace shared by the workers of a run: one request every `60 / rate` seconds,
+/// all workers together (`--ovh-requests-per-minute`), reserved in the state store.
+#[derive(Debug)]
+pub(crate) struct SharedOvhPace {
+    store: BlockingPgStore,
+    interval: Duration,
+}
+
+impl SharedOvhPace {
+    /// `None` when there is no limit (`per_minute` 0).
+    pub(crate) fn new(store: &BlockingPgStore, per_minute: u32) -> Option<SharedOvhPace> {
+        (per_minute > 0).then(|| SharedOvhPace {
+            store: store.clone(),
+            interval: Duration::from_secs(60) / per_minute,
+        })
+    }
+}
+
+impl crate::providers::ovh::SharedPace for SharedOvhPace {
+    fn reserve(&self) -> Duration {
+        self.store
+            .wait(self.store.inner().reserve_turn("ovh", self.interval))
+            .unwrap_or(Duration::ZERO)
+    }
+}

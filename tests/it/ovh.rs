@@ -1125,3 +1125,51 @@ fn two_workers_on_a_shared_state_send_every_mutating_request_once() {
         7
     );
 }
+
+/// The OVH request pace holds for the workers of a shared run together: two workers allowed 300
+/// requests a minute (one every 200 ms) never send more than that together, as the simulator's
+/// clock of the requests shows (a margin of two for the jitter between a turn and its send).
+#[test]
+fn two_workers_share_the_ovh_request_pace() {
+    use crate::support::postgres::Postgres;
+    let w = World::new("");
+    let plan = w.plan("");
+    let plan = plan.to_str().expect("utf-8");
+    let pg = Postgres::shared();
+    let db = pg.database();
+    let url = pg.url(&db);
+    let workers: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            // `command` adds a fast pace to an `apply` given first: this one sets its own.
+            w.command(&[])
+                .args(["apply", plan, "--state", &url, "--parallelism", "1"])
+                .args(["--ovh-requests-per-minute", "300"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn apply")
+        })
+        .collect();
+    for c in workers {
+        let out = c.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    let mut at: Vec<std::time::SystemTime> = w.sim.requests().iter().map(|r| r.at).collect();
+    at.sort();
+    let window = std::time::Duration::from_secs(1);
+    let busiest = (0..at.len())
+        .map(|i| {
+            at[i..]
+                .iter()
+                .take_while(|t| t.duration_since(at[i]).unwrap_or_default() < window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    eprintln!("{} requests, at most {busiest} in a second", at.len());
+    assert!(at.len() > 20, "too few requests to tell: {}", at.len());
+    assert!(
+        busiest <= 5 + 2,
+        "{busiest} requests in one second, two workers at 300 a minute together"
+    );
+}

@@ -479,6 +479,24 @@ impl PgStore {
         Ok(Some(ids))
     }
 
+    /// Reserve the next turn of the pace `name` (one request every `interval`, all workers
+    /// together, by the database's clock): how long until it comes.
+    pub async fn reserve_turn(&self, name: &str, interval: Duration) -> Result<Duration, PgError> {
+        let rows = self
+            .query(
+                "INSERT INTO pace (name, next_at)
+                   VALUES ($1, clock_timestamp() + $2 * interval '1 millisecond')
+                 ON CONFLICT (name) DO UPDATE SET next_at =
+                   GREATEST(pace.next_at, clock_timestamp()) + $2 * interval '1 millisecond'
+                 RETURNING GREATEST(0, extract(epoch FROM (next_at - $2 * interval
+                   '1 millisecond' - clock_timestamp())) * 1000)::float8",
+                &[&name, &millis(interval)],
+            )
+            .await?;
+        let wait: f64 = rows.first().map_or(0.0, |r| r.get(0));
+        Ok(Duration::from_secs_f64(wait / 1000.0))
+    }
+
     /// Give back slots taken with [`PgStore::take_slots`].
     pub async fn free_slots(&self, ids: &[i64]) -> Result<(), PgError> {
         self.execute("DELETE FROM slots WHERE id = ANY($1)", &[&ids])

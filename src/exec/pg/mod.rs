@@ -174,7 +174,8 @@ const APPLICATION: &str = "mailplan";
 /// the source counts of a historical account in their own tables.
 /// Version 3: the claims of the `apply` workers of a shared run (one row per step taken: who
 /// holds it and until when, how often it was taken, by whom last, and how it ended in which
-/// run), each worker's run, and the IMAP connection slots each worker holds (one row each).
+/// run), each worker's run, the IMAP connection slots each worker holds (one row each), and the
+/// next turn of a request pace all workers share (the OVH API's).
 const MIGRATIONS: &[&str] = &[
     "
 CREATE TABLE schema_version (
@@ -225,6 +226,7 @@ CREATE TABLE slots (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, server TEXT NOT NULL,
     worker BIGINT NOT NULL REFERENCES workers (id) ON DELETE CASCADE);
 CREATE INDEX slots_servers ON slots (server);
+CREATE TABLE pace (name TEXT PRIMARY KEY, next_at TIMESTAMPTZ NOT NULL);
 ",
 ];
 
