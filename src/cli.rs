@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::exec::runner::{ApplyOptions, RunSummary};
 use crate::exec::snapshot;
+use crate::exec::store::StateLocation;
 use crate::graph::StepGraph;
 use crate::plan::diag::{Code, Diagnostic, Diagnostics};
 use crate::plan::model::Plan;
@@ -241,19 +242,37 @@ pub enum OvhCommand {
     },
 }
 
-/// `--state PATH`, shared by the commands that read or write a run's state.
+/// `--state PATH|URL`, shared by the commands that read or write a run's state.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StateArg {
-    /// The state store (default: `.mailplan/<plan name>.db` beside the plan).
-    #[arg(long = "state", value_name = "PATH")]
+    /// The state store: a file (default: `.mailplan/<plan name>.db` beside the plan), or a
+    /// `PostgreSQL` database several machines share, `postgres://USER@HOST:PORT/DB?sslmode=…`
+    /// (the libpq variables PGHOST, PGUSER, PGPASSWORD, … fill what it leaves out). Default:
+    /// `$MAILPLAN_STATE` when set.
+    #[arg(long = "state", value_name = "PATH|URL")]
     pub path: Option<PathBuf>,
 }
 
+/// The variable read when `--state` is not given.
+const STATE_VARIABLE: &str = "MAILPLAN_STATE";
+
 impl StateArg {
-    fn resolve(&self, plan: &Plan, plan_path: &Path) -> PathBuf {
-        self.path
-            .clone()
-            .unwrap_or_else(|| crate::exec::store::default_path(plan_path, &plan.name))
+    /// Where the state is: `--state`, else `$MAILPLAN_STATE`, else the default file beside the
+    /// plan. A URL stays a URL (never a path beside the plan); one that cannot be read is an
+    /// error printed without its password, exit 2.
+    fn resolve(&self, plan: &Plan, plan_path: &Path, color: bool) -> Result<StateLocation, u8> {
+        let given = self.path.clone().or_else(|| {
+            std::env::var_os(STATE_VARIABLE)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        match given {
+            Some(value) => StateLocation::parse(&value)
+                .map_err(|e| print_error(&e, color, Exit::Invalid.code())),
+            None => Ok(StateLocation::File(crate::exec::store::default_path(
+                plan_path, &plan.name,
+            ))),
+        }
     }
 }
 
@@ -432,8 +451,12 @@ pub fn run() -> u8 {
                         return code;
                     }
                     let plan = loaded.plan;
+                    let state = match state.resolve(&plan, &path, color) {
+                        Ok(state) => state,
+                        Err(code) => return code,
+                    };
                     let options = ApplyOptions {
-                        state_path: state.resolve(&plan, &path),
+                        state,
                         parallelism: usize::from(parallelism),
                         per_server: max_connections_per_server.map(usize::from),
                         connections: usize::from(connections_per_account),
@@ -465,12 +488,15 @@ pub fn run() -> u8 {
             state,
             format,
         } => match load_shown(&path, roots, color, detail, Secrets::Unused) {
-            Ok(plan) => match snapshot::read(&plan, &state.resolve(&plan, &path)) {
+            Ok(plan) => match state.resolve(&plan, &path, color).and_then(|state| {
+                snapshot::read(&plan, &state)
+                    .map_err(|e| print_error(&e, color, Exit::Invalid.code()))
+            }) {
                 Ok(s) => {
                     let _ = crate::report::run::render_status(&s, format, &mut io::stdout().lock());
                     s.exit_code()
                 }
-                Err(e) => print_error(&e, color, Exit::Invalid.code()),
+                Err(code) => code,
             },
             Err(code) => code,
         },
@@ -479,12 +505,15 @@ pub fn run() -> u8 {
             state,
             format,
         } => match load_shown(&path, roots, color, detail, Secrets::Unused) {
-            Ok(plan) => match snapshot::read(&plan, &state.resolve(&plan, &path)) {
+            Ok(plan) => match state.resolve(&plan, &path, color).and_then(|state| {
+                snapshot::read(&plan, &state)
+                    .map_err(|e| print_error(&e, color, Exit::Invalid.code()))
+            }) {
                 Ok(s) => {
                     let _ = crate::report::run::render_report(&s, format, &mut io::stdout().lock());
                     0
                 }
-                Err(e) => print_error(&e, color, Exit::Invalid.code()),
+                Err(code) => code,
             },
             Err(code) => code,
         },

@@ -35,6 +35,12 @@ pub enum Event<'a> {
         dry_run: bool,
         state: &'a str,
     },
+    /// This `apply` joined a shared run as a worker (`host pid N`), with `others` workers
+    /// already in it.
+    Worker {
+        worker: &'a str,
+        others: usize,
+    },
     /// A step begins; `why` says why a step that ran before runs again.
     StepStarted {
         key: &'a str,

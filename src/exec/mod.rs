@@ -3,7 +3,7 @@
 //! `fingerprint`s, the copy's view of the store in `ledger`, resolved `credentials`; the run's
 //! [`Error`]), the events it emits to an [`events::Sink`] (rendered by [`crate::report`]), the
 //! state store that makes runs resumable ([`store`]; [`pg`] keeps the same records in
-//! `PostgreSQL`), secret resolution ([`secrets`]) and the
+//! `PostgreSQL`, where each `apply` is a [`worker`] of a shared run), secret resolution ([`secrets`]) and the
 //! bounded reading of the files a plan names ([`files`]). With [`crate::providers`], the only
 //! code that does I/O; none of it prints.
 
@@ -26,5 +26,6 @@ pub mod snapshot;
 mod step;
 mod steps;
 pub mod store;
+pub mod worker;
 
 pub use error::Error;

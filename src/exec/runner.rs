@@ -12,10 +12,13 @@
 //! - The first interrupt stops new work and lets running copies reach a safe point; the second
 //!   exits at once, and so does a run whose IMAP connections move no byte for [`STALLED`] after
 //!   the first (servers that stopped answering). Either way the next `apply` resumes.
+//! - On `SQLite` one `apply` runs at a time (the run lock). On a `PostgreSQL` state this
+//!   `apply` is one worker of a shared run ([`crate::exec::worker`]): no lock; it claims each
+//!   ready step before running it, waits for (polls) the steps other workers hold, takes over
+//!   those whose lease ran out, and counts the steps that ended elsewhere as ended here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,10 +34,12 @@ use crate::exec::credentials::{Credentials, resolve_credentials};
 use crate::exec::events::{Event, Sink};
 use crate::exec::fingerprint::{Dirty, Freshness, fingerprints, freshness, hex, progress_mark};
 use crate::exec::ovh;
+use crate::exec::pg::{BlockingPgStore, Claim};
 use crate::exec::slots::Slots;
 use crate::exec::step::{Ended, Retrying, Shared, StepOutcome, StepTask, step_key};
 use crate::exec::steps::{announced, run_step};
-use crate::exec::store::{StateError, StateStore, StepStatus};
+use crate::exec::store::{StateError, StateLocation, StateStore, StepStatus};
+use crate::exec::worker::{SharedOvhPace, Worker};
 use crate::graph::Subject;
 use crate::graph::{ReadyQueue, StepGraph, StepId, StepKind};
 use crate::plan::model::{Flow, Plan};
@@ -44,7 +49,8 @@ use crate::providers::imap::{self, copy};
 /// How `apply` runs.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    pub state_path: PathBuf,
+    /// Where the state is (`--state`).
+    pub state: StateLocation,
     pub parallelism: usize,
     /// `--max-connections-per-server` when given: the default cap, and a limit on every server's.
     pub per_server: Option<usize>,
@@ -78,12 +84,19 @@ async fn ovh_preflight(
     options: &ApplyOptions,
     credentials: &[Credentials],
     printer: &dyn Sink,
+    shared: Option<&BlockingPgStore>,
 ) -> Result<Option<ovh::Ovh>, Error> {
     if plan.accounts.iter().all(|a| a.flow == Flow::ImapToImap) {
         return Ok(None);
     }
     let ovh_side = ovh::Ovh::connect(plan, options.ovh_requests_per_minute)?;
-    let store = super::store::open_read_only(&options.state_path, &plan.name)?;
+    // A worker of a shared run: the pace holds for all workers together, the preflight's
+    // requests included.
+    if let Some(pace) = shared.and_then(|s| SharedOvhPace::new(s, options.ovh_requests_per_minute))
+    {
+        ovh_side.client.share_pace(Arc::new(pace));
+    }
+    let store = super::store::open_read_only(&options.state, &plan.name)?;
     let done = |kind: StepKind, who: &str| {
         store
             .as_ref()
@@ -122,46 +135,106 @@ pub async fn apply(
 ) -> Result<RunSummary, Error> {
     let credentials = resolve_credentials(&plan)?;
     let graph = Arc::new(StepGraph::build(&plan));
-    let ovh_side = ovh_preflight(&plan, options, &credentials, &printer).await?;
+    // A shared state is opened first: the OVH pace its workers share starts with the preflight.
+    let pg = match (options.mode, &options.state) {
+        (RunMode::Real, StateLocation::Postgres(target)) => {
+            Some(BlockingPgStore::open(target, &plan.name).map_err(StateError::from)?)
+        }
+        _ => None,
+    };
+    let ovh_side = ovh_preflight(&plan, options, &credentials, &printer, pg.as_ref()).await?;
     let fps = fingerprints(&plan, &graph);
     let pid = std::process::id();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
 
-    let store = match options.mode {
-        RunMode::Real => {
-            let s = super::store::open(&options.state_path, &plan.name)?;
-            s.lock(&host, pid, options.break_lock)?;
-            Some(s)
-        }
-        RunMode::DryRun => super::store::open_read_only(&options.state_path, &plan.name)?,
-    };
-    if let Some(s) = store.as_ref().filter(|_| options.mode == RunMode::Real) {
-        // The plan as a whole: a changed plan is visible in `status --format json`.
+    let keys: Vec<String> = graph.ids().map(|id| step_key(&plan, &graph, id)).collect();
+    // The plan as a whole: a changed plan is visible in `status --format json`, and the
+    // workers of a shared run must all run the same one.
+    let plan_fingerprint = {
         let mut h = Sha256::new();
         for fp in &fps {
             h.update(fp);
         }
-        s.set_meta("plan_fingerprint", &hex(&h.finalize()[..12]))?;
-        s.set_meta("plan_name", &plan.name)?;
-    }
+        hex(&h.finalize()[..12])
+    };
+
+    let (store, worker) = match (options.mode, pg) {
+        (RunMode::Real, Some(pg)) => {
+            // A shared state: this `apply` is one worker of the run; no run lock.
+            let steps: BTreeMap<String, String> =
+                keys.iter().cloned().zip(fps.iter().cloned()).collect();
+            let worker = Worker::join(&pg, &host, pid, &plan_fingerprint, &steps)?;
+            (
+                Some(Box::new(pg) as Box<dyn StateStore>),
+                Some(Arc::new(worker)),
+            )
+        }
+        (RunMode::Real, None) => {
+            let s = super::store::open(&options.state, &plan.name)?;
+            s.lock(&host, pid, options.break_lock)?;
+            s.set_meta("plan_fingerprint", &plan_fingerprint)?;
+            s.set_meta("plan_name", &plan.name)?;
+            (Some(s), None)
+        }
+        (RunMode::DryRun, _) => (
+            super::store::open_read_only(&options.state, &plan.name)?,
+            None,
+        ),
+    };
     let store: Option<Arc<dyn StateStore>> = store.map(Arc::from);
     let dry = options.mode == RunMode::DryRun;
-    let state_display = options.state_path.display().to_string();
+    let state_display = options.state.to_string();
     printer.event(&Event::Started {
         plan: &plan.name,
         steps: graph.len(),
         dry_run: dry,
         state: &state_display,
     });
-
+    if let Some(w) = &worker {
+        printer.event(&Event::Worker {
+            worker: w.label(),
+            others: w.others,
+        });
+    }
     let stop = CancellationToken::new();
+    let lost = Arc::new(AtomicBool::new(false));
+    // The heartbeat and the renewal of this worker's leases, while it runs. A worker that can
+    // no longer hold its leases (retired as dead by another, or the database unreachable for
+    // two thirds of a lease) stops at a safe point: its steps may be another worker's soon.
+    let keeper = worker.clone().map(|w| {
+        let (stop, lost) = (stop.clone(), Arc::clone(&lost));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(w.renew_every());
+            tick.tick().await;
+            let mut renewed = Instant::now();
+            loop {
+                tick.tick().await;
+                let held = match w.keep_alive() {
+                    Ok(true) => {
+                        renewed = Instant::now();
+                        true
+                    }
+                    Ok(false) => false,
+                    Err(_) => renewed.elapsed() < w.renew_every() * 2,
+                };
+                if !held {
+                    lost.store(true, Ordering::SeqCst);
+                    stop.cancel();
+                    break;
+                }
+            }
+        })
+    });
     let signals = tokio::spawn(watch_interrupts(
         stop.clone(),
         Arc::clone(&printer),
         options.on_second_interrupt,
     ));
-    let keys: Vec<String> = graph.ids().map(|id| step_key(&plan, &graph, id)).collect();
-    let slots = Slots::new(&plan, options.per_server);
+    let slots = match &worker {
+        // A shared run: the caps hold for all workers' connections together.
+        Some(w) => Slots::new(&plan, options.per_server).shared_with(Arc::clone(w)),
+        None => Slots::new(&plan, options.per_server),
+    };
     let shared = Arc::new(Shared {
         plan,
         credentials,
@@ -182,24 +255,113 @@ pub async fn apply(
     let mut running: JoinSet<(StepId, StepOutcome, Duration)> = JoinSet::new();
     let (retries, mut retrying) = mpsc::unbounded_channel::<Retrying>();
     // Whether the write went through (or there is nothing to write to).
+    let fail_state = |e: &StateError| {
+        shared.state_failed.store(true, Ordering::SeqCst);
+        shared.stop.cancel();
+        printer.event(&Event::StepFailed {
+            key: "state",
+            error: &format!("{e}; the run stops"),
+        });
+    };
     let with_store = |f: &dyn Fn(&dyn StateStore) -> Result<(), StateError>| -> bool {
         if let (Some(s), false) = (&store, dry)
             && let Err(e) = f(s.as_ref())
         {
-            shared.state_failed.store(true, Ordering::SeqCst);
-            shared.stop.cancel();
-            printer.event(&Event::StepFailed {
-                key: "state",
-                error: &format!("{e}; the run stops"),
-            });
+            fail_state(&e);
             return false;
         }
         true
     };
 
+    // A shared run: steps another worker holds (looked at again every `poll_every`), and
+    // those taken back from that list, ready to run here.
+    let mut elsewhere: BTreeSet<StepId> = BTreeSet::new();
+    let mut taken: VecDeque<StepId> = VecDeque::new();
+    // Only a worker's claims: the outcome of `key` in this run (`None`: it may run again).
+    let end_claim = |key: &str, outcome: Option<&str>| {
+        if let Some(w) = &worker
+            && let Err(e) = w.end(key, outcome)
+        {
+            fail_state(&e);
+        }
+    };
+
+    let mut polled = Instant::now();
     loop {
+        if let Some(w) = &worker
+            && !stop.is_cancelled()
+            && !elsewhere.is_empty()
+            && polled.elapsed() >= w.poll_every()
+        {
+            polled = Instant::now();
+            // Steps held elsewhere: taken over when their holder's lease ran out, finished
+            // here when they ended there.
+            for id in elsewhere.clone() {
+                let key = &keys[id.index()];
+                match w.claim(key) {
+                    Ok(Claim::Held) => {}
+                    Ok(Claim::Taken) => {
+                        elsewhere.remove(&id);
+                        taken.push_back(id);
+                    }
+                    Ok(Claim::Ended(outcome)) => {
+                        elsewhere.remove(&id);
+                        ended_elsewhere(
+                            &mut queue,
+                            id,
+                            key,
+                            &outcome,
+                            &keys,
+                            &graph,
+                            &fps,
+                            &shared,
+                            &mut summary,
+                            &with_store,
+                        );
+                    }
+                    Err(e) => {
+                        fail_state(&e);
+                        break;
+                    }
+                }
+            }
+        }
         while running.len() < options.parallelism.max(1) && !stop.is_cancelled() {
-            let Some(id) = queue.next_ready() else { break };
+            let id = if let Some(id) = taken.pop_front() {
+                id
+            } else {
+                let Some(id) = queue.next_ready() else { break };
+                if let Some(w) = &worker {
+                    let key = &keys[id.index()];
+                    match w.claim(key) {
+                        Ok(Claim::Taken) => {}
+                        Ok(Claim::Held) => {
+                            elsewhere.insert(id);
+                            continue;
+                        }
+                        Ok(Claim::Ended(outcome)) => {
+                            ended_elsewhere(
+                                &mut queue,
+                                id,
+                                key,
+                                &outcome,
+                                &keys,
+                                &graph,
+                                &fps,
+                                &shared,
+                                &mut summary,
+                                &with_store,
+                            );
+                            continue;
+                        }
+                        Err(e) => {
+                            fail_state(&e);
+                            break;
+                        }
+                    }
+                }
+                id
+            };
             let key = &keys[id.index()];
             let next = graph.step(id).clone();
             let account = next
@@ -234,6 +396,7 @@ pub async fn apply(
                     key,
                     error: &reason,
                 });
+                end_claim(key, Some(StepStatus::Failed.as_str()));
                 summary.failed += 1;
                 skip_dependents(
                     &mut queue,
@@ -256,6 +419,7 @@ pub async fn apply(
                     "done, unchanged"
                 };
                 printer.event(&Event::StepUnchanged { key, why });
+                end_claim(key, Some(StepStatus::Done.as_str()));
                 summary.done += 1;
                 queue.finish(id);
                 continue;
@@ -269,12 +433,14 @@ pub async fn apply(
                     s.step_started(key, None, next.kind, &fp)?;
                     s.step_finished(key, StepStatus::Done, Some(0), None, None)
                 });
+                end_claim(key, Some(StepStatus::Done.as_str()));
                 summary.done += 1;
                 queue.finish(id);
                 continue;
             }
             // A step whose start cannot be recorded does not start.
             if !with_store(&|s| s.step_started(key, account.as_deref(), next.kind, &fp)) {
+                end_claim(key, None);
                 continue;
             }
             printer.event(&Event::StepStarted { key, why });
@@ -293,6 +459,17 @@ pub async fn apply(
                 (id, outcome, started.elapsed())
             });
         }
+        // A worker with nothing to run but steps held elsewhere waits for them.
+        let poll = worker
+            .as_ref()
+            .map_or(Duration::from_secs(1), |w| w.poll_every());
+        if running.is_empty() && !elsewhere.is_empty() && !stop.is_cancelled() {
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                () = stop.cancelled() => {}
+            }
+            continue;
+        }
         // What running steps report comes first: a step sends its retries before it ends.
         let joined = tokio::select! {
             biased;
@@ -308,6 +485,7 @@ pub async fn apply(
                 continue;
             }
             joined = running.join_next() => joined,
+            () = tokio::time::sleep(poll), if !elsewhere.is_empty() => continue,
         };
         let Some(joined) = joined else {
             break;
@@ -332,6 +510,14 @@ pub async fn apply(
         // The error column holds why a step failed; a done step's summary is only shown.
         let error = (status == Ended::Failed).then_some(outcome.summary.as_str());
         with_store(&|s| s.step_finished(key, status.recorded(), Some(ms), output, error));
+        end_claim(
+            key,
+            match status {
+                Ended::Done => Some(StepStatus::Done.as_str()),
+                Ended::Failed => Some(StepStatus::Failed.as_str()),
+                Ended::Interrupted => None,
+            },
+        );
         match status {
             Ended::Done => {
                 printer.event(&Event::StepDone {
@@ -364,13 +550,32 @@ pub async fn apply(
         }
     }
 
+    if lost.load(Ordering::SeqCst) {
+        printer.event(&Event::StepFailed {
+            key: "state",
+            error: "this worker could not renew its leases in time (retired as dead by another \
+                    worker, or the database out of reach); the run stops, another worker or the \
+                    next apply takes its steps over",
+        });
+        shared.state_failed.store(true, Ordering::SeqCst);
+    }
     let state_failed = shared.state_failed.load(Ordering::SeqCst);
     summary.interrupted = stop.is_cancelled() && !state_failed;
     summary.failed += usize::from(state_failed);
     signals.abort();
+    if let Some(keeper) = keeper {
+        keeper.abort();
+    }
     if let (Some(s), false) = (&store, dry) {
         let _ = s.set_meta("last_run", &super::store::timestamp(super::store::now()));
-        let _ = s.unlock(pid);
+        match &worker {
+            Some(w) => {
+                let _ = w.retire();
+            }
+            None => {
+                let _ = s.unlock(pid);
+            }
+        }
     }
     printer.event(&Event::Finished {
         done: summary.done,
@@ -413,6 +618,40 @@ fn skip_dependents(
             because: &because,
         });
         summary.skipped += 1;
+    }
+}
+
+/// A step that ended in this run in another worker's hands: done, its dependents become
+/// ready here; failed, they are skipped here too.
+#[allow(clippy::too_many_arguments)]
+fn ended_elsewhere(
+    queue: &mut ReadyQueue<'_>,
+    id: StepId,
+    key: &str,
+    outcome: &str,
+    keys: &[String],
+    graph: &StepGraph,
+    fps: &[String],
+    shared: &Shared,
+    summary: &mut RunSummary,
+    with_store: WithStore<'_>,
+) {
+    if outcome == StepStatus::Done.as_str() {
+        shared.printer.event(&Event::StepUnchanged {
+            key,
+            why: "done by another worker",
+        });
+        summary.done += 1;
+        queue.finish(id);
+    } else {
+        shared.printer.event(&Event::StepFailed {
+            key,
+            error: &format!("{outcome} in another worker"),
+        });
+        summary.failed += 1;
+        skip_dependents(
+            queue, id, key, keys, graph, fps, shared, summary, with_store,
+        );
     }
 }
 

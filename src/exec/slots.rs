@@ -2,12 +2,16 @@
 //! ([`server_caps`]: the plan's `max-connections`, the command line's, or
 //! [`DEFAULT_PER_SERVER`]). A copy takes a source and a target slot without deadlock
 //! ([`Slots::pair`]); extra pairs only take free slots ([`Slots::try_slot`]).
+//! On a shared (`PostgreSQL`) state the cap holds for all workers together: a slot is also
+//! taken in the database ([`Slots::shared_with`]), waited for by polling, in the same order.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::exec::worker::{SharedSlots, Worker};
 use crate::plan::model::{ImapServer, Plan};
 use crate::providers::imap::connect::server_name;
 
@@ -44,7 +48,19 @@ pub(crate) struct Slots {
     caps: HashMap<String, usize>,
     /// The cap of a server the plan does not name (none: every server is some platform's).
     per_server: usize,
+    /// A worker of a shared run: the caps count every worker's connections.
+    shared: Option<Arc<Worker>>,
 }
+
+/// A held connection slot (or two on one server); given back on drop.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    _local: OwnedSemaphorePermit,
+    _shared: Option<SharedSlots>,
+}
+
+/// How often a worker asks again for a slot all workers' connections fill.
+const SHARED_POLL: Duration = Duration::from_millis(100);
 
 /// A slot could not be had: the run is shutting its slots down (never while steps run).
 #[derive(Debug, thiserror::Error)]
@@ -58,24 +74,52 @@ impl Slots {
             servers: Mutex::new(HashMap::new()),
             caps: server_caps(plan, flag),
             per_server: flag.unwrap_or(DEFAULT_PER_SERVER).max(2),
+            shared: None,
+        }
+    }
+
+    /// The caps hold for every worker of `worker`'s shared run together.
+    pub(crate) fn shared_with(mut self, worker: Arc<Worker>) -> Self {
+        self.shared = Some(worker);
+        self
+    }
+
+    fn cap(&self, name: &str) -> usize {
+        self.caps.get(name).copied().unwrap_or(self.per_server)
+    }
+
+    /// `n` slots on `name` in the shared state, waiting until they are free; none to take
+    /// outside a shared run.
+    async fn shared(&self, name: &str, n: usize) -> Result<Option<SharedSlots>, SlotError> {
+        let Some(worker) = &self.shared else {
+            return Ok(None);
+        };
+        loop {
+            match worker.take_slots(name, n, self.cap(name)) {
+                Ok(Some(slots)) => return Ok(Some(slots)),
+                Ok(None) => tokio::time::sleep(SHARED_POLL).await,
+                Err(e) => return Err(SlotError(e.to_string())),
+            }
         }
     }
 
     /// A connection slot on a server, held for the step's duration.
-    pub(crate) async fn slot(
-        &self,
-        server: &ImapServer,
-    ) -> Result<OwnedSemaphorePermit, SlotError> {
-        self.semaphore(server)?
+    pub(crate) async fn slot(&self, server: &ImapServer) -> Result<Permit, SlotError> {
+        let local = self
+            .semaphore(server)?
             .acquire_owned()
             .await
-            .map_err(|e| SlotError(e.to_string()))
+            .map_err(|e| SlotError(e.to_string()))?;
+        Ok(Permit {
+            _local: local,
+            _shared: self.shared(&server_name(server), 1).await?,
+        })
     }
 
     fn semaphore(&self, server: &ImapServer) -> Result<Arc<Semaphore>, SlotError> {
         let mut map = self.servers.lock().map_err(|e| SlotError(e.to_string()))?;
         let name = server_name(server);
-        let cap = self.caps.get(&name).copied().unwrap_or(self.per_server);
+        let cap = self.cap(&name);
         Ok(Arc::clone(
             map.entry(name)
                 .or_insert_with(|| Arc::new(Semaphore::new(cap))),
@@ -88,7 +132,7 @@ impl Slots {
         &self,
         source: &ImapServer,
         target: &ImapServer,
-    ) -> Result<Vec<OwnedSemaphorePermit>, SlotError> {
+    ) -> Result<Vec<Permit>, SlotError> {
         let fail = |e: tokio::sync::AcquireError| SlotError(e.to_string());
         let (s_name, t_name) = (server_name(source), server_name(target));
         if s_name == t_name {
@@ -97,7 +141,10 @@ impl Slots {
                 .acquire_many_owned(2)
                 .await
                 .map_err(fail)?;
-            return Ok(vec![both]);
+            return Ok(vec![Permit {
+                _local: both,
+                _shared: self.shared(&s_name, 2).await?,
+            }]);
         }
         let (first, second) = if s_name < t_name {
             (source, target)
@@ -110,8 +157,19 @@ impl Slots {
     }
 
     /// A slot when one is free now, without waiting.
-    pub(crate) fn try_slot(&self, server: &ImapServer) -> Option<OwnedSemaphorePermit> {
-        self.semaphore(server).ok()?.try_acquire_owned().ok()
+    pub(crate) fn try_slot(&self, server: &ImapServer) -> Option<Permit> {
+        let local = self.semaphore(server).ok()?.try_acquire_owned().ok()?;
+        let shared = match &self.shared {
+            Some(worker) => {
+                let name = server_name(server);
+                Some(worker.take_slots(&name, 1, self.cap(&name)).ok()??)
+            }
+            None => None,
+        };
+        Some(Permit {
+            _local: local,
+            _shared: shared,
+        })
     }
 }
 

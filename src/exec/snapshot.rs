@@ -3,7 +3,10 @@
 
 use serde::Serialize;
 
-use super::store::{FolderRow, IssueRow, LockHolder, StateError, StepRecord, StepStatus};
+use super::pg::WorkerRow;
+use super::store::{
+    FolderRow, IssueRow, LockHolder, StateError, StateLocation, StepRecord, StepStatus,
+};
 use crate::graph::StepKind;
 use crate::plan::model::{Flow, Plan};
 
@@ -60,6 +63,10 @@ pub struct Snapshot {
     /// An `apply` that held the lock and died without finishing (killed, a crash): its steps
     /// marked running were interrupted.
     pub stale_lock: Option<LockHolder>,
+    /// The live workers of a shared run (a `PostgreSQL` state): host, pid, started and last
+    /// heartbeat (seconds since the epoch) and the steps each holds. A worker whose heartbeat
+    /// is older than a lease (`MAILPLAN_LEASE_SECONDS`, 60 s) is gone and not listed.
+    pub workers: Vec<WorkerRow>,
     /// The earliest start and the latest end of any recorded step (UTC, RFC 3339), and the time
     /// spent between them, in seconds, over every run.
     pub started: Option<String>,
@@ -85,17 +92,18 @@ impl Snapshot {
     }
 }
 
-/// Read the store at `path` (absent: every account shown as not started).
-pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError> {
-    let store = super::store::open_read_only(path, &plan.name)?;
+/// Read the store at `location` (absent: every account shown as not started).
+pub fn read(plan: &Plan, location: &StateLocation) -> Result<Snapshot, StateError> {
+    let store = super::store::open_read_only(location, &plan.name)?;
     let mut snapshot = Snapshot {
         format: "mailplan.status/v1",
         plan: plan.name.clone(),
-        state: path.display().to_string(),
+        state: location.to_string(),
         exists: store.is_some(),
         last_run: None,
         running: None,
         stale_lock: None,
+        workers: Vec::new(),
         started: None,
         finished: None,
         elapsed_s: None,
@@ -114,12 +122,17 @@ pub fn read(plan: &Plan, path: &std::path::Path) -> Result<Snapshot, StateError>
                     snapshot.stale_lock = Some(holder);
                 }
             }
+            let lease = i64::try_from(crate::exec::worker::lease().as_secs()).unwrap_or(60);
+            snapshot.workers = s.workers()?;
+            snapshot
+                .workers
+                .retain(|w| super::store::now() - w.heartbeat <= lease);
             s.steps()?
         }
         None => Vec::new(),
     };
     let mut steps = steps;
-    if snapshot.running.is_none() {
+    if snapshot.running.is_none() && snapshot.workers.is_empty() {
         // No apply runs now: a step still marked running was cut short (a kill, a crash).
         for step in steps.iter_mut().filter(|s| s.status == StepStatus::Running) {
             step.status = StepStatus::Interrupted;

@@ -433,6 +433,9 @@ fn line(event: &Event<'_>) -> Option<String> {
                 format!("applying {plan}: {steps} step(s), state in {state}")
             }
         }
+        Event::Worker { worker, others } => {
+            format!("worker  {worker} of a shared run, with {others} other worker(s)")
+        }
         Event::StepStarted { key, why } => match why {
             Some(why) => format!("start   {key} ({why})"),
             None => format!("start   {key}"),
@@ -521,6 +524,9 @@ fn json_event(event: &Event<'_>) -> serde_json::Value {
             state,
         } => {
             json!({"event": "started", "plan": plan, "steps": steps, "dry_run": dry_run, "state": state})
+        }
+        Event::Worker { worker, others } => {
+            json!({"event": "worker", "worker": worker, "others": others})
         }
         Event::StepStarted { key, why } => {
             json!({"event": "step-started", "step": key, "why": why})

@@ -118,6 +118,24 @@ pub fn render_status(s: &Snapshot, format: StatusFormat, out: &mut dyn Write) ->
             s.plan, s.state
         )?;
     }
+    if !s.workers.is_empty() {
+        writeln!(out, "{} worker(s) running:", s.workers.len())?;
+        for w in &s.workers {
+            let holds = if w.steps.is_empty() {
+                "nothing".to_owned()
+            } else {
+                w.steps.join(", ")
+            };
+            writeln!(
+                out,
+                "  {} pid {}: since {}, heartbeat {}, holds {holds}",
+                w.host,
+                w.pid,
+                crate::exec::store::timestamp(w.started),
+                crate::exec::store::timestamp(w.heartbeat)
+            )?;
+        }
+    }
     for a in &s.accounts {
         writeln!(out, "\n{} [{}] {}", a.address, a.flow, account_state(a))?;
         for st in &a.steps {

@@ -54,7 +54,7 @@ impl Sandbox {
     }
 
     /// [`Sandbox::plan`] with a proxy before the source too.
-    fn plan_via(
+    pub(crate) fn plan_via(
         &self,
         name: &str,
         source_addr: Option<std::net::SocketAddr>,
@@ -134,18 +134,22 @@ impl Sandbox {
         self.command(args).output().expect("mailplan runs")
     }
 
-    fn source(&self) -> Multiset {
+    pub(crate) fn source(&self) -> Multiset {
         snapshot(&self.dovecot, SOURCE.0, SOURCE.1)
     }
 
-    fn target(&self) -> Multiset {
+    pub(crate) fn target(&self) -> Multiset {
         snapshot(&self.dovecot, TARGET.0, TARGET.1)
     }
 
     /// Source and target users for each name (`NAME@old.example`, `NAME@new.example`), a
     /// small corpus in each source, and the accounts' plan lines (platforms `old` and `new`)
     /// with the environment their passwords come from.
-    fn more_accounts(&self, names: &[&str], seed: u64) -> (String, Vec<(String, String)>) {
+    pub(crate) fn more_accounts(
+        &self,
+        names: &[&str],
+        seed: u64,
+    ) -> (String, Vec<(String, String)>) {
         for name in names {
             self.dovecot
                 .add_user(&format!("{name}@old.example"), &format!("{name}-old"));
@@ -176,7 +180,7 @@ impl Sandbox {
 
     /// Every account's target holds exactly its source: SOURCE's and those of
     /// [`Sandbox::more_accounts`].
-    fn assert_accounts_copied(&self, names: &[&str]) {
+    pub(crate) fn assert_accounts_copied(&self, names: &[&str]) {
         assert_same(&self.source(), &self.target());
         for name in names {
             let user = |side: &str| format!("{name}@{side}.example");
@@ -193,7 +197,7 @@ impl Sandbox {
 }
 
 /// The JSON events of an `apply --format json` run, in order (every line of stdout is one).
-fn json_events(out: &Output) -> Vec<serde_json::Value> {
+pub(crate) fn json_events(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
@@ -216,7 +220,7 @@ fn verify_done(events: &[serde_json::Value]) -> String {
         .unwrap_or_default()
 }
 
-fn assert_same(expected: &Multiset, actual: &Multiset) {
+pub(crate) fn assert_same(expected: &Multiset, actual: &Multiset) {
     let d = diff(expected, actual);
     assert!(d.is_empty(), "the target differs from the source:\n{d}");
 }
@@ -606,7 +610,7 @@ fn an_unset_secret_stops_apply_before_anything_runs() {
 }
 
 /// Send `signal` (`INT`, `TERM`) to a child.
-fn signal(child: &std::process::Child, signal: &str) {
+pub(crate) fn signal(child: &std::process::Child, signal: &str) {
     let ok = Command::new("kill")
         .args([format!("-{signal}"), child.id().to_string()])
         .status()

@@ -1058,3 +1058,118 @@ fn check_migrate_codes_are_said_in_words_with_what_to_do() {
         .collect::<Vec<_>>();
     assert!(migrate.is_empty(), "the migration was asked: {migrate:?}");
 }
+
+/// Two `apply` workers at once on a `PostgreSQL` state: the OVH steps, the shared domain steps
+/// included, run once between them: the simulator records the same mutating requests as one
+/// `apply` alone sends on a world of its own, none twice.
+#[test]
+fn two_workers_on_a_shared_state_send_every_mutating_request_once() {
+    use crate::support::postgres::Postgres;
+    let sorted = |w: &World| {
+        let mut calls = w.mutating();
+        calls.sort();
+        calls
+    };
+    // One apply alone (SQLite): the requests a run sends.
+    let alone = World::new("");
+    let plan = alone.plan("");
+    let out = alone.run(&["apply", plan.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let expected = sorted(&alone);
+
+    let w = World::new("");
+    let plan = w.plan("");
+    let plan = plan.to_str().expect("utf-8");
+    let pg = Postgres::shared();
+    let db = pg.database();
+    let url = pg.url(&db);
+    let workers: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            // One step at a time each, so that both take some of the first ones.
+            w.command(&["apply", plan, "--state", &url, "--parallelism", "1"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn apply")
+        })
+        .collect();
+    let outs: Vec<Output> = workers
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait"))
+        .collect();
+    let mut ran = Vec::new();
+    for out in &outs {
+        assert_eq!(out.status.code(), Some(0), "{}", text(out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        ran.push(err.lines().filter(|l| l.starts_with("done ")).count());
+    }
+    // How many steps each worker ran (shown with --nocapture).
+    eprintln!("steps run per worker: {ran:?}");
+    assert!(ran.iter().all(|n| *n > 0), "a worker ran nothing: {ran:?}");
+    assert_eq!(
+        sorted(&w),
+        expected,
+        "the two workers' requests differ from one run's"
+    );
+    // Every step ran once: taken once.
+    assert_eq!(
+        pg.sql(&db, "SELECT count(*) FROM mailplan.claims WHERE taken <> 1"),
+        "0"
+    );
+    assert_eq!(
+        snapshot(&w.dovecot, "mary@acme.test", MARY_NEW).message_total(),
+        7
+    );
+    assert_eq!(
+        snapshot(&w.dovecot, "john@legacy.test", JOHN).message_total(),
+        7
+    );
+}
+
+/// The OVH request pace holds for the workers of a shared run together: two workers allowed 300
+/// requests a minute (one every 200 ms) never send more than that together, as the simulator's
+/// clock of the requests shows (a margin of two for the jitter between a turn and its send).
+#[test]
+fn two_workers_share_the_ovh_request_pace() {
+    use crate::support::postgres::Postgres;
+    let w = World::new("");
+    let plan = w.plan("");
+    let plan = plan.to_str().expect("utf-8");
+    let pg = Postgres::shared();
+    let db = pg.database();
+    let url = pg.url(&db);
+    let workers: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            // `command` adds a fast pace to an `apply` given first: this one sets its own.
+            w.command(&[])
+                .args(["apply", plan, "--state", &url, "--parallelism", "1"])
+                .args(["--ovh-requests-per-minute", "300"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn apply")
+        })
+        .collect();
+    for c in workers {
+        let out = c.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    let mut at: Vec<std::time::SystemTime> = w.sim.requests().iter().map(|r| r.at).collect();
+    at.sort();
+    let window = std::time::Duration::from_secs(1);
+    let busiest = (0..at.len())
+        .map(|i| {
+            at[i..]
+                .iter()
+                .take_while(|t| t.duration_since(at[i]).unwrap_or_default() < window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    eprintln!("{} requests, at most {busiest} in a second", at.len());
+    assert!(at.len() > 20, "too few requests to tell: {}", at.len());
+    assert!(
+        busiest <= 5 + 2,
+        "{busiest} requests in one second, two workers at 300 a minute together"
+    );
+}

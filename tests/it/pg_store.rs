@@ -9,7 +9,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use mailplan::exec::pg::{PgError, PgStore, PgTarget, SCHEMA_VERSION, WorkerId};
+use mailplan::exec::store::SourceCounts;
 use mailplan::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
+use mailplan::providers::imap::identity::MessageFacts;
 
 use crate::support::postgres::{PASSWORD, Postgres};
 
@@ -67,6 +69,44 @@ async fn the_schema_is_created_versioned_and_found_again() {
         pg.sql(&db, "SELECT count(*) FROM wave_two.schema_version"),
         "1"
     );
+}
+
+/// A store an earlier mailplan made (version 1: issues without what names the message, no
+/// source-count tables, no claims) is migrated in place; its issues read back with no message
+/// facts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_store_is_migrated_in_place() {
+    let (pg, db, target) = fresh();
+    drop(PgStore::open(&target, "p").await.expect("create"));
+    pg.sql(
+        &db,
+        "ALTER TABLE mailplan.issues DROP COLUMN date, DROP COLUMN subject,
+           DROP COLUMN message_id, DROP COLUMN size;
+         DROP TABLE mailplan.source_folder_counts, mailplan.source_counts, mailplan.claims,
+           mailplan.slots, mailplan.pace;
+         ALTER TABLE mailplan.workers DROP COLUMN run, DROP COLUMN label;
+         UPDATE mailplan.schema_version SET version = 1;
+         INSERT INTO mailplan.issues (account, folder, uid, kind, detail)
+           VALUES ('a@x', 'INBOX', 7, 'refused', 'NO too big')",
+    );
+    let store = PgStore::open(&target, "p").await.expect("migrate");
+    assert_eq!(
+        pg.sql(&db, "SELECT version FROM mailplan.schema_version"),
+        SCHEMA_VERSION.to_string()
+    );
+    let issues = store.issues("a@x").await.expect("issues");
+    assert_eq!(issues.len(), 1);
+    assert_eq!(
+        (issues[0].detail.as_str(), &issues[0].message),
+        ("NO too big", &MessageFacts::default())
+    );
+    let facts = MessageFacts::sized(9);
+    store
+        .issue("a@x", "INBOX", 8, IssueKind::TooLarge, "9 B", &facts)
+        .await
+        .expect("an issue with facts");
+    assert_eq!(store.issues("a@x").await.expect("issues")[1].message, facts);
+    assert_eq!(store.source_counts("a@x").await.expect("counts"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,33 +315,85 @@ async fn every_record_is_written_and_read_back_as_the_sqlite_store_does() {
         None
     );
 
-    // Issues: replaced per UID, cleared per folder.
+    // Issues: replaced per UID (with what names the message), cleared per folder.
+    let named = MessageFacts {
+        date: Some("Tue, 1 Dec 2026 10:00:00 +0000".to_owned()),
+        subject: Some("Facture n°42".to_owned()),
+        message_id: Some("<42@x>".to_owned()),
+        size: Some(5_000_000_000),
+    };
     store
-        .issue("a@x", "INBOX", 5, IssueKind::TooLarge, "60 MB")
+        .issue(
+            "a@x",
+            "INBOX",
+            5,
+            IssueKind::TooLarge,
+            "60 MB",
+            &MessageFacts::sized(60),
+        )
         .await
         .expect("issue");
     store
-        .issue("a@x", "INBOX", 5, IssueKind::Refused, "NO quota")
+        .issue("a@x", "INBOX", 5, IssueKind::Refused, "NO quota", &named)
         .await
         .expect("replace");
     store
-        .issue("a@x", "Sent", 0, IssueKind::KeywordsDropped, "$Label1")
+        .issue(
+            "a@x",
+            "Sent",
+            0,
+            IssueKind::KeywordsDropped,
+            "$Label1",
+            &MessageFacts::default(),
+        )
         .await
         .expect("issue");
     let issues = store.issues("a@x").await.expect("issues");
-    let seen: Vec<(&str, u32, &str, &str)> = issues
+    let seen: Vec<(&str, u32, &str, &str, &MessageFacts)> = issues
         .iter()
-        .map(|i| (i.folder.as_str(), i.uid, i.kind.as_str(), i.detail.as_str()))
+        .map(|i| {
+            (
+                i.folder.as_str(),
+                i.uid,
+                i.kind.as_str(),
+                i.detail.as_str(),
+                &i.message,
+            )
+        })
         .collect();
     assert_eq!(
         seen,
         [
-            ("INBOX", 5, "refused", "NO quota"),
-            ("Sent", 0, "keywords-dropped", "$Label1")
+            ("INBOX", 5, "refused", "NO quota", &named),
+            (
+                "Sent",
+                0,
+                "keywords-dropped",
+                "$Label1",
+                &MessageFacts::default()
+            )
         ]
     );
     store.clear_issues("a@x", "INBOX").await.expect("clear");
     assert_eq!(store.issues("a@x").await.expect("issues").len(), 1);
+
+    // Source counts: the first count is kept, an account counted with no folder is counted.
+    let first = SourceCounts::from([("INBOX".to_owned(), 3), ("Sent".to_owned(), 1)]);
+    store.keep_source_counts("a@x", &first).await.expect("keep");
+    store
+        .keep_source_counts("a@x", &SourceCounts::from([("INBOX".to_owned(), 0)]))
+        .await
+        .expect("keep again");
+    assert_eq!(store.source_counts("a@x").await.expect("read"), Some(first));
+    store
+        .keep_source_counts("none@x", &SourceCounts::new())
+        .await
+        .expect("keep");
+    assert_eq!(
+        store.source_counts("none@x").await.expect("read"),
+        Some(SourceCounts::new())
+    );
+    assert_eq!(store.source_counts("zz@x").await.expect("read"), None);
 
     // Meta and the run lock.
     store.set_meta("k", "v1").await.expect("meta");
@@ -605,37 +697,4 @@ async fn each_sslmode_encrypts_and_checks_the_certificate_as_libpq_does() {
     assert!(matches!(err, PgError::Unreachable { .. }), "{text}");
     assert!(text.to_lowercase().contains("certificate"), "{text}");
     assert!(!text.contains(PASSWORD), "{text}");
-}
-
-/// Until the commands use the `PostgreSQL` store, `--state postgres://…` is refused with exit 2:
-/// taken as a file path it made folders named after the URL (password included) and `status`
-/// printed it back.
-#[test]
-fn a_postgres_state_is_refused_by_the_commands_without_showing_the_url() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let plan = dir.path().join("plan.yaml");
-    std::fs::copy(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/imap-to-imap.yaml"),
-        &plan,
-    )
-    .expect("copy a plan");
-    let plan = plan.to_str().expect("utf-8");
-    let url = format!("postgresql://mailplan_test:{PASSWORD}@127.0.0.1:1/db");
-    for command in ["status", "report", "apply"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailplan"))
-            .args([command, plan, "--state", &url])
-            .current_dir(dir.path())
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("run mailplan");
-        let shown = crate::text(&out);
-        assert_eq!(out.status.code(), Some(2), "{command}: {shown}");
-        assert!(shown.contains("docs/postgres.md"), "{command}: {shown}");
-        assert!(!shown.contains(PASSWORD), "{command}: {shown}");
-    }
-    let made: Vec<_> = std::fs::read_dir(dir.path())
-        .expect("list")
-        .map(|e| e.expect("entry").file_name())
-        .collect();
-    assert_eq!(made, ["plan.yaml"], "nothing made beside the plan");
 }

@@ -1,4 +1,4 @@
-//! The `PostgreSQL` state store: the same records as the `SQLite` one ([`crate::exec::state`]),
+//! The `PostgreSQL` state store: the same records as the `SQLite` one ([`crate::exec::store`]),
 //! kept in a database that several `mailplan apply` processes, on several machines, share.
 //!
 //! Entry points: [`PgTarget::parse`] reads `--state postgres://…` (or `postgresql://…`) and the
@@ -6,7 +6,8 @@
 //! (`status`, `report`) connect, check and migrate; then the operations of `StateStore`, with
 //! the same names, semantics and records, as `async fn`s, plus the worker and lease operations
 //! that cooperating workers need ([`PgStore::register_worker`], [`PgStore::take_step`],
-//! [`PgStore::renew`], [`PgStore::release`], [`PgStore::expire_leases`]).
+//! [`PgStore::renew`], [`PgStore::release`], [`PgStore::expire_leases`]). The commands use it
+//! as a [`crate::exec::store::StateStore`] through [`BlockingPgStore`].
 //!
 //! **Client**: `tokio-postgres` with a `deadpool-postgres` pool. `tokio-postgres` is the
 //! maintained native async client the rest of the stack fits (tokio, rustls through
@@ -37,8 +38,9 @@
 //!
 //! Files: `target.rs` reads where the store is (URL, libpq variables, TLS); this file opens,
 //! checks and migrates it and holds the records `StateStore` keeps; `leases.rs` the workers and
-//! the leases of a shared run.
+//! the leases of a shared run; `blocking.rs` the synchronous `StateStore` over all of it.
 
+mod blocking;
 mod leases;
 mod target;
 
@@ -46,12 +48,15 @@ use std::fmt::Write as _;
 
 use deadpool_postgres::Pool;
 
-use crate::exec::store::{FolderRow, IssueRow, LockHolder, StepRecord, StepStatus, now, timestamp};
+use crate::exec::store::{
+    FolderRow, IssueRow, LockHolder, SourceCounts, StepRecord, StepStatus, now, timestamp,
+};
 use crate::graph::StepKind;
 use crate::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
 use crate::providers::imap::identity::MessageFacts;
 
-pub use leases::{Leased, WorkerId, WorkerRow};
+pub use blocking::BlockingPgStore;
+pub use leases::{Claim, Joined, Leased, WorkerId, WorkerRow};
 pub use target::{DEFAULT_SCHEMA, PgTarget, TlsMode, is_postgres_url};
 
 /// The errors of the `PostgreSQL` store. Every message names the store by its URL without the
@@ -110,6 +115,23 @@ pub enum PgError {
         what: String,
     },
     #[error(
+        "{workers} worker(s) of another version of this plan are running on {shown} \
+         ({difference}); this one was refused"
+    )]
+    #[diagnostic(
+        code(exec::state_plan_changed),
+        help(
+            "every worker of a shared run must run the same plan (and the same --only and \
+             --exclude): give this one the plan the others run, or let them finish (or stop \
+             them; their leases run out) and start again with the new plan"
+        )
+    )]
+    OtherPlanVersion {
+        shown: String,
+        workers: usize,
+        difference: String,
+    },
+    #[error(
         "the state store {shown} has schema version {found}, newer than this mailplan's \
          ({supported}); it was left untouched"
     )]
@@ -140,14 +162,22 @@ pub enum PgError {
 }
 
 /// The version this mailplan writes in `schema_version`: one per entry of `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 3;
 /// What `schema_version.application` says in a mailplan store.
 const APPLICATION: &str = "mailplan";
 /// `MIGRATIONS[v]` takes a store from version `v` to `v + 1` (0: an empty schema). Version 1:
 /// the `SQLite` store's tables at its version 2 (folder records with routes), the `workers`
 /// of a shared run and the lease of each step; `seq` keeps the order steps were first written
 /// in, which `SQLite` reads from its `rowid`.
-const MIGRATIONS: &[&str] = &["
+/// Version 2: what the `SQLite` store's versions 3 and 4 added: what names a message left out
+/// or refused (date, subject, Message-ID, size; the issues of an older store have none), and
+/// the source counts of a historical account in their own tables.
+/// Version 3: the claims of the `apply` workers of a shared run (one row per step taken: who
+/// holds it and until when, how often it was taken, by whom last, and how it ended in which
+/// run), each worker's run, the IMAP connection slots each worker holds (one row each), and the
+/// next turn of a request pace all workers share (the OVH API's).
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE schema_version (
     id INTEGER PRIMARY KEY CHECK (id = 1), application TEXT NOT NULL, version BIGINT NOT NULL);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -176,7 +206,29 @@ CREATE TABLE folders (
 CREATE TABLE issues (
     account TEXT NOT NULL, folder TEXT NOT NULL, uid BIGINT NOT NULL, kind TEXT NOT NULL,
     detail TEXT NOT NULL, PRIMARY KEY (account, folder, uid));
-"];
+",
+    "
+ALTER TABLE issues ADD COLUMN date TEXT, ADD COLUMN subject TEXT, ADD COLUMN message_id TEXT,
+    ADD COLUMN size BIGINT;
+CREATE TABLE source_counts (account TEXT PRIMARY KEY, counted_at BIGINT);
+CREATE TABLE source_folder_counts (
+    account TEXT NOT NULL REFERENCES source_counts (account), folder TEXT NOT NULL,
+    messages BIGINT NOT NULL, PRIMARY KEY (account, folder));
+",
+    "
+ALTER TABLE workers ADD COLUMN run BIGINT, ADD COLUMN label TEXT;
+CREATE TABLE claims (
+    key TEXT PRIMARY KEY, worker BIGINT REFERENCES workers (id) ON DELETE SET NULL,
+    lease_until TIMESTAMPTZ, taken BIGINT NOT NULL DEFAULT 0, taken_by TEXT, run BIGINT,
+    outcome TEXT);
+CREATE INDEX claims_workers ON claims (worker) WHERE worker IS NOT NULL;
+CREATE TABLE slots (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, server TEXT NOT NULL,
+    worker BIGINT NOT NULL REFERENCES workers (id) ON DELETE CASCADE);
+CREATE INDEX slots_servers ON slots (server);
+CREATE TABLE pace (name TEXT PRIMARY KEY, next_at TIMESTAMPTZ NOT NULL);
+",
+];
 
 /// The store. `Sync`: its pool serves concurrent callers.
 #[derive(Debug, Clone)]
@@ -672,11 +724,24 @@ impl PgStore {
         uid: u32,
         kind: IssueKind,
         detail: &str,
+        message: &MessageFacts,
     ) -> Result<(), PgError> {
         self.execute(
-            "INSERT INTO issues (account, folder, uid, kind, detail) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (account, folder, uid) DO UPDATE SET kind = $4, detail = $5",
-            &[&account, &folder, &i64::from(uid), &kind.name(), &detail],
+            "INSERT INTO issues (account, folder, uid, kind, detail, date, subject, message_id,
+               size) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (account, folder, uid) DO UPDATE SET kind = $4, detail = $5, date = $6,
+               subject = $7, message_id = $8, size = $9",
+            &[
+                &account,
+                &folder,
+                &i64::from(uid),
+                &kind.name(),
+                &detail,
+                &message.date,
+                &message.subject,
+                &message.message_id,
+                &message.size.map(to_i64),
+            ],
         )
         .await
         .map(drop)
@@ -720,8 +785,8 @@ impl PgStore {
     pub async fn issues(&self, account: &str) -> Result<Vec<IssueRow>, PgError> {
         Ok(self
             .query(
-                "SELECT account, folder, uid, kind, detail FROM issues WHERE account = $1
-                 ORDER BY folder, uid",
+                "SELECT account, folder, uid, kind, detail, date, subject, message_id, size
+                 FROM issues WHERE account = $1 ORDER BY folder, uid",
                 &[&account],
             )
             .await?
@@ -732,10 +797,68 @@ impl PgStore {
                 uid: to_u32(r.get(2)),
                 kind: r.get(3),
                 detail: r.get(4),
-                // Not kept by this backend yet (the SQLite store's schema version 3).
-                message: MessageFacts::default(),
+                message: MessageFacts {
+                    date: r.get(5),
+                    subject: r.get(6),
+                    message_id: r.get(7),
+                    size: r.get::<_, Option<i64>>(8).map(to_u64),
+                },
             })
             .collect())
+    }
+
+    /// The source counts kept for `account`, if it was counted.
+    pub async fn source_counts(&self, account: &str) -> Result<Option<SourceCounts>, PgError> {
+        let counted = self
+            .query(
+                "SELECT 1 FROM source_counts WHERE account = $1",
+                &[&account],
+            )
+            .await?;
+        if counted.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.query(
+                "SELECT folder, messages FROM source_folder_counts WHERE account = $1",
+                &[&account],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), to_u32(r.get(1))))
+            .collect(),
+        ))
+    }
+
+    /// Keep `counts` for `account` unless it was counted before (the first count is the one
+    /// `verify` compares with).
+    pub async fn keep_source_counts(
+        &self,
+        account: &str,
+        counts: &SourceCounts,
+    ) -> Result<(), PgError> {
+        let mut client = self.connect().await?;
+        let tx = client.transaction().await.map_err(|e| self.error(&e))?;
+        let new = tx
+            .execute(
+                "INSERT INTO source_counts (account, counted_at) VALUES ($1, $2)
+                 ON CONFLICT (account) DO NOTHING",
+                &[&account, &now()],
+            )
+            .await
+            .map_err(|e| self.error(&e))?;
+        if new == 1 {
+            for (folder, messages) in counts {
+                tx.execute(
+                    "INSERT INTO source_folder_counts (account, folder, messages)
+                     VALUES ($1, $2, $3)",
+                    &[&account, folder, &i64::from(*messages)],
+                )
+                .await
+                .map_err(|e| self.error(&e))?;
+            }
+        }
+        tx.commit().await.map_err(|e| self.error(&e))
     }
 }
 

@@ -2,10 +2,9 @@
 //! ones only when they pay off) and `verify` (every source message is on the target; a
 //! historical MX Plan account is compared with the counts read before OVH migrated it).
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use crate::exec::events::{Event, human_bytes};
 use crate::exec::ledger::StoreLedger;
+use crate::exec::slots::Permit;
 use crate::exec::step::{Carried, Shared, StepError, StepOutcome, server};
 use crate::exec::store::StepStatus;
 use crate::graph::StepKind;
@@ -166,7 +165,7 @@ pub(crate) async fn sessions(
     i: usize,
     source: &ImapServer,
     target: &ImapServer,
-) -> Result<(imap::Session, imap::Session, Vec<OwnedSemaphorePermit>), StepError> {
+) -> Result<(imap::Session, imap::Session, Vec<Permit>), StepError> {
     let c = &shared.credentials[i];
     let slots = shared.slots.pair(source, target).await?;
     let (s, t) = tokio::join!(
@@ -184,7 +183,7 @@ pub(crate) async fn extra_sessions(
     source: &ImapServer,
     target: &ImapServer,
     count: usize,
-) -> Vec<(imap::Session, imap::Session, [OwnedSemaphorePermit; 2])> {
+) -> Vec<(imap::Session, imap::Session, [Permit; 2])> {
     let c = &shared.credentials[account];
     let mut slots = Vec::new();
     for _ in 0..count {

@@ -1,8 +1,9 @@
 //! The state store that makes runs resumable: the [`StateStore`] trait every caller uses (the
 //! runner, `status`, `report`), the records it reads and writes, its errors, and [`open`] /
-//! [`open_read_only`], which pick the backend from the `--state` value. Today the one backend
-//! is [`SqliteStore`] (one `SQLite` file per plan, [`sqlite`]); a network backend (`PostgreSQL`)
-//! implements the same trait.
+//! [`open_read_only`], which pick the backend from the `--state` value ([`StateLocation`]):
+//! [`SqliteStore`] (one `SQLite` file per plan, [`sqlite`], the default) or, for a
+//! `postgres://` URL, [`BlockingPgStore`] (a database several machines share,
+//! [`crate::exec::pg`]).
 //!
 //! What a backend must keep:
 //! - **Every write is durable and atomic when the method returns**: the copy records each batch
@@ -21,12 +22,13 @@
 //! written before the APPENDs it covers), and the `SQLite` write it makes is a local WAL commit
 //! (not even synced to disk, but for the marker); a synchronous trait costs it nothing (no boxed future per batch, no
 //! thread hop) and is dyn-compatible without `async-trait` (native `async fn` in traits is not).
-//! A backend with an async client (tokio-postgres) runs each call on the multi-thread runtime
-//! the commands use with `tokio::task::block_in_place(|| handle.block_on(..))`: the calling
-//! worker thread waits for its round trip while the runtime moves the other tasks elsewhere
-//! (futures joined inside the same task, as an account's connection pairs are, wait with it;
-//! `block_in_place` panics on a current-thread runtime, so such a backend is exercised through
-//! the binary or a multi-thread test runtime).
+//! A backend with an async client (tokio-postgres) runs each call with
+//! `tokio::task::block_in_place(|| runtime.block_on(..))` from the multi-thread runtime the
+//! commands use: the calling worker thread waits for its round trip while the runtime moves the
+//! other tasks elsewhere (futures joined inside the same task, as an account's connection pairs
+//! are, wait with it). The `PostgreSQL` backend keeps its connections on a small runtime of its
+//! own, so that `status` and `report` (no runtime) use it the same way
+//! ([`crate::exec::pg::BlockingPgStore`]).
 //! Backends synchronise themselves (the runner shares one store among all steps without a lock
 //! of its own): `SQLite` keeps its one connection behind a mutex, a network backend a pool.
 
@@ -36,6 +38,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::exec::pg::{BlockingPgStore, PgError, PgTarget, WorkerRow, is_postgres_url};
 use crate::graph::StepKind;
 use crate::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
 use crate::providers::imap::identity::MessageFacts;
@@ -48,19 +51,61 @@ pub use place::check_place;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use sqlite::SqliteStore;
 
-/// Open the store at `location` (the `--state` value) for a run of the plan `plan` that writes,
-/// creating or migrating it; refuses what is not this plan's store (see [`StateError`]).
-pub fn open(location: &Path, plan: &str) -> Result<Box<dyn StateStore>, StateError> {
-    Ok(Box::new(SqliteStore::open(location, plan)?))
+/// Where a plan's state is: the `--state` value (or `MAILPLAN_STATE`), read once.
+#[derive(Debug, Clone)]
+pub enum StateLocation {
+    /// A `SQLite` file.
+    File(PathBuf),
+    /// A `PostgreSQL` database (`postgres://…` or `postgresql://…`).
+    Postgres(Box<PgTarget>),
+}
+
+impl StateLocation {
+    /// `value` as given to `--state`: a `postgres://` or `postgresql://` URL (read with the
+    /// libpq variables, [`PgTarget::parse`]) or a file path. An unreadable URL is an error that
+    /// does not show its password.
+    pub fn parse(value: &Path) -> Result<StateLocation, PgError> {
+        match value.to_str() {
+            Some(url) if is_postgres_url(url) => {
+                Ok(StateLocation::Postgres(Box::new(PgTarget::parse(url)?)))
+            }
+            _ => Ok(StateLocation::File(value.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for StateLocation {
+    /// The path, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateLocation::File(path) => write!(f, "{}", path.display()),
+            StateLocation::Postgres(target) => f.write_str(target.shown()),
+        }
+    }
+}
+
+/// Open the store at `location` for a run of the plan `plan` that writes, creating or
+/// migrating it; refuses what is not this plan's store (see [`StateError`]).
+pub fn open(location: &StateLocation, plan: &str) -> Result<Box<dyn StateStore>, StateError> {
+    Ok(match location {
+        StateLocation::File(path) => Box::new(SqliteStore::open(path, plan)?),
+        StateLocation::Postgres(target) => Box::new(BlockingPgStore::open(target, plan)?),
+    })
 }
 
 /// Open the existing store at `location` without writing anything (`status`, `report`, dry
 /// runs); `None` when there is none yet. The same refusals as [`open`].
 pub fn open_read_only(
-    location: &Path,
+    location: &StateLocation,
     plan: &str,
 ) -> Result<Option<Box<dyn StateStore>>, StateError> {
-    Ok(SqliteStore::open_read_only(location, plan)?.map(|s| Box::new(s) as Box<dyn StateStore>))
+    Ok(match location {
+        StateLocation::File(path) => {
+            SqliteStore::open_read_only(path, plan)?.map(|s| Box::new(s) as Box<dyn StateStore>)
+        }
+        StateLocation::Postgres(target) => BlockingPgStore::open_read_only(target, plan)?
+            .map(|s| Box::new(s) as Box<dyn StateStore>),
+    })
 }
 
 /// Everything a run, `status` and `report` do with the state of a plan. Steps are named by
@@ -178,6 +223,14 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// the source still held everything, is the one `verify` compares with (a run after the
     /// migration finds the source gone or emptied).
     fn keep_source_counts(&self, account: &str, counts: &SourceCounts) -> Result<(), StateError>;
+
+    // Workers of a shared run (a backend several `apply` processes share).
+
+    /// The workers registered in a shared run, oldest first, and the steps each holds; none
+    /// for a backend of one `apply` at a time.
+    fn workers(&self) -> Result<Vec<WorkerRow>, StateError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Messages per folder (by path) of a source mailbox.
@@ -234,9 +287,14 @@ impl Serialize for StepStatus {
     }
 }
 
-/// The exec layer's store errors. Always name the file.
+/// The exec layer's store errors. Always name the file (or the database, without its
+/// password).
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum StateError {
+    /// The `PostgreSQL` store's own errors, which name it by its URL without the password.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Postgres(#[from] PgError),
     #[error("state store {path}: {message}")]
     #[diagnostic(code(exec::state))]
     Store { path: PathBuf, message: String },

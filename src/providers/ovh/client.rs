@@ -162,6 +162,15 @@ impl RateLimiter {
     }
 }
 
+/// A request pace shared with other processes (the workers of a shared run, through their
+/// state store): each call reserves the next turn of all of them and says how long to wait
+/// for it. Used on top of the client's own [`RateLimiter`].
+pub trait SharedPace: Send + Sync + std::fmt::Debug {
+    /// Reserve the next request's turn; how long until it comes (zero: now). An error to
+    /// reserve one is no reason to stop a request: it answers zero.
+    fn reserve(&self) -> Duration;
+}
+
 /// `X-Ovh-Signature` for one request: `$1$` and the SHA-1 of the application secret, consumer
 /// key, method, URL, body and timestamp joined with `+`.
 pub fn sign(
@@ -271,6 +280,8 @@ struct Inner {
     application_secret: Secret,
     consumer_key: Option<Secret>,
     limiter: RateLimiter,
+    /// The pace shared with other workers, once set ([`Client::share_pace`]).
+    pace: std::sync::OnceLock<Arc<dyn SharedPace>>,
     retry: RetryPolicy,
     /// The server clock minus the local one, read from `/auth/time` on first use and again
     /// once after a timestamp or signature refusal.
@@ -298,10 +309,17 @@ impl Client {
                 application_secret: credentials.application_secret,
                 consumer_key: credentials.consumer_key,
                 limiter: RateLimiter::new(options.requests_per_minute, options.burst),
+                pace: std::sync::OnceLock::new(),
                 retry: options.retry,
                 time_delta: tokio::sync::Mutex::new(None),
             }),
         })
+    }
+
+    /// Every clone of this client also keeps to `pace`, shared with other processes (set
+    /// once; a second call changes nothing).
+    pub fn share_pace(&self, pace: Arc<dyn SharedPace>) {
+        let _ = self.inner.pace.set(pace);
     }
 
     /// The base URL calls go to (`https://eu.api.ovh.com/1.0`).
@@ -505,6 +523,12 @@ impl Client {
         // The rate limiter's wait comes before the signature: the timestamp is the moment the
         // request leaves, however long it waited for its turn.
         inner.limiter.acquire().await;
+        if let Some(pace) = inner.pace.get() {
+            let wait = pace.reserve();
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
         if let Some(delta) = delta {
             let Some(consumer_key) = &inner.consumer_key else {
                 return Err((

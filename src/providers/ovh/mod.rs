@@ -19,7 +19,7 @@ pub mod config;
 pub mod error;
 pub mod tasks;
 
-pub use client::{Client, ClientOptions, RetryPolicy};
+pub use client::{Client, ClientOptions, RetryPolicy, SharedPace};
 pub use config::{ConfigSources, Credentials, Endpoint};
 pub use error::{OvhError, OvhErrorKind};
 pub use tasks::{PollOptions, TaskRef};

@@ -1,0 +1,178 @@
+//! An `apply` on a shared (`PostgreSQL`) state is a worker of a run that any number of `apply`
+//! processes, on any machines, share (`Worker`): no run lock; it joins the run (refused when
+//! the live workers run another version of the plan), keeps itself alive, and claims each step
+//! before running it (see `exec::pg::leases` for what a claim guarantees). The runner calls it
+//! from its coordinator; on `SQLite` there is none and the run lock stays.
+//!
+//! The lease a claim holds lasts [`lease`] (`MAILPLAN_LEASE_SECONDS`, default 60 s) and is
+//! renewed every third of it with the worker's heartbeat; a worker that dies loses its steps
+//! when its leases run out, and another worker takes them over (a copy resumes from its folder
+//! records; its reconciliation after a crash is what makes that safe).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::exec::pg::{BlockingPgStore, Claim, WorkerId};
+use crate::exec::store::StateError;
+
+/// The variable that sets the lease of a claim, in seconds (tests make it short).
+pub const LEASE_VARIABLE: &str = "MAILPLAN_LEASE_SECONDS";
+const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+/// The lease of a claim: `MAILPLAN_LEASE_SECONDS` (1 to 3600), or 60 s.
+pub fn lease() -> Duration {
+    std::env::var(LEASE_VARIABLE)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| (1..=3600).contains(s))
+        .map_or(DEFAULT_LEASE, Duration::from_secs)
+}
+
+/// This process as a worker of a shared run.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    store: BlockingPgStore,
+    id: WorkerId,
+    run: i64,
+    label: String,
+    lease: Duration,
+    /// Workers alive when this one joined.
+    pub(crate) others: usize,
+}
+
+impl Worker {
+    /// Join the run of the plan whose steps have the fingerprints `steps` (by key).
+    pub(crate) fn join(
+        store: &BlockingPgStore,
+        host: &str,
+        pid: u32,
+        plan_fingerprint: &str,
+        steps: &BTreeMap<String, String>,
+    ) -> Result<Worker, StateError> {
+        let lease = lease();
+        let joined = store.wait(
+            store
+                .inner()
+                .join(host, pid, plan_fingerprint, steps, lease),
+        )?;
+        Ok(Worker {
+            store: store.clone(),
+            id: joined.id,
+            run: joined.run,
+            label: format!("{host} pid {pid}"),
+            lease,
+            others: joined.others,
+        })
+    }
+
+    /// Claim `key` before running it.
+    pub(crate) fn claim(&self, key: &str) -> Result<Claim, StateError> {
+        Ok(self.store.wait(self.store.inner().claim(
+            self.id,
+            self.run,
+            &self.label,
+            key,
+            self.lease,
+        ))?)
+    }
+
+    /// Let go of `key`: `done` or `failed` in this run, or `None` (interrupted: another worker
+    /// may take it).
+    pub(crate) fn end(&self, key: &str, outcome: Option<&str>) -> Result<(), StateError> {
+        Ok(self.store.wait(
+            self.store
+                .inner()
+                .end_claim(self.id, self.run, key, outcome),
+        )?)
+    }
+
+    /// Heartbeat and lease renewal; `false` when this worker was retired as dead meanwhile.
+    pub(crate) fn keep_alive(&self) -> Result<bool, StateError> {
+        Ok(self
+            .store
+            .wait(self.store.inner().keep_alive(self.id, self.lease))?)
+    }
+
+    /// Leave the run: every claim still held is released.
+    pub(crate) fn retire(&self) -> Result<(), StateError> {
+        Ok(self.store.wait(self.store.inner().retire_worker(self.id))?)
+    }
+
+    /// `n` of the slots all workers share on `server` (at most `cap` together), when free
+    /// now; given back when the returned value is dropped.
+    pub(crate) fn take_slots(
+        &self,
+        server: &str,
+        n: usize,
+        cap: usize,
+    ) -> Result<Option<SharedSlots>, StateError> {
+        let ids = self.store.wait(
+            self.store
+                .inner()
+                .take_slots(self.id, server, n, cap, self.lease),
+        )?;
+        Ok(ids.map(|ids| SharedSlots {
+            store: self.store.clone(),
+            ids,
+        }))
+    }
+
+    /// How often the heartbeat and the renewals run.
+    pub(crate) fn renew_every(&self) -> Duration {
+        self.lease / 3
+    }
+
+    /// How often a step held by another worker is looked at again.
+    pub(crate) fn poll_every(&self) -> Duration {
+        (self.lease / 4).min(Duration::from_millis(500))
+    }
+
+    /// `host pid N`, as the records name this worker.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+/// Connection slots held in the shared state (see [`Worker::take_slots`]); given back on drop,
+/// without waiting (a slot not given back goes with its worker's row).
+#[derive(Debug)]
+pub(crate) struct SharedSlots {
+    store: BlockingPgStore,
+    ids: Vec<i64>,
+}
+
+impl Drop for SharedSlots {
+    fn drop(&mut self) {
+        let ids = std::mem::take(&mut self.ids);
+        let store = self.store.clone();
+        self.store.spawn(async move {
+            let _ = store.inner().free_slots(&ids).await;
+        });
+    }
+}
+
+/// The OVH request pace shared by the workers of a run: one request every `60 / rate` seconds,
+/// all workers together (`--ovh-requests-per-minute`), reserved in the state store.
+#[derive(Debug)]
+pub(crate) struct SharedOvhPace {
+    store: BlockingPgStore,
+    interval: Duration,
+}
+
+impl SharedOvhPace {
+    /// `None` when there is no limit (`per_minute` 0).
+    pub(crate) fn new(store: &BlockingPgStore, per_minute: u32) -> Option<SharedOvhPace> {
+        (per_minute > 0).then(|| SharedOvhPace {
+            store: store.clone(),
+            interval: Duration::from_secs(60) / per_minute,
+        })
+    }
+}
+
+impl crate::providers::ovh::SharedPace for SharedOvhPace {
+    fn reserve(&self) -> Duration {
+        self.store
+            .wait(self.store.inner().reserve_turn("ovh", self.interval))
+            .unwrap_or(Duration::ZERO)
+    }
+}
