@@ -174,7 +174,8 @@ pub enum Command {
         /// Log in, list and count, and print what would be copied; write nothing anywhere.
         #[arg(long)]
         dry_run: bool,
-        /// Take over the state's lock even if another process seems to hold it.
+        /// Take over the state's lock even if another process seems to hold it (a file state;
+        /// the workers of a `PostgreSQL` state take no lock).
         #[arg(long)]
         break_lock: bool,
         /// Progress: `text` (bars on a terminal, plain lines otherwise) or `json` lines.

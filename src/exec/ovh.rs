@@ -7,7 +7,8 @@
 //! Every step first reads the remote state and does nothing when its work is already done, so
 //! a crash between an API call and the state store's write is harmless on the next run. In a dry
 //! run only GET calls are made. Placeholders are claimed under one lock, so two steps never
-//! configure the same one.
+//! configure the same one; on a shared state the claims are also kept in the database
+//! ([`Ovh::share_claims`]), so two workers never do either.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::exec::worker::Worker;
 use crate::plan::model::{Account, DomainAttachment, Plan, PlatformKind};
 use crate::plan::secret::Secret;
 use crate::providers::RunMode;
@@ -56,6 +58,8 @@ type StepResult = Result<Done, Failure>;
 pub(crate) struct Ovh {
     pub client: Client,
     claimed: Mutex<HashSet<String>>,
+    /// A worker of a shared run: the placeholders claimed by every worker of the run.
+    shared: std::sync::OnceLock<std::sync::Arc<Worker>>,
     /// Each Exchange service's migration type (from its offer), read once.
     offers: Mutex<BTreeMap<String, legacy::MigrationServiceType>>,
     poll: PollOptions,
@@ -73,12 +77,56 @@ impl Ovh {
         Ok(Ovh {
             client: Client::new(credentials, options)?,
             claimed: Mutex::new(HashSet::new()),
+            shared: std::sync::OnceLock::new(),
             offers: Mutex::new(BTreeMap::new()),
             poll: PollOptions {
                 initial_interval: Duration::from_millis(200),
                 ..PollOptions::default()
             },
         })
+    }
+}
+
+impl Ovh {
+    /// The placeholders claimed by the steps of `worker`'s shared run count here too, and this
+    /// worker's claims are kept there (set once).
+    pub fn share_claims(&self, worker: std::sync::Arc<Worker>) {
+        let _ = self.shared.set(worker);
+    }
+
+    /// Whether a step of this run (of any worker of a shared run) claimed `p`.
+    fn is_claimed(&self, p: &str) -> Result<bool, Failure> {
+        let here = self
+            .claimed
+            .lock()
+            .map_err(|e| Failure::Blocked(e.to_string()))?
+            .contains(p);
+        match self.shared.get() {
+            Some(worker) if !here => worker
+                .placeholder_claimed(p)
+                .map_err(|e| Failure::Blocked(e.to_string())),
+            _ => Ok(here),
+        }
+    }
+
+    /// Claim `p` for a step of this run: `false` when a step (of any worker) holds it already.
+    fn claim(&self, p: &str) -> Result<bool, Failure> {
+        let mut claimed = self
+            .claimed
+            .lock()
+            .map_err(|e| Failure::Blocked(e.to_string()))?;
+        if claimed.contains(p) {
+            return Ok(false);
+        }
+        if let Some(worker) = self.shared.get()
+            && !worker
+                .claim_placeholder(p)
+                .map_err(|e| Failure::Blocked(e.to_string()))?
+        {
+            return Ok(false);
+        }
+        claimed.insert(p.to_owned());
+        Ok(true)
     }
 }
 
@@ -368,14 +416,8 @@ async fn claim_placeholder(
     let c = &ovh.client;
     let candidates = exchange::placeholder_addresses(c, activity, service).await?;
     for p in candidates {
-        {
-            let claimed = ovh
-                .claimed
-                .lock()
-                .map_err(|e| Failure::Blocked(e.to_string()))?;
-            if claimed.contains(&p) {
-                continue;
-            }
+        if ovh.is_claimed(&p)? {
+            continue;
         }
         let acc = match exchange::get_account(c, activity, service, &p).await {
             Ok(acc) => acc,
@@ -383,14 +425,8 @@ async fn claim_placeholder(
             Err(e) if not_found(&e) => continue,
             Err(e) => return Err(e.into()),
         };
-        if acc.is_free_placeholder() {
-            let mut claimed = ovh
-                .claimed
-                .lock()
-                .map_err(|e| Failure::Blocked(e.to_string()))?;
-            if claimed.insert(p.clone()) {
-                return Ok(p);
-            }
+        if acc.is_free_placeholder() && ovh.claim(&p)? {
+            return Ok(p);
         }
     }
     Err(Failure::Blocked(format!(
@@ -451,7 +487,7 @@ pub(crate) async fn configure_target(
         )));
     }
     if mode == RunMode::DryRun {
-        let held = |p: &str| ovh.claimed.lock().is_ok_and(|held| held.contains(p));
+        let held = |p: &str| ovh.is_claimed(p).unwrap_or(false);
         let free = exchange::count_free_placeholders(c, &activity, &service, &held, 1).await?;
         if free == 0 {
             return Err(Failure::Blocked(format!(
@@ -515,12 +551,7 @@ async fn wait_pending_placeholders(
 ) -> Result<bool, Failure> {
     let mut waited = false;
     for p in exchange::placeholder_addresses(&ovh.client, activity, service).await? {
-        let claimed = ovh
-            .claimed
-            .lock()
-            .map_err(|e| Failure::Blocked(e.to_string()))?
-            .contains(&p);
-        if claimed {
+        if ovh.is_claimed(&p)? {
             continue; // being configured by this run
         }
         match exchange::get_account(&ovh.client, activity, service, &p).await {
@@ -712,7 +743,7 @@ pub(crate) async fn preflight(
             legacy_destination(ovh, &activity, domain, account, &service)
                 .await?
                 .into_iter()
-                .filter(|p| ovh.claimed.lock().map_or(true, |held| !held.contains(p)))
+                .filter(|p| !ovh.is_claimed(p).unwrap_or(false))
                 .collect();
         let Some(first) = placeholders.first() else {
             problems.push(format!(
@@ -798,17 +829,19 @@ pub(crate) async fn migrate_legacy(
     }
     let placeholder = {
         let free = legacy_destination(ovh, &activity, domain, account, &service).await?;
-        let mut claimed = ovh
-            .claimed
-            .lock()
-            .map_err(|e| Failure::Blocked(e.to_string()))?;
-        let Some(p) = free.into_iter().find(|p| !claimed.contains(p)) else {
+        let mut chosen = None;
+        for p in free {
+            if ovh.claim(&p)? {
+                chosen = Some(p);
+                break;
+            }
+        }
+        let Some(p) = chosen else {
             return Err(Failure::Blocked(format!(
                 "no free @configureme.me account on {}: order one more Exchange account",
                 service.service
             )));
         };
-        claimed.insert(p.clone());
         p
     };
     let task = legacy::migrate(

@@ -230,6 +230,9 @@ pub async fn apply(
         Arc::clone(&printer),
         options.on_second_interrupt,
     ));
+    if let (Some(w), Some(ovh)) = (&worker, &ovh_side) {
+        ovh.share_claims(Arc::clone(w));
+    }
     let slots = match &worker {
         // A shared run: the caps hold for all workers' connections together.
         Some(w) => Slots::new(&plan, options.per_server).shared_with(Arc::clone(w)),

@@ -117,6 +117,23 @@ impl Worker {
         }))
     }
 
+    /// Claim the OVH placeholder `address` for this run: `false` when a worker of this run
+    /// claimed it already.
+    pub(crate) fn claim_placeholder(&self, address: &str) -> Result<bool, StateError> {
+        Ok(self.store.wait(
+            self.store
+                .inner()
+                .claim_placeholder(address, self.run, &self.label),
+        )?)
+    }
+
+    /// Whether a worker of this run claimed the OVH placeholder `address`.
+    pub(crate) fn placeholder_claimed(&self, address: &str) -> Result<bool, StateError> {
+        Ok(self
+            .store
+            .wait(self.store.inner().placeholder_claimed(address, self.run))?)
+    }
+
     /// How often the heartbeat and the renewals run.
     pub(crate) fn renew_every(&self) -> Duration {
         self.lease / 3

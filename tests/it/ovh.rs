@@ -1173,3 +1173,79 @@ fn two_workers_share_the_ovh_request_pace() {
         "{busiest} requests in one second, two workers at 300 a minute together"
     );
 }
+
+/// Two workers configuring two accounts of one Exchange service each claim a placeholder of
+/// their own (the claims of a shared run are kept in its state): every placeholder configured
+/// once, none refused as taken, and both mailboxes hold their mail.
+#[test]
+fn two_workers_never_configure_the_same_placeholder() {
+    use crate::support::postgres::Postgres;
+    const PAUL_OLD: &str = "Paul-old-secret-3";
+    const PAUL_NEW: &str = "Summer-Rose-2026y";
+    let w = World::edited("", |yaml| {
+        yaml.replacen(
+            "exchange_services:",
+            &format!(
+                "      - {{ login: paul, domain: acme.test, password: \"{PAUL_OLD}\", \
+                 display_name: Paul, messages: {{ INBOX: 3 }} }}\nexchange_services:"
+            ),
+            1,
+        )
+    });
+    let plan = w.plan(
+        "  - address: paul@acme.test\n    from: old-mxplan\n    to: exchange\n    \
+         display-name: Paul\n    source-password: { env: PAUL_OLD }\n    target-password: \
+         { env: PAUL_NEW }\n",
+    );
+    let plan = plan.to_str().expect("utf-8");
+    let pg = Postgres::shared();
+    let db = pg.database();
+    let url = pg.url(&db);
+    let workers: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            w.command(&["apply", plan, "--state", &url, "--parallelism", "2"])
+                .env("PAUL_OLD", PAUL_OLD)
+                .env("PAUL_NEW", PAUL_NEW)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn apply")
+        })
+        .collect();
+    for c in workers {
+        let out = c.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    let configured: Vec<(String, u16)> = w
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("configureme.me"))
+        .map(|r| (r.path.clone(), r.status))
+        .collect();
+    let mut paths: Vec<&String> = configured.iter().map(|(p, _)| p).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), configured.len(), "{configured:?}");
+    assert!(
+        configured.iter().all(|(_, status)| *status < 300),
+        "{configured:?}"
+    );
+    assert_eq!(
+        pg.sql(&db, "SELECT count(*) FROM mailplan.placeholders"),
+        "3",
+        "mary's, paul's and john's"
+    );
+    assert_eq!(
+        snapshot(&w.dovecot, "mary@acme.test", MARY_NEW).message_total(),
+        7
+    );
+    assert_eq!(
+        snapshot(&w.dovecot, "paul@acme.test", PAUL_NEW).message_total(),
+        3
+    );
+    assert_eq!(
+        snapshot(&w.dovecot, "john@legacy.test", JOHN).message_total(),
+        7
+    );
+}

@@ -83,7 +83,7 @@ async fn a_version_1_store_is_migrated_in_place() {
         "ALTER TABLE mailplan.issues DROP COLUMN date, DROP COLUMN subject,
            DROP COLUMN message_id, DROP COLUMN size;
          DROP TABLE mailplan.source_folder_counts, mailplan.source_counts, mailplan.claims,
-           mailplan.slots, mailplan.pace;
+           mailplan.slots, mailplan.pace, mailplan.placeholders;
          ALTER TABLE mailplan.workers DROP COLUMN run, DROP COLUMN label;
          UPDATE mailplan.schema_version SET version = 1;
          INSERT INTO mailplan.issues (account, folder, uid, kind, detail)

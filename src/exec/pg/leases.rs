@@ -497,6 +497,37 @@ impl PgStore {
         Ok(Duration::from_secs_f64(wait / 1000.0))
     }
 
+    /// Claim the OVH placeholder `address` for the run `run` (by `label`): `false` when it is
+    /// claimed in this run already (a claim of an earlier run is stale and taken over).
+    pub async fn claim_placeholder(
+        &self,
+        address: &str,
+        run: i64,
+        label: &str,
+    ) -> Result<bool, PgError> {
+        Ok(!self
+            .query(
+                "INSERT INTO placeholders (address, run, worker) VALUES ($1, $2, $3)
+                 ON CONFLICT (address) DO UPDATE SET run = $2, worker = $3
+                 WHERE placeholders.run <> $2
+                 RETURNING address",
+                &[&address, &run, &label],
+            )
+            .await?
+            .is_empty())
+    }
+
+    /// Whether the OVH placeholder `address` is claimed in the run `run`.
+    pub async fn placeholder_claimed(&self, address: &str, run: i64) -> Result<bool, PgError> {
+        Ok(!self
+            .query(
+                "SELECT 1 FROM placeholders WHERE address = $1 AND run = $2",
+                &[&address, &run],
+            )
+            .await?
+            .is_empty())
+    }
+
     /// Give back slots taken with [`PgStore::take_slots`].
     pub async fn free_slots(&self, ids: &[i64]) -> Result<(), PgError> {
         self.execute("DELETE FROM slots WHERE id = ANY($1)", &[&ids])

@@ -175,7 +175,8 @@ const APPLICATION: &str = "mailplan";
 /// Version 3: the claims of the `apply` workers of a shared run (one row per step taken: who
 /// holds it and until when, how often it was taken, by whom last, and how it ended in which
 /// run), each worker's run, the IMAP connection slots each worker holds (one row each), and the
-/// next turn of a request pace all workers share (the OVH API's).
+/// next turn of a request pace all workers share (the OVH API's), and the OVH placeholders the
+/// workers of a run claimed.
 const MIGRATIONS: &[&str] = &[
     "
 CREATE TABLE schema_version (
@@ -227,6 +228,7 @@ CREATE TABLE slots (
     worker BIGINT NOT NULL REFERENCES workers (id) ON DELETE CASCADE);
 CREATE INDEX slots_servers ON slots (server);
 CREATE TABLE pace (name TEXT PRIMARY KEY, next_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE placeholders (address TEXT PRIMARY KEY, run BIGINT NOT NULL, worker TEXT NOT NULL);
 ",
 ];
 
