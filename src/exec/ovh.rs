@@ -90,7 +90,7 @@ impl Ovh {
 impl Ovh {
     /// The placeholders claimed by the steps of `worker`'s shared run count here too, and this
     /// worker's claims are kept there (set once).
-    pub fn share_claims(&self, worker: std::sync::Arc<Worker>) {
+    pub(crate) fn share_claims(&self, worker: std::sync::Arc<Worker>) {
         let _ = self.shared.set(worker);
     }
 
