@@ -15,7 +15,6 @@ mod fingerprint;
 mod ledger;
 pub(crate) mod legacy_layout;
 pub(crate) mod ovh;
-pub mod pg;
 pub(crate) mod preflight;
 pub mod refresh;
 pub mod runner;

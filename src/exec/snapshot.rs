@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::pg::WorkerRow;
+use super::store::pg::WorkerRow;
 use super::store::{
     FolderRow, IssueRow, LockHolder, StateError, StateLocation, StepRecord, StepStatus,
 };

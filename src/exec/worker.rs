@@ -1,7 +1,7 @@
 //! An `apply` on a shared (`PostgreSQL`) state is a worker of a run that any number of `apply`
 //! processes, on any machines, share (`Worker`): no run lock; it joins the run (refused when
 //! the live workers run another version of the plan), keeps itself alive, and claims each step
-//! before running it (see `exec::pg::leases` for what a claim guarantees). The runner calls it
+//! before running it (see `exec::store::pg::leases` for what a claim guarantees). The runner calls it
 //! from its coordinator; on `SQLite` there is none and the run lock stays.
 //!
 //! The lease a claim holds lasts [`lease`] (`MAILPLAN_LEASE_SECONDS`, default 60 s) and is
@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::exec::pg::{BlockingPgStore, Claim, WorkerId};
 use crate::exec::store::StateError;
+use crate::exec::store::pg::{BlockingPgStore, Claim, WorkerId};
 
 /// The variable that sets the lease of a claim, in seconds (tests make it short).
 pub const LEASE_VARIABLE: &str = "MAILPLAN_LEASE_SECONDS";

@@ -1,4 +1,4 @@
-//! The `PostgreSQL` state store (`exec::pg`) on a real `PostgreSQL` (`support::postgres`, one
+//! The `PostgreSQL` state store (`exec::store::pg`) on a real `PostgreSQL` (`support::postgres`, one
 //! server for the run, a database per test): the schema made and found again, the refusals
 //! (newer version, another plan, another program's schema), every record written and read back
 //! as the `SQLite` store does, the leases (concurrent takers never share a step, an expired lease
@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use mailplan::exec::pg::{PgError, PgStore, PgTarget, SCHEMA_VERSION, WorkerId};
 use mailplan::exec::store::SourceCounts;
+use mailplan::exec::store::pg::{PgError, PgStore, PgTarget, SCHEMA_VERSION, WorkerId};
 use mailplan::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
 use mailplan::providers::imap::identity::MessageFacts;
 

@@ -3,7 +3,7 @@
 //! [`open_read_only`], which pick the backend from the `--state` value ([`StateLocation`]):
 //! [`SqliteStore`] (one `SQLite` file per plan, [`sqlite`], the default) or, for a
 //! `postgres://` URL, [`BlockingPgStore`] (a database several machines share,
-//! [`crate::exec::pg`]).
+//! [`crate::exec::store::pg`]).
 //!
 //! What a backend must keep:
 //! - **Every write is durable and atomic when the method returns**: the copy records each batch
@@ -28,7 +28,7 @@
 //! other tasks elsewhere (futures joined inside the same task, as an account's connection pairs
 //! are, wait with it). The `PostgreSQL` backend keeps its connections on a small runtime of its
 //! own, so that `status` and `report` (no runtime) use it the same way
-//! ([`crate::exec::pg::BlockingPgStore`]).
+//! ([`crate::exec::store::pg::BlockingPgStore`]).
 //! Backends synchronise themselves (the runner shares one store among all steps without a lock
 //! of its own): `SQLite` keeps its one connection behind a mutex, a network backend a pool.
 
@@ -38,11 +38,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::exec::pg::{BlockingPgStore, PgError, PgTarget, WorkerRow, is_postgres_url};
 use crate::graph::StepKind;
 use crate::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
 use crate::providers::imap::identity::MessageFacts;
+use pg::{BlockingPgStore, PgError, PgTarget, WorkerRow, is_postgres_url};
 
+pub mod pg;
 mod place;
 mod schema;
 pub mod sqlite;
