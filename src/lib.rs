@@ -28,20 +28,34 @@
 //!     target side of a transfer),
 //!     [`providers::imap::pipelined`] (several commands on the wire at once),
 //!     [`providers::imap::settle`] (waiting for a target to settle), [`providers::imap::trace`]
-//!     (`--trace-imap` transcripts), [`providers::imap::error`] (the layer's error), and the
-//!     crate's own `providers::imap::timeout` (how long a command may take).
+//!     (`--trace-imap` transcripts), [`providers::imap::error`] (the layer's error),
+//!     [`providers::imap::relogin`] (new connections in the middle of a copy),
+//!     [`providers::imap::activity`] (whether any connection still moves bytes),
+//!     [`providers::imap::transport`] (the byte stream under a session), and the crate's own
+//!     `providers::imap::timeout` (how long a command may take).
 //!   - [`providers::ovh`]: the `OVHcloud` API: [`providers::ovh::config`] (endpoint and
 //!     credentials, `ovh.conf`), [`providers::ovh::client`] (the signed, rate-limited client),
 //!     [`providers::ovh::tasks`] (waiting for asynchronous tasks), [`providers::ovh::api`] (the
-//!     typed calls), [`providers::ovh::error`] (the layer's error).
-//! - [`exec`]: everything that runs: [`exec::runner`] (drives the graph with tokio),
-//!   [`exec::events`] (the events a run emits and the [`exec::events::Sink`] they go to),
-//!   [`exec::store`] (the state store, `SQLite` today, that makes a run resumable), [`exec::snapshot`]
-//!   (what the store knows, for `status` and `report`), [`exec::secrets`] (secret resolution),
+//!     typed calls: `api::exchange`, `api::mxplan`, `api::legacy`, `api::auth`),
+//!     [`providers::ovh::error`] (the layer's error).
+//!   - the crate's own `providers::tls` (the verifier of connections whose certificate is not
+//!     checked).
+//! - [`exec`]: everything that runs: [`exec::runner`] (the coordinator: it alone owns the
+//!   ready-queue, writes step records and emits the run's events), [`exec::events`] (the events
+//!   a run emits and the [`exec::events::Sink`] they go to), [`exec::store`] (the
+//!   [`exec::store::StateStore`] trait that makes a run resumable, with its backends
+//!   [`exec::store::sqlite`] and [`exec::store::pg`]), [`exec::worker`] (one `apply` among the
+//!   workers of a shared `PostgreSQL` run: claims and leases), [`exec::snapshot`] (what the
+//!   store knows, for `status` and `report`), [`exec::secrets`] (secret resolution),
 //!   [`exec::files`] (bounded reading of the files a plan names), [`exec::saved`] (saved plans,
-//!   `plan -out`), [`exec::refresh`] (`plan --refresh`: live state, read only), and the crate's
-//!   own `exec::ovh` (the `OVHcloud` steps), `exec::preflight` (checks before the first mutating
-//!   call) and `exec::legacy_layout` (where OVH's migration puts each folder).
+//!   `plan --out`), [`exec::refresh`] (`plan --refresh`: live state, read only), and the crate's
+//!   own: `exec::steps` (the step bodies: `steps::imap`, `steps::ovh`, and the retry loop),
+//!   `exec::step` (what a step runs with and returns), `exec::slots` (connection slots per
+//!   server), `exec::fingerprint` (whether a step changed since it ran), `exec::ledger` (the
+//!   copy's view of the store), `exec::credentials` (resolved logins and passwords),
+//!   `exec::error` (the run's [`exec::Error`]), `exec::ovh` (the `OVHcloud` steps),
+//!   `exec::preflight` (checks before the first mutating call) and `exec::legacy_layout` (where
+//!   OVH's migration puts each folder).
 //! - [`report`]: renderers; all output goes through them: [`report::diagnostics`] (`validate`),
 //!   [`report::dry_run`] (`plan`), [`report::graph`] (`graph`), [`report::progress`] (`apply`'s
 //!   bars, lines or JSON events), [`report::run`] (`status` and `report`), [`report::login`]
