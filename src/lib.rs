@@ -60,7 +60,8 @@
 //!   [`report::dry_run`] (`plan`), [`report::graph`] (`graph`), [`report::progress`] (`apply`'s
 //!   bars, lines or JSON events), [`report::run`] (`status` and `report`), [`report::login`]
 //!   (`ovh login`).
-//! - [`cli`]: clap definitions and dispatch; `main.rs` only calls [`cli::run`].
+//! - [`cli`]: clap definitions and dispatch (`cli::commands`: what the commands do beyond it);
+//!   `main.rs` only calls [`cli::run`].
 
 // One door for output: nothing prints with `print!`/`eprint!` outside `report/` (allowed there).
 #![deny(clippy::print_stdout, clippy::print_stderr)]
