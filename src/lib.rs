@@ -58,8 +58,8 @@
 //!   OVH's migration puts each folder).
 //! - [`report`]: renderers; all output goes through them: [`report::diagnostics`] (`validate`),
 //!   [`report::dry_run`] (`plan`), [`report::graph`] (`graph`), [`report::progress`] (`apply`'s
-//!   bars, lines or JSON events), [`report::run`] (`status` and `report`: `run::status`, `run::markdown`, `run::html`), [`report::login`]
-//!   (`ovh login`).
+//!   bars, lines or JSON events), [`report::run`] (`status` and `report`: `run::status`,
+//!   `run::markdown`, `run::html`), [`report::login`] (`ovh login`).
 //! - [`cli`]: clap definitions and dispatch (`cli::commands`: what the commands do beyond it);
 //!   `main.rs` only calls [`cli::run`].
 
