@@ -41,6 +41,12 @@ async fn the_schema_is_created_versioned_and_found_again() {
         ),
         format!("mailplan {SCHEMA_VERSION}")
     );
+    // Ordinary writes return before the WAL is flushed; the batch markers and claims (the
+    // durable sessions) only once it is on disk, as the SQLite store syncs only its marker.
+    assert_eq!(
+        store.commit_settings().await.expect("settings"),
+        ("off".to_owned(), "on".to_owned())
+    );
     assert_eq!(
         store.meta("plan_name").await.expect("meta").as_deref(),
         Some("p")

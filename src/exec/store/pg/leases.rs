@@ -363,7 +363,7 @@ impl PgStore {
         lease: Duration,
     ) -> Result<Claim, PgError> {
         let taken = self
-            .query(
+            .query_durable(
                 "INSERT INTO claims (key, worker, lease_until, taken, taken_by)
                  VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond', 1, $4)
                  ON CONFLICT (key) DO UPDATE SET worker = $2,
@@ -506,7 +506,7 @@ impl PgStore {
         label: &str,
     ) -> Result<bool, PgError> {
         Ok(!self
-            .query(
+            .query_durable(
                 "INSERT INTO placeholders (address, run, worker) VALUES ($1, $2, $3)
                  ON CONFLICT (address) DO UPDATE SET run = $2, worker = $3
                  WHERE placeholders.run <> $2

@@ -57,6 +57,7 @@ use crate::providers::imap::identity::MessageFacts;
 
 pub use blocking::BlockingPgStore;
 pub use leases::{Claim, Joined, Leased, WorkerId, WorkerRow};
+use target::Sessions;
 pub use target::{DEFAULT_SCHEMA, PgTarget, TlsMode, is_postgres_url};
 
 /// The errors of the `PostgreSQL` store. Every message names the store by its URL without the
@@ -232,15 +233,25 @@ CREATE TABLE placeholders (address TEXT PRIMARY KEY, run BIGINT NOT NULL, worker
 ",
 ];
 
-/// The store. `Sync`: its pool serves concurrent callers.
+/// The store. `Sync`: its pools serve concurrent callers.
+///
+/// Two pools, as the `SQLite` store syncs only some commits to disk: `pool`'s commits return
+/// before the WAL is flushed (`synchronous_commit=off`: a crash of the server may lose the last
+/// fraction of a second of them, which the next run redoes or reconciles: a step or a batch's
+/// record, an issue, a heartbeat), `durable`'s only once it is on disk, for what must survive a
+/// crash of the server to keep mail from being sent twice: the batch marker written before a
+/// group's first APPEND, a worker's claim on a step or a placeholder, and the schema.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: Pool,
+    durable: Pool,
     shown: String,
 }
 
 /// The pool size of a store that writes: the copy's writes, the lease renewals and a read.
 const POOL_SIZE: usize = 8;
+/// The durable pool's: batch markers and claims.
+const DURABLE_POOL_SIZE: usize = 4;
 
 impl PgStore {
     /// Connect (creating the schema when there is none) for a run of the plan `plan` that
@@ -248,10 +259,11 @@ impl PgStore {
     /// mailplan, another plan's store; migrates an older schema.
     pub async fn open(target: &PgTarget, plan: &str) -> Result<PgStore, PgError> {
         let store = PgStore {
-            pool: target.pool(POOL_SIZE, false)?,
+            pool: target.pool(POOL_SIZE, Sessions::Prompt)?,
+            durable: target.pool(DURABLE_POOL_SIZE, Sessions::Durable)?,
             shown: target.shown().to_owned(),
         };
-        let mut client = store.connect().await?;
+        let mut client = store.connect_durable().await?;
         let tx = client.transaction().await.map_err(|e| store.error(&e))?;
         // Workers that start together: one creates or migrates, the others wait and then see it.
         tx.execute(
@@ -300,8 +312,10 @@ impl PgStore {
     /// `report`, dry runs): `None` when there is none yet; the same refusals as
     /// [`PgStore::open`]. The server itself refuses writes on these connections.
     pub async fn open_read_only(target: &PgTarget, plan: &str) -> Result<Option<PgStore>, PgError> {
+        let pool = target.pool(2, Sessions::ReadOnly)?;
         let store = PgStore {
-            pool: target.pool(2, true)?,
+            durable: pool.clone(),
+            pool,
             shown: target.shown().to_owned(),
         };
         let client = store.connect().await?;
@@ -320,8 +334,33 @@ impl PgStore {
         &self.shown
     }
 
+    /// How each pool's sessions commit, as the server says (`SHOW synchronous_commit`): the
+    /// ordinary pool's, then the durable one's (see [`PgStore`]). For tests and diagnosis.
+    pub async fn commit_settings(&self) -> Result<(String, String), PgError> {
+        let show = |client: deadpool_postgres::Object| async move {
+            client
+                .query_one("SHOW synchronous_commit", &[])
+                .await
+                .map(|r| r.get::<_, String>(0))
+                .map_err(|e| self.error(&e))
+        };
+        Ok((
+            show(self.connect().await?).await?,
+            show(self.connect_durable().await?).await?,
+        ))
+    }
+
     async fn connect(&self) -> Result<deadpool_postgres::Object, PgError> {
-        self.pool.get().await.map_err(|e| {
+        self.connect_to(&self.pool).await
+    }
+
+    /// A session whose commits return once they are on disk (see [`PgStore`]).
+    async fn connect_durable(&self) -> Result<deadpool_postgres::Object, PgError> {
+        self.connect_to(&self.durable).await
+    }
+
+    async fn connect_to(&self, pool: &Pool) -> Result<deadpool_postgres::Object, PgError> {
+        pool.get().await.map_err(|e| {
             let message = match e {
                 deadpool_postgres::PoolError::Backend(e) => words(&e),
                 other => other.to_string(),
@@ -427,7 +466,25 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<u64, PgError> {
-        let client = self.connect().await?;
+        self.execute_on(self.connect().await?, sql, params).await
+    }
+
+    /// [`PgStore::execute`] on a session whose commit returns once it is on disk.
+    async fn execute_durable(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, PgError> {
+        self.execute_on(self.connect_durable().await?, sql, params)
+            .await
+    }
+
+    async fn execute_on(
+        &self,
+        client: deadpool_postgres::Object,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, PgError> {
         let statement = client
             .prepare_cached(sql)
             .await
@@ -443,7 +500,26 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, PgError> {
-        let client = self.connect().await?;
+        self.query_on(self.connect().await?, sql, params).await
+    }
+
+    /// [`PgStore::query`] on a session whose commit returns once it is on disk (a write that
+    /// returns rows).
+    pub(super) async fn query_durable(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, PgError> {
+        self.query_on(self.connect_durable().await?, sql, params)
+            .await
+    }
+
+    async fn query_on(
+        &self,
+        client: deadpool_postgres::Object,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, PgError> {
         let statement = client
             .prepare_cached(sql)
             .await
@@ -650,9 +726,9 @@ impl PgStore {
             }))
     }
 
-    /// The batch marker, written before a group's first APPEND: committed (`PostgreSQL`'s
-    /// default `synchronous_commit` flushes the WAL before the commit returns) before any
-    /// message is sent. The folder is pending, and its record then belongs to `route` and
+    /// The batch marker, written before a group's first APPEND: committed and on disk (a
+    /// durable session: the WAL is flushed before the commit returns) before any message is
+    /// sent. The folder is pending, and its record then belongs to `route` and
     /// `target`.
     pub async fn begin_batch(
         &self,
@@ -662,7 +738,7 @@ impl PgStore {
         route: &str,
         uidvalidity: u32,
     ) -> Result<(), PgError> {
-        self.execute(
+        self.execute_durable(
             "INSERT INTO folders (account, source, target, route, uidvalidity, pending,
                updated_at)
              VALUES ($1, $2, $3, $6, $4, TRUE, $5)

@@ -210,15 +210,20 @@ impl PgTarget {
         self.tls
     }
 
-    /// A pool of at most `size` connections; none is made yet.
-    pub(super) fn pool(&self, size: usize, read_only: bool) -> Result<Pool, PgError> {
+    /// A pool of at most `size` connections; none is made yet. Its sessions' commits are
+    /// `Durable` (`synchronous_commit=on`, whatever the server's default: the WAL is on disk
+    /// when the commit returns), `Prompt` (`synchronous_commit=off`: a crash of the server, not
+    /// of mailplan, may lose the last few commits, never corrupt anything) or `ReadOnly`.
+    pub(super) fn pool(&self, size: usize, sessions: Sessions) -> Result<Pool, PgError> {
         let mut config = self.config.clone();
-        if read_only {
+        let setting = match sessions {
+            Sessions::Durable => Some("synchronous_commit=on"),
+            Sessions::Prompt => Some("synchronous_commit=off"),
             // The server refuses any write, whatever a caller tries.
-            let options = format!(
-                "{} -c default_transaction_read_only=on",
-                config.get_options().unwrap_or_default()
-            );
+            Sessions::ReadOnly => Some("default_transaction_read_only=on"),
+        };
+        if let Some(setting) = setting {
+            let options = format!("{} -c {setting}", config.get_options().unwrap_or_default());
             config.options(&options);
         }
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?);
@@ -410,6 +415,14 @@ impl rustls::client::danger::ServerCertVerifier for ChainOnly {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.supported_verify_schemes()
     }
+}
+
+/// How a pool's sessions commit (see [`PgTarget::pool`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sessions {
+    Durable,
+    Prompt,
+    ReadOnly,
 }
 
 #[cfg(test)]
