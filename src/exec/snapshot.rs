@@ -132,9 +132,19 @@ pub fn read(plan: &Plan, location: &StateLocation) -> Result<Snapshot, StateErro
         None => Vec::new(),
     };
     let mut steps = steps;
-    if snapshot.running.is_none() && snapshot.workers.is_empty() {
-        // No apply runs now: a step still marked running was cut short (a kill, a crash).
-        for step in steps.iter_mut().filter(|s| s.status == StepStatus::Running) {
+    if snapshot.running.is_none() {
+        // No apply holds the run lock: a step still marked running was cut short (a kill, a
+        // crash), unless a live worker of a shared run holds it (a dead worker's steps are
+        // interrupted, whatever the other workers do).
+        let held: std::collections::HashSet<&str> = snapshot
+            .workers
+            .iter()
+            .flat_map(|w| w.steps.iter().map(String::as_str))
+            .collect();
+        for step in steps
+            .iter_mut()
+            .filter(|s| s.status == StepStatus::Running && !held.contains(s.key.as_str()))
+        {
             step.status = StepStatus::Interrupted;
         }
     }

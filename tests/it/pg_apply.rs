@@ -139,6 +139,52 @@ fn apply_status_and_report_run_on_a_postgres_state_without_showing_its_password(
         "{alice}"
     );
     assert_nothing_made_beside(s.dir.path(), "shared.yaml");
+
+    // What a killed worker leaves: its step still `running`, claimed by a worker whose heartbeat
+    // stopped an hour ago, while another worker lives and holds a running step of its own.
+    // `status` lists only the live worker, shows its step running and the dead one's interrupted.
+    let keys = pg.sql(
+        &db,
+        "SELECT string_agg(key, ',' ORDER BY key) FROM mailplan.steps WHERE kind = 'copy-mail'",
+    );
+    let keys: Vec<&str> = keys.split(',').collect();
+    let (dead_key, live_key) = (keys[0], keys[1]);
+    pg.sql(
+        &db,
+        &format!(
+            "WITH dead AS (INSERT INTO mailplan.workers (host, pid, heartbeat)
+                 VALUES ('gone', 1, now() - interval '1 hour') RETURNING id),
+               live AS (INSERT INTO mailplan.workers (host, pid) VALUES ('here', 2) RETURNING id)
+             INSERT INTO mailplan.claims (key, worker, lease_until, taken, taken_by)
+               SELECT '{dead_key}', id, now() - interval '59 minutes', 1, 'gone' FROM dead
+               UNION ALL
+               SELECT '{live_key}', id, now() + interval '1 hour', 1, 'here' FROM live
+             ON CONFLICT (key) DO UPDATE SET worker = EXCLUDED.worker,
+               lease_until = EXCLUDED.lease_until, taken_by = EXCLUDED.taken_by, run = NULL,
+               outcome = NULL;
+             UPDATE mailplan.steps SET status = 'running' WHERE key IN ('{dead_key}', '{live_key}')"
+        ),
+    );
+    let status = run(&["status", plan, "--state", &url, "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let workers: Vec<&str> = json["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .filter_map(|w| w["host"].as_str())
+        .collect();
+    assert_eq!(workers, ["here"], "{json}");
+    let status_of = |key: &str| {
+        json["accounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["steps"].as_array().into_iter().flatten())
+            .find(|st| st["key"] == key)
+            .map(|st| st["status"].clone())
+    };
+    assert_eq!(status_of(live_key), Some("running".into()), "{json}");
+    assert_eq!(status_of(dead_key), Some("interrupted".into()), "{json}");
 }
 
 #[test]
