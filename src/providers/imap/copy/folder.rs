@@ -333,19 +333,7 @@ pub(super) fn unreadable(
                 .map_err(CopyError::Ledger)?;
         }
     }
-    Ok(FolderOutcome {
-        source: src.clone(),
-        target: m.target_path.clone(),
-        reason: m.reason,
-        created: false,
-        counts: FolderCounts {
-            found: u64::from(status.messages),
-            failed: u64::from(status.messages),
-            ..FolderCounts::default()
-        },
-        error: Some(detail),
-        unreadable: true,
-    })
+    Ok(not_copied(m, status, detail, true))
 }
 
 /// A folder the target refused to create: nothing of it is copied, the others are; recorded
@@ -382,8 +370,19 @@ pub(super) fn not_created(
             )
             .map_err(CopyError::Ledger)?;
     }
-    Ok(FolderOutcome {
-        source: src.clone(),
+    Ok(not_copied(m, status, detail, false))
+}
+
+/// The outcome of a folder none of whose messages was copied, for `detail`: every message it
+/// holds counted as failed; `unreadable` when a server's answer about it could not be read.
+fn not_copied(
+    m: &FolderMapping,
+    status: FolderStatus,
+    detail: String,
+    unreadable: bool,
+) -> FolderOutcome {
+    FolderOutcome {
+        source: m.source.path.clone(),
         target: m.target_path.clone(),
         reason: m.reason,
         created: false,
@@ -393,8 +392,8 @@ pub(super) fn not_created(
             ..FolderCounts::default()
         },
         error: Some(detail),
-        unreadable: false,
-    })
+        unreadable,
+    }
 }
 
 /// A `map:` entry giving `target` a name most servers take: every character but letters,
