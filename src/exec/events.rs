@@ -41,6 +41,16 @@ pub enum Event<'a> {
         worker: &'a str,
         others: usize,
     },
+    /// At the end of a worker's run: what coordinating with the other workers cost it (the
+    /// requests to the shared state a run on the embedded state does not make, and the time
+    /// spent waiting for them), and the steps it ran.
+    Coordination {
+        /// Claims, their ends, heartbeats with the renewals, polls of steps held elsewhere.
+        leases: Spent,
+        /// Connection slots and OVH placeholders shared across workers.
+        limits: Spent,
+        steps: usize,
+    },
     /// A step begins; `why` says why a step that ran before runs again.
     StepStarted {
         key: &'a str,
@@ -114,6 +124,13 @@ pub enum Event<'a> {
         messages: u64,
         bytes: u64,
     },
+}
+
+/// Requests to a shared state and the time spent waiting for their answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spent {
+    pub requests: u64,
+    pub spent: std::time::Duration,
 }
 
 /// `1.5 MB`.

@@ -2,7 +2,17 @@
 //! [`Ledger`](crate::providers::imap::copy::Ledger)): folder records keyed by the route the mail
 //! takes, so that a record is only trusted for the mailboxes it was made on. A failed write stops
 //! the run, since what the copy does next could not be recorded.
+//!
+//! A step's ledger reads the account's records once ([`Known`]) and keeps them as it writes
+//! them: while a step runs, no one else writes its account's records (one `apply` holds the
+//! run lock, or, in a shared run, this worker holds the step's claim), so what it wrote is
+//! what the store holds. The copy asks for a folder's record several times in a pass (the
+//! estimates, the pass, the check); each is one round trip to a shared store. A folder with no
+//! issue needs no `DELETE` before its pass, and a mark written again unchanged with nothing
+//! counted is not written.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use crate::exec::credentials::Credentials;
@@ -24,6 +34,16 @@ pub(crate) struct StoreLedger<'a> {
     mode: RunMode,
     /// The run's [`Shared`], told when a write fails (the run stops).
     shared: &'a Shared,
+    /// The account's records as the store holds them, read on first use.
+    known: Mutex<Option<Known>>,
+}
+
+/// An account's folder records and the folders that have issues, as the store holds them.
+#[derive(Debug, Default)]
+struct Known {
+    /// By source folder: the target folder and route of the record, and the record.
+    folders: HashMap<String, (String, String, FolderRecord)>,
+    with_issues: HashSet<String>,
 }
 
 /// The mailboxes an account's copy reads and writes, as the plan says today: the source login
@@ -53,6 +73,7 @@ impl<'a> StoreLedger<'a> {
             route: route(&shared.credentials[i], source, target),
             mode: shared.mode,
             shared,
+            known: Mutex::new(None),
         }
     }
 }
@@ -80,6 +101,26 @@ impl StoreLedger<'_> {
         }
         written
     }
+
+    /// `f` on the account's records as known, read from the store first if need be.
+    fn known<T>(&self, f: impl FnOnce(&mut Known) -> T) -> Result<T, String> {
+        let mut known = self
+            .known
+            .lock()
+            .map_err(|_| "the ledger's lock is poisoned")?;
+        if known.is_none() {
+            let (folders, with_issues) =
+                self.with(|s| Ok((s.folders(self.account)?, s.issue_folders(self.account)?)))?;
+            *known = Some(Known {
+                folders: folders
+                    .into_iter()
+                    .map(|r| (r.source, (r.target, r.route, r.record)))
+                    .collect(),
+                with_issues: with_issues.into_iter().collect(),
+            });
+        }
+        Ok(f(known.get_or_insert_with(Known::default)))
+    }
 }
 
 impl Ledger for StoreLedger<'_> {
@@ -87,10 +128,28 @@ impl Ledger for StoreLedger<'_> {
         if self.store.is_none() {
             return Ok(None);
         }
-        self.with(|s| s.folder(self.account, source, target, &self.route))
+        self.known(|k| {
+            k.folders
+                .get(source)
+                .filter(|(t, route, _)| t == target && *route == self.route)
+                .map(|(_, _, record)| *record)
+        })
     }
     fn begin_batch(&self, source: &str, target: &str, uidvalidity: u32) -> Result<(), String> {
-        self.write(|s| s.begin_batch(self.account, source, target, &self.route, uidvalidity))
+        self.write(|s| s.begin_batch(self.account, source, target, &self.route, uidvalidity))?;
+        // As the store does: a record kept (its marks too) or made, now pending on this route.
+        self.known(|k| {
+            let (t, route, record) = k.folders.entry(source.to_owned()).or_insert_with(|| {
+                let new = FolderRecord {
+                    uidvalidity,
+                    ..FolderRecord::default()
+                };
+                (String::new(), String::new(), new)
+            });
+            target.clone_into(t);
+            self.route.clone_into(route);
+            record.pending = true;
+        })
     }
     fn end_batch(
         &self,
@@ -99,7 +158,21 @@ impl Ledger for StoreLedger<'_> {
         r: FolderRecord,
         c: &FolderCounts,
     ) -> Result<(), String> {
-        self.write(|s| s.end_batch(self.account, source, target, &self.route, r, c))
+        let unchanged = self.known(|k| {
+            k.folders.get(source).is_some_and(|(t, route, record)| {
+                t == target && *route == self.route && *record == r
+            })
+        })?;
+        if unchanged && *c == FolderCounts::default() {
+            return Ok(());
+        }
+        self.write(|s| s.end_batch(self.account, source, target, &self.route, r, c))?;
+        self.known(|k| {
+            k.folders.insert(
+                source.to_owned(),
+                (target.to_owned(), self.route.clone(), r),
+            );
+        })
     }
     fn issue(
         &self,
@@ -109,9 +182,18 @@ impl Ledger for StoreLedger<'_> {
         detail: &str,
         message: &MessageFacts,
     ) -> Result<(), String> {
-        self.write(|s| s.issue(self.account, source, uid, kind, detail, message))
+        self.write(|s| s.issue(self.account, source, uid, kind, detail, message))?;
+        self.known(|k| {
+            k.with_issues.insert(source.to_owned());
+        })
     }
     fn clear_issues(&self, source: &str) -> Result<(), String> {
-        self.write(|s| s.clear_issues(self.account, source))
+        if !self.known(|k| k.with_issues.contains(source))? {
+            return Ok(());
+        }
+        self.write(|s| s.clear_issues(self.account, source))?;
+        self.known(|k| {
+            k.with_issues.remove(source);
+        })
     }
 }

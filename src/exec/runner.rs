@@ -290,6 +290,8 @@ pub async fn apply(
     };
 
     let mut polled = Instant::now();
+    // Steps started by this process (for a worker's coordination cost per step).
+    let mut ran_here = 0usize;
     loop {
         if let Some(w) = &worker
             && !stop.is_cancelled()
@@ -297,73 +299,98 @@ pub async fn apply(
             && polled.elapsed() >= w.poll_every()
         {
             polled = Instant::now();
-            // Steps held elsewhere: taken over when their holder's lease ran out, finished
-            // here when they ended there.
-            for id in elsewhere.clone() {
-                let key = &keys[id.index()];
-                match w.claim(key) {
-                    Ok(Claim::Held) => {}
-                    Ok(Claim::Taken) => {
-                        elsewhere.remove(&id);
-                        taken.push_back(id);
+            // Steps held elsewhere, looked at in one request: taken over when their holder's
+            // lease ran out, finished here when they ended there.
+            let polled: HashMap<&str, StepId> = elsewhere
+                .iter()
+                .map(|id| (keys[id.index()].as_str(), *id))
+                .collect();
+            let asked: Vec<String> = polled.keys().map(|k| (*k).to_owned()).collect();
+            match w.poll(&asked) {
+                Ok(found) => {
+                    let mut found: Vec<(StepId, Claim)> = found
+                        .into_iter()
+                        .filter_map(|(key, claim)| Some((*polled.get(key.as_str())?, claim)))
+                        .collect();
+                    found.sort_by_key(|(id, _)| *id);
+                    for (id, claim) in found {
+                        let key = &keys[id.index()];
+                        match claim {
+                            Claim::Held => {}
+                            Claim::Taken => {
+                                elsewhere.remove(&id);
+                                taken.push_back(id);
+                            }
+                            Claim::Ended(outcome) => {
+                                elsewhere.remove(&id);
+                                ended_elsewhere(
+                                    &mut queue,
+                                    id,
+                                    key,
+                                    &outcome,
+                                    &keys,
+                                    &graph,
+                                    &fps,
+                                    &shared,
+                                    &mut summary,
+                                    &with_store,
+                                );
+                            }
+                        }
                     }
-                    Ok(Claim::Ended(outcome)) => {
-                        elsewhere.remove(&id);
-                        ended_elsewhere(
+                }
+                Err(e) => fail_state(&e),
+            }
+        }
+        while running.len() < options.parallelism.max(1) && !stop.is_cancelled() {
+            // A worker claims the next ready steps, as many as it runs at once, in one request:
+            // it runs those it took, waits for those another worker holds.
+            if let Some(w) = &worker
+                && taken.is_empty()
+            {
+                let batch: Vec<StepId> = std::iter::from_fn(|| queue.next_ready())
+                    .take(options.parallelism.max(1))
+                    .collect();
+                if batch.is_empty() {
+                    break;
+                }
+                let asked: Vec<String> = batch.iter().map(|id| keys[id.index()].clone()).collect();
+                let found: HashMap<String, Claim> = match w.claim_all(&asked) {
+                    Ok(found) => found.into_iter().collect(),
+                    Err(e) => {
+                        fail_state(&e);
+                        break;
+                    }
+                };
+                for id in batch {
+                    let key = &keys[id.index()];
+                    match found.get(key) {
+                        Some(Claim::Taken) => taken.push_back(id),
+                        Some(Claim::Ended(outcome)) => ended_elsewhere(
                             &mut queue,
                             id,
                             key,
-                            &outcome,
+                            outcome,
                             &keys,
                             &graph,
                             &fps,
                             &shared,
                             &mut summary,
                             &with_store,
-                        );
-                    }
-                    Err(e) => {
-                        fail_state(&e);
-                        break;
-                    }
-                }
-            }
-        }
-        while running.len() < options.parallelism.max(1) && !stop.is_cancelled() {
-            let id = if let Some(id) = taken.pop_front() {
-                id
-            } else {
-                let Some(id) = queue.next_ready() else { break };
-                if let Some(w) = &worker {
-                    let key = &keys[id.index()];
-                    match w.claim(key) {
-                        Ok(Claim::Taken) => {}
-                        Ok(Claim::Held) => {
+                        ),
+                        Some(Claim::Held) | None => {
                             elsewhere.insert(id);
-                            continue;
-                        }
-                        Ok(Claim::Ended(outcome)) => {
-                            ended_elsewhere(
-                                &mut queue,
-                                id,
-                                key,
-                                &outcome,
-                                &keys,
-                                &graph,
-                                &fps,
-                                &shared,
-                                &mut summary,
-                                &with_store,
-                            );
-                            continue;
-                        }
-                        Err(e) => {
-                            fail_state(&e);
-                            break;
                         }
                     }
                 }
-                id
+                continue;
+            }
+            let id = match taken.pop_front() {
+                Some(id) => id,
+                None => {
+                    let Some(id) = queue.next_ready() else { break };
+                    id
+                }
             };
             let key = &keys[id.index()];
             let next = graph.step(id).clone();
@@ -447,6 +474,7 @@ pub async fn apply(
                 continue;
             }
             printer.event(&Event::StepStarted { key, why });
+            ran_here += 1;
             let shared = Arc::clone(&shared);
             let key = key.clone();
             let retries = retries.clone();
@@ -579,6 +607,14 @@ pub async fn apply(
                 let _ = s.unlock(pid);
             }
         }
+    }
+    if let Some(w) = &worker {
+        let spent = w.coordination();
+        printer.event(&Event::Coordination {
+            leases: spent.leases,
+            limits: spent.limits,
+            steps: ran_here,
+        });
     }
     printer.event(&Event::Finished {
         done: summary.done,

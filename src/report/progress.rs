@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::exec::events::{Event, Sink, human_bytes};
+use crate::exec::events::{Event, Sink, Spent, human_bytes};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +107,9 @@ pub struct Printer {
     output: Output,
     bars: Mutex<Option<Bars>>,
     progress: Mutex<HashMap<String, Progress>>,
+    /// On a shared run, the worker this process is ([`Event::Worker`]): every line and JSON
+    /// event after that one names it, since several workers' output often ends up in one log.
+    worker: Mutex<Option<String>>,
 }
 
 impl Printer {
@@ -129,6 +132,21 @@ impl Printer {
             output,
             bars: Mutex::new(bars),
             progress: Mutex::new(HashMap::new()),
+            worker: Mutex::new(None),
+        }
+    }
+
+    /// `text` as this process prints it: after the worker's name on a shared run.
+    fn named(&self, text: String) -> String {
+        match self
+            .worker
+            .lock()
+            .ok()
+            .as_deref()
+            .and_then(Option::as_deref)
+        {
+            Some(worker) => format!("[{worker}] {text}"),
+            None => text,
         }
     }
 
@@ -147,12 +165,32 @@ impl Printer {
 
     /// Report an event.
     pub fn event(&self, event: &Event<'_>) {
+        self.show(event);
+        // The worker line names the worker itself; every line after it does too.
+        if let Event::Worker { worker, .. } = event
+            && let Ok(mut named) = self.worker.lock()
+        {
+            *named = Some((*worker).to_owned());
+        }
+    }
+
+    fn show(&self, event: &Event<'_>) {
         let change = self.track(event);
         match self.output {
             Output::Json => {
                 if shown(event) {
+                    let mut v = json_event(event);
+                    if let Some(worker) = self
+                        .worker
+                        .lock()
+                        .ok()
+                        .as_deref()
+                        .and_then(Option::as_deref)
+                    {
+                        v["worker"] = json!(worker);
+                    }
                     let mut out = io::stdout().lock();
-                    let _ = writeln!(out, "{}", json_event(event));
+                    let _ = writeln!(out, "{v}");
                     let _ = out.flush();
                 }
             }
@@ -162,7 +200,7 @@ impl Printer {
                     _ => line(event),
                 };
                 if let Some(text) = text {
-                    let _ = writeln!(io::stderr().lock(), "{text}");
+                    let _ = writeln!(io::stderr().lock(), "{}", self.named(text));
                 }
             }
             Output::Bars => self.bar_event(event, &change),
@@ -173,7 +211,7 @@ impl Printer {
                 | Event::Finished { .. } = event
                     && let Some(text) = line(event)
                 {
-                    let _ = writeln!(io::stderr().lock(), "{text}");
+                    let _ = writeln!(io::stderr().lock(), "{}", self.named(text));
                 }
             }
         }
@@ -309,11 +347,12 @@ impl Printer {
                 }
                 let _ = bars.multi.clear();
                 if let Some(line) = line(event) {
-                    eprintln_safe(&line);
+                    eprintln_safe(&self.named(line));
                 }
             }
             other => {
                 if let Some(line) = line(other) {
+                    let line = self.named(line);
                     bars.multi.suspend(|| eprintln_safe(&line));
                 }
             }
@@ -436,6 +475,25 @@ fn line(event: &Event<'_>) -> Option<String> {
         Event::Worker { worker, others } => {
             format!("worker  {worker} of a shared run, with {others} other worker(s)")
         }
+        Event::Coordination {
+            leases,
+            limits,
+            steps,
+        } => {
+            #[allow(clippy::cast_precision_loss)]
+            let per_step = |s: &Spent| s.spent.as_secs_f64() * 1000.0 / (*steps).max(1) as f64;
+            format!(
+                "worker  coordination, for {steps} step(s) run here: leases {} request(s), \
+                 {:.2} s ({:.2} ms per step); shared limits {} request(s), {:.2} s ({:.2} ms \
+                 per step)",
+                leases.requests,
+                leases.spent.as_secs_f64(),
+                per_step(leases),
+                limits.requests,
+                limits.spent.as_secs_f64(),
+                per_step(limits)
+            )
+        }
         Event::StepStarted { key, why } => match why {
             Some(why) => format!("start   {key} ({why})"),
             None => format!("start   {key}"),
@@ -527,6 +585,16 @@ fn json_event(event: &Event<'_>) -> serde_json::Value {
         }
         Event::Worker { worker, others } => {
             json!({"event": "worker", "worker": worker, "others": others})
+        }
+        Event::Coordination {
+            leases,
+            limits,
+            steps,
+        } => {
+            let spent =
+                |s: &Spent| json!({"requests": s.requests, "ms": s.spent.as_secs_f64() * 1000.0});
+            json!({"event": "coordination", "steps": steps, "leases": spent(leases),
+                   "limits": spent(limits)})
         }
         Event::StepStarted { key, why } => {
             json!({"event": "step-started", "step": key, "why": why})

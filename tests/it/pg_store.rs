@@ -1,15 +1,15 @@
 //! The `PostgreSQL` state store (`exec::store::pg`) on a real `PostgreSQL` (`support::postgres`, one
 //! server for the run, a database per test): the schema made and found again, the refusals
 //! (newer version, another plan, another program's schema), every record written and read back
-//! as the `SQLite` store does, the leases (concurrent takers never share a step, an expired lease
-//! is taken over, a dead worker's leases are freed), and the connection errors, none of which
-//! shows the password.
+//! as the `SQLite` store does, the claims (concurrent claimers never share a step, an expired
+//! claim is taken over, an ended one never again in its run, a dead worker's claims are freed),
+//! and the connection errors, none of which shows the password.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use mailplan::exec::store::SourceCounts;
-use mailplan::exec::store::pg::{PgError, PgStore, PgTarget, SCHEMA_VERSION, WorkerId};
+use mailplan::exec::store::pg::{Claim, PgError, PgStore, PgTarget, SCHEMA_VERSION, WorkerId};
 use mailplan::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
 use mailplan::providers::imap::identity::MessageFacts;
 
@@ -91,6 +91,9 @@ async fn a_version_1_store_is_migrated_in_place() {
          DROP TABLE mailplan.source_folder_counts, mailplan.source_counts, mailplan.claims,
            mailplan.slots, mailplan.pace, mailplan.placeholders;
          ALTER TABLE mailplan.workers DROP COLUMN run, DROP COLUMN label;
+         ALTER TABLE mailplan.steps ADD COLUMN leased_by BIGINT
+           REFERENCES mailplan.workers (id) ON DELETE SET NULL, ADD COLUMN lease_until TIMESTAMPTZ;
+         CREATE INDEX steps_leases ON mailplan.steps (leased_by) WHERE leased_by IS NOT NULL;
          UPDATE mailplan.schema_version SET version = 1;
          INSERT INTO mailplan.issues (account, folder, uid, kind, detail)
            VALUES ('a@x', 'INBOX', 7, 'refused', 'NO too big')",
@@ -99,6 +102,16 @@ async fn a_version_1_store_is_migrated_in_place() {
     assert_eq!(
         pg.sql(&db, "SELECT version FROM mailplan.schema_version"),
         SCHEMA_VERSION.to_string()
+    );
+    assert_eq!(
+        pg.sql(
+            &db,
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_schema = 'mailplan' AND table_name = 'steps'
+               AND column_name IN ('leased_by', 'lease_until')"
+        ),
+        "0",
+        "version 4 dropped the first lease columns"
     );
     let issues = store.issues("a@x").await.expect("issues");
     assert_eq!(issues.len(), 1);
@@ -419,54 +432,55 @@ async fn every_record_is_written_and_read_back_as_the_sqlite_store_does() {
     assert!(store.lock_holder().await.expect("holder").is_none());
 }
 
-/// `n` steps recorded as ready, in order.
-async fn ready_steps(store: &PgStore, n: usize) -> Vec<String> {
-    let mut keys = Vec::new();
-    for i in 0..n {
-        let key = format!("acct{i:03}@x/copy-mail");
-        store
-            .step_ready(&key, Some(&format!("acct{i:03}@x")), "copy-mail", "f")
-            .await
-            .expect("ready");
-        keys.push(key);
-    }
-    keys
+/// `n` step keys, in plan order, and the plan's steps as workers join with them.
+fn plan_steps(n: usize) -> (Vec<String>, BTreeMap<String, String>) {
+    let keys: Vec<String> = (0..n).map(|i| format!("copy-mail acct{i:03}@x")).collect();
+    let steps = keys.iter().map(|k| (k.clone(), "f".to_owned())).collect();
+    (keys, steps)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_lease_takers_never_get_the_same_step() {
+async fn concurrent_claimers_never_take_the_same_step() {
     let (_pg, _db, target) = fresh();
     let setup = PgStore::open(&target, "p").await.expect("open");
-    let keys = ready_steps(&setup, 120).await;
-    // Two workers (two processes' worth: a pool each), four takers each, all at once.
-    let mut takers = Vec::new();
+    let (keys, steps) = plan_steps(120);
+    let lease = Duration::from_secs(60);
+    // Two workers (two processes' worth: a pool each), four claimers each, all at once, each
+    // walking the whole plan from its own place, four steps per request as the runner does.
+    let mut claimers = Vec::new();
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
     for w in 0..2 {
         let store = PgStore::open(&target, "p").await.expect("open");
-        let worker = store
-            .register_worker(&format!("host-{w}"), 1000 + w)
+        let joined = store
+            .join(&format!("host-{w}"), 1000 + w, "plan", &steps, lease)
             .await
-            .expect("register");
-        for _ in 0..4 {
-            let (store, start) = (store.clone(), start.clone());
-            takers.push(tokio::spawn(async move {
+            .expect("join");
+        for c in 0..4 {
+            let (store, start, joined) = (store.clone(), start.clone(), joined.clone());
+            let mut order = keys.clone();
+            order.rotate_left((w as usize * 4 + c) * 15);
+            claimers.push(tokio::spawn(async move {
                 start.wait().await;
                 let mut taken = Vec::new();
-                while let Some(leased) = store
-                    .take_step(worker, Duration::from_secs(60))
-                    .await
-                    .expect("take")
-                {
-                    assert_eq!(leased.status, "ready");
-                    taken.push((worker, leased.key));
+                for batch in order.chunks(4) {
+                    for (key, claim) in store
+                        .claim_all(joined.id, joined.run, "w", batch, lease)
+                        .await
+                        .expect("claim")
+                    {
+                        assert!(!matches!(claim, Claim::Ended(_)), "{key}: nothing ended");
+                        if claim == Claim::Taken {
+                            taken.push((joined.id, key));
+                        }
+                    }
                 }
                 taken
             }));
         }
     }
     let mut all = Vec::new();
-    for taker in takers {
-        all.extend(taker.await.expect("join"));
+    for claimer in claimers {
+        all.extend(claimer.await.expect("join"));
     }
     let distinct: HashSet<&String> = all.iter().map(|(_, k)| k).collect();
     assert_eq!(all.len(), keys.len(), "every step taken exactly once");
@@ -480,7 +494,9 @@ async fn concurrent_lease_takers_never_get_the_same_step() {
             .map(|(_, k)| k)
             .collect();
         held.sort();
-        assert_eq!(w.steps.iter().collect::<Vec<_>>(), held, "{w:?}");
+        let mut shown: Vec<&String> = w.steps.iter().collect();
+        shown.sort();
+        assert_eq!(shown, held, "{w:?}");
     }
     assert!(
         workers.iter().all(|w| !w.steps.is_empty()),
@@ -489,89 +505,112 @@ async fn concurrent_lease_takers_never_get_the_same_step() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_lease_is_taken_over_and_a_dead_workers_leases_are_freed() {
+async fn an_expired_claim_is_taken_over_an_ended_one_never_and_a_dead_worker_frees_its_own() {
     let (_pg, _db, target) = fresh();
     let store = PgStore::open(&target, "p").await.expect("open");
-    let keys = ready_steps(&store, 3).await;
-    let a = store.register_worker("host-a", 1).await.expect("a");
-    let b = store.register_worker("host-b", 2).await.expect("b");
+    let (keys, steps) = plan_steps(3);
+    let long = Duration::from_secs(60);
+    let short = Duration::from_millis(300);
+    let a = store
+        .join("host-a", 1, "plan", &steps, long)
+        .await
+        .expect("a");
+    let b = store
+        .join("host-b", 2, "plan", &steps, long)
+        .await
+        .expect("b");
+    assert_eq!((a.run, b.others), (b.run, 1), "one run");
 
-    // A takes the first step, starts it and stops renewing (killed).
-    let lease = Duration::from_millis(300);
-    let first = store.take_step(a, lease).await.expect("take").expect("one");
-    assert_eq!(first.key, keys[0]);
-    store
-        .step_started(
-            &first.key,
-            first.account.as_deref(),
-            &first.kind,
-            &first.fingerprint,
-        )
-        .await
-        .expect("start");
-    assert!(store.renew(a, &first.key, lease).await.expect("renew"));
-    // While the lease holds, B gets the next step, not A's.
-    let second = store.take_step(b, lease).await.expect("take").expect("one");
-    assert_eq!(second.key, keys[1]);
-    tokio::time::sleep(lease + Duration::from_millis(200)).await;
-    // Both leases ran out. The first in plan order is A's, which B now takes over, still
-    // `running`: B resumes it from its folder records.
-    let taken = store
-        .take_step(b, Duration::from_secs(60))
-        .await
-        .expect("take")
-        .expect("the expired one");
+    // A claims the first step with a short lease and stops renewing it (killed).
     assert_eq!(
-        (taken.key.as_str(), taken.status.as_str()),
-        (keys[0].as_str(), "running")
+        store
+            .claim(a.id, a.run, "a", &keys[0], short)
+            .await
+            .expect("claim"),
+        Claim::Taken
+    );
+    // While the lease holds, B finds it held and takes the next one.
+    let found = store
+        .claim_all(b.id, b.run, "b", &keys[..2], long)
+        .await
+        .expect("claim");
+    let found: BTreeMap<String, Claim> = found.into_iter().collect();
+    assert_eq!(found[&keys[0]], Claim::Held);
+    assert_eq!(found[&keys[1]], Claim::Taken);
+    tokio::time::sleep(short + Duration::from_millis(200)).await;
+    // A's lease ran out: B takes its step over (and resumes it from its folder records).
+    assert_eq!(
+        store
+            .claim(b.id, b.run, "b", &keys[0], long)
+            .await
+            .expect("claim"),
+        Claim::Taken
+    );
+    let holders = store.workers().await.expect("workers");
+    let held_by = |id| {
+        let mut held = holders
+            .iter()
+            .find(|w| w.id == id)
+            .expect("listed")
+            .steps
+            .clone();
+        held.sort();
+        held
+    };
+    assert_eq!(held_by(b.id), [keys[0].clone(), keys[1].clone()]);
+    assert!(held_by(a.id).is_empty());
+    // A's end of a claim it lost changes nothing.
+    store
+        .end_claim(a.id, a.run, &keys[0], Some("failed"))
+        .await
+        .expect("a no-op");
+
+    // B ends the first step done: no worker of this run takes it again, each learns how it
+    // ended. B is interrupted in the second: another worker may take it.
+    store
+        .end_claim(b.id, b.run, &keys[0], Some("done"))
+        .await
+        .expect("end");
+    store
+        .end_claim(b.id, b.run, &keys[1], None)
+        .await
+        .expect("end");
+    assert_eq!(
+        store
+            .claim(a.id, a.run, "a", &keys[0], long)
+            .await
+            .expect("claim"),
+        Claim::Ended("done".to_owned())
+    );
+    assert_eq!(
+        store
+            .claim(a.id, a.run, "a", &keys[1], long)
+            .await
+            .expect("claim"),
+        Claim::Taken
+    );
+    assert!(store.keep_alive(b.id, long).await.expect("beat"));
+
+    // A's machine is lost: no heartbeat. A worker joining after A's heartbeat is older than
+    // its lease retires A, whose claims then are nobody's; A learns it was retired.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store.keep_alive(b.id, long).await.expect("beat"));
+    let c = store
+        .join("host-c", 3, "plan", &steps, short)
+        .await
+        .expect("c");
+    assert_eq!((c.run, c.others), (a.run, 1), "B is alive, A is not");
+    assert_eq!(
+        store
+            .claim(c.id, c.run, "c", &keys[1], long)
+            .await
+            .expect("claim"),
+        Claim::Taken
     );
     assert!(
-        !store.renew(a, &first.key, lease).await.expect("renew"),
-        "A lost its lease"
+        !store.keep_alive(a.id, long).await.expect("beat"),
+        "A was retired"
     );
-    store
-        .release(a, &first.key)
-        .await
-        .expect("a release is a no-op");
-    let holders = store.workers().await.expect("workers");
-    let held_by_b = &holders.iter().find(|w| w.id == b).expect("b").steps;
-    assert!(held_by_b.contains(&keys[0]), "{holders:?}");
-
-    // B finishes and releases: the step is nobody's, and done steps are never taken again.
-    store
-        .step_finished(&keys[0], "done", Some(1), None, None)
-        .await
-        .expect("finish");
-    store.release(b, &keys[0]).await.expect("release");
-    store
-        .step_ready(&keys[0], None, "copy-mail", "f")
-        .await
-        .expect("ready again is ignored");
-    // What is left to take: the second step (B's lease on it ran out) and the third.
-    let mut rest = Vec::new();
-    while let Some(l) = store
-        .take_step(a, Duration::from_secs(60))
-        .await
-        .expect("take")
-    {
-        rest.push(l.key);
-    }
-    assert_eq!(rest, [keys[1].clone(), keys[2].clone()]);
-    // A starts one of them, then its machine is lost (no heartbeat, its leases still long).
-    store
-        .step_started(&keys[1], None, "copy-mail", "f")
-        .await
-        .expect("start");
-
-    // A worker that stops heart-beating is retired by the sweep, and its leases are freed.
-    assert!(store.heartbeat(b).await.expect("beat"));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(store.heartbeat(b).await.expect("beat"));
-    let freed = store
-        .expire_leases(Duration::from_millis(300))
-        .await
-        .expect("sweep");
-    assert_eq!(freed, [keys[1].clone(), keys[2].clone()], "A's leases");
     let left: Vec<WorkerId> = store
         .workers()
         .await
@@ -579,25 +618,24 @@ async fn an_expired_lease_is_taken_over_and_a_dead_workers_leases_are_freed() {
         .iter()
         .map(|w| w.id)
         .collect();
-    assert_eq!(left, [b]);
-    assert!(!store.heartbeat(a).await.expect("beat"), "A was retired");
-    // What A held is taken again, the step it was running first, as `running`.
-    let resumed = store
-        .take_step(b, Duration::from_secs(60))
-        .await
-        .expect("take")
-        .expect("A's running step");
-    assert_eq!(
-        (resumed.key.as_str(), resumed.status.as_str()),
-        (keys[1].as_str(), "running")
-    );
-    let next = store
-        .take_step(b, Duration::from_secs(60))
-        .await
-        .expect("take");
-    assert_eq!(next.map(|l| l.key), Some(keys[2].clone()));
-    store.retire_worker(b).await.expect("retire");
+    assert_eq!(left, [b.id, c.id]);
+
+    // Retired workers let go of everything: the next run takes the unfinished steps again.
+    store.retire_worker(c.id).await.expect("retire");
+    store.retire_worker(b.id).await.expect("retire");
     assert!(store.workers().await.expect("workers").is_empty());
+    let d = store
+        .join("host-d", 4, "plan", &steps, long)
+        .await
+        .expect("d");
+    assert_ne!(d.run, a.run, "a new run");
+    let found: BTreeMap<String, Claim> = store
+        .claim_all(d.id, d.run, "d", &keys, long)
+        .await
+        .expect("claim")
+        .into_iter()
+        .collect();
+    assert!(found.values().all(|c| *c == Claim::Taken), "{found:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,7 +104,8 @@ fn claims(pg: &Postgres, db: &str) -> BTreeMap<String, (u32, String)> {
 fn three_workers_share_a_plan_and_run_each_step_exactly_once() {
     let s = Sandbox::new();
     Corpus::with_seed(60, 3).seed(&s.dovecot, SOURCE.0, SOURCE.1);
-    let names: Vec<String> = (1..=15).map(|i| format!("u{i:02}")).collect();
+    // Thirty accounts: the main one and 29 more.
+    let names: Vec<String> = (1..=29).map(|i| format!("u{i:02}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let (lines, envs) = s.more_accounts(&names, 29);
     let plan = s.plan("many", None, &lines);
@@ -146,7 +147,7 @@ fn three_workers_share_a_plan_and_run_each_step_exactly_once() {
         .collect();
     assert_eq!(
         steps.len(),
-        16 * 2,
+        30 * 2,
         "copy-mail and verify per account: {steps:?}"
     );
     let claimed = claims(pg, &db);
@@ -165,12 +166,42 @@ fn three_workers_share_a_plan_and_run_each_step_exactly_once() {
             stdout: e.stdout.clone().into_bytes(),
             stderr: Vec::new(),
         };
-        for ev in json_events(&out) {
+        let events = json_events(&out);
+        // Each worker's events name it, from its `worker` event on, as the claims do.
+        let first = events
+            .iter()
+            .position(|ev| ev["event"] == "worker")
+            .expect("a worker event");
+        let label = events[first]["worker"].as_str().expect("label").to_owned();
+        assert!(label.contains(" pid "), "{label}");
+        for ev in &events[first..] {
+            assert_eq!(ev["worker"], label.as_str(), "{ev}");
+        }
+        let mut here = 0;
+        for ev in &events {
             if ev["event"] == "step-started" {
+                here += 1;
                 *started
                     .entry(ev["step"].as_str().expect("step").to_owned())
                     .or_default() += 1;
             }
+        }
+        // What coordination cost it: its requests, and the steps it ran.
+        let cost = events
+            .iter()
+            .find(|ev| ev["event"] == "coordination")
+            .expect("a coordination event");
+        assert_eq!(cost["steps"], here, "{cost}");
+        // At least a claim and its end per step run here, and the connection slots of each
+        // copy (the default cap of 8 per server holds across workers).
+        let leases = cost["leases"]["requests"].as_u64().expect("requests");
+        assert!(leases > here, "{cost}");
+        assert!(cost["leases"]["ms"].as_f64().expect("ms") > 0.0, "{cost}");
+        if here > 0 {
+            assert!(
+                cost["limits"]["requests"].as_u64().expect("requests") >= 1,
+                "{cost}"
+            );
         }
     }
     assert_eq!(
@@ -195,7 +226,7 @@ fn three_workers_share_a_plan_and_run_each_step_exactly_once() {
             &db,
             "SELECT count(*) FROM mailplan.steps WHERE status = 'done' AND attempts = 1"
         ),
-        "32"
+        "60"
     );
     // The workers left: none registered, no claim held.
     assert_eq!(pg.sql(&db, "SELECT count(*) FROM mailplan.workers"), "0");
@@ -309,6 +340,23 @@ fn a_killed_worker_s_copy_is_taken_over_after_its_lease_and_another_plan_is_refu
         "{}",
         b.stderr
     );
+    // Every line after B's worker line names B, as its worker line does.
+    let label = b
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("worker  "))
+        .and_then(|l| l.split(" of a shared run").next())
+        .expect("a worker line");
+    let after: Vec<&str> = b
+        .stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("worker  "))
+        .skip(1)
+        .collect();
+    assert!(!after.is_empty());
+    for line in after {
+        assert!(line.starts_with(&format!("[{label}] ")), "{line}");
+    }
 }
 
 /// The pid B printed in its `worker` line.

@@ -215,6 +215,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn clear_issues(&self, account: &str, folder: &str) -> Result<(), StateError>;
     /// An account's issues, by folder and UID.
     fn issues(&self, account: &str) -> Result<Vec<IssueRow>, StateError>;
+    /// The folders of an account that have issues.
+    fn issue_folders(&self, account: &str) -> Result<Vec<String>, StateError>;
 
     // Source counts of a historical MX Plan account, taken before OVH migrates it.
 
@@ -398,6 +400,9 @@ pub struct FolderRow {
     pub account: String,
     pub source: String,
     pub target: String,
+    /// The route the record was made along (see `exec::ledger::route`); not shown.
+    #[serde(skip)]
+    pub route: String,
     pub record: FolderRecord,
     /// Cumulated over every run.
     pub copied: u64,

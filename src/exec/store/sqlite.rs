@@ -557,13 +557,26 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    fn folders(&self, account: &str) -> Result<Vec<FolderRow>, StateError> {
+    fn issue_folders(&self, account: &str) -> Result<Vec<String>, StateError> {
         let conn = self.conn()?;
         let mut stmt = conn
-            .prepare(
+            .prepare("SELECT DISTINCT folder FROM issues WHERE account = ?1")
+            .map_err(|e| self.error(&e))?;
+        stmt.query_map(params![account], |r| r.get(0))
+            .map_err(|e| self.error(&e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.error(&e))
+    }
+
+    fn folders(&self, account: &str) -> Result<Vec<FolderRow>, StateError> {
+        let conn = self.conn()?;
+        // A store read as it is, from before routes, has no route column: '' (never trusted).
+        let route = if self.routes { "route" } else { "''" };
+        let mut stmt = conn
+            .prepare(&format!(
                 "SELECT account, source, target, uidvalidity, last_uid, pending, failed_now,
-                   copied, failed, bytes FROM folders WHERE account = ?1 ORDER BY source",
-            )
+                   copied, failed, bytes, {route} FROM folders WHERE account = ?1 ORDER BY source"
+            ))
             .map_err(|e| self.error(&e))?;
         stmt.query_map(params![account], |r| {
             Ok(FolderRow {
@@ -579,6 +592,7 @@ impl StateStore for SqliteStore {
                 copied: r.get(7)?,
                 failed: r.get(8)?,
                 bytes: r.get(9)?,
+                route: r.get(10)?,
             })
         })
         .map_err(|e| self.error(&e))?

@@ -264,6 +264,10 @@ impl StateStore for BlockingPgStore {
         self.call(self.store.issues(account))
     }
 
+    fn issue_folders(&self, account: &str) -> Result<Vec<String>, StateError> {
+        self.call(self.store.issue_folders(account))
+    }
+
     fn source_counts(&self, account: &str) -> Result<Option<SourceCounts>, StateError> {
         self.call(self.store.source_counts(account))
     }

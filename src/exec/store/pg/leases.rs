@@ -1,16 +1,23 @@
-//! The workers of a shared run and the leases on its steps: a worker registers, takes a ready
-//! step (`FOR UPDATE SKIP LOCKED`), renews its lease while it works, releases it once the
-//! outcome is recorded; a lease that runs out, or a worker whose heartbeat stops, lets another
-//! worker take the step over. Times are the database's clock, never a worker's.
+//! The workers of a shared run and their claims on its steps: a worker joins, claims ready steps,
+//! renews its leases with its heartbeat while it works, and ends each claim once the outcome is
+//! recorded; a lease that runs out, or a worker whose heartbeat stops, lets another worker take
+//! the step over. Times are the database's clock, never a worker's.
 //!
-//! What `apply` uses on a shared state ([`PgStore::join`], [`PgStore::claim`],
+//! What `apply` uses on a shared state ([`PgStore::join`], [`PgStore::claim_all`],
 //! [`PgStore::end_claim`], [`PgStore::keep_alive`], [`PgStore::retire_worker`]): the workers of one
 //! *run* (the workers alive together; a worker that finds none alive starts a new run) each walk
-//! the whole step graph, and before running a ready step claim it in `claims`. A claim succeeds
-//! when no live worker holds the step and it has not ended (done or failed) in this run; a step
-//! held elsewhere is waited for (polled) and a step ended elsewhere counts as ended here, so
-//! every step runs once per run while its dependents become ready on every worker. Claims are
-//! kept apart from `steps` so that the step records stay exactly what `StateStore` writes.
+//! the whole step graph, and claim the ready steps in `claims` before running them, a batch of
+//! them per request. A claim succeeds when no live worker holds the step and it has not ended
+//! (done or failed) in this run; a step held elsewhere is waited for (polled, all of them in one
+//! request) and a step ended elsewhere counts as ended here, so every step runs once per run
+//! while its dependents become ready on every worker. Claims are kept apart from `steps` so that
+//! the step records stay exactly what `StateStore` writes.
+//!
+//! A claim is one conditional `INSERT … ON CONFLICT DO UPDATE … WHERE` per batch rather than a
+//! queue taken with `SELECT … FOR UPDATE SKIP LOCKED`: every worker walks the same graph and
+//! asks for the steps it found ready by key, so there is no queue to skip through; the upsert
+//! is atomic (two workers claiming a step together: one takes it, the other finds it held) and
+//! waits on another worker's row lock for one statement at most.
 
 use std::time::Duration;
 
@@ -59,32 +66,9 @@ pub struct Joined {
     pub others: usize,
 }
 
-/// A step a worker took: its key and what it needs to start it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Leased {
-    pub key: String,
-    pub account: Option<String>,
-    pub kind: String,
-    pub fingerprint: String,
-    /// `ready`, or `running` when it was taken over from a worker whose lease expired (the
-    /// step then resumes from its folder records).
-    pub status: String,
-}
-
 impl PgStore {
-    /// A worker joins the run: its row, with the database's time as `started` and `heartbeat`.
-    pub async fn register_worker(&self, host: &str, pid: u32) -> Result<WorkerId, PgError> {
-        let rows = self
-            .query(
-                "INSERT INTO workers (host, pid) VALUES ($1, $2) RETURNING id",
-                &[&host, &i64::from(pid)],
-            )
-            .await?;
-        Ok(WorkerId(rows.first().map_or(0, |r| r.get(0))))
-    }
-
     /// The worker is alive: its heartbeat is now. `false` when its row is gone (it was
-    /// retired as dead by [`PgStore::expire_leases`]): it must stop taking steps.
+    /// retired as dead by a worker that joined since): it must stop taking steps.
     pub async fn heartbeat(&self, worker: WorkerId) -> Result<bool, PgError> {
         Ok(self
             .execute(
@@ -95,14 +79,9 @@ impl PgStore {
             == 1)
     }
 
-    /// A worker leaves: its leases are released and its row removed.
+    /// A worker leaves: its claims are released and its row removed.
     pub async fn retire_worker(&self, worker: WorkerId) -> Result<(), PgError> {
-        // ON DELETE SET NULL clears `leased_by`; the lease time goes with it.
-        self.execute(
-            "UPDATE steps SET lease_until = NULL WHERE leased_by = $1",
-            &[&worker.0],
-        )
-        .await?;
+        // ON DELETE SET NULL frees its claims; its slots go with it (ON DELETE CASCADE).
         self.execute("DELETE FROM workers WHERE id = $1", &[&worker.0])
             .await
             .map(drop)
@@ -117,9 +96,7 @@ impl PgStore {
                    COALESCE(array_agg(h.key ORDER BY h.seq NULLS LAST, h.key)
                             FILTER (WHERE h.key IS NOT NULL), '{}')
                  FROM workers w LEFT JOIN (
-                   SELECT key, seq, leased_by AS holder FROM steps WHERE leased_by IS NOT NULL
-                   UNION ALL
-                   SELECT c.key, s.seq, c.worker FROM claims c LEFT JOIN steps s USING (key)
+                   SELECT c.key, s.seq, c.worker AS holder FROM claims c LEFT JOIN steps s USING (key)
                    WHERE c.worker IS NOT NULL) h ON h.holder = w.id
                  GROUP BY w.id ORDER BY w.id",
                 &[],
@@ -136,124 +113,6 @@ impl PgStore {
                 steps: r.get(5),
             })
             .collect())
-    }
-
-    /// A step is ready to run (its dependencies are done): recorded as `ready` for any worker
-    /// to take, unless it is done, already waiting or in a worker's hands.
-    pub async fn step_ready(
-        &self,
-        key: &str,
-        account: Option<&str>,
-        kind: &str,
-        fingerprint: &str,
-    ) -> Result<(), PgError> {
-        self.execute(
-            "INSERT INTO steps (key, account, kind, fingerprint, status)
-             VALUES ($1, $2, $3, $4, 'ready')
-             ON CONFLICT (key) DO UPDATE SET status = 'ready', fingerprint = $4
-             WHERE steps.status NOT IN ('done', 'ready') AND steps.leased_by IS NULL",
-            &[&key, &account, &kind, &fingerprint],
-        )
-        .await
-        .map(drop)
-    }
-
-    /// Take one step for `worker`, leased for `lease`: the first ready step no worker holds,
-    /// or a step whose holder's lease ran out or was freed by [`PgStore::expire_leases`] (it is
-    /// `running` when that worker died in it: in a shared run every running step is leased, so
-    /// a running step without a live lease is a lost worker's).
-    /// Rows another taker is locking are skipped (`FOR UPDATE SKIP LOCKED`), so takers never
-    /// wait on each other and never get the same step. `None` when nothing is to be taken.
-    pub async fn take_step(
-        &self,
-        worker: WorkerId,
-        lease: Duration,
-    ) -> Result<Option<Leased>, PgError> {
-        let rows = self
-            .query(
-                "UPDATE steps SET leased_by = $1,
-                   lease_until = clock_timestamp() + $2 * interval '1 millisecond'
-                 WHERE key = (
-                   SELECT key FROM steps
-                   WHERE status IN ('ready', 'running')
-                     AND (leased_by IS NULL OR lease_until < clock_timestamp())
-                   ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
-                 RETURNING key, account, kind, fingerprint, status",
-                &[&worker.0, &millis(lease)],
-            )
-            .await?;
-        Ok(rows.first().map(|r| Leased {
-            key: r.get(0),
-            account: r.get(1),
-            kind: r.get(2),
-            fingerprint: r.get(3),
-            status: r.get(4),
-        }))
-    }
-
-    /// Extend `worker`'s lease on `key` to `lease` from now. `false` when the worker no longer
-    /// holds it (it expired and another worker took it): the worker must stop that step.
-    pub async fn renew(
-        &self,
-        worker: WorkerId,
-        key: &str,
-        lease: Duration,
-    ) -> Result<bool, PgError> {
-        Ok(self
-            .execute(
-                "UPDATE steps SET lease_until = clock_timestamp() + $3 * interval '1 millisecond'
-                 WHERE key = $2 AND leased_by = $1",
-                &[&worker.0, &key, &millis(lease)],
-            )
-            .await?
-            == 1)
-    }
-
-    /// `worker` lets go of `key` (after recording its outcome, or on a clean stop).
-    pub async fn release(&self, worker: WorkerId, key: &str) -> Result<(), PgError> {
-        self.execute(
-            "UPDATE steps SET leased_by = NULL, lease_until = NULL
-             WHERE key = $2 AND leased_by = $1",
-            &[&worker.0, &key],
-        )
-        .await
-        .map(drop)
-    }
-
-    /// Clear the leases that ran out, and retire the workers whose heartbeat is older than
-    /// `dead_after` (their remaining leases go with them). Returns the keys set free, in plan
-    /// order. [`PgStore::take_step`] takes expired steps over by itself; this is the sweep
-    /// that makes `status` true and frees what a lost worker held in the database.
-    pub async fn expire_leases(&self, dead_after: Duration) -> Result<Vec<String>, PgError> {
-        let mut client = self.connect().await?;
-        let tx = client.transaction().await.map_err(|e| self.error(&e))?;
-        let mut freed: Vec<(i64, String)> = tx
-            .query(
-                "UPDATE steps SET leased_by = NULL, lease_until = NULL
-                 WHERE key IN (
-                   SELECT key FROM steps
-                   WHERE leased_by IS NOT NULL AND (lease_until < clock_timestamp()
-                     OR leased_by IN (SELECT id FROM workers
-                       WHERE heartbeat < clock_timestamp() - $1 * interval '1 millisecond'))
-                   FOR UPDATE SKIP LOCKED)
-                 RETURNING seq, key",
-                &[&millis(dead_after)],
-            )
-            .await
-            .map_err(|e| self.error(&e))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        tx.execute(
-            "DELETE FROM workers
-             WHERE heartbeat < clock_timestamp() - $1 * interval '1 millisecond'",
-            &[&millis(dead_after)],
-        )
-        .await
-        .map_err(|e| self.error(&e))?;
-        tx.commit().await.map_err(|e| self.error(&e))?;
-        freed.sort();
-        Ok(freed.into_iter().map(|(_, key)| key).collect())
     }
 }
 
@@ -352,8 +211,7 @@ impl PgStore {
         })
     }
 
-    /// `worker` (of run `run`, named `label` in the records) claims the step `key` for `lease`;
-    /// see [`Claim`].
+    /// Claim `key` for `worker` of `run` with a lease of `lease` ([`PgStore::claim_all`] of one).
     pub async fn claim(
         &self,
         worker: WorkerId,
@@ -362,31 +220,77 @@ impl PgStore {
         key: &str,
         lease: Duration,
     ) -> Result<Claim, PgError> {
-        let taken = self
+        let mut found = self
+            .claim_all(worker, run, label, &[key.to_owned()], lease)
+            .await?;
+        Ok(found.pop().map_or(Claim::Held, |(_, claim)| claim))
+    }
+
+    /// Claim every step of `keys` for `worker` (of run `run`, named `label` in the records),
+    /// with a lease of `lease`, in one statement (one round trip): what each is now, in no
+    /// particular order (see [`Claim`]). A step is taken when no worker holds it or its
+    /// holder's lease ran out, and it has not ended in this run; else it is held by another
+    /// worker, or ended in this run (done or failed) in another's hands. The claims are on disk
+    /// before this returns.
+    pub async fn claim_all(
+        &self,
+        worker: WorkerId,
+        run: i64,
+        label: &str,
+        keys: &[String],
+        lease: Duration,
+    ) -> Result<Vec<(String, Claim)>, PgError> {
+        // The rows a data-modifying WITH changes are not seen by the rest of the statement:
+        // the steps it did not take are read as they were, which is what is wanted.
+        let rows = self
             .query_durable(
-                "INSERT INTO claims (key, worker, lease_until, taken, taken_by)
-                 VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond', 1, $4)
-                 ON CONFLICT (key) DO UPDATE SET worker = $2,
-                   lease_until = clock_timestamp() + $3 * interval '1 millisecond',
-                   taken = claims.taken + 1, taken_by = $4
-                 WHERE (claims.worker IS NULL OR claims.lease_until < clock_timestamp())
-                   AND claims.run IS DISTINCT FROM $5
-                 RETURNING key",
-                &[&key, &worker.0, &millis(lease), &label, &run],
+                "WITH taken AS (
+                   INSERT INTO claims (key, worker, lease_until, taken, taken_by)
+                   SELECT k, $2, clock_timestamp() + $3 * interval '1 millisecond', 1, $4
+                   FROM unnest($1::text[]) AS k
+                   ON CONFLICT (key) DO UPDATE SET worker = $2,
+                     lease_until = clock_timestamp() + $3 * interval '1 millisecond',
+                     taken = claims.taken + 1, taken_by = $4
+                   WHERE (claims.worker IS NULL OR claims.lease_until < clock_timestamp())
+                     AND claims.run IS DISTINCT FROM $5
+                   RETURNING key)
+                 SELECT key, TRUE, NULL::bigint, NULL::text FROM taken
+                 UNION ALL
+                 SELECT key, FALSE, run, outcome FROM claims
+                 WHERE key = ANY($1) AND key NOT IN (SELECT key FROM taken)",
+                &[&keys, &worker.0, &millis(lease), &label, &run],
             )
             .await?;
-        if !taken.is_empty() {
-            return Ok(Claim::Taken);
-        }
-        let row = self
-            .query("SELECT run, outcome FROM claims WHERE key = $1", &[&key])
-            .await?;
-        Ok(match row.first() {
-            Some(r) if r.get::<_, Option<i64>>(0) == Some(run) => {
-                Claim::Ended(r.get::<_, Option<String>>(1).unwrap_or_default())
-            }
-            _ => Claim::Held,
-        })
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let claim = if r.get::<_, bool>(1) {
+                    Claim::Taken
+                } else if r.get::<_, Option<i64>>(2) == Some(run) {
+                    Claim::Ended(r.get::<_, Option<String>>(3).unwrap_or_default())
+                } else {
+                    Claim::Held
+                };
+                (r.get(0), claim)
+            })
+            .collect())
+    }
+
+    /// Of `keys`, the steps a claim would change now: free (no live holder, or its lease ran
+    /// out, or never claimed) or ended in `run`. A read, without locks or writes: what a
+    /// worker waiting for steps others hold asks, before it claims the few that moved.
+    pub async fn claimable(&self, keys: &[String], run: i64) -> Result<Vec<String>, PgError> {
+        Ok(self
+            .query(
+                "SELECT k FROM unnest($1::text[]) AS k LEFT JOIN claims c ON c.key = k
+                 WHERE c.key IS NULL OR c.worker IS NULL OR c.lease_until < clock_timestamp()
+                   OR c.run = $2",
+                &[&keys, &run],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
     /// `worker` lets go of `key`: with `outcome` (`done`, `failed`) the step ended in `run`
@@ -437,46 +341,54 @@ impl PgStore {
         cap: usize,
         dead_after: Duration,
     ) -> Result<Option<Vec<i64>>, PgError> {
-        let mut client = self.connect().await?;
-        let tx = client.transaction().await.map_err(|e| self.error(&e))?;
+        if n == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let client = self.connect().await?;
         let e = |e: tokio_postgres::Error| self.error(&e);
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('mailplan slots ' || current_schema()
-               || ' ' || $1::text))",
-            &[&server],
-        )
-        .await
-        .map_err(e)?;
-        let held: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM slots s JOIN workers w ON w.id = s.worker
-                 WHERE s.server = $1
-                   AND w.heartbeat >= clock_timestamp() - $2 * interval '1 millisecond'",
-                &[&server, &millis(dead_after)],
+        let lock = client
+            .prepare_cached(
+                "SELECT pg_advisory_xact_lock(hashtext('mailplan slots ' || current_schema()
+                   || ' ' || $1::text))",
             )
             .await
-            .map_err(e)?
-            .get(0);
+            .map_err(e)?;
+        // Counted by a statement after the lock's: its snapshot sees every slot taken by a
+        // transaction that held the lock before.
+        let insert = client
+            .prepare_cached(
+                "INSERT INTO slots (server, worker)
+                 SELECT $1, $2 FROM generate_series(1, $3::bigint)
+                 WHERE (SELECT count(*) FROM slots s JOIN workers w ON w.id = s.worker
+                        WHERE s.server = $1
+                          AND w.heartbeat >= clock_timestamp() - $5 * interval '1 millisecond')
+                       + $3 <= $4
+                 RETURNING id",
+            )
+            .await
+            .map_err(e)?;
         let (n, cap) = (
             i64::try_from(n).unwrap_or(i64::MAX),
             i64::try_from(cap).unwrap_or(i64::MAX),
         );
-        if held + n > cap {
-            return Ok(None);
-        }
-        let ids = tx
-            .query(
-                "INSERT INTO slots (server, worker) SELECT $1, $2 FROM generate_series(1, $3::bigint)
-                 RETURNING id",
-                &[&server, &worker.0, &n],
-            )
-            .await
-            .map_err(e)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        tx.commit().await.map_err(e)?;
-        Ok(Some(ids))
+        // One round trip: the four statements are sent together (tokio-postgres pipelines the
+        // requests of one connection polled together); a failure aborts the transaction, and
+        // its COMMIT then rolls it back.
+        let dead_after = millis(dead_after);
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&server];
+        let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&server, &worker.0, &n, &cap, &dead_after];
+        let (begun, locked, inserted, committed) = tokio::join!(
+            client.batch_execute("BEGIN"),
+            client.execute(&lock, &lock_params),
+            client.query(&insert, &insert_params),
+            client.batch_execute("COMMIT"),
+        );
+        begun.map_err(e)?;
+        locked.map_err(e)?;
+        let ids: Vec<i64> = inserted.map_err(e)?.iter().map(|r| r.get(0)).collect();
+        committed.map_err(e)?;
+        Ok((!ids.is_empty()).then_some(ids))
     }
 
     /// Reserve the next turn of the pace `name` (one request every `interval`, all workers

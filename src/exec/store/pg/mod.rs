@@ -5,8 +5,8 @@
 //! libpq variables; [`PgStore::open`] (a run that writes) and [`PgStore::open_read_only`]
 //! (`status`, `report`) connect, check and migrate; then the operations of `StateStore`, with
 //! the same names, semantics and records, as `async fn`s, plus the worker and lease operations
-//! that cooperating workers need ([`PgStore::register_worker`], [`PgStore::take_step`],
-//! [`PgStore::renew`], [`PgStore::release`], [`PgStore::expire_leases`]). The commands use it
+//! that cooperating workers need ([`PgStore::join`], [`PgStore::claim_all`],
+//! [`PgStore::end_claim`], [`PgStore::keep_alive`], [`PgStore::retire_worker`]). The commands use it
 //! as a [`crate::exec::store::StateStore`] through [`BlockingPgStore`].
 //!
 //! **Client**: `tokio-postgres` with a `deadpool-postgres` pool. `tokio-postgres` is the
@@ -56,7 +56,7 @@ use crate::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
 use crate::providers::imap::identity::MessageFacts;
 
 pub use blocking::BlockingPgStore;
-pub use leases::{Claim, Joined, Leased, WorkerId, WorkerRow};
+pub use leases::{Claim, Joined, WorkerId, WorkerRow};
 use target::Sessions;
 pub use target::{DEFAULT_SCHEMA, PgTarget, TlsMode, is_postgres_url};
 
@@ -163,7 +163,7 @@ pub enum PgError {
 }
 
 /// The version this mailplan writes in `schema_version`: one per entry of `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// What `schema_version.application` says in a mailplan store.
 const APPLICATION: &str = "mailplan";
 /// `MIGRATIONS[v]` takes a store from version `v` to `v + 1` (0: an empty schema). Version 1:
@@ -178,6 +178,7 @@ const APPLICATION: &str = "mailplan";
 /// run), each worker's run, the IMAP connection slots each worker holds (one row each), and the
 /// next turn of a request pace all workers share (the OVH API's), and the OVH placeholders the
 /// workers of a run claimed.
+/// Version 4: the lease columns of `steps` (a first lease design, before claims) dropped.
 const MIGRATIONS: &[&str] = &[
     "
 CREATE TABLE schema_version (
@@ -230,6 +231,10 @@ CREATE TABLE slots (
 CREATE INDEX slots_servers ON slots (server);
 CREATE TABLE pace (name TEXT PRIMARY KEY, next_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE placeholders (address TEXT PRIMARY KEY, run BIGINT NOT NULL, worker TEXT NOT NULL);
+",
+    "
+DROP INDEX steps_leases;
+ALTER TABLE steps DROP COLUMN leased_by, DROP COLUMN lease_until;
 ",
 ];
 
@@ -838,7 +843,7 @@ impl PgStore {
         Ok(self
             .query(
                 "SELECT account, source, target, uidvalidity, last_uid, pending, failed_now,
-                   copied, failed, bytes FROM folders WHERE account = $1 ORDER BY source",
+                   copied, failed, bytes, route FROM folders WHERE account = $1 ORDER BY source",
                 &[&account],
             )
             .await?
@@ -856,7 +861,20 @@ impl PgStore {
                 copied: to_u64(r.get(7)),
                 failed: to_u64(r.get(8)),
                 bytes: to_u64(r.get(9)),
+                route: r.get(10),
             })
+            .collect())
+    }
+
+    pub async fn issue_folders(&self, account: &str) -> Result<Vec<String>, PgError> {
+        Ok(self
+            .query(
+                "SELECT DISTINCT folder FROM issues WHERE account = $1",
+                &[&account],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
             .collect())
     }
 
