@@ -590,9 +590,6 @@ pub async fn apply(
         });
         shared.state_failed.store(true, Ordering::SeqCst);
     }
-    let state_failed = shared.state_failed.load(Ordering::SeqCst);
-    summary.interrupted = stop.is_cancelled() && !state_failed;
-    summary.failed += usize::from(state_failed);
     signals.abort();
     if let Some(keeper) = keeper {
         keeper.abort();
@@ -600,14 +597,21 @@ pub async fn apply(
     if let (Some(s), false) = (&store, dry) {
         let _ = s.set_meta("last_run", &super::store::timestamp(super::store::now()));
         match &worker {
+            // The claims' ends are written before the worker leaves; one that could not be is
+            // a failed state write (the step may run again in this run, elsewhere).
             Some(w) => {
-                let _ = w.retire();
+                if let Err(e) = w.retire() {
+                    fail_state(&e);
+                }
             }
             None => {
                 let _ = s.unlock(pid);
             }
         }
     }
+    let state_failed = shared.state_failed.load(Ordering::SeqCst);
+    summary.interrupted = stop.is_cancelled() && !state_failed;
+    summary.failed += usize::from(state_failed);
     if let Some(w) = &worker {
         let spent = w.coordination();
         printer.event(&Event::Coordination {

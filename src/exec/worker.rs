@@ -11,10 +11,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{mpsc, oneshot};
+
 use crate::exec::store::StateError;
-use crate::exec::store::pg::{BlockingPgStore, Claim, WorkerId};
+use crate::exec::store::pg::{BlockingPgStore, Claim, PgError, PgStore, WorkerId};
 
 /// The variable that sets the lease of a claim, in seconds (tests make it short).
 pub const LEASE_VARIABLE: &str = "MAILPLAN_LEASE_SECONDS";
@@ -43,6 +46,17 @@ pub(crate) struct Worker {
     /// those of the shared limits, each with the time waited for them.
     leases: Meter,
     limits: Meter,
+    /// The ends of claims, sent in order by a task of the store's runtime, several per request
+    /// when they come together (see [`Worker::end`]).
+    ends: mpsc::UnboundedSender<Ending>,
+    /// The first end that could not be written, until it is reported.
+    end_failed: Arc<Mutex<Option<PgError>>>,
+}
+
+/// What the ender task is told: an end to write, or to answer once every earlier one is written.
+enum Ending {
+    End(String, Option<String>),
+    Flush(oneshot::Sender<()>),
 }
 
 /// Requests and the time waited for them.
@@ -61,6 +75,11 @@ impl Meter {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.nanos.fetch_add(nanos, Ordering::Relaxed);
         out
+    }
+
+    /// One request not waited for.
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     fn read(&self) -> Spent {
@@ -98,6 +117,15 @@ impl Worker {
                 .inner()
                 .join(host, pid, plan_fingerprint, steps, lease),
         )?;
+        let (ends, pending) = mpsc::unbounded_channel();
+        let end_failed = Arc::new(Mutex::new(None));
+        store.spawn(write_ends(
+            store.inner().clone(),
+            joined.id,
+            joined.run,
+            pending,
+            Arc::clone(&end_failed),
+        ));
         Ok(Worker {
             store: store.clone(),
             id: joined.id,
@@ -107,6 +135,8 @@ impl Worker {
             others: joined.others,
             leases: Meter::default(),
             limits: Meter::default(),
+            ends,
+            end_failed,
         })
     }
 
@@ -146,15 +176,24 @@ impl Worker {
     }
 
     /// Let go of `key`: `done` or `failed` in this run, or `None` (interrupted: another worker
-    /// may take it).
+    /// may take it). Not waited for: the end is written by a task of the store, after every
+    /// earlier one and with those that come meanwhile, so that the next step starts at once;
+    /// [`Worker::retire`] waits for them all first (a claim ended after its worker left would
+    /// stay without its outcome). An error is that of an earlier end that failed.
     pub(crate) fn end(&self, key: &str, outcome: Option<&str>) -> Result<(), StateError> {
-        self.leases.timed(|| {
-            Ok(self.store.wait(
-                self.store
-                    .inner()
-                    .end_claim(self.id, self.run, key, outcome),
-            )?)
-        })
+        self.failed_end()?;
+        self.leases.count();
+        let _ = self
+            .ends
+            .send(Ending::End(key.to_owned(), outcome.map(str::to_owned)));
+        Ok(())
+    }
+
+    fn failed_end(&self) -> Result<(), StateError> {
+        match self.end_failed.lock().ok().and_then(|mut e| e.take()) {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Heartbeat and lease renewal; `false` when this worker was retired as dead meanwhile.
@@ -168,7 +207,13 @@ impl Worker {
 
     /// Leave the run: every claim still held is released.
     pub(crate) fn retire(&self) -> Result<(), StateError> {
-        Ok(self.store.wait(self.store.inner().retire_worker(self.id))?)
+        let (done, written) = oneshot::channel();
+        if self.ends.send(Ending::Flush(done)).is_ok() {
+            self.leases.timed(|| self.store.wait(written)).ok();
+        }
+        let ended = self.failed_end();
+        self.store.wait(self.store.inner().retire_worker(self.id))?;
+        ended
     }
 
     /// `n` of the slots all workers share on `server` (at most `cap` together), when free
@@ -275,5 +320,39 @@ impl crate::providers::ovh::SharedPace for SharedOvhPace {
         self.store
             .wait(self.store.inner().reserve_turn("ovh", self.interval))
             .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// The ender task of a worker: writes the ends it is sent, in order, all those waiting in one
+/// request; remembers the first failure (the runner stops on it).
+async fn write_ends(
+    store: PgStore,
+    worker: WorkerId,
+    run: i64,
+    mut pending: mpsc::UnboundedReceiver<Ending>,
+    failed: Arc<Mutex<Option<PgError>>>,
+) {
+    while let Some(first) = pending.recv().await {
+        let mut batch = vec![first];
+        while let Ok(next) = pending.try_recv() {
+            batch.push(next);
+        }
+        let mut ends = Vec::new();
+        let mut flushes = Vec::new();
+        for ending in batch {
+            match ending {
+                Ending::End(key, outcome) => ends.push((key, outcome)),
+                Ending::Flush(done) => flushes.push(done),
+            }
+        }
+        if !ends.is_empty()
+            && let Err(e) = store.end_claims(worker, run, &ends).await
+            && let Ok(mut first) = failed.lock()
+        {
+            first.get_or_insert(e);
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
     }
 }

@@ -636,6 +636,33 @@ async fn an_expired_claim_is_taken_over_an_ended_one_never_and_a_dead_worker_fre
         .into_iter()
         .collect();
     assert!(found.values().all(|c| *c == Claim::Taken), "{found:?}");
+    // Several ends in one request (a worker's ends that come together), each with its outcome.
+    store
+        .end_claims(
+            d.id,
+            d.run,
+            &[
+                (keys[0].clone(), Some("done".to_owned())),
+                (keys[1].clone(), None),
+                (keys[2].clone(), Some("failed".to_owned())),
+            ],
+        )
+        .await
+        .expect("end");
+    let e = store
+        .join("host-e", 5, "plan", &steps, long)
+        .await
+        .expect("e");
+    assert_eq!(e.run, d.run, "D is alive: the same run");
+    let found: BTreeMap<String, Claim> = store
+        .claim_all(e.id, e.run, "e", &keys, long)
+        .await
+        .expect("claim")
+        .into_iter()
+        .collect();
+    assert_eq!(found[&keys[0]], Claim::Ended("done".to_owned()));
+    assert_eq!(found[&keys[1]], Claim::Taken, "interrupted: anyone's");
+    assert_eq!(found[&keys[2]], Claim::Ended("failed".to_owned()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

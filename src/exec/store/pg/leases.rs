@@ -302,12 +302,28 @@ impl PgStore {
         key: &str,
         outcome: Option<&str>,
     ) -> Result<(), PgError> {
+        self.end_claims(worker, run, &[(key.to_owned(), outcome.map(str::to_owned))])
+            .await
+    }
+
+    /// [`PgStore::end_claim`] of each of `ends` (a key and its outcome), in one statement.
+    pub async fn end_claims(
+        &self,
+        worker: WorkerId,
+        run: i64,
+        ends: &[(String, Option<String>)],
+    ) -> Result<(), PgError> {
+        let (keys, outcomes): (Vec<&str>, Vec<Option<&str>>) = ends
+            .iter()
+            .map(|(key, outcome)| (key.as_str(), outcome.as_deref()))
+            .unzip();
         self.execute(
-            "UPDATE claims SET worker = NULL, lease_until = NULL,
-               run = CASE WHEN $4::text IS NULL THEN run ELSE $3 END,
-               outcome = COALESCE($4, outcome)
-             WHERE key = $2 AND worker = $1",
-            &[&worker.0, &key, &run, &outcome],
+            "UPDATE claims c SET worker = NULL, lease_until = NULL,
+               run = CASE WHEN e.outcome IS NULL THEN c.run ELSE $2 END,
+               outcome = COALESCE(e.outcome, c.outcome)
+             FROM unnest($3::text[], $4::text[]) AS e (key, outcome)
+             WHERE c.key = e.key AND c.worker = $1",
+            &[&worker.0, &run, &keys, &outcomes],
         )
         .await
         .map(drop)
