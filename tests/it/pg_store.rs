@@ -511,27 +511,27 @@ async fn an_expired_claim_is_taken_over_an_ended_one_never_and_a_dead_worker_fre
     let (keys, steps) = plan_steps(3);
     let long = Duration::from_secs(60);
     let short = Duration::from_millis(300);
-    let a = store
+    let wa = store
         .join("host-a", 1, "plan", &steps, long)
         .await
         .expect("a");
-    let b = store
+    let wb = store
         .join("host-b", 2, "plan", &steps, long)
         .await
         .expect("b");
-    assert_eq!((a.run, b.others), (b.run, 1), "one run");
+    assert_eq!((wa.run, wb.others), (wb.run, 1), "one run");
 
     // A claims the first step with a short lease and stops renewing it (killed).
     assert_eq!(
         store
-            .claim(a.id, a.run, "a", &keys[0], short)
+            .claim(wa.id, wa.run, "a", &keys[0], short)
             .await
             .expect("claim"),
         Claim::Taken
     );
     // While the lease holds, B finds it held and takes the next one.
     let found = store
-        .claim_all(b.id, b.run, "b", &keys[..2], long)
+        .claim_all(wb.id, wb.run, "b", &keys[..2], long)
         .await
         .expect("claim");
     let found: BTreeMap<String, Claim> = found.into_iter().collect();
@@ -541,7 +541,7 @@ async fn an_expired_claim_is_taken_over_an_ended_one_never_and_a_dead_worker_fre
     // A's lease ran out: B takes its step over (and resumes it from its folder records).
     assert_eq!(
         store
-            .claim(b.id, b.run, "b", &keys[0], long)
+            .claim(wb.id, wb.run, "b", &keys[0], long)
             .await
             .expect("claim"),
         Claim::Taken
@@ -557,58 +557,58 @@ async fn an_expired_claim_is_taken_over_an_ended_one_never_and_a_dead_worker_fre
         held.sort();
         held
     };
-    assert_eq!(held_by(b.id), [keys[0].clone(), keys[1].clone()]);
-    assert!(held_by(a.id).is_empty());
+    assert_eq!(held_by(wb.id), [keys[0].clone(), keys[1].clone()]);
+    assert!(held_by(wa.id).is_empty());
     // A's end of a claim it lost changes nothing.
     store
-        .end_claim(a.id, a.run, &keys[0], Some("failed"))
+        .end_claim(wa.id, wa.run, &keys[0], Some("failed"))
         .await
         .expect("a no-op");
 
     // B ends the first step done: no worker of this run takes it again, each learns how it
     // ended. B is interrupted in the second: another worker may take it.
     store
-        .end_claim(b.id, b.run, &keys[0], Some("done"))
+        .end_claim(wb.id, wb.run, &keys[0], Some("done"))
         .await
         .expect("end");
     store
-        .end_claim(b.id, b.run, &keys[1], None)
+        .end_claim(wb.id, wb.run, &keys[1], None)
         .await
         .expect("end");
     assert_eq!(
         store
-            .claim(a.id, a.run, "a", &keys[0], long)
+            .claim(wa.id, wa.run, "a", &keys[0], long)
             .await
             .expect("claim"),
         Claim::Ended("done".to_owned())
     );
     assert_eq!(
         store
-            .claim(a.id, a.run, "a", &keys[1], long)
+            .claim(wa.id, wa.run, "a", &keys[1], long)
             .await
             .expect("claim"),
         Claim::Taken
     );
-    assert!(store.keep_alive(b.id, long).await.expect("beat"));
+    assert!(store.keep_alive(wb.id, long).await.expect("beat"));
 
     // A's machine is lost: no heartbeat. A worker joining after A's heartbeat is older than
     // its lease retires A, whose claims then are nobody's; A learns it was retired.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(store.keep_alive(b.id, long).await.expect("beat"));
-    let c = store
+    assert!(store.keep_alive(wb.id, long).await.expect("beat"));
+    let wc = store
         .join("host-c", 3, "plan", &steps, short)
         .await
         .expect("c");
-    assert_eq!((c.run, c.others), (a.run, 1), "B is alive, A is not");
+    assert_eq!((wc.run, wc.others), (wa.run, 1), "B is alive, A is not");
     assert_eq!(
         store
-            .claim(c.id, c.run, "c", &keys[1], long)
+            .claim(wc.id, wc.run, "c", &keys[1], long)
             .await
             .expect("claim"),
         Claim::Taken
     );
     assert!(
-        !store.keep_alive(a.id, long).await.expect("beat"),
+        !store.keep_alive(wa.id, long).await.expect("beat"),
         "A was retired"
     );
     let left: Vec<WorkerId> = store
@@ -618,19 +618,19 @@ async fn an_expired_claim_is_taken_over_an_ended_one_never_and_a_dead_worker_fre
         .iter()
         .map(|w| w.id)
         .collect();
-    assert_eq!(left, [b.id, c.id]);
+    assert_eq!(left, [wb.id, wc.id]);
 
     // Retired workers let go of everything: the next run takes the unfinished steps again.
-    store.retire_worker(c.id).await.expect("retire");
-    store.retire_worker(b.id).await.expect("retire");
+    store.retire_worker(wc.id).await.expect("retire");
+    store.retire_worker(wb.id).await.expect("retire");
     assert!(store.workers().await.expect("workers").is_empty());
-    let d = store
+    let wd = store
         .join("host-d", 4, "plan", &steps, long)
         .await
         .expect("d");
-    assert_ne!(d.run, a.run, "a new run");
+    assert_ne!(wd.run, wa.run, "a new run");
     let found: BTreeMap<String, Claim> = store
-        .claim_all(d.id, d.run, "d", &keys, long)
+        .claim_all(wd.id, wd.run, "d", &keys, long)
         .await
         .expect("claim")
         .into_iter()
@@ -639,8 +639,8 @@ async fn an_expired_claim_is_taken_over_an_ended_one_never_and_a_dead_worker_fre
     // Several ends in one request (a worker's ends that come together), each with its outcome.
     store
         .end_claims(
-            d.id,
-            d.run,
+            wd.id,
+            wd.run,
             &[
                 (keys[0].clone(), Some("done".to_owned())),
                 (keys[1].clone(), None),
@@ -649,13 +649,13 @@ async fn an_expired_claim_is_taken_over_an_ended_one_never_and_a_dead_worker_fre
         )
         .await
         .expect("end");
-    let e = store
+    let we = store
         .join("host-e", 5, "plan", &steps, long)
         .await
         .expect("e");
-    assert_eq!(e.run, d.run, "D is alive: the same run");
+    assert_eq!(we.run, wd.run, "D is alive: the same run");
     let found: BTreeMap<String, Claim> = store
-        .claim_all(e.id, e.run, "e", &keys, long)
+        .claim_all(we.id, we.run, "e", &keys, long)
         .await
         .expect("claim")
         .into_iter()
