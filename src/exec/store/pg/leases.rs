@@ -241,13 +241,20 @@ impl PgStore {
         lease: Duration,
     ) -> Result<Vec<(String, Claim)>, PgError> {
         // The rows a data-modifying WITH changes are not seen by the rest of the statement:
-        // the steps it did not take are read as they were, which is what is wanted.
+        // the steps it did not take are read as they were, which is what is wanted. The steps
+        // seen held by a live lease, or ended in this run, are not even tried: a try locks the
+        // row, and a transaction that locked one waits for the disk at its commit, which a
+        // worker walking past the steps others hold would pay at every batch. (One claimed
+        // meanwhile is still refused by the conflict's condition.)
         let rows = self
             .query_durable(
                 "WITH taken AS (
                    INSERT INTO claims (key, worker, lease_until, taken, taken_by)
                    SELECT k, $2, clock_timestamp() + $3 * interval '1 millisecond', 1, $4
                    FROM unnest($1::text[]) AS k
+                   WHERE NOT EXISTS (SELECT 1 FROM claims c WHERE c.key = k
+                     AND ((c.worker IS NOT NULL AND c.lease_until >= clock_timestamp())
+                          OR c.run = $5))
                    ON CONFLICT (key) DO UPDATE SET worker = $2,
                      lease_until = clock_timestamp() + $3 * interval '1 millisecond',
                      taken = claims.taken + 1, taken_by = $4
