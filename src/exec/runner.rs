@@ -253,8 +253,13 @@ pub async fn apply(
         size_refusals: copy::SizeRefusals::default(),
     });
 
-    let mut summary = RunSummary::default();
-    let mut queue = ReadyQueue::new(&graph);
+    let mut walk = Walk {
+        queue: ReadyQueue::new(&graph),
+        summary: RunSummary::default(),
+        keys: &keys,
+        graph: &graph,
+        fps: &fps,
+    };
     let mut running: JoinSet<(StepId, StepOutcome, Duration)> = JoinSet::new();
     let (retries, mut retrying) = mpsc::unbounded_channel::<Retrying>();
     // Whether the write went through (or there is nothing to write to).
@@ -314,7 +319,6 @@ pub async fn apply(
                         .collect();
                     found.sort_by_key(|(id, _)| *id);
                     for (id, claim) in found {
-                        let key = &keys[id.index()];
                         match claim {
                             Claim::Held => {}
                             Claim::Taken => {
@@ -323,18 +327,7 @@ pub async fn apply(
                             }
                             Claim::Ended(outcome) => {
                                 elsewhere.remove(&id);
-                                ended_elsewhere(
-                                    &mut queue,
-                                    id,
-                                    key,
-                                    &outcome,
-                                    &keys,
-                                    &graph,
-                                    &fps,
-                                    &shared,
-                                    &mut summary,
-                                    &with_store,
-                                );
+                                walk.ended_elsewhere(id, &outcome, &shared, &with_store);
                             }
                         }
                     }
@@ -348,7 +341,7 @@ pub async fn apply(
             if let Some(w) = &worker
                 && taken.is_empty()
             {
-                let batch: Vec<StepId> = std::iter::from_fn(|| queue.next_ready())
+                let batch: Vec<StepId> = std::iter::from_fn(|| walk.queue.next_ready())
                     .take(options.parallelism.max(1))
                     .collect();
                 if batch.is_empty() {
@@ -366,18 +359,9 @@ pub async fn apply(
                     let key = &keys[id.index()];
                     match found.get(key) {
                         Some(Claim::Taken) => taken.push_back(id),
-                        Some(Claim::Ended(outcome)) => ended_elsewhere(
-                            &mut queue,
-                            id,
-                            key,
-                            outcome,
-                            &keys,
-                            &graph,
-                            &fps,
-                            &shared,
-                            &mut summary,
-                            &with_store,
-                        ),
+                        Some(Claim::Ended(outcome)) => {
+                            walk.ended_elsewhere(id, outcome, &shared, &with_store);
+                        }
                         Some(Claim::Held) | None => {
                             elsewhere.insert(id);
                         }
@@ -388,7 +372,9 @@ pub async fn apply(
             let id = match taken.pop_front() {
                 Some(id) => id,
                 None => {
-                    let Some(id) = queue.next_ready() else { break };
+                    let Some(id) = walk.queue.next_ready() else {
+                        break;
+                    };
                     id
                 }
             };
@@ -427,18 +413,8 @@ pub async fn apply(
                     error: &reason,
                 });
                 end_claim(key, Some(StepStatus::Failed.as_str()));
-                summary.failed += 1;
-                skip_dependents(
-                    &mut queue,
-                    id,
-                    key,
-                    &keys,
-                    &graph,
-                    &fps,
-                    &shared,
-                    &mut summary,
-                    &with_store,
-                );
+                walk.summary.failed += 1;
+                walk.skip_dependents(id, &shared, &with_store);
                 continue;
             }
             // A copy always runs: its pass is incremental, and new mail may have arrived.
@@ -450,8 +426,8 @@ pub async fn apply(
                 };
                 printer.event(&Event::StepUnchanged { key, why });
                 end_claim(key, Some(StepStatus::Done.as_str()));
-                summary.done += 1;
-                queue.finish(id);
+                walk.summary.done += 1;
+                walk.queue.finish(id);
                 continue;
             }
             let why = match &freshness {
@@ -464,8 +440,8 @@ pub async fn apply(
                     s.step_finished(key, StepStatus::Done, Some(0), None, None)
                 });
                 end_claim(key, Some(StepStatus::Done.as_str()));
-                summary.done += 1;
-                queue.finish(id);
+                walk.summary.done += 1;
+                walk.queue.finish(id);
                 continue;
             }
             // A step whose start cannot be recorded does not start.
@@ -529,14 +505,14 @@ pub async fn apply(
                     key: "internal",
                     error: &e.to_string(),
                 });
-                summary.failed += 1;
+                walk.summary.failed += 1;
                 continue;
             }
         };
         let key = &keys[id.index()];
         let ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
-        summary.messages += outcome.counts.messages;
-        summary.bytes += outcome.counts.bytes;
+        walk.summary.messages += outcome.counts.messages;
+        walk.summary.bytes += outcome.counts.bytes;
         let (status, output) = (outcome.status, outcome.output.as_deref());
         // The error column holds why a step failed; a done step's summary is only shown.
         let error = (status == Ended::Failed).then_some(outcome.summary.as_str());
@@ -556,26 +532,16 @@ pub async fn apply(
                     summary: &outcome.summary,
                     ms: u64::try_from(ms).unwrap_or(0),
                 });
-                summary.done += 1;
-                queue.finish(id);
+                walk.summary.done += 1;
+                walk.queue.finish(id);
             }
             Ended::Failed => {
                 printer.event(&Event::StepFailed {
                     key,
                     error: &outcome.summary,
                 });
-                summary.failed += 1;
-                skip_dependents(
-                    &mut queue,
-                    id,
-                    key,
-                    &keys,
-                    &graph,
-                    &fps,
-                    &shared,
-                    &mut summary,
-                    &with_store,
-                );
+                walk.summary.failed += 1;
+                walk.skip_dependents(id, &shared, &with_store);
             }
             Ended::Interrupted => printer.event(&Event::StepInterrupted { key }),
         }
@@ -610,8 +576,8 @@ pub async fn apply(
         }
     }
     let state_failed = shared.state_failed.load(Ordering::SeqCst);
-    summary.interrupted = stop.is_cancelled() && !state_failed;
-    summary.failed += usize::from(state_failed);
+    walk.summary.interrupted = stop.is_cancelled() && !state_failed;
+    walk.summary.failed += usize::from(state_failed);
     if let Some(w) = &worker {
         let spent = w.coordination();
         printer.event(&Event::Coordination {
@@ -621,80 +587,75 @@ pub async fn apply(
         });
     }
     printer.event(&Event::Finished {
-        done: summary.done,
-        failed: summary.failed,
-        skipped: summary.skipped,
-        interrupted: summary.interrupted,
-        messages: summary.messages,
-        bytes: summary.bytes,
+        done: walk.summary.done,
+        failed: walk.summary.failed,
+        skipped: walk.summary.skipped,
+        interrupted: walk.summary.interrupted,
+        messages: walk.summary.messages,
+        bytes: walk.summary.bytes,
     });
-    Ok(summary)
+    Ok(walk.summary)
 }
 
 /// Runs a write on the state store (when the run writes one).
 type WithStore<'a> = &'a dyn Fn(&dyn Fn(&dyn StateStore) -> Result<(), StateError>) -> bool;
 
-/// Mark and report everything that depends on a failed step.
-#[allow(clippy::too_many_arguments)]
-fn skip_dependents(
-    queue: &mut ReadyQueue<'_>,
-    failed: StepId,
-    failed_key: &str,
-    keys: &[String],
-    graph: &StepGraph,
-    fps: &[String],
-    shared: &Shared,
-    summary: &mut RunSummary,
-    with_store: WithStore<'_>,
-) {
-    let because = format!("{failed_key} failed");
-    for s in queue.fail(failed) {
-        let key = &keys[s.index()];
-        let step = graph.step(s);
-        let account = step
-            .subject
-            .account()
-            .map(|i| shared.plan.accounts[i].address.as_str());
-        with_store(&|st| st.step_skipped(key, account, step.kind, &fps[s.index()], &because));
-        shared.printer.event(&Event::StepSkipped {
-            key,
-            because: &because,
-        });
-        summary.skipped += 1;
-    }
+/// Where the run stands in the step graph: the ready queue, what ended so far, and what names
+/// and fingerprints each step.
+struct Walk<'g> {
+    queue: ReadyQueue<'g>,
+    summary: RunSummary,
+    keys: &'g [String],
+    graph: &'g StepGraph,
+    fps: &'g [String],
 }
 
-/// A step that ended in this run in another worker's hands: done, its dependents become
-/// ready here; failed, they are skipped here too.
-#[allow(clippy::too_many_arguments)]
-fn ended_elsewhere(
-    queue: &mut ReadyQueue<'_>,
-    id: StepId,
-    key: &str,
-    outcome: &str,
-    keys: &[String],
-    graph: &StepGraph,
-    fps: &[String],
-    shared: &Shared,
-    summary: &mut RunSummary,
-    with_store: WithStore<'_>,
-) {
-    if outcome == StepStatus::Done.as_str() {
-        shared.printer.event(&Event::StepUnchanged {
-            key,
-            why: "done by another worker",
-        });
-        summary.done += 1;
-        queue.finish(id);
-    } else {
-        shared.printer.event(&Event::StepFailed {
-            key,
-            error: &format!("{outcome} in another worker"),
-        });
-        summary.failed += 1;
-        skip_dependents(
-            queue, id, key, keys, graph, fps, shared, summary, with_store,
-        );
+impl Walk<'_> {
+    /// Mark and report everything that depends on the failed step `failed`.
+    fn skip_dependents(&mut self, failed: StepId, shared: &Shared, with_store: WithStore<'_>) {
+        let because = format!("{} failed", self.keys[failed.index()]);
+        for s in self.queue.fail(failed) {
+            let key = &self.keys[s.index()];
+            let step = self.graph.step(s);
+            let account = step
+                .subject
+                .account()
+                .map(|i| shared.plan.accounts[i].address.as_str());
+            let fp = &self.fps[s.index()];
+            with_store(&|st| st.step_skipped(key, account, step.kind, fp, &because));
+            shared.printer.event(&Event::StepSkipped {
+                key,
+                because: &because,
+            });
+            self.summary.skipped += 1;
+        }
+    }
+
+    /// A step that ended in this run in another worker's hands (`outcome`: `done` or
+    /// `failed`): done, its dependents become ready here; failed, they are skipped here too.
+    fn ended_elsewhere(
+        &mut self,
+        id: StepId,
+        outcome: &str,
+        shared: &Shared,
+        with_store: WithStore<'_>,
+    ) {
+        let key = &self.keys[id.index()];
+        if outcome == StepStatus::Done.as_str() {
+            shared.printer.event(&Event::StepUnchanged {
+                key,
+                why: "done by another worker",
+            });
+            self.summary.done += 1;
+            self.queue.finish(id);
+        } else {
+            shared.printer.event(&Event::StepFailed {
+                key,
+                error: &format!("{outcome} in another worker"),
+            });
+            self.summary.failed += 1;
+            self.skip_dependents(id, shared, with_store);
+        }
     }
 }
 
