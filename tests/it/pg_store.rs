@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use mailplan::exec::store::SourceCounts;
-use mailplan::exec::store::pg::{Claim, PgError, PgStore, PgTarget, SCHEMA_VERSION, WorkerId};
+use mailplan::exec::store::pg::{
+    Claim, Joined, PgError, PgStore, PgTarget, SCHEMA_VERSION, WorkerId,
+};
 use mailplan::providers::imap::copy::{FolderCounts, FolderRecord, IssueKind};
 use mailplan::providers::imap::identity::MessageFacts;
 
@@ -504,6 +506,21 @@ async fn concurrent_claimers_never_take_the_same_step() {
     );
 }
 
+/// What `claim_all` of `keys` found, by key, for worker `w`.
+async fn claims_by_key(
+    store: &PgStore,
+    w: &Joined,
+    keys: &[String],
+    lease: Duration,
+) -> BTreeMap<String, Claim> {
+    store
+        .claim_all(w.id, w.run, "w", keys, lease)
+        .await
+        .expect("claim")
+        .into_iter()
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_claim_is_taken_over_an_ended_one_never_and_a_dead_worker_frees_its_own() {
     let (_pg, _db, target) = fresh();
@@ -530,11 +547,7 @@ async fn an_expired_claim_is_taken_over_an_ended_one_never_and_a_dead_worker_fre
         Claim::Taken
     );
     // While the lease holds, B finds it held and takes the next one.
-    let found = store
-        .claim_all(wb.id, wb.run, "b", &keys[..2], long)
-        .await
-        .expect("claim");
-    let found: BTreeMap<String, Claim> = found.into_iter().collect();
+    let found = claims_by_key(&store, &wb, &keys[..2], long).await;
     assert_eq!(found[&keys[0]], Claim::Held);
     assert_eq!(found[&keys[1]], Claim::Taken);
     tokio::time::sleep(short + Duration::from_millis(200)).await;
@@ -629,12 +642,7 @@ async fn an_expired_claim_is_taken_over_an_ended_one_never_and_a_dead_worker_fre
         .await
         .expect("d");
     assert_ne!(wd.run, wa.run, "a new run");
-    let found: BTreeMap<String, Claim> = store
-        .claim_all(wd.id, wd.run, "d", &keys, long)
-        .await
-        .expect("claim")
-        .into_iter()
-        .collect();
+    let found = claims_by_key(&store, &wd, &keys, long).await;
     assert!(found.values().all(|c| *c == Claim::Taken), "{found:?}");
     // Several ends in one request (a worker's ends that come together), each with its outcome.
     store
@@ -654,12 +662,7 @@ async fn an_expired_claim_is_taken_over_an_ended_one_never_and_a_dead_worker_fre
         .await
         .expect("e");
     assert_eq!(we.run, wd.run, "D is alive: the same run");
-    let found: BTreeMap<String, Claim> = store
-        .claim_all(we.id, we.run, "e", &keys, long)
-        .await
-        .expect("claim")
-        .into_iter()
-        .collect();
+    let found = claims_by_key(&store, &we, &keys, long).await;
     assert_eq!(found[&keys[0]], Claim::Ended("done".to_owned()));
     assert_eq!(found[&keys[1]], Claim::Taken, "interrupted: anyone's");
     assert_eq!(found[&keys[2]], Claim::Ended("failed".to_owned()));
