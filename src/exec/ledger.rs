@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use crate::exec::credentials::Credentials;
 use crate::exec::step::Shared;
-use crate::exec::store::{StateError, StateStore};
+use crate::exec::store::{FolderRow, StateError, StateStore};
 use crate::plan::model::ImapServer;
 use crate::providers::RunMode;
 use crate::providers::imap::connect::server_name;
@@ -41,8 +41,8 @@ pub(crate) struct StoreLedger<'a> {
 /// An account's folder records and the folders that have issues, as the store holds them.
 #[derive(Debug, Default)]
 struct Known {
-    /// By source folder: the target folder and route of the record, and the record.
-    folders: HashMap<String, (String, String, FolderRecord)>,
+    /// By source folder.
+    folders: HashMap<String, FolderRow>,
     with_issues: HashSet<String>,
 }
 
@@ -102,6 +102,21 @@ impl StoreLedger<'_> {
         written
     }
 
+    /// A row as the store would hold it after a write along this ledger's route (the counts,
+    /// which the copy never reads back, left out).
+    fn row(&self, source: &str, target: &str, record: FolderRecord) -> FolderRow {
+        FolderRow {
+            account: self.account.to_owned(),
+            source: source.to_owned(),
+            target: target.to_owned(),
+            route: self.route.clone(),
+            record,
+            copied: 0,
+            failed: 0,
+            bytes: 0,
+        }
+    }
+
     /// `f` on the account's records as known, read from the store first if need be.
     fn known<T>(&self, f: impl FnOnce(&mut Known) -> T) -> Result<T, String> {
         let mut known = self
@@ -112,10 +127,7 @@ impl StoreLedger<'_> {
             let (folders, with_issues) =
                 self.with(|s| Ok((s.folders(self.account)?, s.issue_folders(self.account)?)))?;
             *known = Some(Known {
-                folders: folders
-                    .into_iter()
-                    .map(|r| (r.source, (r.target, r.route, r.record)))
-                    .collect(),
+                folders: folders.into_iter().map(|r| (r.source.clone(), r)).collect(),
                 with_issues: with_issues.into_iter().collect(),
             });
         }
@@ -131,24 +143,26 @@ impl Ledger for StoreLedger<'_> {
         self.known(|k| {
             k.folders
                 .get(source)
-                .filter(|(t, route, _)| t == target && *route == self.route)
-                .map(|(_, _, record)| *record)
+                .and_then(|r| r.record_on(target, &self.route))
         })
     }
     fn begin_batch(&self, source: &str, target: &str, uidvalidity: u32) -> Result<(), String> {
         self.write(|s| s.begin_batch(self.account, source, target, &self.route, uidvalidity))?;
         // As the store does: a record kept (its marks too) or made, now pending on this route.
         self.known(|k| {
-            let (t, route, record) = k.folders.entry(source.to_owned()).or_insert_with(|| {
-                let new = FolderRecord {
-                    uidvalidity,
-                    ..FolderRecord::default()
-                };
-                (String::new(), String::new(), new)
+            let row = k.folders.entry(source.to_owned()).or_insert_with(|| {
+                self.row(
+                    source,
+                    target,
+                    FolderRecord {
+                        uidvalidity,
+                        ..FolderRecord::default()
+                    },
+                )
             });
-            target.clone_into(t);
-            self.route.clone_into(route);
-            record.pending = true;
+            target.clone_into(&mut row.target);
+            self.route.clone_into(&mut row.route);
+            row.record.pending = true;
         })
     }
     fn end_batch(
@@ -159,19 +173,18 @@ impl Ledger for StoreLedger<'_> {
         c: &FolderCounts,
     ) -> Result<(), String> {
         let unchanged = self.known(|k| {
-            k.folders.get(source).is_some_and(|(t, route, record)| {
-                t == target && *route == self.route && *record == r
-            })
+            k.folders
+                .get(source)
+                .and_then(|row| row.record_on(target, &self.route))
+                == Some(r)
         })?;
         if unchanged && *c == FolderCounts::default() {
             return Ok(());
         }
         self.write(|s| s.end_batch(self.account, source, target, &self.route, r, c))?;
         self.known(|k| {
-            k.folders.insert(
-                source.to_owned(),
-                (target.to_owned(), self.route.clone(), r),
-            );
+            k.folders
+                .insert(source.to_owned(), self.row(source, target, r));
         })
     }
     fn issue(

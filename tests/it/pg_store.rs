@@ -289,11 +289,9 @@ async fn every_record_is_written_and_read_back_as_the_sqlite_store_does() {
         .begin_batch("a@x", "INBOX", "INBOX", route, 7)
         .await
         .expect("begin");
-    let rec = store
-        .folder("a@x", "INBOX", "INBOX", route)
-        .await
-        .expect("read")
-        .expect("row");
+    let rec = store.folders("a@x").await.expect("rows")[0]
+        .record_on("INBOX", route)
+        .expect("a record along the route");
     assert!(rec.pending);
     let done = FolderRecord {
         uidvalidity: u32::MAX,
@@ -320,21 +318,11 @@ async fn every_record_is_written_and_read_back_as_the_sqlite_store_does() {
         (rows[0].copied, rows[0].failed, rows[0].bytes),
         (6, 2, 10_000_000_000)
     );
+    // The route and target are kept with the record: it is found only along them.
     let other = "a@x at old:993 -> b@y at new:993";
-    assert_eq!(
-        store
-            .folder("a@x", "INBOX", "INBOX", other)
-            .await
-            .expect("read"),
-        None
-    );
-    assert_eq!(
-        store
-            .folder("a@x", "INBOX", "Inbox", route)
-            .await
-            .expect("read"),
-        None
-    );
+    assert_eq!(rows[0].record_on("INBOX", route), Some(done));
+    assert_eq!(rows[0].record_on("INBOX", other), None);
+    assert_eq!(rows[0].record_on("Inbox", route), None);
 
     // Issues: replaced per UID (with what names the message), cleared per folder.
     let named = MessageFacts {

@@ -168,14 +168,20 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     // Folder records: the copy's progress, one per account and source folder.
 
     /// The record of a folder copied along `route` to `target`; none when it was copied along
-    /// another route or to another folder (the plan changed since).
+    /// another route or to another folder (the plan changed since): [`FolderRow::record_on`].
     fn folder(
         &self,
         account: &str,
         source: &str,
         target: &str,
         route: &str,
-    ) -> Result<Option<FolderRecord>, StateError>;
+    ) -> Result<Option<FolderRecord>, StateError> {
+        Ok(self
+            .folders(account)?
+            .into_iter()
+            .find(|r| r.source == source)
+            .and_then(|r| r.record_on(target, route)))
+    }
     /// The batch marker, written before a group's first APPEND and durable even across a power
     /// cut: the folder is pending, and its record then belongs to `route` and `target`.
     fn begin_batch(
@@ -408,6 +414,14 @@ pub struct FolderRow {
     pub copied: u64,
     pub failed: u64,
     pub bytes: u64,
+}
+
+impl FolderRow {
+    /// The record, if it was made copying to `target` along `route`: only then is it true of
+    /// the mailboxes the plan names now.
+    pub fn record_on(&self, target: &str, route: &str) -> Option<FolderRecord> {
+        (self.target == target && self.route == route).then_some(self.record)
+    }
 }
 
 /// A message left out or refused.

@@ -421,34 +421,6 @@ impl StateStore for SqliteStore {
 
     /// The record of a folder copied along `route` to `target`; none when it was copied along
     /// another route or to another folder (the plan changed since).
-    fn folder(
-        &self,
-        account: &str,
-        source: &str,
-        target: &str,
-        route: &str,
-    ) -> Result<Option<FolderRecord>, StateError> {
-        if !self.routes {
-            return Ok(None);
-        }
-        self.conn()?
-            .query_row(
-                "SELECT uidvalidity, last_uid, pending, failed_now FROM folders
-                 WHERE account = ?1 AND source = ?2 AND target = ?3 AND route = ?4",
-                params![account, source, target, route],
-                |r| {
-                    Ok(FolderRecord {
-                        uidvalidity: r.get(0)?,
-                        last_uid: r.get(1)?,
-                        pending: r.get(2)?,
-                        failed: r.get(3)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.error(&e))
-    }
-
     /// The batch marker, written before a group's first APPEND: synced to disk before it
     /// returns (`synchronous = FULL` for this one commit), so that after a power cut the folder
     /// is still known to be pending and is reconciled rather than trusted.

@@ -198,16 +198,6 @@ impl StateStore for BlockingPgStore {
         )
     }
 
-    fn folder(
-        &self,
-        account: &str,
-        source: &str,
-        target: &str,
-        route: &str,
-    ) -> Result<Option<FolderRecord>, StateError> {
-        self.call(self.store.folder(account, source, target, route))
-    }
-
     fn begin_batch(
         &self,
         account: &str,

@@ -706,31 +706,6 @@ impl PgStore {
         .map(drop)
     }
 
-    /// The record of a folder copied along `route` to `target`; none when it was copied along
-    /// another route or to another folder (the plan changed since).
-    pub async fn folder(
-        &self,
-        account: &str,
-        source: &str,
-        target: &str,
-        route: &str,
-    ) -> Result<Option<FolderRecord>, PgError> {
-        Ok(self
-            .query(
-                "SELECT uidvalidity, last_uid, pending, failed_now FROM folders
-                 WHERE account = $1 AND source = $2 AND target = $3 AND route = $4",
-                &[&account, &source, &target, &route],
-            )
-            .await?
-            .first()
-            .map(|r| FolderRecord {
-                uidvalidity: to_u32(r.get(0)),
-                last_uid: to_u32(r.get(1)),
-                pending: r.get(2),
-                failed: to_u64(r.get(3)),
-            }))
-    }
-
     /// The batch marker, written before a group's first APPEND: committed and on disk (a
     /// durable session: the WAL is flushed before the commit returns) before any message is
     /// sent. The folder is pending, and its record then belongs to `route` and
